@@ -1,0 +1,125 @@
+"""The errors the worker raises, and whether a job should be tried again.
+
+Every error carries the retry decision with it. ``permanent=False`` means "defer the job and
+try again on a later sweep"; ``permanent=True`` means "mark the job failed and wait for a
+person". Either way nothing is deleted: the delete gate in ``pipeline`` only opens for a job
+whose archive is complete.
+
+    WorkerError
+    ├── ConfigError ............ the configuration is wrong (always permanent; exit code 2)
+    ├── ProviderError .......... the provider's API did not give us what we needed
+    │   ├── ProviderUnavailable  5xx, timeouts, reset connections (transient)
+    │   ├── RateLimited ........ 429; carries the wait the provider asked for (transient)
+    │   ├── ProviderRejected ... 4xx such as a bad key or a refused operation (permanent)
+    │   └── BadResponse ........ malformed JSON, missing fields, unknown shapes (transient)
+    ├── DownloadError .......... a file download broke or came back short (transient)
+    ├── ArchiveError ........... S3 refused or failed a write or a read (transient)
+    │   └── VerifyError ........ a stored object does not match what was streamed (transient)
+    ├── UnsafeInput ............ a provider handed us a path or URL we refuse to use (permanent)
+    └── LedgerError ............ the ledger refused a transition (transient)
+
+Messages name the provider and the job, say what happened and what to do about it, and never
+contain a credential or a signed URL: ``str(error)`` is what reaches logs and the CLI.
+"""
+
+from __future__ import annotations
+
+
+class WorkerError(Exception):
+    """Base of every error the worker raises on purpose."""
+
+    permanent: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str | None = None,
+        job_id: str | None = None,
+        hint: str | None = None,
+        permanent: bool | None = None,
+    ) -> None:
+        self.message = message
+        self.provider = provider
+        self.job_id = job_id
+        self.hint = hint
+        if permanent is not None:
+            self.permanent = permanent
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        where = ""
+        if self.provider and self.job_id:
+            where = f"{self.provider} job {self.job_id}: "
+        elif self.provider:
+            where = f"{self.provider}: "
+        text = f"{where}{self.message}"
+        if self.hint:
+            text = f"{text}. {self.hint}"
+        return text
+
+    def for_job(self, provider: str, job_id: str) -> WorkerError:
+        """Attach the provider and job when the raiser did not know them."""
+        if self.provider is None:
+            self.provider = provider
+        if self.job_id is None:
+            self.job_id = job_id
+        self.args = (self.describe(),)
+        return self
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+class ConfigError(WorkerError):
+    permanent = True
+
+
+class ProviderError(WorkerError):
+    pass
+
+
+class ProviderUnavailable(ProviderError):
+    pass
+
+
+class RateLimited(ProviderError):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        provider: str | None = None,
+        job_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, provider=provider, job_id=job_id, hint=hint)
+
+
+class ProviderRejected(ProviderError):
+    permanent = True
+
+
+class BadResponse(ProviderError):
+    pass
+
+
+class DownloadError(WorkerError):
+    pass
+
+
+class ArchiveError(WorkerError):
+    pass
+
+
+class VerifyError(ArchiveError):
+    pass
+
+
+class UnsafeInput(WorkerError):
+    permanent = True
+
+
+class LedgerError(WorkerError):
+    pass

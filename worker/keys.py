@@ -1,0 +1,107 @@
+"""Archive keys: where a job's files live, and how a provider's names are made safe.
+
+A provider chooses file names and job ids; we choose where they land. Every name is
+normalised to a key strictly inside the job's folder, or the job is refused with
+``UnsafeInput``. Nothing here guesses: a name that needs more than trimming slashes to be
+safe is refused, because a silently renamed file is a file the user cannot find.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+from worker.errors import UnsafeInput
+
+# S3's own limit on a key, in UTF-8 bytes.
+MAX_KEY_BYTES = 1024
+# Most filesystems refuse a longer path segment; a restore to disk must not fail on one.
+MAX_SEGMENT_BYTES = 255
+MANIFEST_NAME = "manifest.json"
+RECEIPT_NAME = "deletion.json"
+RESERVED_NAMES = frozenset({MANIFEST_NAME, RECEIPT_NAME})
+
+# C0 and C1 controls, DEL, and the bidirectional overrides that make a name display as
+# something other than what it is ("trojan source").
+_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\\\\]")
+
+
+def safe_relative_key(name: str, *, what: str = "file name") -> str:
+    """Normalise ``name`` to a relative key, or raise ``UnsafeInput``.
+
+    Leading, trailing and doubled slashes are dropped (an absolute path lands inside the job
+    folder). ``.`` and ``..`` segments, control characters, backslashes and overlong
+    segments are refused.
+    """
+    text = unicodedata.normalize("NFC", name)
+    if _FORBIDDEN.search(text):
+        raise UnsafeInput(
+            f"the provider's {what} {text!r} contains a control character or backslash",
+            hint="The job was refused; check the job at the provider",
+        )
+    segments = [s for s in text.split("/") if s]
+    if not segments:
+        raise UnsafeInput(f"the provider's {what} {text!r} is empty")
+    for segment in segments:
+        if segment in (".", ".."):
+            raise UnsafeInput(
+                f"the provider's {what} {text!r} contains a {segment!r} segment",
+                hint="The job was refused so nothing is written outside its folder",
+            )
+        if len(segment.encode()) > MAX_SEGMENT_BYTES:
+            raise UnsafeInput(
+                f"the provider's {what} has a segment longer than {MAX_SEGMENT_BYTES} bytes"
+            )
+    return "/".join(segments)
+
+
+def job_folder(prefix: str, provider: str, job_id: str) -> str:
+    """``{prefix}{provider}/{job_id}/``: everything about one job lives under it."""
+    return f"{prefix}{provider}/{safe_relative_key(job_id, what='job id')}/"
+
+
+def archive_keys(folder: str, names: Iterable[str]) -> list[str]:
+    """Map each provider name to its full key under ``folder``, refusing collisions.
+
+    Two names that normalise to the same key would overwrite each other, and a name equal
+    to our own manifest or receipt would be overwritten by them: both refuse the job.
+    """
+    keys: list[str] = []
+    seen: dict[str, str] = {}
+    for name in names:
+        relative = safe_relative_key(name)
+        if relative in RESERVED_NAMES:
+            raise UnsafeInput(
+                f"the provider's file name {name!r} collides with the worker's own {relative}"
+            )
+        key = folder + relative
+        if len(key.encode()) > MAX_KEY_BYTES:
+            raise UnsafeInput(
+                f"the archive key for {name!r} would be longer than S3's {MAX_KEY_BYTES} bytes",
+                hint="Shorten [archive].prefix or archive this job by hand",
+            )
+        if key in seen:
+            raise UnsafeInput(
+                f"the provider's file names {seen[key]!r} and {name!r} map to the same key",
+                hint="The job was refused so neither file overwrites the other",
+            )
+        seen[key] = name
+        keys.append(key)
+    return keys
+
+
+def strip_query(url: str) -> str:
+    """A URL without its query string and fragment: what is safe to log and to record.
+
+    Signed links carry their signature in the query (X-Amz-Signature, Signature, token...).
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

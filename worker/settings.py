@@ -1,0 +1,390 @@
+"""Typed settings, validated once at start and passed down.
+
+The configuration is one TOML file, named by ``--config PATH`` or ``RETENTION_CONFIG``.
+Environment variables ``RETENTION_<SECTION>__<KEY>`` override its keys (for example
+``RETENTION_PROVIDERS__DAILY__API_KEY``), and a string written ``"${NAME}"`` is read from the
+environment variable NAME. A bad configuration raises one ``ConfigError`` that names every
+offending key; the CLI prints it and exits with code 2.
+
+This module imports no network client, so that loading settings stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+ENV_PREFIX = "RETENTION_"
+CONFIG_ENV = "RETENTION_CONFIG"
+# Provider names appear in S3 keys, Celery arguments, metric labels and environment variable
+# names (where a hyphen is not allowed), so they are held to the narrowest useful alphabet.
+PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CRON_FIELD = re.compile(r"^[0-9a-zA-Z*/,-]+$")
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_RATE = re.compile(r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|s|m|h|d)s?\s*$")
+
+
+class _Strict(BaseModel):
+    # A misspelt key is an error, not a silently ignored line: a typo in `retain_days` must not
+    # fall back to a default that deletes sooner than the policy says.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_cron(value: str | None) -> str | None:
+    if value is None:
+        return None
+    fields = value.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(
+            "must be a five-field cron expression such as '0 * * * *' "
+            "(minute hour day-of-month month day-of-week)"
+        )
+    return " ".join(fields)
+
+
+def _check_rate(value: str | None) -> str | None:
+    if value is not None and not _RATE.match(value):
+        raise ValueError("must look like '20/second', '100/minute' or '60 per 3 seconds'")
+    return value
+
+
+class ArchiveSettings(_Strict):
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    # MinIO and most S3-compatible servers want path-style requests.
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # botocore 1.36 began sending CRC checksums by default; several S3-compatible servers
+    # reject them. "when_required" sends only what the operation requires plus Content-MD5.
+    checksum_mode: Literal["when_supported", "when_required"] = "when_supported"
+    # Smallest multipart part. The uploader grows it for large known sizes so an object never
+    # needs more than 10,000 parts.
+    part_size_mib: int = Field(default=8, ge=5, le=5120)
+    # Parts uploaded at once per file; memory per upload is about (this + 1) x part size.
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, v: str) -> str:
+        if not _S3_BUCKET.match(v) or ".." in v:
+            raise ValueError("is not a valid S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if v.startswith("/") or any(seg in (".", "..") for seg in v.split("/")):
+            raise ValueError("must be a relative key prefix such as 'archive/'")
+        return v
+
+
+class LedgerSettings(_Strict):
+    # May carry a password, so it stays out of reprs; the redactor also knows the password.
+    url: str = Field(default="sqlite:///retention.db", repr=False)
+    # Bring the schema up to date when a command first opens the ledger. Several processes
+    # may start at once; PostgreSQL upgrades are serialised with an advisory lock.
+    auto_migrate: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return v
+
+
+class BrokerSettings(_Strict):
+    url: str = Field(default="redis://127.0.0.1:6379/0", repr=False)
+    # The Celery queue. Two deployments sharing one Redis keep apart by using different names.
+    queue: str = Field(default="retention", pattern=r"^[A-Za-z0-9_.-]{1,100}$")
+
+
+class DefaultsSettings(_Strict):
+    retain_days: int = Field(default=7, ge=0)
+    schedule: str = "0 * * * *"
+    # A brake, like rclone's --max-delete: a sweep stops starting deletes past this many.
+    max_deletes_per_sweep: int = Field(default=1000, ge=1)
+    # Archive but never delete, everywhere (Velero's read-only storage location).
+    read_only: bool = False
+    # Jobs processed at once by one `retention sweep` process, per provider.
+    concurrency: int = Field(default=4, ge=1, le=64)
+
+    _cron = field_validator("schedule")(_check_cron)
+
+
+class DownloadSettings(_Strict):
+    # true allows http:// and loopback/private addresses in URLs that providers hand out
+    # (local simulators, MinIO); the default is https to public addresses only.
+    allow_private_networks: bool = False
+    connect_timeout: float = Field(default=10.0, gt=0)
+    # Longest silence while a body streams. httpx applies it per read, not per file.
+    read_timeout: float = Field(default=60.0, gt=0)
+    # Wall-clock cap per file, which the per-read timeout alone cannot give.
+    max_seconds: float = Field(default=6 * 3600.0, gt=0)
+    max_redirects: int = Field(default=5, ge=0, le=20)
+
+
+class ProviderCommon(_Strict):
+    """Keys every provider accepts. ``None`` means "take it from [defaults]"."""
+
+    base_url: str
+    retain_days: int | None = Field(default=None, ge=0)
+    schedule: str | None = None
+    max_deletes_per_sweep: int | None = Field(default=None, ge=1)
+    read_only: bool | None = None
+    concurrency: int | None = Field(default=None, ge=1, le=64)
+    # Requests per period to this provider's API, e.g. "20/second".
+    rate_limit: str | None = None
+    # Seconds to wait for one API answer.
+    timeout: float = Field(default=30.0, gt=0)
+
+    _cron = field_validator("schedule")(_check_cron)
+    _rate = field_validator("rate_limit")(_check_rate)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://api.daily.co/v1")
+        if parts.query or parts.username or parts.password:
+            raise ValueError("must not carry a query string or credentials")
+        return v.rstrip("/")
+
+    def default_rate_limit(self) -> str:
+        return "10/second"
+
+
+class DailySettings(ProviderCommon):
+    """Daily's Batch Processor (providers.md section 1)."""
+
+    type: Literal["daily"]
+    base_url: str = "https://api.daily.co/v1"
+    api_key: SecretStr
+    # Buckets of the user's own that a Daily domain writes outputs to (batch_processor_bucket).
+    # Daily's delete leaves those objects; the worker archives them, then removes them.
+    custom_buckets: list[str] = Field(default_factory=list)
+    # Where the custom buckets are served, when not by the archive's endpoint. Server-side
+    # copy is used only when both share one endpoint.
+    custom_bucket_endpoint_url: str | None = None
+    # Jobs per list page; Daily allows at most 100.
+    page_size: int = Field(default=100, ge=1, le=100)
+
+    def default_rate_limit(self) -> str:
+        # Daily's documented tier for "most endpoints" is 20 requests per second; the batch
+        # processor is not named in that table, so this is an inference (providers.md 1(g)).
+        return "20/second"
+
+
+ProviderSettings = Annotated[DailySettings, Field(discriminator="type")]
+
+
+class Settings(_Strict):
+    archive: ArchiveSettings
+    ledger: LedgerSettings = LedgerSettings()
+    broker: BrokerSettings = BrokerSettings()
+    defaults: DefaultsSettings = DefaultsSettings()
+    downloads: DownloadSettings = DownloadSettings()
+    providers: dict[str, ProviderSettings] = Field(default_factory=dict)
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(cls, v: dict[str, ProviderSettings]) -> dict[str, ProviderSettings]:
+        for name in v:
+            if not PROVIDER_NAME.match(name):
+                raise ValueError(
+                    f"provider name {name!r} must be lowercase letters, digits and '_', "
+                    "starting with a letter"
+                )
+        return v
+
+    def provider(self, name: str) -> ProviderSettings:
+        try:
+            return self.providers[name]
+        except KeyError:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise ConfigError(
+                f"no provider named {name!r} in the configuration (configured: {known})",
+                hint="Add a [providers.NAME] table or check the spelling",
+            ) from None
+
+    def policy(self, name: str) -> ProviderPolicy:
+        p = self.provider(name)
+        d = self.defaults
+        return ProviderPolicy(
+            name=name,
+            type=p.type,
+            retain_days=d.retain_days if p.retain_days is None else p.retain_days,
+            schedule=p.schedule or d.schedule,
+            max_deletes_per_sweep=p.max_deletes_per_sweep or d.max_deletes_per_sweep,
+            read_only=d.read_only or bool(p.read_only),
+            concurrency=p.concurrency or d.concurrency,
+            rate_limit=p.rate_limit or p.default_rate_limit(),
+        )
+
+    def secret_values(self) -> set[str]:
+        """Every credential in the configuration, for the log redactor."""
+        found: set[str] = set()
+        for value in _walk(self):
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                if secret:
+                    found.add(secret)
+        for url in (self.ledger.url, self.broker.url, self.archive.endpoint_url):
+            password = _url_password(url)
+            if password:
+                found.add(password)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPolicy:
+    """One provider's effective policy: its own keys over [defaults]."""
+
+    name: str
+    type: str
+    retain_days: int
+    schedule: str
+    max_deletes_per_sweep: int
+    read_only: bool
+    concurrency: int
+    rate_limit: str
+
+
+def _walk(model: BaseModel) -> Iterator[Any]:
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        yield value
+        if isinstance(value, BaseModel):
+            yield from _walk(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                if isinstance(item, BaseModel):
+                    yield from _walk(item)
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
+class _Loader(BaseSettings, Settings):
+    """Settings read from the TOML file (passed as keyword arguments) under the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        extra="forbid",
+        frozen=True,
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first, so it overrides the file.
+        return (env_settings, init_settings)
+
+
+def config_path(explicit: str | os.PathLike[str] | None) -> Path:
+    value = explicit or os.environ.get(CONFIG_ENV)
+    if not value:
+        raise ConfigError(
+            "no configuration file given",
+            hint=f"Pass --config PATH or set {CONFIG_ENV} (see config/retention.example.toml)",
+        )
+    return Path(value)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read, expand, override and validate the configuration, or raise one ConfigError."""
+    file = config_path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"configuration file {file} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file {file}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from None
+    data = _expand_env_refs(raw, os.environ, ())
+    try:
+        return _Loader(**data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(file))) from None
+
+
+def _expand_env_refs(value: Any, environ: Mapping[str, str], path: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env_refs(v, environ, (*path, k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env_refs(v, environ, (*path, str(i))) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        match = _ENV_REF.match(value)
+        if match:
+            name = match.group(1)
+            if name not in environ:
+                raise ConfigError(
+                    f"{'.'.join(path)} refers to the environment variable {name}, which is not set",
+                    hint=f"Export {name} or write the value in the file",
+                )
+            return environ[name]
+    return value
+
+
+def provider_classes() -> tuple[type[ProviderCommon], ...]:
+    """The settings class of every provider type, read off the ProviderSettings union."""
+    inner = get_args(ProviderSettings)[0]
+    return get_args(inner) or (inner,)
+
+
+_PROVIDER_TYPES = frozenset(
+    get_args(cls.model_fields["type"].annotation)[0] for cls in provider_classes()
+)
+
+_FRIENDLY = {
+    "extra_forbidden": "unknown key (check its spelling against config/retention.example.toml)",
+    "missing": "is required",
+    "union_tag_not_found": "needs a `type` key",
+}
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One message that names each offending key, without echoing any value (secrets)."""
+    lines = [f"invalid configuration in {source}:"]
+    for err in exc.errors(include_input=False, include_url=False):
+        parts = [str(p) for p in err["loc"]]
+        # A tagged union reports providers.NAME.TYPE.key; the type is noise to the reader.
+        if len(parts) > 3 and parts[0] == "providers" and parts[2] in _PROVIDER_TYPES:
+            del parts[2]
+        loc = ".".join(parts)
+        message = _FRIENDLY.get(err["type"], err["msg"])
+        if err["type"] == "union_tag_invalid":
+            message = f"unknown provider type; expected one of {err['ctx']['expected_tags']}"
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        lines.append(f"  {loc}: {message}")
+    return "\n".join(lines)
