@@ -1,0 +1,1248 @@
+"""The ledger: every job the worker knows, its state, and an append-only audit trail.
+
+SQLite by default, PostgreSQL for several hosts, both through SQLAlchemy Core. The schema is
+owned by the Alembic migrations in ``worker/migrations``; the tables below mirror them, and a
+test proves the two agree.
+
+Concurrency rests on three mechanisms:
+
+* A **job claim** is a lease on the job's row, taken with a conditional UPDATE (``WHERE the
+  lease is free or expired``). It works the same on SQLite and PostgreSQL. Batch claims on
+  PostgreSQL add ``FOR UPDATE SKIP LOCKED`` so two sweeps take different rows.
+* Every transition made under a claim is **fenced**: its UPDATE also requires
+  ``lease_owner = me``. A worker that stalled past its lease cannot move a job another
+  worker has since claimed; the transition matches no row and raises ``LedgerError``.
+* A **sweep lease** (one row per provider) keeps two sweeps of one provider apart.
+
+The delete gate (``open_delete_gate``) is one conditional UPDATE: the job must be archived,
+have a manifest, not be held, and be claimed by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from worker.domain import (
+    FINAL_STATES,
+    JobSnapshot,
+    JobState,
+    ListedJob,
+    Phase,
+    is_terminal,
+    terminal_since,
+)
+from worker.errors import ConfigError, LedgerError
+
+# The Alembic revision this code expects. A test checks it equals the migrations' head, so
+# "are migrations pending?" is answered without importing Alembic on every command.
+SCHEMA_REVISION = "0001"
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, stored naive in UTC.
+
+    SQLite has no time zones; storing naive UTC keeps ``<`` comparisons correct on both
+    databases.
+    """
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use an aware UTC datetime")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+metadata = sa.MetaData()
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("provider", sa.String(63), nullable=False),
+    sa.Column("job_id", sa.String(512), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("tracked", sa.Boolean, nullable=False),
+    sa.Column("held", sa.Boolean, nullable=False),
+    sa.Column("provider_status", sa.String(64)),
+    sa.Column("phase", sa.String(16)),
+    sa.Column("first_seen_at", UTCDateTime, nullable=False),
+    sa.Column("last_checked_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("terminal_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_error_at", UTCDateTime),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("lease_owner", sa.String(128)),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("archived_at", UTCDateTime),
+    sa.Column("manifest_key", sa.String(1100)),
+    sa.Column("files_count", sa.Integer),
+    sa.Column("bytes_archived", sa.BigInteger),
+    sa.Column("delete_requested_at", UTCDateTime),
+    sa.Column("delete_handle", sa.String(255)),
+    sa.Column("delete_answer", sa.JSON),
+    sa.Column("provider_deleted_at", UTCDateTime),
+    sa.Column("deleted_at", UTCDateTime),
+    sa.Column("receipt_key", sa.String(1100)),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("provider", "job_id", name="uq_jobs_provider_job"),
+    sa.Index("ix_jobs_provider_state_terminal", "provider", "state", "terminal_at"),
+    sa.Index("ix_jobs_state", "state"),
+)
+
+archive_files = sa.Table(
+    "archive_files",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("job_pk", _ID, sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key", sa.String(1100), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("etag", sa.String(128)),
+    sa.Column("version_id", sa.String(1024)),
+    sa.Column("origin_bucket", sa.String(63)),
+    sa.Column("origin_key", sa.String(1100)),
+    sa.Column("stored_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("job_pk", "key", name="uq_archive_files_job_key"),
+)
+
+audit_events = sa.Table(
+    "audit_events",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("provider", sa.String(63), nullable=False),
+    sa.Column("job_id", sa.String(512)),
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+    sa.Index("ix_audit_provider_job", "provider", "job_id"),
+    sa.Index("ix_audit_at", "at"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("owner", sa.String(128)),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("acquired_at", UTCDateTime),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    pk: int
+    provider: str
+    job_id: str
+    state: JobState
+    tracked: bool
+    held: bool
+    provider_status: str | None
+    phase: Phase | None
+    first_seen_at: datetime
+    last_checked_at: datetime | None
+    finished_at: datetime | None
+    terminal_at: datetime | None
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    archived_at: datetime | None
+    manifest_key: str | None
+    files_count: int | None
+    bytes_archived: int | None
+    delete_requested_at: datetime | None
+    delete_handle: str | None
+    delete_answer: Any
+    provider_deleted_at: datetime | None
+    deleted_at: datetime | None
+    receipt_key: str | None
+
+    @classmethod
+    def from_row(cls, row: sa.Row[Any]) -> JobRow:
+        m = row._mapping
+        return cls(
+            pk=m["id"],
+            provider=m["provider"],
+            job_id=m["job_id"],
+            state=JobState(m["state"]),
+            tracked=bool(m["tracked"]),
+            held=bool(m["held"]),
+            provider_status=m["provider_status"],
+            phase=Phase(m["phase"]) if m["phase"] else None,
+            first_seen_at=m["first_seen_at"],
+            last_checked_at=m["last_checked_at"],
+            finished_at=m["finished_at"],
+            terminal_at=m["terminal_at"],
+            attempts=m["attempts"],
+            last_error=m["last_error"],
+            next_attempt_at=m["next_attempt_at"],
+            lease_owner=m["lease_owner"],
+            lease_expires_at=m["lease_expires_at"],
+            archived_at=m["archived_at"],
+            manifest_key=m["manifest_key"],
+            files_count=m["files_count"],
+            bytes_archived=m["bytes_archived"],
+            delete_requested_at=m["delete_requested_at"],
+            delete_handle=m["delete_handle"],
+            delete_answer=m["delete_answer"],
+            provider_deleted_at=m["provider_deleted_at"],
+            deleted_at=m["deleted_at"],
+            receipt_key=m["receipt_key"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    key: str
+    size: int
+    sha256: str
+    source: str
+    etag: str | None
+    version_id: str | None
+    origin_bucket: str | None
+    origin_key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    pk: int
+    job_id: str
+    state: JobState
+    # True when acting on it may end in a delete (it counts against max_deletes_per_sweep).
+    may_delete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    provider: str
+    states: dict[str, int]
+    held: int
+    overdue: list[dict[str, Any]]
+    overdue_count: int
+    failed: list[dict[str, Any]]
+
+
+def actor_name() -> str:
+    """Who did it, for the audit trail: host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+class Ledger:
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
+        self.engine = engine
+        self.read_only = read_only
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, auto_migrate: bool = True, read_only: bool = False) -> Ledger:
+        """Open the ledger at ``url``; bring its schema up to date unless ``read_only``.
+
+        A read-only ledger (``--dry-run``) changes nothing: a SQLite file that does not
+        exist yet is not created, and an empty database reads as an empty ledger.
+        """
+        if read_only:
+            return cls._open_read_only(url)
+        engine = make_engine(url)
+        ledger = cls(engine)
+        revision = ledger.schema_revision()
+        if revision != SCHEMA_REVISION:
+            if not auto_migrate:
+                raise ConfigError(
+                    f"the ledger schema is at {revision or 'nothing'}, "
+                    f"this worker needs {SCHEMA_REVISION}",
+                    hint="Run `retention migrate` (or set [ledger] auto_migrate = true)",
+                )
+            migrate(engine)
+        return ledger
+
+    @classmethod
+    def _open_read_only(cls, url: str) -> Ledger:
+        sa_url = sa.make_url(url)
+        if sa_url.get_backend_name() == "sqlite":
+            database = sa_url.database
+            if not database or database == ":memory:" or not Path(database).exists():
+                return cls._empty()
+            engine = sa.create_engine(
+                f"sqlite:///file:{Path(database).resolve()}?mode=ro&uri=true",
+                poolclass=sa.pool.NullPool,
+            )
+        else:
+            engine = make_engine(url)
+        ledger = cls(engine, read_only=True)
+        revision = ledger.schema_revision()
+        if revision is None:
+            engine.dispose()
+            return cls._empty()
+        if revision != SCHEMA_REVISION:
+            raise ConfigError(
+                f"the ledger schema is at {revision}, this worker needs {SCHEMA_REVISION}",
+                hint="Run `retention migrate` first; a dry run never migrates",
+            )
+        return ledger
+
+    @classmethod
+    def _empty(cls) -> Ledger:
+        engine = sa.create_engine(
+            "sqlite://",
+            poolclass=sa.pool.StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+        metadata.create_all(engine)
+        return cls(engine, read_only=True)
+
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            row = conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()
+            return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        if self.read_only:
+            raise LedgerError("the ledger is open read-only (dry run); nothing may change")
+        with self.engine.connect() as conn:
+            conn.execution_options(write=True)
+            with conn.begin():
+                yield conn
+
+    def _insert_missing(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Insert job rows, skipping any another process inserted a moment before."""
+        if not rows:
+            return
+        if self.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            conn.execute(pg_insert(jobs).on_conflict_do_nothing(), rows)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            conn.execute(sqlite_insert(jobs).on_conflict_do_nothing(), rows)
+
+    def _audit(
+        self,
+        conn: Connection,
+        *,
+        provider: str,
+        job_id: str | None,
+        event: str,
+        now: datetime,
+        actor: str,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        conn.execute(
+            audit_events.insert().values(
+                at=now,
+                provider=provider,
+                job_id=job_id,
+                event=event,
+                actor=actor,
+                detail=_json_safe(detail or {}),
+            )
+        )
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, provider: str, job_id: str) -> JobRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(jobs.c.provider == provider, jobs.c.job_id == job_id)
+            ).first()
+        return None if row is None else JobRow.from_row(row)
+
+    def files(self, pk: int) -> dict[str, FileRecord]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(archive_files).where(archive_files.c.job_pk == pk)).all()
+        return {
+            r.key: FileRecord(
+                key=r.key,
+                size=r.size,
+                sha256=r.sha256,
+                source=r.source,
+                etag=r.etag,
+                version_id=r.version_id,
+                origin_bucket=r.origin_bucket,
+                origin_key=r.origin_key,
+            )
+            for r in rows
+        }
+
+    def audit_trail(self, provider: str, job_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(audit_events)
+                .where(audit_events.c.provider == provider, audit_events.c.job_id == job_id)
+                .order_by(audit_events.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def candidates(
+        self,
+        provider: str,
+        *,
+        now: datetime,
+        due_cutoff: datetime,
+        refreshed_since: datetime,
+        after_pk: int = 0,
+        limit: int = 500,
+    ) -> list[Candidate]:
+        """The next batch of jobs a sweep should look at, in primary-key order.
+
+        * jobs past the archive step (resume the delete);
+        * terminal jobs whose retention clock started before ``due_cutoff`` (due);
+        * jobs whose status is unknown or not terminal and that this sweep's listing did not
+          already refresh (their status must be read fresh).
+
+        Held jobs and jobs deferred into the future are left out.
+        """
+        c = jobs.c
+        resumable = c.state.in_([JobState.ARCHIVED, JobState.DELETING, JobState.CLEANING])
+        due = sa.and_(
+            c.state == JobState.PENDING, c.terminal_at.is_not(None), c.terminal_at <= due_cutoff
+        )
+        stale = sa.and_(
+            c.state == JobState.PENDING,
+            c.terminal_at.is_(None),
+            sa.or_(c.last_checked_at.is_(None), c.last_checked_at < refreshed_since),
+        )
+        query = (
+            sa.select(c.id, c.job_id, c.state, c.terminal_at)
+            .where(
+                c.provider == provider,
+                c.held.is_(False),
+                c.id > after_pk,
+                sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+                sa.or_(resumable, due, stale),
+            )
+            .order_by(c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Candidate(
+                pk=r.id,
+                job_id=r.job_id,
+                state=JobState(r.state),
+                may_delete=r.state != JobState.PENDING or r.terminal_at is not None,
+            )
+            for r in rows
+        ]
+
+    def waiting(self, provider: str, *, due_cutoff: datetime) -> tuple[int, int]:
+        """(held, not yet due) among the provider's pending jobs: what a sweep leaves alone."""
+        c = jobs.c
+        pending = sa.and_(c.provider == provider, c.state == JobState.PENDING)
+        with self.engine.connect() as conn:
+            held = conn.execute(
+                sa.select(sa.func.count()).where(pending, c.held.is_(True))
+            ).scalar_one()
+            not_due = conn.execute(
+                sa.select(sa.func.count()).where(
+                    pending,
+                    c.held.is_(False),
+                    c.terminal_at.is_not(None),
+                    c.terminal_at > due_cutoff,
+                )
+            ).scalar_one()
+        return int(held), int(not_due)
+
+    def status(
+        self, retain_days: dict[str, int], *, now: datetime, limit: int = 20
+    ) -> list[ProviderStatus]:
+        """Counts by provider and state, overdue jobs and failed jobs, for `retention status`."""
+        c = jobs.c
+        out: list[ProviderStatus] = []
+        with self.engine.connect() as conn:
+            counts: dict[str, dict[str, int]] = {}
+            for provider, state, n in conn.execute(
+                sa.select(c.provider, c.state, sa.func.count()).group_by(c.provider, c.state)
+            ):
+                counts.setdefault(provider, {})[state] = n
+            held: dict[str, int] = {
+                provider: int(n)
+                for provider, n in conn.execute(
+                    sa.select(c.provider, sa.func.count())
+                    .where(c.held.is_(True))
+                    .group_by(c.provider)
+                )
+            }
+            for provider in sorted(set(counts) | set(retain_days)):
+                days = retain_days.get(provider, 0)
+                overdue_where = sa.and_(
+                    c.provider == provider,
+                    c.held.is_(False),
+                    sa.or_(
+                        c.state.in_([JobState.ARCHIVED, JobState.DELETING, JobState.CLEANING]),
+                        sa.and_(
+                            c.state == JobState.PENDING,
+                            c.terminal_at.is_not(None),
+                            c.terminal_at <= now - timedelta(days=days),
+                        ),
+                    ),
+                )
+                overdue_count = conn.execute(
+                    sa.select(sa.func.count()).where(overdue_where)
+                ).scalar_one()
+                overdue = [
+                    {
+                        "job_id": r.job_id,
+                        "state": r.state,
+                        "due_at": _iso(r.terminal_at + timedelta(days=days))
+                        if r.terminal_at
+                        else None,
+                        "attempts": r.attempts,
+                        "last_error": r.last_error,
+                    }
+                    for r in conn.execute(
+                        sa.select(c.job_id, c.state, c.terminal_at, c.attempts, c.last_error)
+                        .where(overdue_where)
+                        .order_by(c.terminal_at)
+                        .limit(limit)
+                    )
+                ]
+                failed = [
+                    {
+                        "job_id": r.job_id,
+                        "attempts": r.attempts,
+                        "last_error": r.last_error,
+                        "failed_at": _iso(r.last_error_at),
+                    }
+                    for r in conn.execute(
+                        sa.select(c.job_id, c.attempts, c.last_error, c.last_error_at)
+                        .where(c.provider == provider, c.state == JobState.FAILED)
+                        .order_by(c.last_error_at.desc())
+                        .limit(limit)
+                    )
+                ]
+                out.append(
+                    ProviderStatus(
+                        provider=provider,
+                        states=counts.get(provider, {}),
+                        held=int(held.get(provider, 0)),
+                        overdue=overdue,
+                        overdue_count=int(overdue_count),
+                        failed=failed,
+                    )
+                )
+        return out
+
+    # -- discovery, tracking and holds -----------------------------------------------------
+
+    def record_listing(self, provider: str, listed: Sequence[ListedJob], now: datetime) -> int:
+        """Fold one page of a provider's listing into the ledger; return how many were new.
+
+        A job first seen terminal starts its retention clock now (the provider gave no
+        timestamp). A job whose status went back to running has its clock reset.
+        """
+        if not listed:
+            return 0
+        c = jobs.c
+        ids = [item.job_id for item in listed]
+        with self._tx() as conn:
+            existing = {
+                r.job_id: r
+                for r in conn.execute(
+                    sa.select(c.id, c.job_id, c.state, c.terminal_at).where(
+                        c.provider == provider, c.job_id.in_(ids)
+                    )
+                )
+            }
+            new_rows = []
+            for item in listed:
+                row = existing.get(item.job_id)
+                terminal = is_terminal(item.phase)
+                if row is None:
+                    new_rows.append(
+                        _new_job(provider, item.job_id, now)
+                        | {
+                            "provider_status": item.status[:64],
+                            "phase": item.phase,
+                            "last_checked_at": now,
+                            "terminal_at": now if terminal else None,
+                        }
+                    )
+                    continue
+                if row.state != JobState.PENDING:
+                    continue
+                values: dict[str, Any] = {
+                    "provider_status": item.status[:64],
+                    "phase": item.phase,
+                    "last_checked_at": now,
+                    "updated_at": now,
+                }
+                if terminal and row.terminal_at is None:
+                    values["terminal_at"] = now
+                elif not terminal:
+                    values["terminal_at"] = None
+                conn.execute(jobs.update().where(c.id == row.id).values(**values))
+            self._insert_missing(conn, new_rows)
+        return len(new_rows)
+
+    def track(self, provider: str, job_ids: Iterable[str], *, now: datetime) -> list[str]:
+        """Record job ids the worker must look after; return the ones that were new."""
+        added: list[str] = []
+        actor = actor_name()
+        with self._tx() as conn:
+            for job_id in dict.fromkeys(job_ids):
+                row = conn.execute(
+                    sa.select(jobs.c.id, jobs.c.tracked).where(
+                        jobs.c.provider == provider, jobs.c.job_id == job_id
+                    )
+                ).first()
+                if row is None:
+                    self._insert_missing(conn, [_new_job(provider, job_id, now, tracked=True)])
+                    added.append(job_id)
+                    self._audit(
+                        conn,
+                        provider=provider,
+                        job_id=job_id,
+                        event="tracked",
+                        now=now,
+                        actor=actor,
+                    )
+                elif not row.tracked:
+                    conn.execute(
+                        jobs.update()
+                        .where(jobs.c.id == row.id)
+                        .values(tracked=True, updated_at=now)
+                    )
+        return added
+
+    def set_hold(
+        self, provider: str, job_id: str, *, held: bool, now: datetime, reason: str | None = None
+    ) -> bool:
+        """Set or lift a legal hold; the job need not be known yet. Return whether it changed."""
+        actor = actor_name()
+        with self._tx() as conn:
+            row = conn.execute(
+                sa.select(jobs.c.id, jobs.c.held, jobs.c.state).where(
+                    jobs.c.provider == provider, jobs.c.job_id == job_id
+                )
+            ).first()
+            if row is None:
+                if not held:
+                    return False
+                self._insert_missing(conn, [_new_job(provider, job_id, now) | {"held": True}])
+            elif bool(row.held) == held:
+                return False
+            else:
+                conn.execute(
+                    jobs.update().where(jobs.c.id == row.id).values(held=held, updated_at=now)
+                )
+            state = row.state if row is not None else JobState.PENDING
+            self._audit(
+                conn,
+                provider=provider,
+                job_id=job_id,
+                event="hold" if held else "release",
+                now=now,
+                actor=actor,
+                detail={"reason": reason, "state": state},
+            )
+        return True
+
+    def retry(self, provider: str, job_id: str, *, now: datetime) -> bool:
+        """Put a failed job back in line for the next sweep."""
+        with self._tx() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.provider == provider,
+                    jobs.c.job_id == job_id,
+                    jobs.c.state == JobState.FAILED,
+                )
+                .values(state=JobState.PENDING, attempts=0, next_attempt_at=None, updated_at=now)
+            )
+            if result.rowcount:
+                self._audit(
+                    conn,
+                    provider=provider,
+                    job_id=job_id,
+                    event="retry",
+                    now=now,
+                    actor=actor_name(),
+                )
+        return bool(result.rowcount)
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def claim(
+        self, provider: str, job_id: str, *, owner: str, ttl: timedelta, now: datetime
+    ) -> JobRow | None:
+        """Take the job's lease if it is free or expired; return the row, or None if busy.
+
+        A job the ledger has never seen is recorded first (a tracked id, or one fanned out
+        from a listing that a dry run did not store).
+        """
+        c = jobs.c
+        with self._tx() as conn:
+            exists = conn.execute(
+                sa.select(c.id).where(c.provider == provider, c.job_id == job_id)
+            ).first()
+            if exists is None:
+                self._insert_missing(conn, [_new_job(provider, job_id, now)])
+            result = conn.execute(
+                jobs.update()
+                .where(
+                    c.provider == provider,
+                    c.job_id == job_id,
+                    sa.or_(
+                        c.lease_owner.is_(None),
+                        c.lease_expires_at.is_(None),
+                        c.lease_expires_at < now,
+                        c.lease_owner == owner,
+                    ),
+                )
+                .values(lease_owner=owner, lease_expires_at=now + ttl)
+            )
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(
+                sa.select(jobs).where(c.provider == provider, c.job_id == job_id)
+            ).one()
+        return JobRow.from_row(row)
+
+    def renew(self, pk: int, *, owner: str, ttl: timedelta, now: datetime) -> bool:
+        with self._tx() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == pk, jobs.c.lease_owner == owner)
+                .values(lease_expires_at=now + ttl)
+            )
+        return result.rowcount == 1
+
+    def release(self, pk: int, *, owner: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == pk, jobs.c.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+            )
+
+    def _fenced(
+        self,
+        conn: Connection,
+        pk: int,
+        owner: str,
+        values: dict[str, Any],
+        *,
+        states: Iterable[JobState] | None = None,
+        extra: Sequence[Any] = (),
+    ) -> None:
+        where = [jobs.c.id == pk, jobs.c.lease_owner == owner, *extra]
+        if states is not None:
+            where.append(jobs.c.state.in_(list(states)))
+        result = conn.execute(jobs.update().where(*where).values(**values))
+        if result.rowcount != 1:
+            raise LedgerError(
+                "this worker no longer holds the job's claim, or the job moved on",
+                hint="Another worker has it; nothing was changed",
+            )
+
+    # -- transitions under a claim ---------------------------------------------------------
+
+    def record_status(
+        self, row: JobRow, snapshot: JobSnapshot, *, owner: str, now: datetime
+    ) -> JobRow:
+        """Store a fresh read of the job's status; start or reset its retention clock."""
+        terminal = snapshot.terminal
+        terminal_at: datetime | None
+        if terminal:
+            first_seen = row.terminal_at or now
+            terminal_at = terminal_since(snapshot.finished_at, first_seen)
+        else:
+            terminal_at = None
+        values = {
+            "provider_status": snapshot.status[:64],
+            "phase": snapshot.phase,
+            "finished_at": snapshot.finished_at,
+            "terminal_at": terminal_at,
+            "last_checked_at": now,
+            "updated_at": now,
+        }
+        with self._tx() as conn:
+            self._fenced(conn, row.pk, owner, values, states=[JobState.PENDING])
+            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
+        return JobRow.from_row(fresh)
+
+    def mark_gone(self, row: JobRow, answer: Any, *, owner: str, now: datetime) -> None:
+        with self._tx() as conn:
+            self._fenced(
+                conn,
+                row.pk,
+                owner,
+                {
+                    "state": JobState.GONE,
+                    "last_checked_at": now,
+                    "updated_at": now,
+                    "delete_answer": _json_safe(answer),
+                },
+                states=[JobState.PENDING],
+            )
+            self._audit(
+                conn,
+                provider=row.provider,
+                job_id=row.job_id,
+                event="gone",
+                now=now,
+                actor=owner,
+                detail={"answer": answer},
+            )
+
+    def record_file(self, row: JobRow, record: FileRecord, *, owner: str, now: datetime) -> None:
+        """Remember one verified object, so a resumed job does not fetch it again."""
+        with self._tx() as conn:
+            self._fenced(conn, row.pk, owner, {"updated_at": now}, states=[JobState.PENDING])
+            conn.execute(
+                archive_files.delete().where(
+                    archive_files.c.job_pk == row.pk, archive_files.c.key == record.key
+                )
+            )
+            conn.execute(
+                archive_files.insert().values(
+                    job_pk=row.pk,
+                    key=record.key,
+                    size=record.size,
+                    sha256=record.sha256,
+                    source=record.source,
+                    etag=record.etag,
+                    version_id=record.version_id,
+                    origin_bucket=record.origin_bucket,
+                    origin_key=record.origin_key,
+                    stored_at=now,
+                )
+            )
+
+    def forget_files(self, row: JobRow, keys: Iterable[str], *, owner: str) -> None:
+        """Drop file records whose objects no longer verify, so they are fetched again."""
+        keys = list(keys)
+        if not keys:
+            return
+        with self._tx() as conn:
+            self._fenced(conn, row.pk, owner, {}, states=[JobState.PENDING])
+            conn.execute(
+                archive_files.delete().where(
+                    archive_files.c.job_pk == row.pk, archive_files.c.key.in_(keys)
+                )
+            )
+
+    def mark_archived(
+        self,
+        row: JobRow,
+        *,
+        owner: str,
+        manifest_key: str,
+        files: Sequence[FileRecord],
+        now: datetime,
+    ) -> JobRow:
+        total = sum(f.size for f in files)
+        with self._tx() as conn:
+            self._fenced(
+                conn,
+                row.pk,
+                owner,
+                {
+                    "state": JobState.ARCHIVED,
+                    "archived_at": now,
+                    "manifest_key": manifest_key,
+                    "files_count": len(files),
+                    "bytes_archived": total,
+                    "last_error": None,
+                    "next_attempt_at": None,
+                    "updated_at": now,
+                },
+                states=[JobState.PENDING],
+            )
+            self._audit(
+                conn,
+                provider=row.provider,
+                job_id=row.job_id,
+                event="archived",
+                now=now,
+                actor=owner,
+                detail={
+                    "manifest_key": manifest_key,
+                    "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
+                    "bytes": total,
+                },
+            )
+            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
+        return JobRow.from_row(fresh)
+
+    def open_delete_gate(self, row: JobRow, *, owner: str, now: datetime) -> JobRow:
+        """The ledger half of the one rule: move to DELETING only from a verified archive.
+
+        One conditional UPDATE: archived (or a delete whose answer was lost), a manifest on
+        record, not held, and claimed by ``owner``. Anything else raises LedgerError.
+        """
+        c = jobs.c
+        with self._tx() as conn:
+            result = conn.execute(
+                jobs.update()
+                .where(
+                    c.id == row.pk,
+                    c.lease_owner == owner,
+                    c.state.in_([JobState.ARCHIVED, JobState.DELETING]),
+                    c.manifest_key.is_not(None),
+                    c.held.is_(False),
+                )
+                .values(state=JobState.DELETING, delete_requested_at=now, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise LedgerError(
+                    "the delete gate stayed shut: the job is not archived with a manifest, "
+                    "is held, or is claimed by another worker",
+                    provider=row.provider,
+                    job_id=row.job_id,
+                )
+            self._audit(
+                conn,
+                provider=row.provider,
+                job_id=row.job_id,
+                event="delete_requested",
+                now=now,
+                actor=owner,
+                detail={"manifest_key": row.manifest_key, "resend": row.state == JobState.DELETING},
+            )
+            fresh = conn.execute(sa.select(jobs).where(c.id == row.pk)).one()
+        return JobRow.from_row(fresh)
+
+    def record_delete_pending(
+        self, row: JobRow, handle: str, answer: Any, *, owner: str, now: datetime
+    ) -> JobRow:
+        """Store an asynchronous delete's handle before the first poll, so a crash resumes it."""
+        with self._tx() as conn:
+            self._fenced(
+                conn,
+                row.pk,
+                owner,
+                {"delete_handle": handle, "delete_answer": _json_safe(answer), "updated_at": now},
+                states=[JobState.DELETING],
+            )
+            self._audit(
+                conn,
+                provider=row.provider,
+                job_id=row.job_id,
+                event="delete_pending",
+                now=now,
+                actor=owner,
+                detail={"handle": handle},
+            )
+            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
+        return JobRow.from_row(fresh)
+
+    def record_provider_deleted(
+        self, row: JobRow, answer: Any, *, owner: str, now: datetime
+    ) -> JobRow:
+        with self._tx() as conn:
+            self._fenced(
+                conn,
+                row.pk,
+                owner,
+                {
+                    "state": JobState.CLEANING,
+                    "delete_answer": _json_safe(answer),
+                    "provider_deleted_at": now,
+                    "updated_at": now,
+                },
+                states=[JobState.DELETING],
+            )
+            self._audit(
+                conn,
+                provider=row.provider,
+                job_id=row.job_id,
+                event="provider_deleted",
+                now=now,
+                actor=owner,
+                detail={"answer": answer},
+            )
+            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
+        return JobRow.from_row(fresh)
+
+    def audit_event(
+        self, row: JobRow, event: str, detail: dict[str, Any], *, owner: str, now: datetime
+    ) -> None:
+        with self._tx() as conn:
+            self._audit(
+                conn,
+                provider=row.provider,
+                job_id=row.job_id,
+                event=event,
+                now=now,
+                actor=owner,
+                detail=detail,
+            )
+
+    def mark_deleted(self, row: JobRow, *, receipt_key: str, owner: str, now: datetime) -> None:
+        with self._tx() as conn:
+            self._fenced(
+                conn,
+                row.pk,
+                owner,
+                {
+                    "state": JobState.DELETED,
+                    "receipt_key": receipt_key,
+                    "deleted_at": now,
+                    "last_error": None,
+                    "next_attempt_at": None,
+                    "updated_at": now,
+                },
+                states=[JobState.CLEANING],
+            )
+            self._audit(
+                conn,
+                provider=row.provider,
+                job_id=row.job_id,
+                event="deleted",
+                now=now,
+                actor=owner,
+                detail={"receipt_key": receipt_key},
+            )
+
+    def defer(
+        self, row: JobRow, error: str, *, owner: str, now: datetime, retry_at: datetime
+    ) -> None:
+        """A transient failure: keep the state, note the error, try again after ``retry_at``."""
+        with self._tx() as conn:
+            self._fenced(
+                conn,
+                row.pk,
+                owner,
+                {
+                    "attempts": jobs.c.attempts + 1,
+                    "last_error": error[:4000],
+                    "last_error_at": now,
+                    "next_attempt_at": retry_at,
+                    "updated_at": now,
+                },
+            )
+
+    def fail(self, row: JobRow, error: str, *, owner: str, now: datetime) -> None:
+        """A permanent failure before the delete gate: the job waits for a person.
+
+        A job past the gate is never marked failed (its delete may have happened); it is
+        deferred instead so the answer is eventually recorded.
+        """
+        with self._tx() as conn:
+            self._fenced(
+                conn,
+                row.pk,
+                owner,
+                {
+                    "state": JobState.FAILED,
+                    "attempts": jobs.c.attempts + 1,
+                    "last_error": error[:4000],
+                    "last_error_at": now,
+                    "updated_at": now,
+                },
+                states=[JobState.PENDING, JobState.ARCHIVED],
+            )
+            self._audit(
+                conn,
+                provider=row.provider,
+                job_id=row.job_id,
+                event="failed",
+                now=now,
+                actor=owner,
+                detail={"error": error[:4000]},
+            )
+
+    # -- sweep leases ----------------------------------------------------------------------
+
+    def acquire_lease(self, name: str, *, owner: str, ttl: timedelta, now: datetime) -> bool:
+        """Take a named lease if it is free, expired or already ours."""
+        with self._tx() as conn:
+            exists = conn.execute(sa.select(leases.c.name).where(leases.c.name == name)).first()
+            if exists is None:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            leases.insert().values(
+                                name=name, owner=owner, expires_at=now + ttl, acquired_at=now
+                            )
+                        )
+                    return True
+                except sa.exc.IntegrityError:
+                    pass
+            result = conn.execute(
+                leases.update()
+                .where(
+                    leases.c.name == name,
+                    sa.or_(
+                        leases.c.owner.is_(None),
+                        leases.c.expires_at < now,
+                        leases.c.owner == owner,
+                    ),
+                )
+                .values(owner=owner, expires_at=now + ttl, acquired_at=now)
+            )
+            return result.rowcount == 1
+
+    def renew_lease(self, name: str, *, owner: str, ttl: timedelta, now: datetime) -> bool:
+        with self._tx() as conn:
+            result = conn.execute(
+                leases.update()
+                .where(leases.c.name == name, leases.c.owner == owner)
+                .values(expires_at=now + ttl)
+            )
+        return result.rowcount == 1
+
+    def release_lease(self, name: str, *, owner: str) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                leases.update()
+                .where(leases.c.name == name, leases.c.owner == owner)
+                .values(owner=None, expires_at=None)
+            )
+
+    def lease_holder(self, name: str, *, now: datetime) -> tuple[str, datetime] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(leases.c.owner, leases.c.expires_at).where(leases.c.name == name)
+            ).first()
+        if row is None or row.owner is None or row.expires_at is None or row.expires_at < now:
+            return None
+        return str(row.owner), row.expires_at
+
+
+def _new_job(provider: str, job_id: str, now: datetime, *, tracked: bool = False) -> dict[str, Any]:
+    return {
+        "provider": provider,
+        "job_id": job_id,
+        "state": JobState.PENDING,
+        "tracked": tracked,
+        "held": False,
+        "first_seen_at": now,
+        "attempts": 0,
+        "updated_at": now,
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def is_final(state: JobState) -> bool:
+    return state in FINAL_STATES
+
+
+# -- engines and migrations ----------------------------------------------------------------
+
+
+def make_engine(url: str) -> Engine:
+    sa_url = sa.make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        database = sa_url.database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            sa_url,
+            connect_args={"check_same_thread": False, "timeout": 60},
+            pool_size=16,
+            max_overflow=16,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # SQLAlchemy, not the sqlite3 module, decides when transactions begin (below).
+            dbapi_conn.isolation_level = None
+            # WAL lets readers proceed while one writer commits; the busy timeout makes a
+            # second writer wait instead of failing. Foreign keys are off by default in SQLite.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            # A write transaction takes the write lock at BEGIN: a deferred one that reads and
+            # then writes can deadlock against another and fail with "database is locked".
+            # Reads stay deferred, so WAL readers never wait.
+            write = conn.get_execution_options().get("write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+_MIGRATE_LOCK = threading.Lock()
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to head. Serialised across processes on PostgreSQL and SQLite."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with _MIGRATE_LOCK, _cross_process_lock(engine) as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _cross_process_lock(engine: Engine) -> Iterator[Connection]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            # Several workers starting together must not run the same DDL twice.
+            conn.execute(sa.text("SELECT pg_advisory_lock(727274)"))
+            conn.commit()
+            try:
+                yield conn
+                conn.commit()
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(727274)"))
+                conn.commit()
+        return
+    import fcntl
+
+    database = engine.url.database
+    lock_path = Path(f"{database}.migrate.lock") if database and database != ":memory:" else None
+    handle = open(lock_path, "a+") if lock_path else None  # noqa: SIM115
+    try:
+        if handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        with engine.connect() as conn:
+            yield conn
+            conn.commit()
+    finally:
+        if handle:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
