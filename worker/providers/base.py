@@ -1,0 +1,385 @@
+"""What every provider adapter is, and the HTTP plumbing they share.
+
+An adapter translates one vendor's API into our types (``JobSnapshot``, ``Artifact``,
+``DeleteAnswer``) and our errors. Nothing outside ``worker/providers`` knows a vendor's
+JSON or error codes.
+
+The shared ``HttpApi``:
+
+* maps HTTP outcomes onto the error tree: 429 is ``RateLimited``; 5xx, timeouts and
+  resets are ``ProviderUnavailable``; other 4xx are ``ProviderRejected``; an answer that
+  is not the JSON we expect is ``BadResponse``;
+* retries the transient ones a few times within a short budget, honouring ``Retry-After``
+  and ``X-RateLimit-Reset`` (tenacity). Longer outages defer the job to a later sweep;
+* caps the size of every body it reads and the nesting depth of every JSON document, so a
+  hostile or broken answer cannot exhaust memory or the stack;
+* takes a token from the provider's rate limiter before every request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import httpx
+import limits
+import tenacity
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+
+from worker.domain import (
+    Artifact,
+    DeleteAnswer,
+    JobGone,
+    JobSnapshot,
+    ListedJob,
+)
+from worker.errors import (
+    BadResponse,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    RateLimited,
+    WorkerError,
+)
+from worker.logging import get_logger
+
+log = get_logger(__name__)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_JSON_DEPTH = 64
+# A wait a provider asks for beyond this defers the job instead of holding a worker.
+MAX_INLINE_WAIT = 30.0
+
+
+class Provider(Protocol):
+    """One configured provider account."""
+
+    name: str
+    type: ClassVar[str]
+    # False for APIs with no list endpoint: their jobs come from `retention track`.
+    lists_jobs: ClassVar[bool]
+
+    def list_jobs(self) -> Iterator[list[ListedJob]]:
+        """The provider's jobs, one page at a time."""
+        ...
+
+    def get_job(self, job_id: str) -> JobSnapshot | JobGone:
+        """The job's status, read fresh."""
+        ...
+
+    def artifacts(self, snapshot: JobSnapshot) -> list[Artifact]:
+        """Every file the provider's delete would destroy, with fresh links."""
+        ...
+
+    def open_artifact(
+        self, artifact: Artifact
+    ) -> contextlib.AbstractContextManager[httpx.Response]:
+        """Open a ``ProviderOrigin`` artifact with the provider's own credentials."""
+        ...
+
+    def delete(self, job_id: str) -> DeleteAnswer:
+        """Delete the job at the provider. Only ``pipeline.delete_job`` calls this."""
+        ...
+
+    def poll_delete(self, job_id: str, handle: str) -> DeleteAnswer:
+        """Follow an asynchronous delete the provider accepted earlier."""
+        ...
+
+    def check_credentials(self) -> None:
+        """The cheapest authenticated request; raises ProviderRejected on a bad key."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class BaseProvider:
+    """Defaults for the optional parts of the protocol."""
+
+    name: str
+    type: ClassVar[str] = ""
+    lists_jobs: ClassVar[bool] = False
+
+    def list_jobs(self) -> Iterator[list[ListedJob]]:
+        return iter(())
+
+    def open_artifact(
+        self, artifact: Artifact
+    ) -> contextlib.AbstractContextManager[httpx.Response]:
+        raise WorkerError(
+            f"{self.type} has no provider-hosted artifacts", provider=self.name, permanent=True
+        )
+
+    def poll_delete(self, job_id: str, handle: str) -> DeleteAnswer:
+        raise WorkerError(
+            f"{self.type} deletes are synchronous; there is nothing to poll",
+            provider=self.name,
+            job_id=job_id,
+            permanent=True,
+        )
+
+    def close(self) -> None:
+        api = getattr(self, "api", None)
+        if isinstance(api, HttpApi):
+            api.close()
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A moving-window limit per provider account, in process memory or shared in Redis."""
+
+    def __init__(self, rate: str, key: str, storage_uri: str = "memory://") -> None:
+        self.item = limits.parse(rate)
+        self.key = key
+        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+
+    def acquire(self, *, max_wait: float = 300.0) -> None:
+        deadline = time.monotonic() + max_wait
+        while not self.limiter.hit(self.item, "retention", self.key):
+            reset = self.limiter.get_window_stats(self.item, "retention", self.key).reset_time
+            pause = min(max(reset - time.time(), 0.005), 1.0)
+            if time.monotonic() + pause > deadline:
+                raise RateLimited(
+                    f"our own rate limit ({self.item}) kept every slot busy for {max_wait:.0f} s"
+                )
+            time.sleep(pause)
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def _depth_ok(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def parse_json(body: bytes, *, what: str) -> Any:
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        raise BadResponse(f"{what} is not valid JSON") from None
+    if not _depth_ok(value, MAX_JSON_DEPTH):
+        raise BadResponse(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def need(mapping: Any, key: str, kind: type | tuple[type, ...], *, what: str) -> Any:
+    """``mapping[key]`` if it is of ``kind``, else a BadResponse naming the field."""
+    if not isinstance(mapping, Mapping):
+        raise BadResponse(f"{what} is not a JSON object")
+    value = mapping.get(key)
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise BadResponse(f"{what} has no {names} field {key!r}")
+    return value
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ApiResponse:
+    status: int
+    headers: httpx.Headers
+    data: Any = field(repr=False)
+    raw: bytes = field(repr=False)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds the provider asked us to wait: Retry-After, else X-RateLimit-Reset."""
+    for name in ("retry-after", "x-ratelimit-reset"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        with contextlib.suppress(ValueError):
+            seconds = float(value)
+            # Some APIs send an epoch timestamp in X-RateLimit-Reset.
+            if seconds > 10 * 365 * 86400:
+                seconds -= time.time()
+            return max(0.0, seconds)
+    return None
+
+
+def _wait(state: tenacity.RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, RateLimited) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_INLINE_WAIT)
+    backoff: float = tenacity.wait_exponential_jitter(initial=0.5, max=8)(state)
+    return backoff
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, RateLimited):
+        return exc.retry_after is None or exc.retry_after <= MAX_INLINE_WAIT
+    return isinstance(exc, ProviderUnavailable)
+
+
+ErrorDetail = Callable[[int, Any], str | None]
+
+
+class HttpApi:
+    """A provider's API over one pooled httpx client."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        timeout: float,
+        limiter: RateLimiter | None = None,
+        headers: Mapping[str, str] | None = None,
+        auth: httpx.Auth | None = None,
+        error_detail: ErrorDetail | None = None,
+        transport: httpx.BaseTransport | None = None,
+        attempts: int = 4,
+        max_body: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.provider = provider
+        self.limiter = limiter
+        self.error_detail = error_detail
+        self.attempts = attempts
+        self.max_body = max_body
+        self.client = httpx.Client(
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={"User-Agent": "retention-worker", **(headers or {})},
+            auth=auth,
+            transport=transport,
+            # A redirect from a provider's API is unexpected; following it could carry our
+            # credentials to another host. Treat it as an error instead.
+            follow_redirects=False,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=16),
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json_body: Any = None,
+        ok: Sequence[int] = (200,),
+        accept: Sequence[int] = (),
+        what: str | None = None,
+        retry: bool = True,
+    ) -> ApiResponse:
+        """Send one request (retrying transient failures); return it if its status is in
+        ``ok`` or ``accept``, else raise the matching error."""
+        label = what or f"{method} {path}"
+        attempts = self.attempts if retry else 1
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_after_delay(90),
+            wait=_wait,
+            retry=tenacity.retry_if_exception(_retryable),
+            reraise=True,
+            before_sleep=self._log_retry(label),
+        )
+        result: ApiResponse = retrying(
+            self._once, method, path, params, json_body, tuple(ok), tuple(accept), label
+        )
+        return result
+
+    def _log_retry(self, label: str) -> Callable[[tenacity.RetryCallState], None]:
+        def before_sleep(state: tenacity.RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "provider_request_retrying",
+                provider=self.provider,
+                request=label,
+                attempt=state.attempt_number,
+                error=str(exc),
+                wait_s=round(state.upcoming_sleep, 2),
+            )
+
+        return before_sleep
+
+    def _once(
+        self,
+        method: str,
+        path: str,
+        params: Any,
+        json_body: Any,
+        ok: tuple[int, ...],
+        accept: tuple[int, ...],
+        label: str,
+    ) -> ApiResponse:
+        if self.limiter is not None:
+            self.limiter.acquire()
+        try:
+            with self.client.stream(method, path, params=params, json=json_body) as response:
+                raw = self._read_capped(response, label)
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailable(f"{label} timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(
+                f"{label} failed: {type(exc).__name__}",
+                hint="The provider could not be reached; the job will be tried again",
+            ) from exc
+        status = response.status_code
+        data: Any = None
+        content_type = response.headers.get("content-type", "")
+        if raw and ("json" in content_type or raw[:1] in (b"{", b"[")):
+            try:
+                data = parse_json(raw, what=f"the answer to {label}")
+            except BadResponse:
+                if status in ok:
+                    raise
+        if status in ok or status in accept:
+            return ApiResponse(status=status, headers=response.headers, data=data, raw=raw)
+        detail = self.error_detail(status, data) if self.error_detail else None
+        suffix = f": {detail}" if detail else ""
+        if status == 429:
+            raise RateLimited(
+                f"{label} was rate limited (429){suffix}",
+                retry_after=_retry_after(response.headers),
+                hint="The job will be tried again",
+            )
+        if status >= 500:
+            raise ProviderUnavailable(
+                f"{label} answered {status}{suffix}",
+                hint="The provider is failing; the job will be tried again",
+            )
+        if status in (401, 403):
+            raise ProviderRejected(
+                f"{label} answered {status}{suffix}",
+                hint="Check the provider's credentials in the configuration",
+            )
+        if 300 <= status < 400:
+            raise BadResponse(f"{label} answered an unexpected redirect ({status})")
+        raise ProviderRejected(f"{label} answered {status}{suffix}")
+
+    def _read_capped(self, response: httpx.Response, label: str) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise BadResponse(f"the answer to {label} is larger than {self.max_body} bytes")
+        pieces: list[bytes] = []
+        total = 0
+        for chunk in response.iter_bytes():
+            total += len(chunk)
+            if total > self.max_body:
+                raise BadResponse(f"the answer to {label} is larger than {self.max_body} bytes")
+            pieces.append(chunk)
+        return b"".join(pieces)
+
+
+def raise_for_job(exc: ProviderError, provider: str, job_id: str) -> ProviderError:
+    exc.for_job(provider, job_id)
+    return exc

@@ -1,0 +1,326 @@
+"""A simulator of Daily's Batch Processor API (shared/providers.md section 1).
+
+Faithful where the docs are clear, configurable where they are not:
+
+* ``Authorization: Bearer <key>``: missing gives 400 ``authorization-header-error``, wrong
+  gives 401 ``authentication-error``;
+* ``GET /v1/batch-processor``: reverse-chronological, ``limit`` (max 100, default 100),
+  ``starting_after`` and ``ending_before`` cursors, ``{total_count, data:[{id, preset,
+  status}]}``;
+* ``GET /v1/batch-processor/:id``; ``DELETE /v1/batch-processor/:id`` answers with the job
+  and removes its files from Daily's bucket, leaving files in a custom bucket;
+* ``GET /v1/batch-processor/:id/access-link``: 404 for an unknown job, 400 unless
+  ``finished``; links are signed and expire after ``link_ttl`` seconds. Whether Daily also
+  hands out links for custom-bucket outputs is not documented; ``links_for_custom_buckets``
+  chooses;
+* ``POST /v1/batch-processor`` submits a job (``{"id": ...}``);
+* errors are ``{"error", "info"}``; 429 and 5xx on demand through ``inject`` or
+  ``rate_limit``.
+
+Downloads are served under ``/files/`` on the same port, like a CDN, and need no
+credentials; the request log records whether a download carried any.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.simulators.blobs import Content, chunks_of, size_of
+from worker.simulators.http import Request, Response, SimServer, route
+
+# Writes a custom-bucket object: (bucket, key, content).
+BucketWriter = Callable[[str, str, Content], None]
+
+
+@dataclass
+class SimOutput:
+    section: str  # "transcription", "summary", "soap"...
+    format: str
+    key: str
+    bucket: str
+    region: str
+    content: Content
+
+
+@dataclass
+class SimJob:
+    id: str
+    preset: str
+    status: str
+    seq: int
+    outputs: list[SimOutput] = field(default_factory=list)
+    error: str | None = None
+    input: dict[str, Any] = field(default_factory=dict)
+
+
+def _daily_error(kind: str, info: str, status: int) -> Response:
+    return Response.json({"error": kind, "info": info}, status=status)
+
+
+class DailySimulator(SimServer):
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        domain: str = "acme",
+        daily_bucket: str = "daily-prod-batch",
+        region: str = "us-west-2",
+        link_ttl: float = 3600.0,
+        bucket_writer: BucketWriter | None = None,
+        links_for_custom_buckets: bool = False,
+        port: int = 0,
+    ) -> None:
+        super().__init__(port=port)
+        self.api_key = api_key
+        self.domain = domain
+        self.daily_bucket = daily_bucket
+        self.region = region
+        self.link_ttl = link_ttl
+        self.bucket_writer = bucket_writer
+        self.links_for_custom_buckets = links_for_custom_buckets
+        self.jobs: dict[str, SimJob] = {}
+        self.deleted: list[str] = []
+        self._blobs: dict[str, Content] = {}  # Daily-bucket key -> content
+        self._seq = itertools.count()
+        self._signing_key = secrets.token_bytes(32)
+        self._state = threading.RLock()
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.origin}/v1"
+
+    # -- arranging state -------------------------------------------------------------------
+
+    def add_job(
+        self,
+        status: str = "finished",
+        *,
+        preset: str = "transcript",
+        transcription: Sequence[tuple[str, Content]] = (),
+        summary: tuple[str, Content] | None = None,
+        extra: dict[str, tuple[str, Content]] | None = None,
+        bucket: str | None = None,
+        error: str | None = None,
+        job_id: str | None = None,
+    ) -> str:
+        """Add a job. Outputs go to Daily's bucket unless ``bucket`` names a custom one."""
+        job_id = job_id or str(uuid.uuid4())
+        target = bucket or self.daily_bucket
+        outputs: list[SimOutput] = []
+
+        def add(section: str, fmt: str, content: Content, index: int) -> None:
+            folder = "summary" if section == "summary" else "transcript"
+            name = f"out-{index}.{fmt}" if section == "transcription" else f"{section}.{fmt}"
+            key = f"{self.domain}/{job_id}/{folder}/{name}"
+            outputs.append(SimOutput(section, fmt, key, target, self.region, content))
+
+        for index, (fmt, content) in enumerate(transcription):
+            add("transcription", fmt, content, index)
+        if summary is not None:
+            add("summary", summary[0], summary[1], 0)
+        for section, (fmt, content) in (extra or {}).items():
+            add(section, fmt, content, 0)
+        job = SimJob(
+            job_id,
+            preset,
+            status,
+            next(self._seq),
+            outputs,
+            error,
+            {"sourceType": "uri", "uri": "https://example.invalid/recording.mp4"},
+        )
+        with self._state:
+            self.jobs[job_id] = job
+            for out in outputs:
+                if out.bucket == self.daily_bucket:
+                    self._blobs[out.key] = out.content
+                elif self.bucket_writer is not None:
+                    self.bucket_writer(out.bucket, out.key, out.content)
+        return job_id
+
+    def set_status(self, job_id: str, status: str) -> None:
+        with self._state:
+            self.jobs[job_id].status = status
+
+    def deletes_of(self, job_id: str) -> int:
+        return len(self.seen("DELETE", f"/batch-processor/{job_id}$"))
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def _auth(self, request: Request) -> Response | None:
+        header = request.header("authorization")
+        if not header:
+            return _daily_error("authorization-header-error", "Missing Authorization header", 400)
+        if not hmac.compare_digest(header, f"Bearer {self.api_key}"):
+            return _daily_error("authentication-error", "Invalid API key", 401)
+        return None
+
+    def _job_json(self, job: SimJob) -> dict[str, Any]:
+        output: dict[str, Any] = {}
+        for out in job.outputs:
+            entry = {
+                "format": out.format,
+                "s3Config": {"key": out.key, "bucket": out.bucket, "region": out.region},
+            }
+            if out.section == "transcription":
+                output.setdefault("transcription", []).append(entry)
+            else:
+                output[out.section] = entry
+        body: dict[str, Any] = {
+            "id": job.id,
+            "preset": job.preset,
+            "status": job.status,
+            "input": job.input,
+            "output": output,
+        }
+        if job.error:
+            body["error"] = job.error
+        return body
+
+    @route("GET", "/v1/batch-processor")
+    def list_jobs(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        try:
+            limit = int(request.arg("limit", "100") or 100)
+        except ValueError:
+            return _daily_error("invalid-request-error", "limit must be a number", 400)
+        if not 1 <= limit <= 100:
+            return _daily_error("invalid-request-error", "limit must be between 1 and 100", 400)
+        with self._state:
+            ordered = sorted(self.jobs.values(), key=lambda j: (-j.seq, j.id))
+        after, before = request.arg("starting_after"), request.arg("ending_before")
+        if after:
+            ids = [j.id for j in ordered]
+            ordered = ordered[ids.index(after) + 1 :] if after in ids else []
+        if before and before != "OLDEST":
+            ids = [j.id for j in ordered]
+            ordered = ordered[: ids.index(before)] if before in ids else []
+            ordered = ordered[-limit:]
+        elif before == "OLDEST":
+            ordered = ordered[-limit:]
+        page = ordered[:limit]
+        with self._state:
+            total = len(self.jobs)
+        return Response.json(
+            {
+                "total_count": total,
+                "data": [{"id": j.id, "preset": j.preset, "status": j.status} for j in page],
+            }
+        )
+
+    @route("POST", "/v1/batch-processor")
+    def submit(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        try:
+            body = request.json()
+        except ValueError:
+            return _daily_error("json-parsing-error", "Body is not JSON", 400)
+        preset = body.get("preset") if isinstance(body, dict) else None
+        if preset not in ("transcript", "summarize"):
+            return _daily_error(
+                "invalid-request-error", "preset must be transcript or summarize", 400
+            )
+        return Response.json({"id": self.add_job("submitted", preset=preset)})
+
+    @route("GET", "/v1/batch-processor/(?P<job_id>[^/]+)")
+    def get_job(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        with self._state:
+            job = self.jobs.get(request.params["job_id"])
+            if job is None:
+                return _daily_error("not-found", "job not found", 404)
+            return Response.json(self._job_json(job))
+
+    @route("GET", "/v1/batch-processor/(?P<job_id>[^/]+)/access-link")
+    def access_link(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        with self._state:
+            job = self.jobs.get(request.params["job_id"])
+            if job is None:
+                return _daily_error("not-found", "job not found", 404)
+            if job.status != "finished":
+                return _daily_error(
+                    "invalid-request-error", f"job is {job.status}, not finished", 400
+                )
+            body: dict[str, Any] = {"id": job.id, "preset": job.preset, "status": job.status}
+            for out in job.outputs:
+                if out.bucket != self.daily_bucket and not self.links_for_custom_buckets:
+                    continue
+                entry = {"format": out.format, "link": self._sign(out.key)}
+                if out.section == "transcription":
+                    body.setdefault("transcription", []).append(entry)
+                else:
+                    body[out.section] = entry
+        return Response.json(body)
+
+    @route("DELETE", "/v1/batch-processor/(?P<job_id>[^/]+)")
+    def delete_job(self, request: Request) -> Response:
+        if (denied := self._auth(request)) is not None:
+            return denied
+        with self._state:
+            job = self.jobs.pop(request.params["job_id"], None)
+            if job is None:
+                return _daily_error("not-found", "job not found", 404)
+            for out in job.outputs:
+                if out.bucket == self.daily_bucket:
+                    self._blobs.pop(out.key, None)
+            self.deleted.append(job.id)
+            return Response.json(self._job_json(job))
+
+    # -- downloads -------------------------------------------------------------------------
+
+    def _sign(self, key: str) -> str:
+        expires = int(time.time() + self.link_ttl)
+        token = secrets.token_urlsafe(8)
+        message = f"{key}\n{expires}\n{token}".encode()
+        signature = hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
+        return (
+            f"{self.origin}/files/{key}?X-Amz-Expires={expires}&X-Amz-Nonce={token}"
+            f"&X-Amz-Signature={signature}"
+        )
+
+    @route("GET", "/files/(?P<key>.+)")
+    def download(self, request: Request) -> Response:
+        key = request.params["key"]
+        expires = request.arg("X-Amz-Expires") or "0"
+        token = request.arg("X-Amz-Nonce") or ""
+        signature = request.arg("X-Amz-Signature") or ""
+        message = f"{key}\n{expires}\n{token}".encode()
+        expected = hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(signature, expected):
+            return Response(
+                403,
+                b"<Error><Code>SignatureDoesNotMatch</Code></Error>",
+                {"Content-Type": "application/xml"},
+            )
+        if not expires.isdigit() or int(expires) < time.time():
+            return Response(
+                403,
+                b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+                {"Content-Type": "application/xml"},
+            )
+        with self._state:
+            content = self._blobs.get(key)
+        if content is None:
+            return Response(
+                404, b"<Error><Code>NoSuchKey</Code></Error>", {"Content-Type": "application/xml"}
+            )
+        return Response(
+            200,
+            chunks_of(content),
+            {"Content-Type": "application/octet-stream"},
+            length=size_of(content),
+        )
