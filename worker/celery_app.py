@@ -1,0 +1,174 @@
+"""The Celery app: ``celery -A worker.celery_app worker --beat``.
+
+Beat enqueues ``retention.sweep`` for each provider on that provider's cron schedule. A
+sweep folds the provider's listing into the ledger and fans out one
+``retention.process_job`` per due job, so the work spreads over every worker process on
+every host. There is no chord or group on the delete path: each job's state lives in the
+ledger, and the next sweep reconciles whatever a lost task left behind.
+
+When a worker imports this module it reads the configuration named by ``RETENTION_CONFIG``
+(only the file; no client is built until a task runs in its own process, after the fork).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from datetime import timedelta
+from typing import Any, Protocol, cast
+
+from celery import Celery, signals
+from celery.schedules import crontab
+
+from worker.errors import ConfigError
+from worker.logging import bind, clear, configure_logging, register_secrets
+from worker.settings import CONFIG_ENV, Settings, load_settings
+
+app = Celery("retention", include=["worker.tasks"])
+
+# Settings that hold whatever the configuration says. Each has a reason.
+app.conf.update(
+    # Tasks are idempotent (every step is), so a task whose worker died mid-way is better
+    # run again than lost: acknowledge after the task returns, not when it starts.
+    task_acks_late=True,
+    # With late acks, prefetching more than one message per process would let a slow job
+    # hold others hostage and lose them all to one crash.
+    worker_prefetch_multiplier=1,
+    # A task killed by a signal or OOM is acknowledged, not requeued in a loop; the next
+    # sweep finds the job in the ledger and carries on (Celery #1628's crash-loop warning).
+    task_reject_on_worker_lost=False,
+    # On broker connection loss, stop long tasks rather than let the redelivered copy run in
+    # parallel with them; the job's claim makes the duplicate a no-op anyway.
+    worker_cancel_long_running_tasks_on_connection_loss=True,
+    # Results are not used: outcomes live in the ledger.
+    task_ignore_result=True,
+    task_serializer="json",
+    accept_content=["json"],
+    timezone="UTC",
+    enable_utc=True,
+    # Our own logging setup; Celery must not replace the root logger's handlers.
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+    # Recycle children: a slow leak in a library must not grow a worker forever.
+    worker_max_tasks_per_child=1000,
+    worker_max_memory_per_child=512 * 1024,  # KiB
+)
+
+
+class _CronFields(Protocol):
+    """The parsed fields crontab keeps (its type stubs do not declare them)."""
+
+    minute: set[int]
+    hour: set[int]
+
+
+def schedule_of(expression: str) -> crontab:
+    minute, hour, day_of_month, month, day_of_week = expression.split()
+    try:
+        return crontab(
+            minute=minute,
+            hour=hour,
+            day_of_month=day_of_month,
+            month_of_year=month,
+            day_of_week=day_of_week,
+        )
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"schedule {expression!r} is not a valid cron expression: {exc}"
+        ) from None
+
+
+def shortest_period(schedule: crontab) -> timedelta:
+    """The shortest gap between two runs of a cron schedule (a lower bound on its period).
+
+    Sweep leases and the ``expires`` of queued sweeps are kept below it, so a stuck sweep
+    never overlaps the next one and sweeps queued while workers were down are dropped.
+    """
+    fields = cast(_CronFields, schedule)
+    times = sorted(h * 60 + m for h in fields.hour for m in fields.minute)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    gaps.append(times[0] + 24 * 60 - times[-1])
+    return timedelta(minutes=min(gaps))
+
+
+def sweep_lease_ttl(period: timedelta) -> timedelta:
+    """Shorter than the schedule period (GitLab: a 6 min lease under a 7 min cron)."""
+    return max(timedelta(seconds=30), min(period - timedelta(seconds=30), timedelta(minutes=10)))
+
+
+def job_time_limits(settings: Settings) -> tuple[float, float]:
+    """(soft, hard) seconds for one job: room for the longest download plus the rest."""
+    soft = settings.downloads.max_seconds + 600
+    return soft, soft + 120
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    soft, hard = job_time_limits(settings)
+    # A message not acknowledged within the visibility timeout is delivered again. It must
+    # outlast the longest task (its hard limit) plus the longest retry delay, or a running
+    # job is handed to a second worker (kombu #337, celery #5935).
+    visibility = hard + 600 + 3600
+    beat: dict[str, Any] = {}
+    for name in settings.providers:
+        policy = settings.policy(name)
+        schedule = schedule_of(policy.schedule)
+        period = shortest_period(schedule)
+        beat[f"retention-sweep-{name}"] = {
+            "task": "retention.sweep",
+            "schedule": schedule,
+            "args": (name,),
+            # A sweep still queued when the next one is due is stale: drop it, don't bunch.
+            "options": {"expires": period.total_seconds(), "queue": settings.broker.queue},
+        }
+    return {
+        "broker_url": settings.broker.url,
+        "task_default_queue": settings.broker.queue,
+        "broker_transport_options": {"visibility_timeout": visibility},
+        "task_soft_time_limit": soft,
+        "task_time_limit": hard,
+        "beat_schedule": beat,
+    }
+
+
+def configure_app(settings: Settings) -> Celery:
+    register_secrets(settings.secret_values())
+    app.conf.update(celery_config(settings))
+    return app
+
+
+def _configure_from_environment() -> None:
+    if not os.environ.get(CONFIG_ENV):
+        return
+    try:
+        configure_app(load_settings())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_configure_from_environment()
+
+
+@signals.setup_logging.connect
+def _setup_logging(**_: Any) -> None:
+    configure_logging()
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    clear()
+    bind(task_id=task_id, task_name=getattr(task, "name", None))
+
+
+@signals.task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    clear()
+
+
+@signals.worker_process_init.connect
+def _fresh_process(**_: Any) -> None:
+    # Clients from the parent (if any were built) must not be shared across the fork.
+    from worker.bootstrap import reset_process_runtime
+
+    reset_process_runtime()

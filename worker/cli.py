@@ -1,0 +1,429 @@
+"""The `retention` command: sweeps, tracking, holds and the ledger's status.
+
+Exit codes: 0 the command ran (a sweep may have deferred jobs for retry); 1 a job failed
+permanently, or the command could not finish; 2 a bad configuration or bad usage.
+
+Heavy libraries (boto3, Celery, SQLAlchemy) are imported inside the commands that need them,
+so `retention --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from worker import __version__
+
+if TYPE_CHECKING:
+    from worker.pipeline import JobResult, SweepReport
+    from worker.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn our errors into one or two lines and the documented exit code, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from worker.errors import ConfigError, WorkerError
+
+        try:
+            return fn(*args, **kwargs)
+        except ConfigError as exc:
+            _fail(str(exc), EXIT_USAGE)
+        except WorkerError as exc:
+            _fail(str(exc), EXIT_FAILED)
+        except KeyboardInterrupt:
+            _fail("interrupted; jobs in flight resume on the next sweep", EXIT_FAILED)
+        except Exception as exc:
+            from worker.logging import REDACTOR
+
+            _fail(
+                REDACTOR.scrub(f"unexpected {type(exc).__name__}: {exc}")
+                + "\n(set RETENTION_LOG_LEVEL=DEBUG and run again for details)",
+                EXIT_FAILED,
+            )
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Context:
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from worker.logging import configure_logging, register_secrets
+            from worker.settings import load_settings
+
+            self._settings = load_settings(self.config)
+            register_secrets(self._settings.secret_values())
+            configure_logging()
+        return self._settings
+
+    def providers(self, names: tuple[str, ...]) -> list[str]:
+        settings = self.settings
+        chosen = list(dict.fromkeys(names)) or list(settings.providers)
+        for name in chosen:
+            settings.provider(name)
+        if not chosen:
+            from worker.errors import ConfigError
+
+            raise ConfigError("the configuration has no [providers.NAME] tables")
+        return chosen
+
+    def ledger(self) -> Any:
+        from worker.ledger import Ledger
+
+        s = self.settings
+        return Ledger.open(s.ledger.url, auto_migrate=s.ledger.auto_migrate)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--config",
+    "config",
+    envvar="RETENTION_CONFIG",
+    metavar="PATH",
+    help="The TOML configuration (default: $RETENTION_CONFIG).",
+)
+@click.version_option(__version__, prog_name="retention")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Archive a processing API's outputs to your own S3 bucket, verify them, then delete
+    them at the vendor.
+
+    \b
+    Example:
+      retention --config /etc/retention.toml sweep --dry-run
+    """
+    ctx.obj = Context(config)
+
+
+@cli.command()
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    metavar="NAME",
+    help="Sweep only this provider (repeatable). Default: all.",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Change nothing anywhere; print what a real run would archive and delete.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="End with one JSON line of counts (archived, deleted, deferred, ...).",
+)
+@click.option(
+    "--enqueue",
+    is_flag=True,
+    help="Send the sweep to the Celery workers instead of running it here.",
+)
+@pass_ctx
+@handle_errors
+def sweep(
+    ctx: Context, providers: tuple[str, ...], dry_run: bool, as_json: bool, enqueue: bool
+) -> None:
+    """Run one retention sweep now.
+
+    \b
+    Example:
+      retention sweep --provider daily --dry-run
+      retention sweep --json
+    """
+    if dry_run and enqueue:
+        raise click.UsageError("--dry-run runs here; it cannot be combined with --enqueue")
+    names = ctx.providers(providers)
+    if enqueue:
+        _enqueue(ctx.settings, names, as_json)
+        return
+    from worker.bootstrap import build_runtime
+    from worker.pipeline import failed_permanently, merge_summaries, sweep_provider
+
+    rt = build_runtime(ctx.settings, dry_run=dry_run, only=names)
+    try:
+        printer = _ResultPrinter(dry_run=dry_run)
+        reports = [sweep_provider(rt, name, on_result=printer) for name in names]
+    finally:
+        rt.close()
+    for report in reports:
+        click.echo(_describe_report(report))
+    if as_json:
+        click.echo(json.dumps(merge_summaries(reports), sort_keys=True, default=str))
+    if failed_permanently(reports):
+        sys.exit(EXIT_FAILED)
+
+
+class _ResultPrinter:
+    """One line per job that changed, or would change, or needs attention."""
+
+    def __init__(self, *, dry_run: bool) -> None:
+        self.dry_run = dry_run
+
+    def __call__(self, result: JobResult) -> None:
+        from worker.pipeline import Outcome
+
+        where = f"{result.provider} job {result.job_id}"
+        if result.outcome in (Outcome.WOULD_DELETE, Outcome.WOULD_ARCHIVE):
+            for item in result.plan:
+                if "manifest" in item:
+                    click.echo(f"would delete {where} (already archived: {item['manifest']})")
+                    return
+                size = f" ({item['size']} bytes)" if item.get("size") is not None else ""
+                click.echo(f"would archive {item['source']} -> {item['key']}{size}")
+            verb = "would delete" if result.outcome == Outcome.WOULD_DELETE else "would keep"
+            click.echo(f"{verb} {where} after archiving {result.files} file(s)")
+        elif result.outcome == Outcome.DELETED:
+            click.echo(
+                f"deleted {where}"
+                + (
+                    f" ({result.files} file(s), {result.bytes} bytes archived)"
+                    if result.archived
+                    else ""
+                )
+            )
+        elif result.outcome == Outcome.ARCHIVED:
+            click.echo(
+                f"archived {where} ({result.files} file(s), {result.bytes} bytes); "
+                "not deleted (read_only)"
+            )
+        elif result.outcome in (Outcome.FAILED, Outcome.DEFERRED):
+            click.echo(f"{result.outcome.value} {where}: {result.error}")
+        elif result.outcome == Outcome.GONE:
+            click.echo(f"gone {where} (no longer at the provider)")
+        elif self.dry_run and result.outcome == Outcome.NOT_DUE and result.due_at:
+            click.echo(f"not due {where} (due {result.due_at.isoformat(timespec='seconds')})")
+
+
+def _describe_report(report: SweepReport) -> str:
+    s = report.summary()
+    if report.busy:
+        return f"{report.provider}: another sweep of this provider is running; nothing done"
+    if report.dry_run:
+        text = (
+            f"{report.provider} (dry run): would archive {s['would_archive']}, "
+            f"would delete {s['would_delete']}, skip {s['skipped']}, "
+            f"deferred {s['deferred']}, failed {s['failed']}"
+        )
+    else:
+        text = (
+            f"{report.provider}: archived {s['archived']}, deleted {s['deleted']}, "
+            f"deferred {s['deferred']}, failed {s['failed']}, skipped {s['skipped']}, "
+            f"gone {s['gone']}, {s['bytes']} bytes"
+        )
+    if report.listing_error:
+        text += f"\n  listing failed: {report.listing_error}"
+    if report.stopped_reason:
+        text += f"\n  stopped: {report.stopped_reason}"
+    return text
+
+
+def _enqueue(settings: Settings, names: list[str], as_json: bool) -> None:
+    from worker.celery_app import configure_app
+
+    app = configure_app(settings)
+    sent = []
+    for name in names:
+        result = app.send_task("retention.sweep", args=[name], queue=settings.broker.queue)
+        sent.append({"provider": name, "task_id": result.id})
+        click.echo(f"enqueued a sweep of {name} (task {result.id})")
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "enqueued": sent,
+                    "archived": 0,
+                    "deleted": 0,
+                    "deferred": 0,
+                    "failed": 0,
+                    "skipped": 0,
+                },
+                sort_keys=True,
+            )
+        )
+
+
+@cli.command()
+@click.argument("provider")
+@click.argument("job_ids", nargs=-1, required=True)
+@pass_ctx
+@handle_errors
+def track(ctx: Context, provider: str, job_ids: tuple[str, ...]) -> None:
+    """Record job ids the worker must look after (for providers with no list endpoint).
+
+    \b
+    Example:
+      retention track loom R123 R124
+    """
+    from worker.domain import utcnow
+    from worker.keys import safe_relative_key
+
+    ctx.settings.provider(provider)
+    for job_id in job_ids:
+        safe_relative_key(job_id, what="job id")
+    added = ctx.ledger().track(provider, job_ids, now=utcnow())
+    click.echo(f"tracking {len(job_ids)} job(s) of {provider}; {len(added)} new")
+
+
+@cli.command()
+@click.argument("provider")
+@click.argument("job_id")
+@click.option("--reason", help="Why, for the audit trail (a case number, say).")
+@pass_ctx
+@handle_errors
+def hold(ctx: Context, provider: str, job_id: str, reason: str | None) -> None:
+    """Put a legal hold on a job: it is never archived or deleted until released.
+
+    Works for a job the worker has not seen yet.
+
+    \b
+    Example:
+      retention hold daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245 --reason "case 42"
+    """
+    from worker.domain import utcnow
+
+    ctx.settings.provider(provider)
+    changed = ctx.ledger().set_hold(provider, job_id, held=True, now=utcnow(), reason=reason)
+    click.echo(f"{provider} job {job_id} is held" + ("" if changed else " (it already was)"))
+
+
+@cli.command()
+@click.argument("provider")
+@click.argument("job_id")
+@pass_ctx
+@handle_errors
+def release(ctx: Context, provider: str, job_id: str) -> None:
+    """Lift a legal hold; the next sweep treats the job normally.
+
+    \b
+    Example:
+      retention release daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245
+    """
+    from worker.domain import utcnow
+
+    ctx.settings.provider(provider)
+    changed = ctx.ledger().set_hold(provider, job_id, held=False, now=utcnow())
+    click.echo(f"{provider} job {job_id} " + ("released" if changed else "was not held"))
+
+
+@cli.command()
+@click.argument("provider")
+@click.argument("job_id")
+@pass_ctx
+@handle_errors
+def retry(ctx: Context, provider: str, job_id: str) -> None:
+    """Put a job that failed permanently back in line for the next sweep.
+
+    \b
+    Example:
+      retention retry daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245
+    """
+    from worker.domain import utcnow
+
+    ctx.settings.provider(provider)
+    if ctx.ledger().retry(provider, job_id, now=utcnow()):
+        click.echo(f"{provider} job {job_id} will be tried again on the next sweep")
+    else:
+        _fail(f"{provider} job {job_id} is not in the failed state", EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_ctx
+@handle_errors
+def status(ctx: Context, as_json: bool) -> None:
+    """Show the ledger by provider and state, overdue jobs and failed jobs.
+
+    \b
+    Example:
+      retention status --json
+    """
+    from worker.domain import utcnow
+
+    settings = ctx.settings
+    days = {name: settings.policy(name).retain_days for name in settings.providers}
+    statuses = ctx.ledger().status(days, now=utcnow())
+    if as_json:
+        click.echo(
+            json.dumps({"providers": [s.__dict__ for s in statuses]}, sort_keys=True, default=str)
+        )
+        return
+    if not statuses:
+        click.echo("the ledger is empty")
+    for s in statuses:
+        states = ", ".join(f"{k} {v}" for k, v in sorted(s.states.items())) or "no jobs"
+        click.echo(f"{s.provider}: {states}; held {s.held}; overdue {s.overdue_count}")
+        for job in s.overdue:
+            error = f" - {job['last_error']}" if job["last_error"] else ""
+            click.echo(f"  overdue {job['job_id']} ({job['state']}, due {job['due_at']}){error}")
+        for job in s.failed:
+            click.echo(
+                f"  failed  {job['job_id']} after {job['attempts']} attempt(s): {job['last_error']}"
+            )
+
+
+@cli.command()
+@pass_ctx
+@handle_errors
+def migrate(ctx: Context) -> None:
+    """Bring the ledger's schema up to date.
+
+    \b
+    Example:
+      retention migrate
+    """
+    from worker.ledger import Ledger, make_engine
+    from worker.ledger import migrate as run_migrations
+
+    engine = make_engine(ctx.settings.ledger.url)
+    run_migrations(engine)
+    click.echo(f"the ledger is at schema {Ledger(engine).schema_revision()}")
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the demo's working folder afterwards.")
+@handle_errors
+def demo(keep: bool) -> None:
+    """Run the whole pipeline against simulated providers and a local S3 server.
+
+    Needs nothing but this package and its demo extra: no credentials, no network.
+
+    \b
+    Example:
+      retention demo
+    """
+    from worker.demo import run_demo
+
+    run_demo(keep=keep)
+
+
+def main() -> None:
+    cli(prog_name="retention")
+
+
+if __name__ == "__main__":
+    main()

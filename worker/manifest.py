@@ -1,0 +1,104 @@
+"""The manifest and the deletion receipt: the two documents written next to a job's files.
+
+``manifest.json`` is written after every file is stored and verified, and before any delete.
+It lists each file's key, size, SHA-256 and source, and carries the provider's job record.
+``deletion.json`` is written after the provider confirmed the delete. Both are meant to be
+read by people (a compliance officer) and by ``retention restore``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from worker import __version__
+from worker.errors import VerifyError
+
+FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestFile:
+    key: str
+    size: int
+    sha256: str
+    source: str
+
+
+def build_manifest(
+    *,
+    provider: str,
+    provider_type: str,
+    job_id: str,
+    archived_at: datetime,
+    job: Any,
+    files: Sequence[ManifestFile],
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "provider": provider,
+        "provider_type": provider_type,
+        "job_id": job_id,
+        "archived_at": archived_at.isoformat(),
+        "job": job,
+        "files": [
+            {"key": f.key, "size": f.size, "sha256": f.sha256, "source": f.source} for f in files
+        ],
+        "bytes": sum(f.size for f in files),
+        "worker_version": __version__,
+    }
+
+
+def parse_manifest(document: Any, *, provider: str, job_id: str, key: str) -> list[ManifestFile]:
+    """The files a manifest lists, after checking it is the manifest of this job."""
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise VerifyError(f"{key} is not a manifest this worker wrote")
+    if document.get("provider") != provider or document.get("job_id") != job_id:
+        raise VerifyError(
+            f"{key} belongs to {document.get('provider')} job {document.get('job_id')}, "
+            f"not {provider} job {job_id}"
+        )
+    files = document.get("files")
+    if not isinstance(files, list):
+        raise VerifyError(f"{key} has no list of files")
+    parsed: list[ManifestFile] = []
+    for entry in files:
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("key"), str)
+            and isinstance(entry.get("size"), int)
+            and isinstance(entry.get("sha256"), str)
+            and len(entry["sha256"]) == 64
+        ):
+            raise VerifyError(f"{key} has a malformed file entry")
+        parsed.append(
+            ManifestFile(entry["key"], entry["size"], entry["sha256"], str(entry.get("source")))
+        )
+    return parsed
+
+
+def build_receipt(
+    *,
+    provider: str,
+    provider_type: str,
+    job_id: str,
+    manifest_key: str,
+    delete_requested_at: datetime | None,
+    deleted_at: datetime,
+    answer: Any,
+    custom_objects_deleted: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "provider": provider,
+        "provider_type": provider_type,
+        "job_id": job_id,
+        "manifest_key": manifest_key,
+        "delete_requested_at": delete_requested_at.isoformat() if delete_requested_at else None,
+        "deleted_at": deleted_at.isoformat(),
+        "provider_answer": answer,
+        "custom_bucket_objects_deleted": list(custom_objects_deleted),
+        "worker_version": __version__,
+    }
