@@ -9,6 +9,7 @@ so `retention --help` stays quick.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import sys
@@ -48,9 +49,12 @@ def handle_errors(fn: F) -> F:
             _fail(str(exc), EXIT_FAILED)
         except KeyboardInterrupt:
             _fail("interrupted; jobs in flight resume on the next sweep", EXIT_FAILED)
+        except click.ClickException:
+            raise  # click prints usage errors itself and exits with 2
         except Exception as exc:
-            from worker.logging import REDACTOR
+            from worker.logging import REDACTOR, get_logger
 
+            get_logger("worker.cli").debug("command_crashed", exc_info=True)
             _fail(
                 REDACTOR.scrub(f"unexpected {type(exc).__name__}: {exc}")
                 + "\n(set RETENTION_LOG_LEVEL=DEBUG and run again for details)",
@@ -369,7 +373,11 @@ def status(ctx: Context, as_json: bool) -> None:
     statuses = ctx.ledger().status(days, now=utcnow())
     if as_json:
         click.echo(
-            json.dumps({"providers": [s.__dict__ for s in statuses]}, sort_keys=True, default=str)
+            json.dumps(
+                {"providers": [dataclasses.asdict(s) for s in statuses]},
+                sort_keys=True,
+                default=str,
+            )
         )
         return
     if not statuses:

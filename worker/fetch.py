@@ -218,6 +218,16 @@ def check_response(response: httpx.Response, source: str) -> None:
     )
 
 
+def _unsafe_cause(exc: BaseException) -> UnsafeAddress | None:
+    """httpx re-raises httpcore's errors as its own; find our refusal in the chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, UnsafeAddress):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class Fetcher:
     """Opens provider-supplied links under the URL policy."""
 
@@ -235,15 +245,16 @@ class Fetcher:
             source = strip_query(current)
             try:
                 response = self.client.send(self.client.build_request("GET", current), stream=True)
-            except UnsafeAddress as exc:
-                raise UnsafeInput(
-                    f"the provider's link to {source} is refused: {exc}",
-                    hint="Set [downloads] allow_private_networks = true only for local "
-                    "simulators or MinIO",
-                ) from None
             except httpx.TimeoutException as exc:
                 raise DownloadError(f"{source} timed out: {type(exc).__name__}") from exc
             except httpx.TransportError as exc:
+                refused = _unsafe_cause(exc)
+                if refused is not None:
+                    raise UnsafeInput(
+                        f"the provider's link to {source} is refused: {refused}",
+                        hint="Set [downloads] allow_private_networks = true only for local "
+                        "simulators or MinIO",
+                    ) from None
                 raise DownloadError(f"cannot reach {source}: {type(exc).__name__}") from exc
             if response.is_redirect and "location" in response.headers:
                 location = response.headers["location"]

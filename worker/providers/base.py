@@ -218,7 +218,7 @@ def _wait(state: tenacity.RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     if isinstance(exc, RateLimited) and exc.retry_after is not None:
         return min(exc.retry_after, MAX_INLINE_WAIT)
-    backoff: float = tenacity.wait_exponential_jitter(initial=0.5, max=8)(state)
+    backoff: float = tenacity.wait_exponential_jitter(multiplier=0.5, max=8)(state)
     return backoff
 
 

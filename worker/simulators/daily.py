@@ -92,6 +92,8 @@ class DailySimulator(SimServer):
         self._blobs: dict[str, Content] = {}  # Daily-bucket key -> content
         self._seq = itertools.count()
         self._signing_key = secrets.token_bytes(32)
+        # Every signature handed out, so tests can check none of them reaches a log.
+        self.issued_signatures: list[str] = []
         self._state = threading.RLock()
 
     @property
@@ -287,6 +289,8 @@ class DailySimulator(SimServer):
         token = secrets.token_urlsafe(8)
         message = f"{key}\n{expires}\n{token}".encode()
         signature = hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
+        with self._state:
+            self.issued_signatures.append(signature)
         return (
             f"{self.origin}/files/{key}?X-Amz-Expires={expires}&X-Amz-Nonce={token}"
             f"&X-Amz-Signature={signature}"

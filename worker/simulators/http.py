@@ -8,7 +8,9 @@ simulator saw from ``requests``.
 Faults:
     status    answer with a status, body and headers instead of the real handler
     truncate  send the real headers (with the full Content-Length), half the body, then close
-    reset     close the connection without answering
+    reset     close the connection without answering (the request had no effect)
+    drop      run the real handler, then close without answering (the effect happened, the
+              answer was lost)
     delay     sleep, then run the real handler
 """
 
@@ -67,7 +69,7 @@ class Response:
 class Fault:
     method: str | None
     path: re.Pattern[str]
-    kind: Literal["status", "truncate", "reset", "delay"]
+    kind: Literal["status", "truncate", "reset", "drop", "delay"]
     times: int
     status: int = 500
     body: Any = None
@@ -172,7 +174,7 @@ class SimServer:
 
     def inject(
         self,
-        kind: Literal["status", "truncate", "reset", "delay"] = "status",
+        kind: Literal["status", "truncate", "reset", "drop", "delay"] = "status",
         *,
         path: str = ".*",
         method: str | None = None,
@@ -257,6 +259,10 @@ class SimServer:
             response = self.rate_limit_response()
         else:
             response = self._route(request)
+        if fault is not None and fault.kind == "drop":
+            self._record(request, response.status, has_credentials, "drop")
+            _reset(h)
+            return
         truncate = fault is not None and fault.kind == "truncate"
         self._record(request, response.status, has_credentials, fault.kind if fault else None)
         _write(h, response, truncate=truncate)

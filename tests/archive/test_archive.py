@@ -1,0 +1,180 @@
+"""The archive against a real S3 API server: byte-identical, verified, aborted on failure."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.helpers import multipart_uploads
+from worker.archive import MAX_PARTS, Archive, MiB, make_s3_client, part_size_for
+from worker.errors import ArchiveError, DownloadError, VerifyError
+from worker.settings import ArchiveSettings
+from worker.simulators.blobs import Blob
+from worker.simulators.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+def archive_for(s3_server: S3Server, bucket: str, **options: object) -> Archive:
+    settings = ArchiveSettings.model_validate(
+        {
+            "bucket": bucket,
+            "endpoint_url": s3_server.endpoint_url,
+            "region": "us-east-1",
+            "part_size_mib": 5,
+            **options,
+        }
+    )
+    return Archive(make_s3_client(settings), settings)
+
+
+def chunked(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, 5 * MiB - 1, 5 * MiB, 5 * MiB + 1, 16 * MiB + 12345],
+    ids=["empty", "one-byte", "just-under-a-part", "exactly-a-part", "just-over", "four-parts"],
+)
+@pytest.mark.parametrize("mode", ["when_supported", "when_required"])
+def test_a_stream_is_stored_byte_identical_and_verified(
+    s3_server: S3Server, s3: S3Client, bucket: str, size: int, mode: str
+) -> None:
+    archive = archive_for(s3_server, bucket, checksum_mode=mode)
+    data = Blob(size, seed=size).read()
+    stored = archive.store_stream("k", chunked(data), size_hint=size)
+    assert stored.size == size
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == data
+    if size > 5 * MiB:
+        assert stored.etag is not None
+        assert stored.etag.endswith(f"-{-(-size // (5 * MiB))}")
+
+
+def test_an_unknown_size_is_streamed_without_knowing_it(
+    s3_server: S3Server, s3: S3Client, bucket: str
+) -> None:
+    data = Blob(11 * MiB, seed=3).read()
+    stored = archive_for(s3_server, bucket).store_stream("k", chunked(data), size_hint=None)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_stream_that_fails_midway_is_aborted_and_leaves_nothing(
+    s3_server: S3Server, s3: S3Client, bucket: str
+) -> None:
+    def broken() -> Iterator[bytes]:
+        yield from chunked(Blob(12 * MiB, seed=1).read())
+        raise DownloadError("the body broke off")
+
+    with pytest.raises(DownloadError):
+        archive_for(s3_server, bucket).store_stream("k", broken(), size_hint=20 * MiB)
+    assert multipart_uploads(s3, bucket) == []
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_a_small_stream_that_fails_writes_nothing(
+    s3_server: S3Server, s3: S3Client, bucket: str
+) -> None:
+    def broken() -> Iterator[bytes]:
+        yield b"partial"
+        raise DownloadError("the body broke off")
+
+    with pytest.raises(DownloadError):
+        archive_for(s3_server, bucket).store_stream("k", broken())
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+def test_verification_rejects_an_object_that_differs(
+    s3_server: S3Server, s3: S3Client, bucket: str
+) -> None:
+    archive = archive_for(s3_server, bucket)
+    archive.store_stream("k", iter([b"what we streamed"]))
+    s3.put_object(Bucket=bucket, Key="k", Body=b"what someone else wrote")
+    with pytest.raises(VerifyError, match="bytes"):
+        archive._verify(
+            "k", size=16, sha256_hex="0" * 64, version_id=None, expected_etag=None, checksum=None
+        )
+    s3.put_object(Bucket=bucket, Key="k", Body=b"what we streamed")
+    with pytest.raises(VerifyError, match="ETag"):
+        archive._verify(
+            "k",
+            size=16,
+            sha256_hex="0" * 64,
+            version_id=None,
+            expected_etag="0" * 32,
+            checksum=None,
+        )
+
+
+def test_exists_unchanged_notices_a_replaced_or_missing_object(
+    s3_server: S3Server, s3: S3Client, bucket: str
+) -> None:
+    archive = archive_for(s3_server, bucket)
+    stored = archive.store_stream("k", iter([b"v1"]))
+    assert archive.exists_unchanged("k", size=2, etag=stored.etag)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v2")
+    assert not archive.exists_unchanged("k", size=2, etag=stored.etag)
+    s3.delete_object(Bucket=bucket, Key="k")
+    assert not archive.exists_unchanged("k", size=2, etag=stored.etag)
+
+
+def test_a_server_side_copy_is_read_back_and_hashed(
+    s3_server: S3Server, s3: S3Client, bucket: str, custom_bucket: str
+) -> None:
+    data = Blob(7 * MiB, seed=9).read()
+    s3.put_object(Bucket=custom_bucket, Key="acme/j/out.txt", Body=data)
+    stored = archive_for(s3_server, bucket).copy_in(custom_bucket, "acme/j/out.txt", "dest")
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert s3.get_object(Bucket=bucket, Key="dest")["Body"].read() == data
+
+
+def test_copying_a_missing_source_is_a_permanent_error(
+    s3_server: S3Server, bucket: str, custom_bucket: str
+) -> None:
+    with pytest.raises(ArchiveError, match="does not exist") as caught:
+        archive_for(s3_server, bucket).copy_in(custom_bucket, "nope", "dest")
+    assert caught.value.permanent
+
+
+def test_a_missing_bucket_is_named_with_what_to_do(s3_server: S3Server) -> None:
+    with pytest.raises(ArchiveError, match=r"NoSuchBucket.*Create the bucket no-such-bucket-xyz"):
+        archive_for(s3_server, "no-such-bucket-xyz").store_stream("k", iter([b"x"]))
+
+
+def test_an_unreachable_endpoint_is_a_clear_transient_error(bucket: str) -> None:
+    settings = ArchiveSettings(bucket=bucket, endpoint_url="http://127.0.0.1:9", region="us-east-1")
+    client = make_s3_client(settings)
+    with pytest.raises(ArchiveError, match="could not be reached") as caught:
+        Archive(client, settings).store_stream("k", iter([b"x"]))
+    assert not caught.value.permanent
+
+
+def test_json_documents_round_trip(s3_server: S3Server, bucket: str) -> None:
+    archive = archive_for(s3_server, bucket)
+    archive.put_json("m.json", {"files": [1, 2]})
+    assert archive.get_json("m.json") == {"files": [1, 2]}
+
+
+@pytest.mark.parametrize("size", [100 * 1024**3, 5 * 1024**4 - 1])
+def test_a_known_size_never_needs_more_than_10000_parts(size: int) -> None:
+    base = 8 * MiB
+    parts, remaining, number = 0, size, 1
+    while remaining > 0:
+        remaining -= part_size_for(size, number, base)
+        number += 1
+        parts += 1
+    assert parts <= MAX_PARTS
+
+
+def test_an_unknown_size_grows_its_parts_as_it_goes() -> None:
+    base = 8 * MiB
+    assert part_size_for(None, 1, base) == base
+    assert part_size_for(None, 1001, base) == 2 * base
+    total = sum(part_size_for(None, n, base) for n in range(1, MAX_PARTS + 1))
+    assert total > 5 * 1024**4  # more than 5 TiB fits in 10,000 growing parts

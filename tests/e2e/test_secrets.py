@@ -1,0 +1,108 @@
+"""Known secrets fed through every path, at DEBUG, must never reach any output.
+
+Covered: provider API keys (good and bad), the ledger's database password, the AWS secret
+key, and the signatures of every download link the provider handed out; through our logs,
+httpx's and botocore's own DEBUG logs, error messages, the CLI's output, the manifests and
+receipts in the bucket, and the ledger's rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import (
+    PG_URL,
+    config_data,
+    daily_provider,
+    objects,
+    run_cli,
+    write_config,
+)
+from worker.simulators.daily import DailySimulator
+from worker.simulators.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+pytestmark = pytest.mark.postgres
+
+
+def test_no_secret_reaches_any_output_at_debug_level(
+    daily_sim: DailySimulator,
+    bucket: str,
+    custom_bucket: str,
+    s3: S3Client,
+    s3_server: S3Server,
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    # given: a good key, a wrong key, a database password and an AWS secret key
+    wrong_key = f"wrong-key-{uuid.uuid4().hex}"
+    db_password = f"pg-pass-{uuid.uuid4().hex}"
+    aws_secret = f"aws-secret-{uuid.uuid4().hex}"
+    ledger_url = postgres_url.replace("postgres@", f"postgres:{db_password}@", 1)
+    assert db_password in ledger_url
+    good = daily_sim.add_job(transcription=[("json", b"{}"), ("txt", b"t")], summary=("txt", b"s"))
+    daily_sim.add_job(transcription=[("txt", b"custom")], bucket=custom_bucket)
+    flaky = daily_sim.add_job(transcription=[("txt", b"flaky")])
+    # and faults on every path: a 429, a 500, a truncated download, a dropped delete answer
+    daily_sim.inject(
+        path="/v1/batch-processor$",
+        status=429,
+        headers={"Retry-After": "0"},
+        body={"error": "rate-limit-error"},
+    )
+    daily_sim.inject(path=f"/{good}$", method="GET", status=500, body={"error": "server-error"})
+    daily_sim.inject("truncate", path=f"^/files/.*{flaky}")
+    daily_sim.inject("drop", method="DELETE", path=good)
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=ledger_url,
+        providers={
+            "daily": daily_provider(daily_sim, custom_buckets=[custom_bucket]),
+            "daily_bad": {"type": "daily", "base_url": daily_sim.base_url, "api_key": wrong_key},
+        },
+    )
+    config = write_config(tmp_path / "retention.toml", data)
+    env = {"RETENTION_LOG_LEVEL": "DEBUG", "AWS_SECRET_ACCESS_KEY": aws_secret}
+
+    # when: every command runs at DEBUG
+    runs = [
+        run_cli("sweep", "--dry-run", config=config, env=env),
+        run_cli("sweep", "--json", config=config, env=env),
+        run_cli("sweep", "--json", config=config, env=env),
+        run_cli("status", config=config, env=env),
+        run_cli("status", "--json", config=config, env=env),
+        run_cli("hold", "daily", "x", config=config, env=env),
+    ]
+
+    # then: the work was done, and the paths were exercised
+    assert daily_sim.deletes_of(good) >= 1
+    assert len(daily_sim.issued_signatures) >= 4
+    output = "\n".join(r.stdout + r.stderr for r in runs)
+    assert "Signature=" in output or "[redacted]" in output  # botocore's DEBUG lines ran
+    assert "HTTP Request" in output or "httpcore" in output  # httpx's DEBUG lines ran
+    assert "401" in output  # the wrong key was used and reported
+
+    # and nothing secret is anywhere
+    secrets = [daily_sim.api_key, wrong_key, db_password, aws_secret, *daily_sim.issued_signatures]
+    stored = b"".join(objects(s3, bucket).values()).decode(errors="replace")
+    engine = sa.create_engine(PG_URL)
+    schema = postgres_url.split("%3D", 1)[1]
+    with engine.connect() as conn:
+        rows = [
+            str(r)
+            for table in ("jobs", "audit_events", "archive_files")
+            for r in conn.execute(sa.text(f'SELECT * FROM "{schema}".{table}'))
+        ]
+    engine.dispose()
+    for where, text in (("output", output), ("bucket", stored), ("ledger", "\n".join(rows))):
+        for secret in secrets:
+            assert secret not in text, f"a secret reached the {where}"
+        assert "X-Amz-Signature=" not in text.replace("X-Amz-Signature=[redacted]", "")

@@ -1,0 +1,391 @@
+"""`retention sweep` end to end: simulator over HTTP, real S3 server, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.scenario import DUE, Scenario, assert_swept, assert_untouched, build, folder
+from tests.helpers import (
+    config_data,
+    daily_provider,
+    multipart_uploads,
+    objects,
+    run_cli,
+    settings_of,
+    write_config,
+    write_to_bucket,
+)
+from worker.bootstrap import Runtime, build_runtime
+from worker.domain import JobState
+from worker.pipeline import Outcome, process_job, sweep_provider
+from worker.simulators.daily import DailySimulator
+from worker.simulators.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@pytest.fixture
+def later_sim(s3: S3Client) -> Iterator[DailySimulator]:
+    sim = DailySimulator(
+        "daily-later-key-77aa31", domain="later", bucket_writer=write_to_bucket(s3)
+    )
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def scenario(
+    daily_sim: DailySimulator, later_sim: DailySimulator, bucket: str, custom_bucket: str
+) -> Scenario:
+    return build(daily_sim, later_sim, bucket, custom_bucket)
+
+
+def test_a_cli_sweep_archives_verifies_and_deletes_each_due_job_exactly_once(
+    scenario: Scenario, s3: S3Client, s3_server: S3Server, ledger_url: str, tmp_path: Path
+) -> None:
+    config = scenario.write(tmp_path / "retention.toml", ledger_url, s3_server.endpoint_url)
+    held = run_cli("hold", "daily", scenario.ids["held"], "--reason", "case 42", config=config)
+    assert held.code == 0, held.stderr
+
+    run = run_cli("sweep", "--json", config=config)
+
+    assert run.code == 0, run.stderr
+    summary = run.last_json()
+    assert (summary["archived"], summary["deleted"], summary["deferred"], summary["failed"]) == (
+        4,
+        4,
+        0,
+        0,
+    )
+    assert summary["skipped"] >= 5  # processing, submitted, unknown, held, not due
+    assert_swept(scenario, s3)
+    events = {e["event"] for e in run.log_events()}
+    assert {
+        "sweep_started",
+        "file_archived",
+        "manifest_written",
+        "delete_requested",
+        "provider_deleted",
+        "receipt_written",
+        "job_finished",
+        "sweep_finished",
+    } <= events
+
+    downloads = len(scenario.daily.seen("GET", "^/files/"))
+    again = run_cli("sweep", "--json", config=config)
+    assert again.code == 0, again.stderr
+    assert (again.last_json()["archived"], again.last_json()["deleted"]) == (0, 0)
+    assert len(scenario.daily.seen("GET", "^/files/")) == downloads
+    assert all(scenario.daily.deletes_of(scenario.ids[label]) == 1 for label in DUE)
+
+    status = run_cli("status", "--json", config=config)
+    assert status.code == 0, status.stderr
+    by_provider = {
+        p["provider"]: p for p in json.loads(status.stdout.splitlines()[-1])["providers"]
+    }
+    assert by_provider["daily"]["states"]["deleted"] == 4
+    assert by_provider["daily"]["held"] == 1
+    assert by_provider["daily_later"]["overdue_count"] == 0
+
+
+def test_a_dry_run_changes_nothing_anywhere_and_says_what_would_happen(
+    scenario: Scenario, s3: S3Client, s3_server: S3Server, tmp_path: Path
+) -> None:
+    db = tmp_path / "ledger.db"
+    config = scenario.write(tmp_path / "retention.toml", f"sqlite:///{db}", s3_server.endpoint_url)
+    assert run_cli("hold", "daily", scenario.ids["held"], config=config).code == 0
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    requests_before = len(scenario.daily.requests)
+
+    run = run_cli("sweep", "--dry-run", "--json", config=config)
+
+    assert run.code == 0, run.stderr
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before
+    assert objects(s3, scenario.bucket) == {}
+    assert s3.list_objects_v2(Bucket=scenario.custom_bucket)["KeyCount"] == 2
+    new_requests = scenario.daily.requests[requests_before:]
+    assert {r.method for r in new_requests} == {"GET"}
+    assert not any(r.path.startswith("/files/") for r in new_requests)
+    summary = run.last_json()
+    assert summary["dry_run"]
+    assert (summary["would_delete"], summary["deleted"]) == (4, 0)
+    for label in DUE:
+        job_id = scenario.ids[label]
+        assert f"would delete daily job {job_id}" in run.stdout
+        for key in scenario.outputs[job_id]:
+            assert f"-> {folder('daily', job_id)}{key}" in run.stdout
+    assert f"not due daily_later job {scenario.ids['not_due']}" in run.stdout
+
+
+def test_a_dry_run_with_no_ledger_yet_creates_none(
+    scenario: Scenario, s3_server: S3Server, tmp_path: Path
+) -> None:
+    db = tmp_path / "never.db"
+    config = scenario.write(tmp_path / "retention.toml", f"sqlite:///{db}", s3_server.endpoint_url)
+    assert run_cli("sweep", "--dry-run", config=config).code == 0
+    assert not db.exists()
+
+
+# -- faults, in process ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def rt(scenario: Scenario, s3_server: S3Server, sqlite_url: str) -> Iterator[Runtime]:
+    runtime = build_runtime(settings_of(scenario.config(sqlite_url, s3_server.endpoint_url)))
+    yield runtime
+    runtime.close()
+
+
+def state(rt: Runtime, provider: str, job_id: str) -> JobState:
+    row = rt.ledger.get(provider, job_id)
+    assert row is not None
+    return row.state
+
+
+def test_a_truncated_download_is_never_followed_by_a_delete(
+    scenario: Scenario, rt: Runtime, s3: S3Client
+) -> None:
+    job_id = scenario.ids["finished_big"]
+    scenario.daily.inject("truncate", path=f"^/files/.*{job_id}.*json")
+
+    result = process_job(rt, "daily", job_id)
+
+    assert result.outcome == Outcome.DEFERRED
+    assert "truncated" in (result.error or "") or "broke off" in (result.error or "")
+    assert scenario.daily.deletes_of(job_id) == 0
+    assert not any(
+        k.startswith(folder("daily", job_id)) and k.endswith(".json")
+        for k in objects(s3, scenario.bucket)
+    )
+    assert multipart_uploads(s3, scenario.bucket) == []
+    row = rt.ledger.get("daily", job_id)
+    assert row is not None
+    assert row.state == JobState.PENDING
+    assert row.last_error
+
+    # The next attempt (the retry time is reached) completes, without a second delete.
+    rt.ledger.engine.dispose()
+    with rt.ledger.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE jobs SET next_attempt_at = NULL")
+    assert process_job(rt, "daily", job_id).outcome == Outcome.DELETED
+    assert scenario.daily.deletes_of(job_id) == 1
+
+
+def test_a_lost_delete_answer_is_resent_once_and_recorded_as_gone(
+    scenario: Scenario, rt: Runtime
+) -> None:
+    job_id = scenario.ids["finished"]
+    scenario.daily.inject("drop", method="DELETE", path=job_id)
+
+    result = process_job(rt, "daily", job_id)
+
+    assert result.outcome == Outcome.DELETED
+    assert scenario.daily.deletes_of(job_id) == 2
+    assert [s.fault for s in scenario.daily.seen("DELETE", job_id)] == ["drop", None]
+    row = rt.ledger.get("daily", job_id)
+    assert row is not None
+    assert row.delete_answer["result"] == "already_gone"
+
+
+def test_a_job_archived_in_read_only_mode_waits_and_a_later_hold_keeps_it(
+    scenario: Scenario, s3_server: S3Server, sqlite_url: str, s3: S3Client
+) -> None:
+    data = scenario.config(sqlite_url, s3_server.endpoint_url, defaults={"read_only": True})
+    read_only = build_runtime(settings_of(data))
+    job_id = scenario.ids["finished"]
+    assert process_job(read_only, "daily", job_id).outcome == Outcome.ARCHIVED
+    assert folder("daily", job_id) + "manifest.json" in objects(s3, scenario.bucket)
+    read_only.ledger.set_hold("daily", job_id, held=True, now=read_only.clock())
+    read_only.close()
+
+    rt = build_runtime(settings_of(scenario.config(sqlite_url, s3_server.endpoint_url)))
+    assert process_job(rt, "daily", job_id).outcome == Outcome.HELD
+    rt.ledger.set_hold("daily", job_id, held=False, now=rt.clock())
+    downloads = len(scenario.daily.seen("GET", "^/files/"))
+    assert process_job(rt, "daily", job_id).outcome == Outcome.DELETED
+    assert len(scenario.daily.seen("GET", "^/files/")) == downloads  # not archived twice
+    assert scenario.daily.deletes_of(job_id) == 1
+    rt.close()
+
+
+@pytest.mark.parametrize("vanished", ["manifest", "file"])
+def test_the_delete_gate_stays_shut_when_the_archive_lost_something(
+    scenario: Scenario, s3_server: S3Server, sqlite_url: str, s3: S3Client, vanished: str
+) -> None:
+    data = scenario.config(sqlite_url, s3_server.endpoint_url, defaults={"read_only": True})
+    read_only = build_runtime(settings_of(data))
+    job_id = scenario.ids["finished"]
+    assert process_job(read_only, "daily", job_id).outcome == Outcome.ARCHIVED
+    read_only.close()
+    base = folder("daily", job_id)
+    victim = base + (
+        "manifest.json" if vanished == "manifest" else next(iter(scenario.outputs[job_id]))
+    )
+    s3.delete_object(Bucket=scenario.bucket, Key=victim)
+
+    rt = build_runtime(settings_of(scenario.config(sqlite_url, s3_server.endpoint_url)))
+    result = process_job(rt, "daily", job_id)
+
+    assert result.outcome == Outcome.DEFERRED
+    assert scenario.daily.deletes_of(job_id) == 0
+    assert state(rt, "daily", job_id) == JobState.ARCHIVED
+    rt.close()
+
+
+def test_max_deletes_per_sweep_stops_the_sweep_with_a_clear_message(
+    scenario: Scenario, s3_server: S3Server, sqlite_url: str
+) -> None:
+    data = scenario.config(
+        sqlite_url, s3_server.endpoint_url, defaults={"max_deletes_per_sweep": 2}
+    )
+    rt = build_runtime(settings_of(data))
+    report = sweep_provider(rt, "daily")
+    assert report.summary()["deleted"] == 2
+    assert report.stopped_reason
+    assert "max_deletes_per_sweep (2)" in report.stopped_reason
+    assert len(scenario.daily.deleted) == 2
+    assert sweep_provider(rt, "daily").summary()["deleted"] == 2
+    rt.close()
+
+
+def test_a_second_sweep_of_the_same_provider_returns_at_once(
+    scenario: Scenario, rt: Runtime
+) -> None:
+    assert rt.ledger.acquire_lease(
+        "sweep:daily",
+        owner="another-host:1",
+        ttl=__import__("datetime").timedelta(minutes=5),
+        now=rt.clock(),
+    )
+    report = sweep_provider(rt, "daily")
+    assert report.busy
+    assert report.dispatched == 0
+    assert scenario.daily.requests == []
+
+
+def test_a_job_someone_else_deleted_is_recorded_as_gone(scenario: Scenario, rt: Runtime) -> None:
+    job_id = scenario.ids["finished"]
+    rt.ledger.track("daily", [job_id], now=rt.clock())
+    scenario.daily.jobs.pop(job_id)
+    assert process_job(rt, "daily", job_id).outcome == Outcome.GONE
+    assert state(rt, "daily", job_id) == JobState.GONE
+    assert scenario.daily.seen("DELETE") == []
+
+
+# -- the command's contract -----------------------------------------------------------------
+
+
+def test_an_errored_job_with_unreachable_outputs_fails_permanently_and_exits_1(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    job_id = daily_sim.add_job("error", transcription=[("txt", b"partial")])
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=f"sqlite:///{tmp_path}/l.db",
+        providers={"daily": daily_provider(daily_sim)},
+    )
+    config = write_config(tmp_path / "r.toml", data)
+    run = run_cli("sweep", "--json", config=config)
+    assert run.code == 1
+    assert run.last_json()["failed"] == 1
+    assert f"failed daily job {job_id}" in run.stdout
+    assert daily_sim.seen("DELETE") == []
+    status = run_cli("status", config=config)
+    assert "refuses download links" in status.stdout
+    retried = run_cli("retry", "daily", job_id, config=config)
+    assert retried.code == 0
+    assert "tried again" in retried.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "text", "message"),
+    [
+        (("sweep",), "[archive]\n", "archive.bucket: is required"),
+        (("sweep", "--provider", "loom"), None, "no provider named 'loom'"),
+        (("sweep", "--dry-run", "--enqueue"), None, "cannot be combined"),
+        (("hold", "nobody", "x"), None, "no provider named 'nobody'"),
+        (("track", "daily", "../escape"), None, "'..' segment"),
+    ],
+)
+def test_bad_config_and_bad_usage_exit_2_with_one_clear_message(
+    daily_sim: DailySimulator,
+    bucket: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    args: tuple[str, ...],
+    text: str | None,
+    message: str,
+) -> None:
+    config = tmp_path / "r.toml"
+    if text is None:
+        write_config(
+            config,
+            config_data(
+                bucket=bucket,
+                endpoint_url=s3_server.endpoint_url,
+                ledger_url=f"sqlite:///{tmp_path}/l.db",
+                providers={"daily": daily_provider(daily_sim)},
+            ),
+        )
+    else:
+        config.write_text(text)
+    run = run_cli(*args, config=config)
+    expected = 1 if args[0] == "track" else 2
+    assert run.code == expected, (run.stdout, run.stderr)
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_no_config_at_all_exits_2() -> None:
+    run = run_cli("status")
+    assert run.code == 2
+    assert "--config PATH or set RETENTION_CONFIG" in run.stderr
+
+
+def test_track_hold_and_release_work_on_jobs_the_worker_has_not_seen(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    config = write_config(
+        tmp_path / "r.toml",
+        config_data(
+            bucket=bucket,
+            endpoint_url=s3_server.endpoint_url,
+            ledger_url=f"sqlite:///{tmp_path}/l.db",
+            providers={"daily": daily_provider(daily_sim)},
+        ),
+    )
+    assert "2 new" in run_cli("track", "daily", "a", "b", config=config).stdout
+    assert "0 new" in run_cli("track", "daily", "a", config=config).stdout
+    assert "is held" in run_cli("hold", "daily", "c", config=config).stdout
+    assert "already" in run_cli("hold", "daily", "c", config=config).stdout
+    assert "released" in run_cli("release", "daily", "c", config=config).stdout
+    assert "was not held" in run_cli("release", "daily", "c", config=config).stdout
+
+
+def test_help_shows_an_example_for_every_command() -> None:
+    for command in ("sweep", "track", "hold", "release", "retry", "status", "migrate", "demo"):
+        run = run_cli(command, "--help")
+        assert run.code == 0, command
+        assert "Example:" in run.stdout, command
+
+
+def test_untouched_jobs_stay_untouched_when_nothing_is_due(
+    scenario: Scenario, s3_server: S3Server, sqlite_url: str, s3: S3Client
+) -> None:
+    data = scenario.config(sqlite_url, s3_server.endpoint_url)
+    data["providers"]["daily"]["retain_days"] = 30
+    rt = build_runtime(settings_of(data))
+    summary = sweep_provider(rt, "daily").summary()
+    rt.close()
+    assert summary["archived"] == summary["deleted"] == 0
+    assert scenario.daily.seen("DELETE") == []
+    assert_untouched(scenario, objects(s3, scenario.bucket))

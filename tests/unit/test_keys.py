@@ -1,0 +1,84 @@
+"""Provider-supplied names become keys inside the job's folder, or the job is refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.errors import UnsafeInput
+from worker.keys import archive_keys, job_folder, safe_relative_key, strip_query
+
+FOLDER = "archive/daily/job-1/"
+
+
+def test_an_ordinary_key_is_kept_as_the_provider_wrote_it() -> None:
+    assert safe_relative_key("acme/job-1/transcript/out.json") == "acme/job-1/transcript/out.json"
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "//a//b/", "a/b/"])
+def test_absolute_and_doubled_slashes_land_inside_the_folder(name: str) -> None:
+    key = archive_keys(FOLDER, [name])[0]
+    assert key.startswith(FOLDER)
+    assert "//" not in key
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../escape.txt",
+        "a/../../b",
+        "./a",
+        "a/./b",
+        "a\\..\\b",
+        "tab\there",
+        "nul\x00",
+        "del\x7f",
+        "bidi\u202eexe.txt",
+        "",
+    ],
+)
+def test_unsafe_names_refuse_the_job(name: str) -> None:
+    with pytest.raises(UnsafeInput):
+        archive_keys(FOLDER, [name])
+
+
+def test_an_overlong_segment_is_refused() -> None:
+    with pytest.raises(UnsafeInput, match="longer than 255"):
+        safe_relative_key("a/" + "x" * 256)
+
+
+def test_a_key_longer_than_s3_allows_is_refused() -> None:
+    name = "/".join(["y" * 200] * 6)
+    with pytest.raises(UnsafeInput, match="1024"):
+        archive_keys(FOLDER, [name])
+
+
+def test_two_names_that_map_to_one_key_refuse_the_job() -> None:
+    with pytest.raises(UnsafeInput, match="same key"):
+        archive_keys(FOLDER, ["a/b.txt", "/a//b.txt"])
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "/deletion.json"])
+def test_a_name_that_collides_with_our_own_documents_is_refused(name: str) -> None:
+    with pytest.raises(UnsafeInput, match="collides"):
+        archive_keys(FOLDER, [name])
+
+
+def test_the_same_name_in_a_subfolder_is_fine() -> None:
+    assert archive_keys(FOLDER, ["sub/manifest.json"]) == [FOLDER + "sub/manifest.json"]
+
+
+def test_unicode_is_normalised_so_lookalikes_collide_rather_than_coexist() -> None:
+    with pytest.raises(UnsafeInput, match="same key"):
+        archive_keys(FOLDER, ["caf\u00e9.txt", "cafe\u0301.txt"])
+
+
+def test_job_ids_are_held_to_the_same_rules() -> None:
+    assert job_folder("archive/", "daily", "abc") == "archive/daily/abc/"
+    assert job_folder("", "datocms", "UP/TRACK") == "datocms/UP/TRACK/"
+    with pytest.raises(UnsafeInput):
+        job_folder("archive/", "daily", "../other")
+
+
+def test_strip_query_drops_signatures_and_credentials() -> None:
+    url = "https://user:pw@bucket.s3.amazonaws.com:443/a/b.txt?X-Amz-Signature=abc#frag"
+    assert strip_query(url) == "https://bucket.s3.amazonaws.com:443/a/b.txt"

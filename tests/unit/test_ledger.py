@@ -1,0 +1,173 @@
+"""The ledger on SQLite and PostgreSQL: migrations, claims, fencing and the delete gate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from worker.domain import JobSnapshot, JobState, ListedJob, Phase
+from worker.errors import LedgerError
+from worker.ledger import SCHEMA_REVISION, FileRecord, Ledger, metadata
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+TTL = timedelta(minutes=5)
+
+
+def finished(job_id: str) -> JobSnapshot:
+    return JobSnapshot(job_id, "finished", Phase.SUCCEEDED, None, {"id": job_id})
+
+
+def test_the_migrations_create_exactly_the_tables_the_code_uses(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    with ledger.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
+
+
+def test_the_code_expects_the_migrations_head() -> None:
+    config = Config()
+    config.set_main_option(
+        "script_location", str(Path(__file__).parents[2] / "worker" / "migrations")
+    )
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+
+
+def test_opening_twice_migrates_once(ledger_url: str) -> None:
+    Ledger.open(ledger_url).close()
+    assert Ledger.open(ledger_url).schema_revision() == SCHEMA_REVISION
+
+
+def test_a_claim_is_exclusive_until_released_or_expired(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    assert ledger.claim("daily", "j", owner="a", ttl=TTL, now=NOW) is not None
+    assert ledger.claim("daily", "j", owner="b", ttl=TTL, now=NOW) is None
+    assert ledger.claim("daily", "j", owner="b", ttl=TTL, now=NOW + TTL + timedelta(seconds=1))
+    row = ledger.get("daily", "j")
+    assert row is not None
+    assert row.lease_owner == "b"
+
+
+def test_a_worker_that_lost_its_claim_cannot_move_the_job(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    row = ledger.claim("daily", "j", owner="a", ttl=TTL, now=NOW)
+    assert row is not None
+    later = NOW + TTL + timedelta(seconds=1)
+    assert ledger.claim("daily", "j", owner="b", ttl=TTL, now=later) is not None
+    with pytest.raises(LedgerError, match="no longer holds"):
+        ledger.record_status(row, finished("j"), owner="a", now=later)
+
+
+def archived(ledger: Ledger, job_id: str, owner: str = "w") -> None:
+    row = ledger.claim("daily", job_id, owner=owner, ttl=TTL, now=NOW)
+    assert row is not None
+    row = ledger.record_status(row, finished(job_id), owner=owner, now=NOW)
+    record = FileRecord("k", 1, "0" * 64, "src", "etag", None, None, None)
+    ledger.record_file(row, record, owner=owner, now=NOW)
+    ledger.mark_archived(row, owner=owner, manifest_key="m", files=[record], now=NOW)
+
+
+def test_the_delete_gate_opens_only_for_an_archived_unheld_claimed_job(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    pending = ledger.claim("daily", "pending", owner="w", ttl=TTL, now=NOW)
+    assert pending is not None
+    with pytest.raises(LedgerError, match="gate stayed shut"):
+        ledger.open_delete_gate(pending, owner="w", now=NOW)
+
+    archived(ledger, "held")
+    ledger.set_hold("daily", "held", held=True, now=NOW)
+    held = ledger.get("daily", "held")
+    assert held is not None
+    with pytest.raises(LedgerError, match="gate stayed shut"):
+        ledger.open_delete_gate(held, owner="w", now=NOW)
+
+    archived(ledger, "ok")
+    ok = ledger.get("daily", "ok")
+    assert ok is not None
+    with pytest.raises(LedgerError):
+        ledger.open_delete_gate(ok, owner="someone-else", now=NOW)
+    assert ledger.open_delete_gate(ok, owner="w", now=NOW).state == JobState.DELETING
+    events = [e["event"] for e in ledger.audit_trail("daily", "ok")]
+    assert events == ["archived", "delete_requested"]
+
+
+def test_a_hold_on_an_unseen_job_survives_its_discovery(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    assert ledger.set_hold("daily", "future", held=True, now=NOW, reason="case 42")
+    ledger.record_listing("daily", [ListedJob("future", "finished", Phase.SUCCEEDED)], NOW)
+    row = ledger.get("daily", "future")
+    assert row is not None
+    assert row.held
+    assert row.terminal_at == NOW
+    assert ledger.candidates("daily", now=NOW, due_cutoff=NOW, refreshed_since=NOW) == []
+
+
+def test_candidates_are_due_resumable_or_stale_and_never_held(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    earlier = NOW - timedelta(days=10)
+    ledger.record_listing(
+        "daily",
+        [
+            ListedJob("old", "finished", Phase.SUCCEEDED),
+            ListedJob("running", "processing", Phase.RUNNING),
+        ],
+        earlier,
+    )
+    ledger.record_listing("daily", [ListedJob("fresh", "finished", Phase.SUCCEEDED)], NOW)
+    ledger.track("daily", ["tracked"], now=NOW)
+    cutoff = NOW - timedelta(days=7)
+    found = ledger.candidates("daily", now=NOW, due_cutoff=cutoff, refreshed_since=NOW)
+    assert {c.job_id: c.may_delete for c in found} == {
+        "old": True,
+        "running": False,
+        "tracked": False,
+    }
+
+
+def test_a_sweep_lease_excludes_a_second_sweep_until_it_expires(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    assert ledger.acquire_lease("sweep:daily", owner="a", ttl=TTL, now=NOW)
+    assert not ledger.acquire_lease("sweep:daily", owner="b", ttl=TTL, now=NOW)
+    assert not ledger.renew_lease("sweep:daily", owner="b", ttl=TTL, now=NOW)
+    ledger.release_lease("sweep:daily", owner="b")  # not b's to release
+    assert not ledger.acquire_lease("sweep:daily", owner="b", ttl=TTL, now=NOW)
+    assert ledger.acquire_lease("sweep:daily", owner="b", ttl=TTL, now=NOW + TTL * 2)
+
+
+def test_a_dry_run_never_creates_or_changes_the_ledger(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/missing.db"
+    ledger = Ledger.open(url, read_only=True)
+    assert ledger.get("daily", "x") is None
+    with pytest.raises(LedgerError, match="read-only"):
+        ledger.track("daily", ["x"], now=NOW)
+    assert not (tmp_path / "missing.db").exists()
+
+
+def test_status_reports_overdue_and_failed_jobs(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    ledger.record_listing(
+        "daily", [ListedJob("late", "finished", Phase.SUCCEEDED)], NOW - timedelta(days=9)
+    )
+    row = ledger.claim("daily", "bad", owner="w", ttl=TTL, now=NOW)
+    assert row is not None
+    ledger.fail(row, "daily job bad: it broke. Do this", owner="w", now=NOW)
+    (status,) = ledger.status({"daily": 7}, now=NOW)
+    assert status.overdue_count == 1
+    assert status.overdue[0]["job_id"] == "late"
+    assert status.failed[0]["last_error"] == "daily job bad: it broke. Do this"
+    assert ledger.retry("daily", "bad", now=NOW)
+    bad = ledger.get("daily", "bad")
+    assert bad is not None
+    assert bad.state == JobState.PENDING
+
+
+def test_naive_datetimes_are_refused(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    with pytest.raises(sa.exc.StatementError):
+        ledger.track("daily", ["x"], now=datetime(2026, 1, 1))
