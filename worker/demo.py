@@ -223,12 +223,14 @@ retain_days = 3
         manifests = [
             o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("manifest.json")
         ]
-        if manifests:
-            first = json.loads(
-                client.get_object(Bucket=ARCHIVE_BUCKET, Key=manifests[0])["Body"].read()
-            )
-            click.echo(f"\n  {manifests[0]} lists:")
-            for f in first["files"]:
+        documents = {
+            key: json.loads(client.get_object(Bucket=ARCHIVE_BUCKET, Key=key)["Body"].read())
+            for key in manifests
+        }
+        if documents:
+            richest = max(documents, key=lambda key: len(documents[key]["files"]))
+            click.echo(f"\n  {richest} lists:")
+            for f in documents[richest]["files"]:
                 click.echo(f"    {f['key']}  {f['size']} bytes  sha256 {f['sha256'][:16]}...")
 
         _section("What was deleted")
