@@ -100,3 +100,14 @@ def daily_sim(s3: S3Client) -> Iterator[DailySimulator]:
     sim.start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def later_sim(s3: S3Client) -> Iterator[DailySimulator]:
+    """A second Daily account, for jobs that are not due yet."""
+    sim = DailySimulator(
+        "daily-later-key-77aa31", domain="later", bucket_writer=write_to_bucket(s3)
+    )
+    sim.start()
+    yield sim
+    sim.stop()

@@ -423,8 +423,14 @@ class Archive:
         return head["ContentLength"] == size and (etag is None or served == etag)
 
     def get_json(self, key: str) -> Any:
+        """The JSON document at ``key``; None when there is no such object."""
         with s3_errors("reading", self.bucket, key):
-            answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    return None
+                raise
             if answer["ContentLength"] > MAX_JSON_BYTES:
                 raise ArchiveError(f"s3://{self.bucket}/{key} is too large to be a manifest")
             body = answer["Body"].read()

@@ -25,7 +25,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -754,25 +754,48 @@ class Ledger:
                 .values(lease_owner=None, lease_expires_at=None)
             )
 
-    def _fenced(
+    def _transition(
         self,
-        conn: Connection,
-        pk: int,
+        row: JobRow,
         owner: str,
         values: dict[str, Any],
         *,
+        now: datetime,
         states: Iterable[JobState] | None = None,
         extra: Sequence[Any] = (),
-    ) -> None:
-        where = [jobs.c.id == pk, jobs.c.lease_owner == owner, *extra]
+        event: str | None = None,
+        detail: dict[str, Any] | None = None,
+        refusal: str = "this worker no longer holds the job's claim, or the job moved on",
+        also: Callable[[Connection], None] | None = None,
+    ) -> JobRow:
+        """One fenced UPDATE, its audit event, ``also`` and the fresh row: one transaction.
+
+        Fenced: the UPDATE also requires ``lease_owner = owner`` (and the given states and
+        conditions). If it matches no row, nothing changes and LedgerError says why.
+        """
+        where = [jobs.c.id == row.pk, jobs.c.lease_owner == owner, *extra]
         if states is not None:
             where.append(jobs.c.state.in_(list(states)))
-        result = conn.execute(jobs.update().where(*where).values(**values))
-        if result.rowcount != 1:
-            raise LedgerError(
-                "this worker no longer holds the job's claim, or the job moved on",
-                hint="Another worker has it; nothing was changed",
-            )
+        with self._tx() as conn:
+            result = conn.execute(jobs.update().where(*where).values(**values, updated_at=now))
+            if result.rowcount != 1:
+                raise LedgerError(
+                    refusal, provider=row.provider, job_id=row.job_id, hint="Nothing was changed"
+                )
+            if also is not None:
+                also(conn)
+            if event is not None:
+                self._audit(
+                    conn,
+                    provider=row.provider,
+                    job_id=row.job_id,
+                    event=event,
+                    now=now,
+                    actor=owner,
+                    detail=detail,
+                )
+            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
+        return JobRow.from_row(fresh)
 
     # -- transitions under a claim ---------------------------------------------------------
 
@@ -780,54 +803,38 @@ class Ledger:
         self, row: JobRow, snapshot: JobSnapshot, *, owner: str, now: datetime
     ) -> JobRow:
         """Store a fresh read of the job's status; start or reset its retention clock."""
-        terminal = snapshot.terminal
-        terminal_at: datetime | None
-        if terminal:
-            first_seen = row.terminal_at or now
-            terminal_at = terminal_since(snapshot.finished_at, first_seen)
-        else:
-            terminal_at = None
+        terminal_at = None
+        if snapshot.terminal:
+            terminal_at = terminal_since(snapshot.finished_at, row.terminal_at or now)
         values = {
             "provider_status": snapshot.status[:64],
             "phase": snapshot.phase,
             "finished_at": snapshot.finished_at,
             "terminal_at": terminal_at,
             "last_checked_at": now,
-            "updated_at": now,
         }
-        with self._tx() as conn:
-            self._fenced(conn, row.pk, owner, values, states=[JobState.PENDING])
-            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
-        return JobRow.from_row(fresh)
+        return self._transition(row, owner, values, now=now, states=[JobState.PENDING])
 
-    def mark_gone(self, row: JobRow, answer: Any, *, owner: str, now: datetime) -> None:
-        with self._tx() as conn:
-            self._fenced(
-                conn,
-                row.pk,
-                owner,
-                {
-                    "state": JobState.GONE,
-                    "last_checked_at": now,
-                    "updated_at": now,
-                    "delete_answer": _json_safe(answer),
-                },
-                states=[JobState.PENDING],
-            )
-            self._audit(
-                conn,
-                provider=row.provider,
-                job_id=row.job_id,
-                event="gone",
-                now=now,
-                actor=owner,
-                detail={"answer": answer},
-            )
+    def mark_gone(self, row: JobRow, answer: Any, *, owner: str, now: datetime) -> JobRow:
+        values = {
+            "state": JobState.GONE,
+            "last_checked_at": now,
+            "delete_answer": _json_safe(answer),
+        }
+        return self._transition(
+            row,
+            owner,
+            values,
+            now=now,
+            states=[JobState.PENDING],
+            event="gone",
+            detail={"answer": answer},
+        )
 
     def record_file(self, row: JobRow, record: FileRecord, *, owner: str, now: datetime) -> None:
         """Remember one verified object, so a resumed job does not fetch it again."""
-        with self._tx() as conn:
-            self._fenced(conn, row.pk, owner, {"updated_at": now}, states=[JobState.PENDING])
+
+        def store(conn: Connection) -> None:
             conn.execute(
                 archive_files.delete().where(
                     archive_files.c.job_pk == row.pk, archive_files.c.key == record.key
@@ -848,18 +855,7 @@ class Ledger:
                 )
             )
 
-    def forget_files(self, row: JobRow, keys: Iterable[str], *, owner: str) -> None:
-        """Drop file records whose objects no longer verify, so they are fetched again."""
-        keys = list(keys)
-        if not keys:
-            return
-        with self._tx() as conn:
-            self._fenced(conn, row.pk, owner, {}, states=[JobState.PENDING])
-            conn.execute(
-                archive_files.delete().where(
-                    archive_files.c.job_pk == row.pk, archive_files.c.key.in_(keys)
-                )
-            )
+        self._transition(row, owner, {}, now=now, states=[JobState.PENDING], also=store)
 
     def mark_archived(
         self,
@@ -871,38 +867,51 @@ class Ledger:
         now: datetime,
     ) -> JobRow:
         total = sum(f.size for f in files)
-        with self._tx() as conn:
-            self._fenced(
-                conn,
-                row.pk,
-                owner,
-                {
-                    "state": JobState.ARCHIVED,
-                    "archived_at": now,
-                    "manifest_key": manifest_key,
-                    "files_count": len(files),
-                    "bytes_archived": total,
-                    "last_error": None,
-                    "next_attempt_at": None,
-                    "updated_at": now,
-                },
-                states=[JobState.PENDING],
+        values = {
+            "state": JobState.ARCHIVED,
+            "archived_at": now,
+            "manifest_key": manifest_key,
+            "files_count": len(files),
+            "bytes_archived": total,
+            "last_error": None,
+            "next_attempt_at": None,
+        }
+        detail = {
+            "manifest_key": manifest_key,
+            "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
+            "bytes": total,
+        }
+        return self._transition(
+            row, owner, values, now=now, states=[JobState.PENDING], event="archived", detail=detail
+        )
+
+    def reopen(
+        self, row: JobRow, missing: Iterable[str], reason: str, *, owner: str, now: datetime
+    ) -> JobRow:
+        """Send an archived job back to be archived again: its archive lost something.
+
+        The provider still has the job (the gate never opened), so the worker fetches again
+        what vanished; files that are still there are kept.
+        """
+        missing = list(missing)
+
+        def forget(conn: Connection) -> None:
+            conn.execute(
+                archive_files.delete().where(
+                    archive_files.c.job_pk == row.pk, archive_files.c.key.in_(missing)
+                )
             )
-            self._audit(
-                conn,
-                provider=row.provider,
-                job_id=row.job_id,
-                event="archived",
-                now=now,
-                actor=owner,
-                detail={
-                    "manifest_key": manifest_key,
-                    "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
-                    "bytes": total,
-                },
-            )
-            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
-        return JobRow.from_row(fresh)
+
+        return self._transition(
+            row,
+            owner,
+            {"state": JobState.PENDING, "manifest_key": None},
+            now=now,
+            states=[JobState.ARCHIVED],
+            event="reopened",
+            detail={"reason": reason, "missing": missing},
+            also=forget,
+        )
 
     def open_delete_gate(self, row: JobRow, *, owner: str, now: datetime) -> JobRow:
         """The ledger half of the one rule: move to DELETING only from a verified archive.
@@ -910,89 +919,51 @@ class Ledger:
         One conditional UPDATE: archived (or a delete whose answer was lost), a manifest on
         record, not held, and claimed by ``owner``. Anything else raises LedgerError.
         """
-        c = jobs.c
-        with self._tx() as conn:
-            result = conn.execute(
-                jobs.update()
-                .where(
-                    c.id == row.pk,
-                    c.lease_owner == owner,
-                    c.state.in_([JobState.ARCHIVED, JobState.DELETING]),
-                    c.manifest_key.is_not(None),
-                    c.held.is_(False),
-                )
-                .values(state=JobState.DELETING, delete_requested_at=now, updated_at=now)
-            )
-            if result.rowcount != 1:
-                raise LedgerError(
-                    "the delete gate stayed shut: the job is not archived with a manifest, "
-                    "is held, or is claimed by another worker",
-                    provider=row.provider,
-                    job_id=row.job_id,
-                )
-            self._audit(
-                conn,
-                provider=row.provider,
-                job_id=row.job_id,
-                event="delete_requested",
-                now=now,
-                actor=owner,
-                detail={"manifest_key": row.manifest_key, "resend": row.state == JobState.DELETING},
-            )
-            fresh = conn.execute(sa.select(jobs).where(c.id == row.pk)).one()
-        return JobRow.from_row(fresh)
+        return self._transition(
+            row,
+            owner,
+            {"state": JobState.DELETING, "delete_requested_at": now},
+            now=now,
+            states=[JobState.ARCHIVED, JobState.DELETING],
+            extra=[jobs.c.manifest_key.is_not(None), jobs.c.held.is_(False)],
+            event="delete_requested",
+            detail={"manifest_key": row.manifest_key, "resend": row.state == JobState.DELETING},
+            refusal="the delete gate stayed shut: the job is not archived with a manifest, "
+            "is held, or is claimed by another worker",
+        )
 
     def record_delete_pending(
         self, row: JobRow, handle: str, answer: Any, *, owner: str, now: datetime
     ) -> JobRow:
         """Store an asynchronous delete's handle before the first poll, so a crash resumes it."""
-        with self._tx() as conn:
-            self._fenced(
-                conn,
-                row.pk,
-                owner,
-                {"delete_handle": handle, "delete_answer": _json_safe(answer), "updated_at": now},
-                states=[JobState.DELETING],
-            )
-            self._audit(
-                conn,
-                provider=row.provider,
-                job_id=row.job_id,
-                event="delete_pending",
-                now=now,
-                actor=owner,
-                detail={"handle": handle},
-            )
-            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
-        return JobRow.from_row(fresh)
+        values = {"delete_handle": handle, "delete_answer": _json_safe(answer)}
+        return self._transition(
+            row,
+            owner,
+            values,
+            now=now,
+            states=[JobState.DELETING],
+            event="delete_pending",
+            detail={"handle": handle},
+        )
 
     def record_provider_deleted(
         self, row: JobRow, answer: Any, *, owner: str, now: datetime
     ) -> JobRow:
-        with self._tx() as conn:
-            self._fenced(
-                conn,
-                row.pk,
-                owner,
-                {
-                    "state": JobState.CLEANING,
-                    "delete_answer": _json_safe(answer),
-                    "provider_deleted_at": now,
-                    "updated_at": now,
-                },
-                states=[JobState.DELETING],
-            )
-            self._audit(
-                conn,
-                provider=row.provider,
-                job_id=row.job_id,
-                event="provider_deleted",
-                now=now,
-                actor=owner,
-                detail={"answer": answer},
-            )
-            fresh = conn.execute(sa.select(jobs).where(jobs.c.id == row.pk)).one()
-        return JobRow.from_row(fresh)
+        values = {
+            "state": JobState.CLEANING,
+            "delete_answer": _json_safe(answer),
+            "provider_deleted_at": now,
+        }
+        return self._transition(
+            row,
+            owner,
+            values,
+            now=now,
+            states=[JobState.DELETING],
+            event="provider_deleted",
+            detail={"answer": answer},
+        )
 
     def audit_event(
         self, row: JobRow, event: str, detail: dict[str, Any], *, owner: str, now: datetime
@@ -1008,79 +979,57 @@ class Ledger:
                 detail=detail,
             )
 
-    def mark_deleted(self, row: JobRow, *, receipt_key: str, owner: str, now: datetime) -> None:
-        with self._tx() as conn:
-            self._fenced(
-                conn,
-                row.pk,
-                owner,
-                {
-                    "state": JobState.DELETED,
-                    "receipt_key": receipt_key,
-                    "deleted_at": now,
-                    "last_error": None,
-                    "next_attempt_at": None,
-                    "updated_at": now,
-                },
-                states=[JobState.CLEANING],
-            )
-            self._audit(
-                conn,
-                provider=row.provider,
-                job_id=row.job_id,
-                event="deleted",
-                now=now,
-                actor=owner,
-                detail={"receipt_key": receipt_key},
-            )
+    def mark_deleted(self, row: JobRow, *, receipt_key: str, owner: str, now: datetime) -> JobRow:
+        values = {
+            "state": JobState.DELETED,
+            "receipt_key": receipt_key,
+            "deleted_at": now,
+            "last_error": None,
+            "next_attempt_at": None,
+        }
+        return self._transition(
+            row,
+            owner,
+            values,
+            now=now,
+            states=[JobState.CLEANING],
+            event="deleted",
+            detail={"receipt_key": receipt_key},
+        )
 
     def defer(
         self, row: JobRow, error: str, *, owner: str, now: datetime, retry_at: datetime
-    ) -> None:
+    ) -> JobRow:
         """A transient failure: keep the state, note the error, try again after ``retry_at``."""
-        with self._tx() as conn:
-            self._fenced(
-                conn,
-                row.pk,
-                owner,
-                {
-                    "attempts": jobs.c.attempts + 1,
-                    "last_error": error[:4000],
-                    "last_error_at": now,
-                    "next_attempt_at": retry_at,
-                    "updated_at": now,
-                },
-            )
+        values = {
+            "attempts": jobs.c.attempts + 1,
+            "last_error": error[:4000],
+            "last_error_at": now,
+            "next_attempt_at": retry_at,
+        }
+        return self._transition(row, owner, values, now=now)
 
-    def fail(self, row: JobRow, error: str, *, owner: str, now: datetime) -> None:
+    def fail(self, row: JobRow, error: str, *, owner: str, now: datetime) -> JobRow:
         """A permanent failure before the delete gate: the job waits for a person.
 
         A job past the gate is never marked failed (its delete may have happened); it is
         deferred instead so the answer is eventually recorded.
         """
-        with self._tx() as conn:
-            self._fenced(
-                conn,
-                row.pk,
-                owner,
-                {
-                    "state": JobState.FAILED,
-                    "attempts": jobs.c.attempts + 1,
-                    "last_error": error[:4000],
-                    "last_error_at": now,
-                    "updated_at": now,
-                },
-                states=[JobState.PENDING, JobState.ARCHIVED],
-            )
-            self._audit(
-                conn,
-                provider=row.provider,
-                job_id=row.job_id,
-                event="failed",
-                now=now,
-                actor=owner,
-                detail={"error": error[:4000]},
-            )
+        values = {
+            "state": JobState.FAILED,
+            "attempts": jobs.c.attempts + 1,
+            "last_error": error[:4000],
+            "last_error_at": now,
+        }
+        return self._transition(
+            row,
+            owner,
+            values,
+            now=now,
+            states=[JobState.PENDING, JobState.ARCHIVED],
+            event="failed",
+            detail={"error": error[:4000]},
+        )
 
     # -- sweep leases ----------------------------------------------------------------------
 

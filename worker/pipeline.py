@@ -59,7 +59,7 @@ from worker.errors import (
 )
 from worker.fetch import Download, check_response
 from worker.keys import MANIFEST_NAME, RECEIPT_NAME, archive_keys, job_folder
-from worker.ledger import FileRecord, JobRow, actor_name
+from worker.ledger import Candidate, FileRecord, JobRow, actor_name
 from worker.logging import get_logger, scrubbed
 from worker.manifest import ManifestFile, build_manifest, build_receipt, parse_manifest
 from worker.providers.base import Provider
@@ -561,36 +561,13 @@ def delete_job(rt: Runtime, provider: Provider, claim: Claim) -> JobRow:
     3. the ledger's delete gate opens: one conditional UPDATE that also requires the job not
        held and still claimed by this worker.
     """
-    row = claim.current
-    if row.manifest_key is None:  # the gate checks this too; fail early with a clear message
-        raise LedgerError(
-            "the job has no manifest on record", provider=provider.name, job_id=row.job_id
-        )
-    files = parse_manifest(
-        rt.archive.get_json(row.manifest_key),
-        provider=provider.name,
-        job_id=row.job_id,
-        key=row.manifest_key,
-    )
-    records = rt.ledger.files(row.pk)
-    for entry in files:
-        record = records.get(entry.key)
-        if record is None or record.size != entry.size or record.sha256 != entry.sha256:
-            raise VerifyError(
-                f"the manifest lists {entry.key}, which the ledger does not "
-                "record as verified with that size and SHA-256"
-            )
-        if not rt.archive.exists_unchanged(
-            entry.key, size=record.size, etag=record.etag, version_id=record.version_id
-        ):
-            raise VerifyError(
-                f"{entry.key} is no longer in the archive as it was verified",
-                hint="The job stays at the provider; restore the object or "
-                "investigate the bucket's lifecycle rules",
-            )
+    # Checked again even when resending a delete whose answer was lost: if that first request
+    # never arrived, the provider still holds the only other copy.
+    files = _recheck_archive(rt, provider, claim)
+    resend = claim.current.state == JobState.DELETING
     claim.check()
     now = rt.clock()
-    row = claim.row = rt.ledger.open_delete_gate(row, owner=claim.owner, now=now)
+    row = claim.row = rt.ledger.open_delete_gate(claim.current, owner=claim.owner, now=now)
     if row.delete_handle:
         answer = provider.poll_delete(row.job_id, row.delete_handle)
     else:
@@ -600,6 +577,7 @@ def delete_job(rt: Runtime, provider: Provider, claim: Claim) -> JobRow:
             job_id=row.job_id,
             manifest_key=row.manifest_key,
             files=len(files),
+            resend=resend,
         )
         answer = provider.delete(row.job_id)
     deadline = time.monotonic() + ASYNC_DELETE_POLL_SECONDS
@@ -628,6 +606,58 @@ def delete_job(rt: Runtime, provider: Provider, claim: Claim) -> JobRow:
         warning=answer.warning if isinstance(answer, Deleted) else None,
     )
     return row
+
+
+def _recheck_archive(rt: Runtime, provider: Provider, claim: Claim) -> list[ManifestFile]:
+    """Read the manifest fresh and check every file it lists is still stored as verified.
+
+    If anything vanished, the job goes back to be archived again (the provider still has it)
+    and the delete waits: VerifyError.
+    """
+    row = claim.current
+    if row.manifest_key is None:  # the gate checks this too; say it clearly here
+        raise LedgerError(
+            "the job has no manifest on record", provider=provider.name, job_id=row.job_id
+        )
+    document = rt.archive.get_json(row.manifest_key)
+    if document is None:
+        missing, files = [row.manifest_key], []
+    else:
+        files = parse_manifest(
+            document, provider=provider.name, job_id=row.job_id, key=row.manifest_key
+        )
+        records = rt.ledger.files(row.pk)
+        missing = []
+        for entry in files:
+            record = records.get(entry.key)
+            if record is None or record.size != entry.size or record.sha256 != entry.sha256:
+                raise VerifyError(
+                    f"the manifest lists {entry.key}, which the ledger does not "
+                    "record as verified with that size and SHA-256",
+                    permanent=True,
+                    hint="Investigate before deleting anything",
+                )
+            if not rt.archive.exists_unchanged(
+                entry.key, size=record.size, etag=record.etag, version_id=record.version_id
+            ):
+                missing.append(entry.key)
+    if missing:
+        reason = f"{len(missing)} archived object(s) vanished: {', '.join(missing[:3])}"
+        if row.state != JobState.ARCHIVED:
+            raise VerifyError(
+                reason,
+                hint="A delete was already sent, so the job cannot be "
+                "archived again; restore the objects (bucket versions) and the "
+                "delete will be confirmed on the next sweep",
+            )
+        claim.row = rt.ledger.reopen(row, missing, reason, owner=claim.owner, now=rt.clock())
+        log.warning("archive_reopened", provider=provider.name, job_id=row.job_id, missing=missing)
+        raise VerifyError(
+            reason,
+            hint="The job stays at the provider and will be archived "
+            "again; check the bucket's lifecycle rules",
+        )
+    return files
 
 
 def _answer_record(answer: Deleted | AlreadyGone | DeletePending) -> dict[str, Any]:
@@ -840,6 +870,62 @@ def _discover(
         )
 
 
+class _Brake:
+    """``max_deletes_per_sweep``, like rclone's --max-delete: past it, the sweep stops."""
+
+    def __init__(self, provider: str, limit: int, report: SweepReport) -> None:
+        self.provider = provider
+        self.limit = limit
+        self.report = report
+        self.started = 0
+
+    def allow(self, may_delete: bool) -> bool:
+        if not may_delete:
+            return True
+        if self.started >= self.limit:
+            if self.report.stopped_reason is None:
+                self.report.stopped_reason = (
+                    f"max_deletes_per_sweep ({self.limit}) reached; the remaining due jobs "
+                    "wait for the next sweep. Raise max_deletes_per_sweep if this backlog is "
+                    "expected"
+                )
+                log.warning("max_deletes_reached", provider=self.provider, limit=self.limit)
+            return False
+        self.started += 1
+        return True
+
+
+def _candidates(
+    rt: Runtime, provider: str, *, start: datetime, cutoff: datetime, refreshed_since: datetime
+) -> Iterator[Candidate]:
+    """The ledger's candidates in primary-key batches, so memory stays flat at any backlog."""
+    after = 0
+    while True:
+        batch = rt.ledger.candidates(
+            provider,
+            now=start,
+            due_cutoff=cutoff,
+            refreshed_since=refreshed_since,
+            after_pk=after,
+            limit=CANDIDATE_BATCH,
+        )
+        if not batch:
+            return
+        yield from batch
+        after = batch[-1].pk
+
+
+def _reporter(
+    report: SweepReport, on_result: Callable[[JobResult], None] | None
+) -> Callable[[JobResult], None]:
+    def done(result: JobResult) -> None:
+        report.add(result)
+        if on_result is not None:
+            on_result(result)
+
+    return done
+
+
 def _real_sweep(
     rt: Runtime,
     provider: Provider,
@@ -861,54 +947,24 @@ def _real_sweep(
     # The work set is frozen here, once discovery is done: a job that becomes due while the
     # sweep runs waits for the next sweep (GitLab's `expired_before(@start_at)`).
     start = rt.clock()
-
-    def done(result: JobResult) -> None:
-        report.add(result)
-        if on_result is not None:
-            on_result(result)
-
+    cutoff = start - timedelta(days=policy.retain_days)
+    brake = _Brake(provider.name, policy.max_deletes_per_sweep, report)
     runner = None
     if dispatch is None:
         runner = _Runner(
-            policy.concurrency, lambda job_id: process_job(rt, provider.name, job_id), done
+            policy.concurrency,
+            lambda job_id: process_job(rt, provider.name, job_id),
+            _reporter(report, on_result),
         )
-    deletes = 0
-    after = 0
-    cutoff = start - timedelta(days=policy.retain_days)
+        dispatch = runner.submit
     try:
-        while report.stopped_reason is None:
-            batch = rt.ledger.candidates(
-                provider.name,
-                now=start,
-                due_cutoff=cutoff,
-                refreshed_since=listing_started,
-                after_pk=after,
-                limit=CANDIDATE_BATCH,
-            )
-            if not batch:
+        for candidate in _candidates(
+            rt, provider.name, start=start, cutoff=cutoff, refreshed_since=listing_started
+        ):
+            if not brake.allow(candidate.may_delete):
                 break
-            for candidate in batch:
-                after = candidate.pk
-                if candidate.may_delete:
-                    if deletes >= policy.max_deletes_per_sweep:
-                        report.stopped_reason = (
-                            f"max_deletes_per_sweep ({policy.max_deletes_per_sweep}) reached; "
-                            "the remaining due jobs wait for the next sweep. Raise "
-                            "max_deletes_per_sweep if this backlog is expected"
-                        )
-                        log.warning(
-                            "max_deletes_reached",
-                            provider=provider.name,
-                            limit=policy.max_deletes_per_sweep,
-                        )
-                        break
-                    deletes += 1
-                report.dispatched += 1
-                if dispatch is not None:
-                    dispatch(candidate.job_id)
-                else:
-                    assert runner is not None
-                    runner.submit(candidate.job_id)
+            report.dispatched += 1
+            dispatch(candidate.job_id)
     finally:
         if runner is not None:
             runner.close()
@@ -924,63 +980,41 @@ def _dry_sweep(
     report: SweepReport,
     on_result: Callable[[JobResult], None] | None,
 ) -> None:
+    """The same decisions as a real sweep, read-only: the listing is planned page by page
+    (it is not folded into the ledger), then the ledger's own candidates."""
     start = rt.clock()
+    cutoff = start - timedelta(days=policy.retain_days)
     seen: set[str] = set()
-
-    def done(result: JobResult) -> None:
-        report.add(result)
-        if on_result is not None:
-            on_result(result)
-
+    done = _reporter(report, on_result)
+    brake = _Brake(provider.name, policy.max_deletes_per_sweep, report)
     runner = _Runner(policy.concurrency, lambda job_id: plan_job(rt, provider.name, job_id), done)
-    try:
 
-        def plan_page(page: list[Any]) -> None:
-            for item in page:
-                seen.add(item.job_id)
-                row = rt.ledger.get(provider.name, item.job_id)
-                if not is_terminal(item.phase) and (row is None or row.state == JobState.PENDING):
-                    held = row is not None and row.held
-                    done(
-                        JobResult(
-                            provider.name,
-                            item.job_id,
-                            Outcome.HELD if held else Outcome.NOT_TERMINAL,
-                        )
+    def plan_page(page: list[Any]) -> None:
+        for item in page:
+            seen.add(item.job_id)
+            row = rt.ledger.get(provider.name, item.job_id)
+            if not is_terminal(item.phase) and (row is None or row.state == JobState.PENDING):
+                held = row is not None and row.held
+                done(
+                    JobResult(
+                        provider.name, item.job_id, Outcome.HELD if held else Outcome.NOT_TERMINAL
                     )
-                else:
-                    runner.submit(item.job_id)
+                )
+            elif brake.allow(may_delete=True):
+                runner.submit(item.job_id)
 
+    try:
         _discover(rt, provider, report, plan_page)
-        after = 0
-        cutoff = start - timedelta(days=policy.retain_days)
-        while True:
-            batch = rt.ledger.candidates(
-                provider.name,
-                now=start,
-                due_cutoff=cutoff,
-                refreshed_since=start,
-                after_pk=after,
-                limit=CANDIDATE_BATCH,
-            )
-            if not batch:
+        for candidate in _candidates(
+            rt, provider.name, start=start, cutoff=cutoff, refreshed_since=start
+        ):
+            if candidate.job_id in seen:
+                continue
+            if not brake.allow(candidate.may_delete):
                 break
-            for candidate in batch:
-                after = candidate.pk
-                if candidate.job_id not in seen:
-                    runner.submit(candidate.job_id)
+            runner.submit(candidate.job_id)
     finally:
         runner.close()
-
-
-def sweep(
-    rt: Runtime,
-    providers: list[str],
-    *,
-    on_result: Callable[[JobResult], None] | None = None,
-) -> list[SweepReport]:
-    """Sweep several providers, one after another, in this process."""
-    return [sweep_provider(rt, name, on_result=on_result) for name in providers]
 
 
 def failed_permanently(reports: list[SweepReport]) -> bool:
@@ -995,6 +1029,5 @@ __all__ = [
     "merge_summaries",
     "plan_job",
     "process_job",
-    "sweep",
     "sweep_provider",
 ]

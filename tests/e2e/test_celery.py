@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from tests.e2e.scenario import DUE, Scenario, assert_swept, build
-from tests.helpers import REDIS_URL, ROOT, run_cli, write_to_bucket
+from tests.helpers import REDIS_URL, ROOT, run_cli
 from worker.ledger import Ledger
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server
@@ -35,16 +35,6 @@ def queue() -> Iterator[str]:
     client = redis.Redis.from_url(REDIS_URL)
     for key in client.scan_iter(f"*{name}*"):
         client.delete(key)
-
-
-@pytest.fixture
-def later_sim(s3: S3Client) -> Iterator[DailySimulator]:
-    sim = DailySimulator(
-        "daily-later-key-77aa31", domain="later", bucket_writer=write_to_bucket(s3)
-    )
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from tests.helpers import (
     run_cli,
     settings_of,
     write_config,
-    write_to_bucket,
 )
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import JobState
@@ -29,16 +28,6 @@ from worker.simulators.s3server import S3Server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-@pytest.fixture
-def later_sim(s3: S3Client) -> Iterator[DailySimulator]:
-    sim = DailySimulator(
-        "daily-later-key-77aa31", domain="later", bucket_writer=write_to_bucket(s3)
-    )
-    sim.start()
-    yield sim
-    sim.stop()
 
 
 @pytest.fixture
@@ -217,9 +206,10 @@ def test_a_job_archived_in_read_only_mode_waits_and_a_later_hold_keeps_it(
 
 
 @pytest.mark.parametrize("vanished", ["manifest", "file"])
-def test_the_delete_gate_stays_shut_when_the_archive_lost_something(
+def test_a_job_whose_archive_lost_something_is_archived_again_before_any_delete(
     scenario: Scenario, s3_server: S3Server, sqlite_url: str, s3: S3Client, vanished: str
 ) -> None:
+    # given: a job archived in read-only mode, then an object removed from the bucket
     data = scenario.config(sqlite_url, s3_server.endpoint_url, defaults={"read_only": True})
     read_only = build_runtime(settings_of(data))
     job_id = scenario.ids["finished"]
@@ -230,14 +220,52 @@ def test_the_delete_gate_stays_shut_when_the_archive_lost_something(
         "manifest.json" if vanished == "manifest" else next(iter(scenario.outputs[job_id]))
     )
     s3.delete_object(Bucket=scenario.bucket, Key=victim)
-
     rt = build_runtime(settings_of(scenario.config(sqlite_url, s3_server.endpoint_url)))
+
+    # when: the delete is due
     result = process_job(rt, "daily", job_id)
 
+    # then: no delete; the job goes back to be archived again
     assert result.outcome == Outcome.DEFERRED
+    assert "vanished" in (result.error or "")
     assert scenario.daily.deletes_of(job_id) == 0
-    assert state(rt, "daily", job_id) == JobState.ARCHIVED
+    assert state(rt, "daily", job_id) == JobState.PENDING
+    events = [e["event"] for e in rt.ledger.audit_trail("daily", job_id)]
+    assert events[-1] == "reopened"
+
+    # and the next attempt restores the archive, then deletes once
+    with rt.ledger.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE jobs SET next_attempt_at = NULL")
+    assert process_job(rt, "daily", job_id).outcome == Outcome.DELETED
+    assert victim in objects(s3, scenario.bucket)
+    assert scenario.daily.deletes_of(job_id) == 1
     rt.close()
+
+
+def test_a_lost_delete_answer_is_not_resent_when_the_archive_lost_something(
+    scenario: Scenario, rt: Runtime, s3: S3Client
+) -> None:
+    # given: the delete request never reached the provider, and an archived file vanished
+    job_id = scenario.ids["finished"]
+    scenario.daily.inject("reset", method="DELETE", path=job_id, times=10)
+    assert process_job(rt, "daily", job_id).outcome == Outcome.DEFERRED
+    assert state(rt, "daily", job_id) == JobState.DELETING
+    assert job_id in scenario.daily.jobs
+    scenario.daily.clear_faults()
+    s3.delete_object(
+        Bucket=scenario.bucket, Key=folder("daily", job_id) + next(iter(scenario.outputs[job_id]))
+    )
+    with rt.ledger.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE jobs SET next_attempt_at = NULL")
+
+    # when: the job is resumed
+    result = process_job(rt, "daily", job_id)
+
+    # then: the delete is not sent again; the provider keeps the only other copy
+    assert result.outcome == Outcome.DEFERRED
+    assert "restore the objects" in (result.error or "")
+    assert [s.fault for s in scenario.daily.seen("DELETE", job_id)] == ["reset"] * 4
+    assert job_id in scenario.daily.jobs
 
 
 def test_max_deletes_per_sweep_stops_the_sweep_with_a_clear_message(
