@@ -463,6 +463,35 @@ class Ledger:
             for r in rows
         ]
 
+    def stale(
+        self,
+        provider: str,
+        *,
+        refreshed_since: datetime,
+        now: datetime,
+        after_pk: int = 0,
+        limit: int = 100,
+    ) -> list[tuple[int, str]]:
+        """Pending jobs whose status is unknown or running and was not read since
+        ``refreshed_since``: (pk, job_id) in primary-key order, for batch lookups."""
+        c = jobs.c
+        query = (
+            sa.select(c.id, c.job_id)
+            .where(
+                c.provider == provider,
+                c.state == JobState.PENDING,
+                c.held.is_(False),
+                c.terminal_at.is_(None),
+                c.id > after_pk,
+                sa.or_(c.last_checked_at.is_(None), c.last_checked_at < refreshed_since),
+                sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+            )
+            .order_by(c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [(r.id, r.job_id) for r in conn.execute(query)]
+
     def waiting(self, provider: str, *, due_cutoff: datetime) -> tuple[int, int]:
         """(held, not yet due) among the provider's pending jobs: what a sweep leaves alone."""
         c = jobs.c

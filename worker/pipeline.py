@@ -926,6 +926,38 @@ def _reporter(
     return done
 
 
+def _look_up_stale(
+    rt: Runtime,
+    provider: Provider,
+    refreshed_since: datetime,
+    fold: Callable[[list[Any]], None],
+) -> None:
+    """Read the status of jobs the listing did not cover, ``lookup_batch_size`` at a time.
+
+    What a lookup does not return (or a lookup that fails) is left for ``process_job`` to read
+    one by one; only that fresh read can decide a job is gone.
+    """
+    after = 0
+    while True:
+        rows = rt.ledger.stale(
+            provider.name,
+            refreshed_since=refreshed_since,
+            now=rt.clock(),
+            after_pk=after,
+            limit=provider.lookup_batch_size,
+        )
+        if not rows:
+            return
+        after = rows[-1][0]
+        asked = {job_id for _, job_id in rows}
+        try:
+            found = [item for item in provider.lookup(sorted(asked)) if item.job_id in asked]
+        except WorkerError as exc:
+            log.warning("lookup_failed", provider=provider.name, error=str(exc))
+            return
+        fold(found)
+
+
 def _real_sweep(
     rt: Runtime,
     provider: Provider,
@@ -944,6 +976,8 @@ def _real_sweep(
     _discover(rt, provider, report, fold)
     if report.listed:
         log.info("jobs_discovered", provider=provider.name, listed=report.listed, new=report.new)
+    if provider.lookup_batch_size:
+        _look_up_stale(rt, provider, listing_started, fold)
     # The work set is frozen here, once discovery is done: a job that becomes due while the
     # sweep runs waits for the next sweep (GitLab's `expired_before(@start_at)`).
     start = rt.clock()

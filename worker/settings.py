@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -189,7 +197,86 @@ class DailySettings(ProviderCommon):
         return "20/second"
 
 
-ProviderSettings = Annotated[DailySettings, Field(discriminator="type")]
+class LoomSettings(ProviderCommon):
+    """Loom Analytics' Claudio transcription API (providers.md section 2)."""
+
+    type: Literal["loom"]
+    # Per team, handed out by the team admin; there is no public default.
+    base_url: str
+    # Both travel in the JSON body of every call, never in a URL or header.
+    key: SecretStr
+    secret: SecretStr
+    # Loom documents about 30 s for a details call.
+    timeout: float = Field(default=60.0, gt=0)
+
+    def default_rate_limit(self) -> str:
+        # Loom documents no rate limit [?]; a gentle default, configurable.
+        return "5/second"
+
+
+class HuaweiMpcSettings(ProviderCommon):
+    """Huawei Cloud Media Processing Center transcoding tasks (providers.md section 3)."""
+
+    type: Literal["huawei_mpc"]
+    # https://mpc.{region}.myhuaweicloud.com: the region must match the project's.
+    base_url: str
+    project_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Either an IAM token (sent as X-Auth-Token)...
+    token: SecretStr | None = None
+    # ...or an access key pair, used to sign each request with SDK-HMAC-SHA256.
+    access_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    # Tasks per list page (1-100).
+    page_size: int = Field(default=100, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _one_auth_mode(self) -> HuaweiMpcSettings:
+        pair = self.access_key is not None, self.secret_key is not None
+        if self.token is not None and any(pair):
+            raise ValueError("set either token, or access_key and secret_key, not both")
+        if self.token is None and not all(pair):
+            raise ValueError("set token, or both access_key and secret_key")
+        return self
+
+    def default_rate_limit(self) -> str:
+        # MPC's documented flow control: 100 calls a minute per tenant (providers.md 3(g)).
+        return "100/minute"
+
+
+class UnsiloedSettings(ProviderCommon):
+    """Unsiloed's vision API jobs (providers.md section 4)."""
+
+    type: Literal["unsiloed"]
+    base_url: str = "https://visionapi.unsiloed.ai"
+    # Sent as X-API-Key.
+    api_key: SecretStr
+
+    def default_rate_limit(self) -> str:
+        # The standard plan's documented limit; professional plans allow 1000/minute.
+        return "100/minute"
+
+
+class DatoCmsSettings(ProviderCommon):
+    """DatoCMS upload tracks and asynchronous job results (providers.md section 5)."""
+
+    type: Literal["datocms"]
+    base_url: str = "https://site-api.datocms.com"
+    api_token: SecretStr
+    # A sandbox environment's name, sent as X-Environment; the primary one when unset.
+    environment: str | None = None
+    # Uploads whose tracks are listed at each sweep; tracks of other uploads are looked after
+    # only when tracked by id (UPLOAD_ID/TRACK_ID).
+    upload_ids: list[str] = Field(default_factory=list)
+
+    def default_rate_limit(self) -> str:
+        # DatoCMS's documented default is 60 requests per 3 seconds (plan-dependent).
+        return "60 per 3 seconds"
+
+
+ProviderSettings = Annotated[
+    DailySettings | LoomSettings | HuaweiMpcSettings | UnsiloedSettings | DatoCmsSettings,
+    Field(discriminator="type"),
+]
 
 
 class Settings(_Strict):
@@ -378,7 +465,7 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors(include_input=False, include_url=False):
         parts = [str(p) for p in err["loc"]]
         # A tagged union reports providers.NAME.TYPE.key; the type is noise to the reader.
-        if len(parts) > 3 and parts[0] == "providers" and parts[2] in _PROVIDER_TYPES:
+        if len(parts) >= 3 and parts[0] == "providers" and parts[2] in _PROVIDER_TYPES:
             del parts[2]
         loc = ".".join(parts)
         message = _FRIENDLY.get(err["type"], err["msg"])

@@ -8,7 +8,7 @@ import pytest
 
 from tests.helpers import ROOT
 from worker.errors import ConfigError
-from worker.settings import load_settings
+from worker.settings import DailySettings, load_settings
 
 MINIMAL = """
 [archive]
@@ -51,8 +51,9 @@ def test_a_string_written_as_a_reference_is_read_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DAILY_API_KEY", "from-the-environment")
-    settings = load_settings(write(tmp_path, MINIMAL))
-    assert settings.providers["daily"].api_key.get_secret_value() == "from-the-environment"
+    daily = load_settings(write(tmp_path, MINIMAL)).providers["daily"]
+    assert isinstance(daily, DailySettings)
+    assert daily.api_key.get_secret_value() == "from-the-environment"
 
 
 def test_a_missing_reference_names_the_key_and_the_variable(
@@ -71,7 +72,9 @@ def test_environment_variables_override_keys(
     monkeypatch.setenv("RETENTION_PROVIDERS__DAILY__RETAIN_DAYS", "2")
     monkeypatch.setenv("RETENTION_ARCHIVE__PREFIX", "vendor/")
     settings = load_settings(write(tmp_path, MINIMAL))
-    assert settings.providers["daily"].api_key.get_secret_value() == "from-override"
+    daily = settings.providers["daily"]
+    assert isinstance(daily, DailySettings)
+    assert daily.api_key.get_secret_value() == "from-override"
     assert settings.policy("daily").retain_days == 2
     assert settings.archive.prefix == "vendor/"
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class Provider(Protocol):
     type: ClassVar[str]
     # False for APIs with no list endpoint: their jobs come from `retention track`.
     lists_jobs: ClassVar[bool]
+    # How many job ids one `lookup` request takes; 0 when the API has no batch lookup.
+    lookup_batch_size: ClassVar[int]
 
     def list_jobs(self) -> Iterator[list[ListedJob]]:
         """The provider's jobs, one page at a time."""
@@ -70,6 +73,14 @@ class Provider(Protocol):
 
     def get_job(self, job_id: str) -> JobSnapshot | JobGone:
         """The job's status, read fresh."""
+        ...
+
+    def lookup(self, job_ids: list[str]) -> list[ListedJob]:
+        """The status of several jobs in one request (at most ``lookup_batch_size``).
+
+        Jobs the provider does not return are simply absent; only ``get_job`` decides that a
+        job is gone.
+        """
         ...
 
     def artifacts(self, snapshot: JobSnapshot) -> list[Artifact]:
@@ -103,9 +114,13 @@ class BaseProvider:
     name: str
     type: ClassVar[str] = ""
     lists_jobs: ClassVar[bool] = False
+    lookup_batch_size: ClassVar[int] = 0
 
     def list_jobs(self) -> Iterator[list[ListedJob]]:
         return iter(())
+
+    def lookup(self, job_ids: list[str]) -> list[ListedJob]:
+        return []
 
     def open_artifact(
         self, artifact: Artifact
@@ -253,6 +268,10 @@ class HttpApi:
         self.error_detail = error_detail
         self.attempts = attempts
         self.max_body = max_body
+        # Honour X-RateLimit-Remaining: 0 with its X-RateLimit-Reset before the next request,
+        # instead of spending one on a 429 (DatoCMS sends these on every answer).
+        self._pace_lock = threading.Lock()
+        self._not_before = 0.0
         self.client = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -321,11 +340,13 @@ class HttpApi:
         accept: tuple[int, ...],
         label: str,
     ) -> ApiResponse:
+        self._wait_for_window()
         if self.limiter is not None:
             self.limiter.acquire()
         try:
             with self.client.stream(method, path, params=params, json=json_body) as response:
                 raw = self._read_capped(response, label)
+                self._note_window(response.headers)
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(f"{label} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
@@ -365,6 +386,43 @@ class HttpApi:
         if 300 <= status < 400:
             raise BadResponse(f"{label} answered an unexpected redirect ({status})")
         raise ProviderRejected(f"{label} answered {status}{suffix}")
+
+    @contextlib.contextmanager
+    def stream(self, method: str, path: str, *, what: str) -> Iterator[httpx.Response]:
+        """Open a body served by the provider's API, with its credentials, to stream it.
+
+        The caller checks the status (``fetch.check_response``) and reads the raw bytes; the
+        body is asked for without content encoding so the bytes stored are the ones served.
+        """
+        self._wait_for_window()
+        if self.limiter is not None:
+            self.limiter.acquire()
+        try:
+            with self.client.stream(
+                method, path, headers={"Accept-Encoding": "identity"}
+            ) as response:
+                self._note_window(response.headers)
+                yield response
+        except httpx.TimeoutException as exc:
+            raise ProviderUnavailable(f"{what} timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(f"{what} failed: {type(exc).__name__}") from exc
+
+    def _wait_for_window(self) -> None:
+        with self._pace_lock:
+            pause = self._not_before - time.monotonic()
+        if pause > 0:
+            time.sleep(min(pause, MAX_INLINE_WAIT))
+
+    def _note_window(self, headers: httpx.Headers) -> None:
+        remaining = headers.get("x-ratelimit-remaining")
+        if remaining is None or remaining.strip() != "0":
+            return
+        reset = _retry_after(
+            httpx.Headers({"x-ratelimit-reset": headers.get("x-ratelimit-reset", "1")})
+        )
+        with self._pace_lock:
+            self._not_before = max(self._not_before, time.monotonic() + (reset or 1.0))
 
     def _read_capped(self, response: httpx.Response, label: str) -> bytes:
         declared = response.headers.get("content-length")
