@@ -299,9 +299,11 @@ class HttpApi:
         accept: Sequence[int] = (),
         what: str | None = None,
         retry: bool = True,
+        max_body: int | None = None,
     ) -> ApiResponse:
         """Send one request (retrying transient failures); return it if its status is in
-        ``ok`` or ``accept``, else raise the matching error."""
+        ``ok`` or ``accept``, else raise the matching error. ``max_body`` raises the body cap
+        for one call (a large document the provider serves)."""
         label = what or f"{method} {path}"
         attempts = self.attempts if retry else 1
         retrying = tenacity.Retrying(
@@ -312,7 +314,15 @@ class HttpApi:
             before_sleep=self._log_retry(label),
         )
         result: ApiResponse = retrying(
-            self._once, method, path, params, json_body, tuple(ok), tuple(accept), label
+            self._once,
+            method,
+            path,
+            params,
+            json_body,
+            tuple(ok),
+            tuple(accept),
+            label,
+            max_body or self.max_body,
         )
         return result
 
@@ -339,13 +349,14 @@ class HttpApi:
         ok: tuple[int, ...],
         accept: tuple[int, ...],
         label: str,
+        max_body: int,
     ) -> ApiResponse:
         self._wait_for_window()
         if self.limiter is not None:
             self.limiter.acquire()
         try:
             with self.client.stream(method, path, params=params, json=json_body) as response:
-                raw = self._read_capped(response, label)
+                raw = self._read_capped(response, label, max_body)
                 self._note_window(response.headers)
         except httpx.TimeoutException as exc:
             raise ProviderUnavailable(f"{label} timed out ({type(exc).__name__})") from exc
@@ -424,16 +435,16 @@ class HttpApi:
         with self._pace_lock:
             self._not_before = max(self._not_before, time.monotonic() + (reset or 1.0))
 
-    def _read_capped(self, response: httpx.Response, label: str) -> bytes:
+    def _read_capped(self, response: httpx.Response, label: str, max_body: int) -> bytes:
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body:
-            raise BadResponse(f"the answer to {label} is larger than {self.max_body} bytes")
+        if declared and declared.isdigit() and int(declared) > max_body:
+            raise BadResponse(f"the answer to {label} is larger than {max_body} bytes")
         pieces: list[bytes] = []
         total = 0
         for chunk in response.iter_bytes():
             total += len(chunk)
-            if total > self.max_body:
-                raise BadResponse(f"the answer to {label} is larger than {self.max_body} bytes")
+            if total > max_body:
+                raise BadResponse(f"the answer to {label} is larger than {max_body} bytes")
             pieces.append(chunk)
         return b"".join(pieces)
 
