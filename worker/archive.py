@@ -14,7 +14,14 @@ Verification
     A fresh HEAD after the upload must show the size we streamed, and a checksum we can
     recompute from what we sent: the object's SHA-256 or composite CRC32, or its ETag when
     that is an MD5 (plain or multipart). If the server offers neither, verification fails
-    rather than passing on size alone.
+    rather than passing on size alone. With Object Lock configured, the HEAD must also show
+    the retention; a server that ignored the lock arguments gets it set explicitly.
+
+Never overwrite
+    With ``if_none_match`` every write carries ``IfNoneMatch="*"``. When the key is taken,
+    the existing object is compared with what was just streamed (checksums, else a read-back
+    SHA-256): the same bytes are a resumed job meeting its own earlier copy and are kept;
+    different bytes stop the job with a permanent error.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import contextlib
 import hashlib
 import json
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
@@ -178,6 +186,16 @@ class _Reader:
 
 
 @dataclass(frozen=True, slots=True)
+class _Expected:
+    """What a stored object must show: the size streamed and what we can recompute."""
+
+    size: int
+    sha256_hex: str
+    etag: str | None
+    checksum: tuple[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
 class _Part:
     number: int
     etag: str
@@ -195,6 +213,13 @@ def part_size_for(size_hint: int | None, part_number: int, base: int) -> int:
     return min(MAX_PART_SIZE, max(fixed, growing))
 
 
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+_TAKEN = ("PreconditionFailed", "412")
+
+
 class Archive:
     def __init__(self, client: S3Client, settings: ArchiveSettings) -> None:
         self.client = client
@@ -202,6 +227,34 @@ class Archive:
         self.bucket = settings.bucket
         self.part_size = settings.part_size_mib * MiB
         self.checksums = settings.checksum_mode == "when_supported"
+
+    def _owner(self) -> dict[str, Any]:
+        """ExpectedBucketOwner, on every call to the archive bucket when configured."""
+        owner = self.settings.expected_bucket_owner
+        return {"ExpectedBucketOwner": owner} if owner else {}
+
+    def _object_args(self) -> dict[str, Any]:
+        """What every new archived object carries: storage class, encryption, retention."""
+        s = self.settings
+        args: dict[str, Any] = self._owner()
+        if s.storage_class:
+            args["StorageClass"] = s.storage_class
+        if s.sse_kms_key_id:
+            args.update(
+                ServerSideEncryption="aws:kms", SSEKMSKeyId=s.sse_kms_key_id, BucketKeyEnabled=True
+            )
+        if s.object_lock_mode and s.object_lock_days:
+            args.update(
+                ObjectLockMode=s.object_lock_mode, ObjectLockRetainUntilDate=self._retain_until()
+            )
+        return args
+
+    def _retain_until(self) -> datetime:
+        days = self.settings.object_lock_days or 0
+        return datetime.now(UTC) + timedelta(days=days)
+
+    def _conditional(self) -> dict[str, Any]:
+        return {"IfNoneMatch": "*"} if self.settings.if_none_match else {}
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -230,23 +283,29 @@ class Archive:
     def _put_single(
         self, key: str, data: bytes, sha256_hex: str, headers: dict[str, Any]
     ) -> StoredObject:
+        # Content-MD5 is checked by every S3 server, and Object Lock requires it (or an SDK
+        # checksum) on writes that carry retention.
         md5 = hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is an integrity check
-        args: dict[str, Any] = {"ContentMD5": _b64(md5), **headers}
+        args: dict[str, Any] = {
+            "ContentMD5": _b64(md5),
+            **headers,
+            **self._object_args(),
+            **self._conditional(),
+        }
+        checksum = None
         if self.checksums:
+            checksum = ("ChecksumSHA256", _b64(bytes.fromhex(sha256_hex)))
             args["ChecksumAlgorithm"] = "SHA256"
-            args["ChecksumSHA256"] = _b64(bytes.fromhex(sha256_hex))
-        with s3_errors("writing", self.bucket, key):
-            answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **args)
-        return self._verify(
-            key,
-            size=len(data),
-            sha256_hex=sha256_hex,
-            version_id=answer.get("VersionId"),
-            expected_etag=md5.hex(),
-            checksum=("ChecksumSHA256", _b64(bytes.fromhex(sha256_hex)))
-            if self.checksums
-            else None,
-        )
+            args["ChecksumSHA256"] = checksum[1]
+        expect = _Expected(size=len(data), sha256_hex=sha256_hex, etag=md5.hex(), checksum=checksum)
+        try:
+            with s3_errors("writing", self.bucket, key):
+                answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **args)
+        except ArchiveError as exc:
+            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) in _TAKEN:
+                return self._adopt_existing(key, expect)
+            raise
+        return self._verify(key, expect, version_id=answer.get("VersionId"))
 
     def _put_multipart(
         self,
@@ -256,7 +315,7 @@ class Archive:
         size_hint: int | None,
         headers: dict[str, Any],
     ) -> StoredObject:
-        create: dict[str, Any] = dict(headers)
+        create: dict[str, Any] = {**headers, **self._object_args()}
         if self.checksums:
             create["ChecksumAlgorithm"] = "CRC32"
         with s3_errors("starting a multipart upload to", self.bucket, key):
@@ -290,23 +349,35 @@ class Archive:
                     Key=key,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": completed},  # type: ignore[typeddict-item]
+                    **self._owner(),
+                    **self._conditional(),
                 )
-        except BaseException:
+        except BaseException as exc:
             # Never leave parts behind to be billed: abort, and let the lifecycle rule
             # AbortIncompleteMultipartUpload catch what a killed process could not.
             with contextlib.suppress(ClientError, BotoCoreError):
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            raise
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, **self._owner()
+                )
+            taken = (
+                isinstance(exc, ArchiveError)
+                and isinstance(exc.__cause__, ClientError)
+                and _code(exc.__cause__) in _TAKEN
+            )
+            if not taken:
+                raise
+            answer = None
         md5_of_md5s = hashlib.md5(b"".join(p.md5 for p in parts)).hexdigest()  # noqa: S324
         composite_crc = zlib.crc32(b"".join(p.crc32 for p in parts)).to_bytes(4, "big")
-        return self._verify(
-            key,
+        expect = _Expected(
             size=reader.size,
             sha256_hex=reader.sha256.hexdigest(),
-            version_id=answer.get("VersionId"),
-            expected_etag=f"{md5_of_md5s}-{len(parts)}",
+            etag=f"{md5_of_md5s}-{len(parts)}",
             checksum=("ChecksumCRC32", _b64(composite_crc)) if self.checksums else None,
         )
+        if answer is None:
+            return self._adopt_existing(key, expect)
+        return self._verify(key, expect, version_id=answer.get("VersionId"))
 
     def _upload_part(self, key: str, upload_id: str, number: int, data: bytes) -> _Part:
         md5 = hashlib.md5(data).digest()  # noqa: S324 - Content-MD5 is an integrity check
@@ -322,66 +393,129 @@ class Archive:
                 PartNumber=number,
                 Body=data,
                 **args,
+                **self._owner(),
             )
         return _Part(number=number, etag=answer["ETag"], md5=md5, crc32=crc)
 
-    def _verify(
-        self,
-        key: str,
-        *,
-        size: int,
-        sha256_hex: str,
-        version_id: str | None,
-        expected_etag: str | None,
-        checksum: tuple[str, str] | None,
-    ) -> StoredObject:
-        """A fresh HEAD must show our size and a checksum we can recompute."""
+    def _verify(self, key: str, expect: _Expected, *, version_id: str | None) -> StoredObject:
+        """A fresh HEAD must show our size and a checksum we can recompute (and the lock)."""
         head = self._head(key, version_id=version_id, checksums=True)
         if head is None:
             raise VerifyError(f"s3://{self.bucket}/{key} is missing right after it was written")
-        if head["ContentLength"] != size:
+        self._compare(key, head, expect)
+        self._ensure_lock(key, head)
+        return StoredObject(
+            key=key,
+            size=expect.size,
+            sha256=expect.sha256_hex,
+            etag=str(head.get("ETag", "")).strip('"') or None,
+            version_id=head.get("VersionId") or version_id,
+        )
+
+    def _compare(self, key: str, head: dict[str, Any], expect: _Expected) -> None:
+        where = f"s3://{self.bucket}/{key}"
+        if head["ContentLength"] != expect.size:
             raise VerifyError(
-                f"s3://{self.bucket}/{key} holds {head['ContentLength']} bytes; "
-                f"{size} were streamed"
+                f"{where} holds {head['ContentLength']} bytes; {expect.size} were streamed"
             )
         compared = []
-        if checksum is not None:
-            field, expected = checksum
+        if expect.checksum is not None:
+            field, expected = expect.checksum
             served = head.get(field)
             if served:
                 # AWS appends "-<parts>" to composite checksums; some servers do not.
                 if str(served).split("-", 1)[0] != expected:
-                    raise VerifyError(
-                        f"s3://{self.bucket}/{key} has {field} {served}, expected {expected}"
-                    )
+                    raise VerifyError(f"{where} has {field} {served}, expected {expected}")
                 compared.append(field)
         etag = str(head.get("ETag", "")).strip('"')
         encrypted = head.get("ServerSideEncryption") in _KMS or head.get("SSECustomerAlgorithm")
-        if expected_etag and etag and not encrypted:
-            if etag != expected_etag:
-                raise VerifyError(
-                    f"s3://{self.bucket}/{key} has ETag {etag}, expected {expected_etag}"
-                )
+        if expect.etag and etag and not encrypted:
+            if etag != expect.etag:
+                raise VerifyError(f"{where} has ETag {etag}, expected {expect.etag}")
             compared.append("ETag")
         if not compared:
             raise VerifyError(
-                f"s3://{self.bucket}/{key} cannot be verified: the server returned neither a "
-                "checksum nor an MD5 ETag",
+                f"{where} cannot be verified: the server returned neither a checksum nor an "
+                "MD5 ETag",
                 hint='Use [archive] checksum_mode = "when_supported" with a server that '
                 "stores checksums",
             )
+
+    def _ensure_lock(self, key: str, head: dict[str, Any]) -> None:
+        """Object Lock must show on the stored version; set it if the server ignored it.
+
+        Some servers (and emulators) drop the lock arguments of a multipart upload.
+        """
+        mode = self.settings.object_lock_mode
+        if mode is None or head.get("ObjectLockMode") == mode:
+            return
+        version = head.get("VersionId")
+        with s3_errors("setting Object Lock retention on", self.bucket, key):
+            self.client.put_object_retention(
+                Bucket=self.bucket,
+                Key=key,
+                Retention={"Mode": mode, "RetainUntilDate": self._retain_until()},
+                **({"VersionId": version} if version and version != "null" else {}),
+                **self._owner(),
+            )
+        again = self._head(key, version_id=version)
+        if again is None or again.get("ObjectLockMode") != mode:
+            raise VerifyError(
+                f"s3://{self.bucket}/{key} has no {mode} retention after it was set",
+                hint="Enable Object Lock on the bucket, or remove [archive] object_lock_mode",
+            )
+
+    def _adopt_existing(self, key: str, expect: _Expected) -> StoredObject:
+        """The key was taken (IfNoneMatch): keep it only if it holds exactly these bytes."""
+        head = self._head(key, checksums=True)
+        if head is None:
+            raise ArchiveError(f"s3://{self.bucket}/{key} was reported taken but is missing")
+        try:
+            self._compare(key, head, expect)
+        except VerifyError:
+            # Part sizes may differ from an earlier attempt; the bytes decide.
+            size, sha = self.read_back_sha256(key, head.get("VersionId"))
+            if (size, sha) != (expect.size, expect.sha256_hex):
+                raise ArchiveError(
+                    f"s3://{self.bucket}/{key} already holds different content, and archived "
+                    "objects are never overwritten",
+                    permanent=True,
+                    hint="Move that object aside if it is stale, then run `retention retry`",
+                ) from None
+        self._ensure_lock(key, head)
         return StoredObject(
             key=key,
-            size=size,
-            sha256=sha256_hex,
-            etag=etag or None,
-            version_id=head.get("VersionId") or version_id,
+            size=expect.size,
+            sha256=expect.sha256_hex,
+            etag=str(head.get("ETag", "")).strip('"') or None,
+            version_id=head.get("VersionId"),
         )
 
-    def put_json(self, key: str, payload: Any) -> StoredObject:
+    def put_json(
+        self, key: str, payload: Any, *, same: Callable[[Any], bool] | None = None
+    ) -> StoredObject:
+        """Write a JSON document. If the key is taken (IfNoneMatch), the existing document is
+        kept when ``same(existing)`` says it records the same thing; else a permanent error."""
         body = json.dumps(payload, indent=2, sort_keys=True, default=str).encode() + b"\n"
         sha = hashlib.sha256(body).hexdigest()
-        return self._put_single(key, body, sha, {"ContentType": "application/json"})
+        try:
+            return self._put_single(key, body, sha, {"ContentType": "application/json"})
+        except ArchiveError as exc:
+            if not exc.permanent or same is None:
+                raise
+            existing = self.get_json(key)
+            if existing is None or not same(existing):
+                raise
+            head = self._head(key)
+            assert head is not None
+            size, digest = self.read_back_sha256(key, head.get("VersionId"))
+            return StoredObject(
+                key=key,
+                size=size,
+                sha256=digest,
+                etag=str(head.get("ETag", "")).strip('"') or None,
+                version_id=head.get("VersionId"),
+            )
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -396,6 +530,8 @@ class Archive:
     ) -> dict[str, Any] | None:
         bucket = bucket or self.bucket
         args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+        if bucket == self.bucket:
+            args.update(self._owner())
         if version_id and version_id != "null":
             args["VersionId"] = version_id
         if checksums:
@@ -426,7 +562,7 @@ class Archive:
         """The JSON document at ``key``; None when there is no such object."""
         with s3_errors("reading", self.bucket, key):
             try:
-                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+                answer = self.client.get_object(Bucket=self.bucket, Key=key, **self._owner())
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     return None
@@ -441,7 +577,7 @@ class Archive:
 
     def read_back_sha256(self, key: str, version_id: str | None = None) -> tuple[int, str]:
         """Read a stored object once and hash it: the check for a server-side copy."""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
         if version_id and version_id != "null":
             args["VersionId"] = version_id
         sha = hashlib.sha256()
@@ -473,39 +609,51 @@ class Archive:
                 "check it, then run `retention retry`",
             )
         size = int(source["ContentLength"])
-        chunk = max(512 * MiB, -(-size // (MAX_PARTS - 500)))
-        transfer = TransferConfig(
-            multipart_threshold=COPY_MULTIPART_THRESHOLD,
-            multipart_chunksize=chunk,
-            max_concurrency=self.settings.max_concurrency,
-        )
-        extra: dict[str, Any] = {}
-        if self.checksums:
-            extra["ChecksumAlgorithm"] = "SHA256"
-        with s3_errors("copying into", self.bucket, dest_key):
-            self.client.copy(
-                {"Bucket": bucket, "Key": key},
-                self.bucket,
-                dest_key,
-                ExtraArgs=extra or None,
-                Config=transfer,
+        # A copy cannot carry IfNoneMatch, so a taken key is checked first and never copied
+        # over: an earlier attempt's copy is verified like a fresh one, or stops the job.
+        existing = self._head(dest_key) if self.settings.if_none_match else None
+        if existing is None:
+            chunk = max(512 * MiB, -(-size // (MAX_PARTS - 500)))
+            transfer = TransferConfig(
+                multipart_threshold=COPY_MULTIPART_THRESHOLD,
+                multipart_chunksize=chunk,
+                max_concurrency=self.settings.max_concurrency,
             )
-        head = self._head(dest_key)
+            extra = {k: v for k, v in self._object_args().items() if k != "BucketKeyEnabled"}
+            if self.checksums:
+                extra["ChecksumAlgorithm"] = "SHA256"
+            with s3_errors("copying into", self.bucket, dest_key):
+                self.client.copy(
+                    {"Bucket": bucket, "Key": key},
+                    self.bucket,
+                    dest_key,
+                    ExtraArgs=extra or None,
+                    Config=transfer,
+                )
+        head = existing or self._head(dest_key)
         if head is None:
             raise VerifyError(f"s3://{self.bucket}/{dest_key} is missing right after the copy")
         read_size, sha = self.read_back_sha256(dest_key, head.get("VersionId"))
-        if read_size != size or head["ContentLength"] != size:
-            raise VerifyError(
-                f"s3://{self.bucket}/{dest_key} holds {read_size} bytes; the source "
-                f"s3://{bucket}/{key} holds {size}"
-            )
         src_etag = str(source.get("ETag", "")).strip('"')
         dst_etag = str(head.get("ETag", "")).strip('"')
         plain = "-" not in src_etag and source.get("ServerSideEncryption") not in _KMS
-        if plain and size < COPY_MULTIPART_THRESHOLD and src_etag and dst_etag != src_etag:
+        same = read_size == size == head["ContentLength"] and not (
+            plain and size < COPY_MULTIPART_THRESHOLD and src_etag and dst_etag != src_etag
+        )
+        if not same:
+            where = f"s3://{self.bucket}/{dest_key}"
+            if existing is not None:
+                raise ArchiveError(
+                    f"{where} already holds different content than s3://{bucket}/{key}, and "
+                    "archived objects are never overwritten",
+                    permanent=True,
+                    hint="Move that object aside if it is stale, then run `retention retry`",
+                )
             raise VerifyError(
-                f"s3://{self.bucket}/{dest_key} has ETag {dst_etag}; the source has {src_etag}"
+                f"{where} ({read_size} bytes, ETag {dst_etag}) does not match "
+                f"s3://{bucket}/{key} ({size} bytes, ETag {src_etag})"
             )
+        self._ensure_lock(dest_key, head)
         return StoredObject(
             key=dest_key,
             size=size,

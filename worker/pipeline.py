@@ -467,7 +467,15 @@ def archive_job(
         job=scrubbed(dict(snapshot.record)),
         files=[ManifestFile(r.key, r.size, r.sha256, r.source) for r in records],
     )
-    rt.archive.put_json(manifest_key, manifest)
+    # A manifest this job wrote in an interrupted earlier attempt is kept if it lists the same
+    # files (archived objects are never overwritten).
+    rt.archive.put_json(
+        manifest_key,
+        manifest,
+        same=lambda existing: (
+            _same_job(existing, manifest) and existing.get("files") == manifest["files"]
+        ),
+    )
     claim.row = rt.ledger.mark_archived(
         row, owner=claim.owner, manifest_key=manifest_key, files=records, now=now
     )
@@ -480,6 +488,14 @@ def archive_job(
         bytes=sum(r.size for r in records),
     )
     return records
+
+
+def _same_job(existing: Any, ours: dict[str, Any]) -> bool:
+    return (
+        isinstance(existing, dict)
+        and existing.get("provider") == ours["provider"]
+        and existing.get("job_id") == ours["job_id"]
+    )
 
 
 def _still_archived(rt: Runtime, record: FileRecord, artifact: Artifact) -> bool:
@@ -709,7 +725,7 @@ def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
         answer=row.delete_answer,
         custom_objects_deleted=removed,
     )
-    rt.archive.put_json(receipt_key, receipt)
+    rt.archive.put_json(receipt_key, receipt, same=lambda existing: _same_job(existing, receipt))
     rt.ledger.mark_deleted(row, receipt_key=receipt_key, owner=claim.owner, now=now)
     log.info("receipt_written", provider=provider.name, job_id=row.job_id, key=receipt_key)
 

@@ -83,6 +83,24 @@ class ArchiveSettings(_Strict):
     part_size_mib: int = Field(default=8, ge=5, le=5120)
     # Parts uploaded at once per file; memory per upload is about (this + 1) x part size.
     max_concurrency: int = Field(default=4, ge=1, le=64)
+    # Never overwrite an archived object: every write carries IfNoneMatch="*". A resumed job
+    # that finds its own earlier copy (same bytes) keeps it; different bytes stop the job.
+    if_none_match: bool = True
+    # Object Lock retention on every archived object (the bucket must have Object Lock on).
+    object_lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    object_lock_days: int | None = Field(default=None, ge=1, le=36500)
+    # SSE-KMS: a key id, alias or ARN; objects are written with ServerSideEncryption=aws:kms.
+    sse_kms_key_id: str | None = None
+    # The AWS account that must own the bucket (defends against a deleted-and-recreated one).
+    expected_bucket_owner: str | None = Field(default=None, pattern=r"^[0-9]{12}$")
+    # STANDARD, STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE...; the bucket's default when unset.
+    storage_class: str | None = Field(default=None, pattern=r"^[A-Z_]{2,40}$")
+
+    @model_validator(mode="after")
+    def _lock_pair(self) -> ArchiveSettings:
+        if (self.object_lock_mode is None) != (self.object_lock_days is None):
+            raise ValueError("object_lock_mode and object_lock_days go together")
+        return self
 
     @field_validator("bucket")
     @classmethod

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.helpers import multipart_uploads
-from worker.archive import MAX_PARTS, Archive, MiB, make_s3_client, part_size_for
+from worker.archive import MAX_PARTS, Archive, MiB, _Expected, make_s3_client, part_size_for
 from worker.errors import ArchiveError, DownloadError, VerifyError
 from worker.settings import ArchiveSettings
 from worker.simulators.blobs import Blob
@@ -96,20 +96,13 @@ def test_verification_rejects_an_object_that_differs(
     archive = archive_for(s3_server, bucket)
     archive.store_stream("k", iter([b"what we streamed"]))
     s3.put_object(Bucket=bucket, Key="k", Body=b"what someone else wrote")
+    wrong_size = _Expected(size=16, sha256_hex="0" * 64, etag=None, checksum=None)
     with pytest.raises(VerifyError, match="bytes"):
-        archive._verify(
-            "k", size=16, sha256_hex="0" * 64, version_id=None, expected_etag=None, checksum=None
-        )
+        archive._verify("k", wrong_size, version_id=None)
     s3.put_object(Bucket=bucket, Key="k", Body=b"what we streamed")
+    wrong_etag = _Expected(size=16, sha256_hex="0" * 64, etag="0" * 32, checksum=None)
     with pytest.raises(VerifyError, match="ETag"):
-        archive._verify(
-            "k",
-            size=16,
-            sha256_hex="0" * 64,
-            version_id=None,
-            expected_etag="0" * 32,
-            checksum=None,
-        )
+        archive._verify("k", wrong_etag, version_id=None)
 
 
 def test_exists_unchanged_notices_a_replaced_or_missing_object(

@@ -417,3 +417,27 @@ def test_untouched_jobs_stay_untouched_when_nothing_is_due(
     assert summary["archived"] == summary["deleted"] == 0
     assert scenario.daily.seen("DELETE") == []
     assert_untouched(scenario, objects(s3, scenario.bucket))
+
+
+def test_a_job_keeps_its_own_earlier_upload_and_stops_at_a_foreign_one(
+    scenario: Scenario, rt: Runtime, s3: S3Client
+) -> None:
+    # given: a crash left one job's first output stored but unrecorded, and another job's key
+    # holds something else
+    mine = scenario.ids["finished"]
+    key, content = next(iter(scenario.outputs[mine].items()))
+    s3.put_object(Bucket=scenario.bucket, Key=folder("daily", mine) + key, Body=content)
+    theirs = scenario.ids["custom"]
+    other_key = next(iter(scenario.outputs[theirs]))
+    s3.put_object(Bucket=scenario.bucket, Key=folder("daily", theirs) + other_key, Body=b"not it")
+
+    # when
+    resumed = process_job(rt, "daily", mine)
+    stopped = process_job(rt, "daily", theirs)
+
+    # then
+    assert resumed.outcome == Outcome.DELETED
+    assert stopped.outcome == Outcome.FAILED
+    assert "never overwritten" in (stopped.error or "")
+    assert scenario.daily.deletes_of(theirs) == 0
+    assert objects(s3, scenario.bucket)[folder("daily", theirs) + other_key] == b"not it"
