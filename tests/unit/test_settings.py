@@ -27,10 +27,13 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DAILY_API_KEY", "k-123456")
+    for name in ("DAILY_API_KEY", "LOOM_KEY", "LOOM_SECRET", "MPC_ACCESS_KEY", "MPC_SECRET_KEY",
+                 "UNSILOED_API_KEY", "DATOCMS_API_TOKEN"):
+        monkeypatch.setenv(name, f"{name.lower()}-value")
     settings = load_settings(ROOT / "config" / "retention.example.toml")
     assert settings.archive.bucket == "acme-vendor-archive"
     assert settings.policy("daily").retain_days == 3
+    assert sorted(settings.providers) == ["daily", "datocms", "loom", "mpc", "unsiloed"]
 
 
 def test_defaults_fill_in_what_a_provider_leaves_out(
