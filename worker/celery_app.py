@@ -124,9 +124,20 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.broker.url,
         "task_default_queue": settings.broker.queue,
+        # kombu reads the timeout from each of these; with several apps on one Redis the
+        # shortest wins, so all three are set (celery #7651).
         "broker_transport_options": {"visibility_timeout": visibility},
+        "result_backend_transport_options": {"visibility_timeout": visibility},
+        "visibility_timeout": visibility,
+        # Every task has limits: the soft one lets a job record why it stopped, the hard one
+        # replaces a child that hangs in C code.
         "task_soft_time_limit": soft,
         "task_time_limit": hard,
+        # A time-boxed warm shutdown a few seconds inside the orchestrator's grace period:
+        # running jobs finish a step, and unacknowledged messages go back to the queue before
+        # SIGKILL. With REMAP_SIGTERM=SIGQUIT (set in deploy/), SIGTERM starts it.
+        "worker_soft_shutdown_timeout": max(1.0, settings.worker.grace_period_seconds - 5),
+        "worker_enable_soft_shutdown_on_idle": True,
         "beat_schedule": beat,
     }
 

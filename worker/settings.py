@@ -163,6 +163,13 @@ class DownloadSettings(_Strict):
     max_redirects: int = Field(default=5, ge=0, le=20)
 
 
+class WorkerSettings(_Strict):
+    # Seconds the orchestrator waits between SIGTERM and SIGKILL (Kubernetes: 30 by default).
+    # Celery's soft shutdown finishes running jobs within a few seconds less, so a stopped
+    # worker hands its unfinished messages back instead of losing them mid-step.
+    grace_period_seconds: float = Field(default=30.0, ge=5)
+
+
 class ProviderCommon(_Strict):
     """Keys every provider accepts. ``None`` means "take it from [defaults]"."""
 
@@ -303,6 +310,7 @@ class Settings(_Strict):
     broker: BrokerSettings = BrokerSettings()
     defaults: DefaultsSettings = DefaultsSettings()
     downloads: DownloadSettings = DownloadSettings()
+    worker: WorkerSettings = WorkerSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
 
     @field_validator("providers")

@@ -69,3 +69,34 @@ def test_the_visibility_timeout_outlasts_the_longest_task_and_retry() -> None:
         config["broker_transport_options"]["visibility_timeout"]
         > config["task_time_limit"] + longest_retry
     )
+
+
+def test_the_soft_shutdown_ends_inside_the_orchestrators_grace_period() -> None:
+    settings = settings_of(
+        {"archive": {"bucket": "acme-archive"}, "worker": {"grace_period_seconds": 30}}
+    )
+    config = celery_config(settings)
+    assert 0 < config["worker_soft_shutdown_timeout"] < 30
+    assert (
+        config["visibility_timeout"]
+        == config["broker_transport_options"]["visibility_timeout"]
+        == config["result_backend_transport_options"]["visibility_timeout"]
+    )
+
+
+def test_every_task_has_time_limits_and_retries_only_transient_errors() -> None:
+    from worker.celery_app import app
+    from worker.tasks import TRANSIENT_INFRA, process_job_task, sweep
+
+    assert sweep.soft_time_limit
+    assert sweep.time_limit
+    assert sweep.soft_time_limit < sweep.time_limit
+    for task in (sweep, process_job_task):
+        # Options Celery keeps as plain attributes, which its type stubs do not declare.
+        assert getattr(task, "autoretry_for") == TRANSIENT_INFRA  # noqa: B009
+        assert getattr(task, "retry_backoff")  # noqa: B009
+        assert getattr(task, "retry_jitter")  # noqa: B009
+    assert app.conf.task_acks_late
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.worker_max_tasks_per_child
+    assert app.conf.worker_max_memory_per_child
