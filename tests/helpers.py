@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,8 @@ def config_data(
             **(archive or {}),
         },
         "ledger": {"url": ledger_url},
-        "broker": {"url": REDIS_URL, **(broker or {})},
+        # A queue of its own per test keeps sweep leases and rate limits apart in Redis.
+        "broker": {"url": REDIS_URL, "queue": f"test-{uuid.uuid4().hex[:12]}", **(broker or {})},
         "defaults": {"retain_days": 0, **(defaults or {})},
         "downloads": {"allow_private_networks": True, **(downloads or {})},
         "providers": {name: dict(p) for name, p in providers.items()},

@@ -8,22 +8,27 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from worker.archive import Archive, make_s3_client
 from worker.domain import utcnow
 from worker.fetch import Fetcher, make_download_client
-from worker.ledger import Ledger
-from worker.logging import register_secrets
+from worker.ledger import Ledger, actor_name
+from worker.locks import Lease, LedgerLease, RedisLease
+from worker.logging import get_logger, register_secrets
 from worker.providers import build_provider
 from worker.providers.base import Provider, RateLimiter
 from worker.settings import Settings
 
 if TYPE_CHECKING:
+    import redis
     from mypy_boto3_s3 import S3Client
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -37,6 +42,19 @@ class Runtime:
     source_clients: dict[str, S3Client] = field(default_factory=dict)
     clock: Callable[[], datetime] = utcnow
     dry_run: bool = False
+    # Shared coordination: the sweep leases and the rate limits of every process and host.
+    redis: redis.Redis | None = None
+
+    @property
+    def namespace(self) -> str:
+        return f"retention:{self.settings.broker.queue}"
+
+    def sweep_lease(self, provider: str, ttl: timedelta) -> Lease:
+        owner = f"{actor_name()}:{uuid.uuid4().hex[:12]}"
+        name = f"sweep:{provider}"
+        if self.redis is not None:
+            return RedisLease(self.redis, namespace=self.namespace, name=name, owner=owner, ttl=ttl)
+        return LedgerLease(self.ledger, name=name, owner=owner, ttl=ttl)
 
     def provider(self, name: str) -> Provider:
         if name not in self.providers:
@@ -53,6 +71,8 @@ class Runtime:
             provider.close()
         self.fetcher.client.close()
         self.ledger.close()
+        if self.redis is not None:
+            self.redis.close()
 
 
 def build_runtime(
@@ -61,9 +81,9 @@ def build_runtime(
     dry_run: bool = False,
     only: Iterable[str] | None = None,
     clock: Callable[[], datetime] = utcnow,
-    rate_limit_storage: str = "memory://",
 ) -> Runtime:
     register_secrets(settings.secret_values())
+    shared = None if dry_run else connect_redis(settings.broker.url)
     names = list(only) if only is not None else list(settings.providers)
     for name in names:
         settings.provider(name)
@@ -80,7 +100,11 @@ def build_runtime(
     sources: dict[str, S3Client] = {}
     for policy in policies:
         provider_settings = settings.provider(policy.name)
-        limiter = RateLimiter(policy.rate_limit, policy.name, rate_limit_storage)
+        limiter = RateLimiter(
+            policy.rate_limit,
+            f"{settings.broker.queue}:{policy.name}",
+            settings.broker.url if shared is not None else "memory://",
+        )
         providers[policy.name] = build_provider(policy.name, provider_settings, limiter=limiter)
         endpoint = getattr(provider_settings, "custom_bucket_endpoint_url", None)
         if endpoint and endpoint != settings.archive.endpoint_url:
@@ -94,7 +118,34 @@ def build_runtime(
         source_clients=sources,
         clock=clock,
         dry_run=dry_run,
+        redis=shared,
     )
+
+
+def connect_redis(url: str) -> redis.Redis | None:
+    """A client for the broker's Redis if it answers now; None (and a log line) if not.
+
+    A sweep run by hand needs no broker: without Redis its lease is taken in the ledger and
+    its rate limits hold in this process only.
+    """
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(
+        url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
+    )
+    try:
+        client.ping()
+    except redis_lib.RedisError as exc:
+        client.close()
+        log.info(
+            "broker_unreachable",
+            error=type(exc).__name__,
+            effect="sweep leases in the ledger, rate limits per process",
+        )
+        return None
+    return client
 
 
 _lock = threading.Lock()

@@ -839,28 +839,21 @@ def sweep_provider(
     if rt.dry_run:
         _dry_sweep(rt, provider, policy, report, on_result)
     else:
-        lease = f"sweep:{provider_name}"
-        owner = f"{actor_name()}:{uuid.uuid4().hex[:12]}"
-        if not rt.ledger.acquire_lease(lease, owner=owner, ttl=lease_ttl, now=rt.clock()):
-            holder = rt.ledger.lease_holder(lease, now=rt.clock())
+        lease = rt.sweep_lease(provider_name, lease_ttl)
+        if not lease.acquire():
             report.busy = True
             log.info(
                 "sweep_already_running",
                 provider=provider_name,
-                holder=holder[0] if holder else None,
-                until=holder[1].isoformat() if holder else None,
+                holder=lease.holder(),
+                lease=lease.where,
             )
         else:
             try:
-                with Heartbeat(
-                    lambda: rt.ledger.renew_lease(
-                        lease, owner=owner, ttl=lease_ttl, now=rt.clock()
-                    ),
-                    interval=lease_ttl.total_seconds() / 3,
-                ):
+                with Heartbeat(lease.renew, interval=lease_ttl.total_seconds() / 3):
                     _real_sweep(rt, provider, policy, report, dispatch, on_result)
             finally:
-                rt.ledger.release_lease(lease, owner=owner)
+                lease.release()
     report.duration_ms = int((time.monotonic() - started) * 1000)
     summary = report.summary()
     summary.pop("provider")

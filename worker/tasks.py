@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.bootstrap import Runtime, process_runtime
@@ -13,7 +15,13 @@ from worker.settings import load_settings
 
 # The ledger or the broker being briefly unreachable is worth a retry of the task itself;
 # a provider's or the archive's errors are handled per job in the ledger instead.
-TRANSIENT_INFRA = (OperationalError, InterfaceError, ConnectionError)
+TRANSIENT_INFRA = (
+    OperationalError,
+    InterfaceError,
+    ConnectionError,
+    RedisConnectionError,
+    RedisTimeoutError,
+)
 
 
 def runtime() -> Runtime:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 
 from tests.e2e.scenario import DUE, Scenario, assert_swept, assert_untouched, build, folder
 from tests.helpers import (
@@ -23,6 +25,7 @@ from tests.helpers import (
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import JobState
 from worker.pipeline import Outcome, process_job, sweep_provider
+from worker.simulators.blobs import chunks_of
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server
 
@@ -284,19 +287,41 @@ def test_max_deletes_per_sweep_stops_the_sweep_with_a_clear_message(
     rt.close()
 
 
-def test_a_second_sweep_of_the_same_provider_returns_at_once(
+def test_a_second_sweep_of_the_same_provider_returns_at_once_and_says_so(
     scenario: Scenario, rt: Runtime
 ) -> None:
-    assert rt.ledger.acquire_lease(
-        "sweep:daily",
-        owner="another-host:1",
-        ttl=__import__("datetime").timedelta(minutes=5),
-        now=rt.clock(),
-    )
-    report = sweep_provider(rt, "daily")
+    other = rt.sweep_lease("daily", timedelta(minutes=5))
+    assert other.where == "redis"
+    assert other.acquire()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            report = sweep_provider(rt, "daily")
+    finally:
+        other.release()
     assert report.busy
     assert report.dispatched == 0
     assert scenario.daily.requests == []
+    busy = [e for e in logs if e["event"] == "sweep_already_running"]
+    assert busy[0]["holder"] == other.owner
+    assert not sweep_provider(rt, "daily").busy
+
+
+def test_without_redis_the_sweep_lease_is_kept_in_the_ledger(
+    scenario: Scenario, s3_server: S3Server, sqlite_url: str
+) -> None:
+    data = scenario.config(
+        sqlite_url, s3_server.endpoint_url, broker={"url": "redis://127.0.0.1:9/0"}
+    )
+    rt = build_runtime(settings_of(data))
+    assert rt.redis is None
+    rt.ledger.set_hold("daily", scenario.ids["held"], held=True, now=rt.clock())
+    other = rt.sweep_lease("daily", timedelta(minutes=5))
+    assert other.where == "ledger"
+    assert other.acquire()
+    assert sweep_provider(rt, "daily").busy
+    other.release()
+    assert sweep_provider(rt, "daily").summary()["deleted"] == 4
+    rt.close()
 
 
 def test_a_job_someone_else_deleted_is_recorded_as_gone(scenario: Scenario, rt: Runtime) -> None:
@@ -426,7 +451,9 @@ def test_a_job_keeps_its_own_earlier_upload_and_stops_at_a_foreign_one(
     # holds something else
     mine = scenario.ids["finished"]
     key, content = next(iter(scenario.outputs[mine].items()))
-    s3.put_object(Bucket=scenario.bucket, Key=folder("daily", mine) + key, Body=content)
+    s3.put_object(
+        Bucket=scenario.bucket, Key=folder("daily", mine) + key, Body=b"".join(chunks_of(content))
+    )
     theirs = scenario.ids["custom"]
     other_key = next(iter(scenario.outputs[theirs]))
     s3.put_object(Bucket=scenario.bucket, Key=folder("daily", theirs) + other_key, Body=b"not it")

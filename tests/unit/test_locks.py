@@ -1,0 +1,64 @@
+"""Sweep leases in Redis: owned, exclusive, renewed and released only by their owner."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+
+from tests.helpers import REDIS_URL
+from worker.locks import RedisLease
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def client() -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(REDIS_URL)
+    yield connection
+    connection.close()
+
+
+def lease(client: redis.Redis, owner: str, namespace: str, ttl: float = 5.0) -> RedisLease:
+    return RedisLease(
+        client, namespace=namespace, name="sweep:daily", owner=owner, ttl=timedelta(seconds=ttl)
+    )
+
+
+def test_only_one_owner_holds_the_lease_until_it_is_released(client: redis.Redis) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    a, b = lease(client, "a", namespace), lease(client, "b", namespace)
+    assert a.acquire()
+    assert not b.acquire()
+    assert b.holder() == "a"
+    b.release()  # not b's to release
+    assert a.holder() == "a"
+    a.release()
+    assert b.acquire()
+
+
+def test_only_the_owner_can_renew(client: redis.Redis) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    a, b = lease(client, "a", namespace), lease(client, "b", namespace)
+    assert a.acquire()
+    assert not b.renew()
+    assert a.renew()
+    a.release()
+
+
+def test_an_expired_lease_can_be_taken_and_the_stale_owner_cannot_touch_it(
+    client: redis.Redis,
+) -> None:
+    namespace = f"test-{uuid.uuid4().hex}"
+    stale, fresh = lease(client, "stale", namespace, ttl=0.2), lease(client, "fresh", namespace)
+    assert stale.acquire()
+    time.sleep(0.3)
+    assert fresh.acquire()
+    assert not stale.renew()
+    stale.release()
+    assert fresh.holder() == "fresh"
+    fresh.release()
