@@ -42,6 +42,7 @@ from worker.domain import (
     JobSnapshot,
     JobState,
     LinkOrigin,
+    Phase,
     ProviderOrigin,
     Verdict,
     decide,
@@ -51,6 +52,7 @@ from worker.domain import (
     terminal_since,
 )
 from worker.errors import (
+    BadResponse,
     LedgerError,
     RateLimited,
     UnsafeInput,
@@ -380,6 +382,14 @@ def _advance(rt: Runtime, provider: Provider, policy: ProviderPolicy, claim: Cla
             if row.terminal_at
             else None,
         )
+        if snapshot.phase == Phase.UNKNOWN:
+            # Never terminal, never silent: a status word we do not know is worth a person's
+            # look (the vendor may have added one), and the job is looked at again later.
+            raise BadResponse(
+                f"status {snapshot.status!r} is not one this worker knows",
+                hint="It is never treated as terminal; the job stays at the provider and is "
+                "checked again later",
+            )
         if verdict != Verdict.ACT:
             result.outcome = _VERDICT_OUTCOME[verdict]
             return result
@@ -763,6 +773,10 @@ def plan_job(rt: Runtime, provider_name: str, job_id: str) -> JobResult:
             first_seen = row.terminal_at if row and row.terminal_at else now
             since = terminal_since(snapshot.finished_at, first_seen)
             result.due_at = due_at(since, policy.retain_days)
+        if snapshot.phase == Phase.UNKNOWN:
+            result.outcome = Outcome.DEFERRED
+            result.error = f"status {snapshot.status!r} is not one this worker knows"
+            return result
         verdict = decide(
             phase=snapshot.phase, since=since, held=False, retain_days=policy.retain_days, now=now
         )

@@ -168,8 +168,7 @@ class DailyProvider(BaseProvider):
         returned = need(record, "id", str, what=f"job {job_id}")
         if returned != job_id:
             raise BadResponse(f"asked for job {job_id}, Daily answered with job {returned}")
-        status = record.get("status")
-        status = status if isinstance(status, str) else ""
+        status = need(record, "status", str, what=f"job {job_id}")
         outputs_of(record)  # refuse a malformed output section before anything is decided
         return JobSnapshot(
             job_id=job_id,

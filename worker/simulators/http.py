@@ -38,6 +38,7 @@ class Request:
     headers: dict[str, str]
     body: bytes
     params: dict[str, str] = field(default_factory=dict)
+    raw_query: str = ""  # exactly as sent (parse_qs drops blank values such as S3's ?uploads)
 
     def json(self) -> Any:
         return json.loads(self.body or b"null")
@@ -239,7 +240,8 @@ class SimServer:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in h.headers.items()}
-        request = Request(h.command, parts.path, parse_qs(parts.query), headers, body)
+        request = Request(h.command, parts.path, parse_qs(parts.query), headers, body,
+                          raw_query=parts.query)
         has_credentials = any(name in headers for name in self.credential_headers)
         fault = self._take_fault(h.command, parts.path)
         if fault is not None and fault.kind == "reset":
