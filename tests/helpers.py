@@ -43,6 +43,7 @@ def config_data(
     archive: Mapping[str, Any] | None = None,
     broker: Mapping[str, Any] | None = None,
     downloads: Mapping[str, Any] | None = None,
+    worker: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "archive": {
@@ -57,6 +58,7 @@ def config_data(
         "broker": {"url": REDIS_URL, "queue": f"test-{uuid.uuid4().hex[:12]}", **(broker or {})},
         "defaults": {"retain_days": 0, **(defaults or {})},
         "downloads": {"allow_private_networks": True, **(downloads or {})},
+        "worker": dict(worker or {}),
         "providers": {name: dict(p) for name, p in providers.items()},
     }
 
@@ -97,8 +99,11 @@ def run_cli(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
+    module: str = "worker",
+    before: tuple[str, ...] = (),
 ) -> CliRun:
-    argv = [sys.executable, "-m", "worker"]
+    """Run `python -m MODULE [BEFORE...] [--config PATH] ARGS...` (the CLI by default)."""
+    argv = [sys.executable, "-m", module, *before]
     if config is not None:
         argv += ["--config", str(config)]
     argv += list(args)

@@ -92,9 +92,9 @@ def shortest_period(schedule: crontab) -> timedelta:
     return timedelta(minutes=min(gaps))
 
 
-def sweep_lease_ttl(period: timedelta) -> timedelta:
+def sweep_lease_ttl(period: timedelta, longest: timedelta = timedelta(minutes=10)) -> timedelta:
     """Shorter than the schedule period (GitLab: a 6 min lease under a 7 min cron)."""
-    return max(timedelta(seconds=30), min(period - timedelta(seconds=30), timedelta(minutes=10)))
+    return max(timedelta(seconds=30), min(period - timedelta(seconds=30), longest))
 
 
 def job_time_limits(settings: Settings) -> tuple[float, float]:

@@ -72,8 +72,6 @@ if TYPE_CHECKING:
 
 log = get_logger("worker.pipeline")
 
-JOB_LEASE = timedelta(minutes=5)
-SWEEP_LEASE = timedelta(minutes=10)
 CANDIDATE_BATCH = 500
 # How long one run polls an asynchronous delete before deferring it to the next sweep.
 ASYNC_DELETE_POLL_SECONDS = 60.0
@@ -237,14 +235,15 @@ class Claim:
 
     def __enter__(self) -> Claim:
         ledger = self.rt.ledger
+        ttl = timedelta(seconds=self.rt.settings.worker.job_lease_seconds)
         self.row = ledger.claim(
-            self.provider, self.job_id, owner=self.owner, ttl=JOB_LEASE, now=self.rt.clock()
+            self.provider, self.job_id, owner=self.owner, ttl=ttl, now=self.rt.clock()
         )
         if self.row is not None:
             pk = self.row.pk
             self._heartbeat = Heartbeat(
-                lambda: ledger.renew(pk, owner=self.owner, ttl=JOB_LEASE, now=self.rt.clock()),
-                interval=JOB_LEASE.total_seconds() / 5,
+                lambda: ledger.renew(pk, owner=self.owner, ttl=ttl, now=self.rt.clock()),
+                interval=ttl.total_seconds() / 5,
             ).__enter__()
         return self
 
@@ -836,7 +835,7 @@ def sweep_provider(
     *,
     dispatch: Callable[[str], None] | None = None,
     on_result: Callable[[JobResult], None] | None = None,
-    lease_ttl: timedelta = SWEEP_LEASE,
+    lease_ttl: timedelta | None = None,
 ) -> SweepReport:
     """One sweep of one provider account.
 
@@ -853,6 +852,8 @@ def sweep_provider(
     if rt.dry_run:
         _dry_sweep(rt, provider, policy, report, on_result)
     else:
+        if lease_ttl is None:
+            lease_ttl = timedelta(seconds=rt.settings.worker.sweep_lease_seconds)
         lease = rt.sweep_lease(provider_name, lease_ttl)
         if not lease.acquire():
             report.busy = True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -52,7 +53,10 @@ def sweep(provider: str) -> dict[str, Any]:
             expires=max(period.total_seconds(), soft),
         )
 
-    report = sweep_provider(rt, provider, dispatch=dispatch, lease_ttl=sweep_lease_ttl(period))
+    longest = timedelta(seconds=rt.settings.worker.sweep_lease_seconds)
+    report = sweep_provider(
+        rt, provider, dispatch=dispatch, lease_ttl=sweep_lease_ttl(period, longest)
+    )
     return report.summary()
 
 

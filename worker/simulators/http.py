@@ -139,6 +139,9 @@ class SimServer:
         self._thread: threading.Thread | None = None
         # Requests allowed per window before the simulator answers 429 (None = unlimited).
         self.rate_limit: tuple[int, float] | None = None
+        # Called with each request before it is answered (tests check invariants here, such
+        # as "no delete arrives before the job's manifest is in the archive").
+        self.on_request: Callable[[Request], None] | None = None
         self._window: list[float] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -240,9 +243,12 @@ class SimServer:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in h.headers.items()}
-        request = Request(h.command, parts.path, parse_qs(parts.query), headers, body,
-                          raw_query=parts.query)
+        request = Request(
+            h.command, parts.path, parse_qs(parts.query), headers, body, raw_query=parts.query
+        )
         has_credentials = any(name in headers for name in self.credential_headers)
+        if self.on_request is not None:
+            self.on_request(request)
         fault = self._take_fault(h.command, parts.path)
         if fault is not None and fault.kind == "reset":
             self._record(request, 0, has_credentials, "reset")

@@ -1,0 +1,147 @@
+"""Kill -9 at every step boundary, then run again: every due job converges, and no delete ever
+arrives at the provider before the job's manifest and files are in the archive."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.scenario import DUE, Scenario, build, folder
+from tests.helpers import objects, run_cli
+from worker.ledger import Ledger
+from worker.simulators.blobs import chunks_of
+from worker.simulators.daily import DailySimulator
+from worker.simulators.http import Request
+from worker.simulators.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# Short leases, so a rerun can take over a killed worker's claims within seconds.
+FAST_LEASES = {"job_lease_seconds": 2, "sweep_lease_seconds": 2}
+POINTS = [
+    "after_download",
+    "after_upload",
+    "after_verify",
+    "after_manifest",
+    "after_delete_sent",
+    "after_provider_deleted",
+]
+
+
+@dataclass
+class DeleteGuard:
+    """At the moment a DELETE arrives, the job's manifest and every file it lists must already
+    be in the archive. Runs in the simulator's thread, before the delete takes effect."""
+
+    s3: S3Client
+    bucket: str
+    provider: str
+    job_of: Callable[[str], str | None]
+    checked: int = 0
+    violations: list[str] = field(default_factory=list)
+
+    def __call__(self, request: Request) -> None:
+        if request.method != "DELETE":
+            return
+        job_id = self.job_of(request.path)
+        if job_id is None:
+            return
+        base = folder(self.provider, job_id)
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=base + "manifest.json")["Body"]
+            manifest = json.loads(body.read())
+        except Exception as exc:
+            self.violations.append(f"{job_id}: DELETE before a manifest ({exc})")
+            return
+        for entry in manifest["files"]:
+            try:
+                head = self.s3.head_object(Bucket=self.bucket, Key=entry["key"])
+            except Exception:
+                self.violations.append(f"{job_id}: DELETE before {entry['key']} was stored")
+                continue
+            if head["ContentLength"] != entry["size"]:
+                self.violations.append(f"{job_id}: {entry['key']} has the wrong size")
+        self.checked += 1
+
+
+def daily_job(path: str) -> str | None:
+    match = re.fullmatch(r"/v1/batch-processor/([^/]+)", path)
+    return match.group(1) if match else None
+
+
+def converge(config: Path, ledger_url: str, scenario: Scenario, *, runs: int = 4) -> int:
+    """Run sweeps until every due job is deleted; return how many runs it took."""
+    ledger = Ledger.open(ledger_url)
+    try:
+        for run in range(1, runs + 1):
+            time.sleep(2.5)  # the killed worker's claims and lease expire
+            result = run_cli("sweep", "--json", config=config)
+            assert result.code in (0, 1), result.stderr
+            states = {
+                label: getattr(ledger.get("daily", scenario.ids[label]), "state", None)
+                for label in DUE
+            }
+            if all(state == "deleted" for state in states.values()):
+                return run
+        raise AssertionError(f"did not converge after {runs} runs: {states}")
+    finally:
+        ledger.close()
+
+
+def assert_converged(scenario: Scenario, s3: S3Client, guard: DeleteGuard) -> None:
+    assert guard.violations == []
+    archived = objects(s3, scenario.bucket, "archive/")
+    for label in DUE:
+        job_id = scenario.ids[label]
+        base = folder("daily", job_id)
+        for key, content in scenario.outputs[job_id].items():
+            assert archived[base + key] == b"".join(chunks_of(content))
+        assert base + "manifest.json" in archived
+        assert base + "deletion.json" in archived
+        deletes = scenario.daily.seen("DELETE", f"/{job_id}$")
+        # Once, or twice when the first answer was lost: then the second finds it gone.
+        assert len(deletes) in (1, 2), label
+        if len(deletes) == 2:
+            assert deletes[1].status == 404
+    assert s3.list_objects_v2(Bucket=scenario.custom_bucket).get("KeyCount") == 0
+    assert guard.checked >= len(DUE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", POINTS)
+def test_a_sweep_killed_at_a_step_boundary_converges_without_an_unverified_delete(
+    daily_sim: DailySimulator,
+    later_sim: DailySimulator,
+    bucket: str,
+    custom_bucket: str,
+    s3: S3Client,
+    s3_server: S3Server,
+    sqlite_url: str,
+    tmp_path: Path,
+    point: str,
+) -> None:
+    # given: the Daily scenario, and a guard on every DELETE
+    scenario = build(daily_sim, later_sim, bucket, custom_bucket)
+    config = scenario.write(
+        tmp_path / "retention.toml", sqlite_url, s3_server.endpoint_url, worker=FAST_LEASES
+    )
+    guard = DeleteGuard(s3, bucket, "daily", daily_job)
+    daily_sim.on_request = guard
+    assert run_cli("hold", "daily", scenario.ids["held"], config=config).code == 0
+
+    # when: a sweep is killed at the boundary, then sweeps run again
+    killed = run_cli("sweep", config=config, module="tests.e2e.crashing", before=(point,))
+    assert killed.code == -9, (point, killed.stdout[-2000:], killed.stderr[-2000:])
+    runs = converge(config, sqlite_url, scenario)
+
+    # then: everything due is archived, verified and deleted; nothing was deleted early
+    assert_converged(scenario, s3, guard)
+    assert runs <= 2, f"{point} took {runs} runs"
