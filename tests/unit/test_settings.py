@@ -27,8 +27,15 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_the_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("DAILY_API_KEY", "LOOM_KEY", "LOOM_SECRET", "MPC_ACCESS_KEY", "MPC_SECRET_KEY",
-                 "UNSILOED_API_KEY", "DATOCMS_API_TOKEN"):
+    for name in (
+        "DAILY_API_KEY",
+        "LOOM_KEY",
+        "LOOM_SECRET",
+        "MPC_ACCESS_KEY",
+        "MPC_SECRET_KEY",
+        "UNSILOED_API_KEY",
+        "DATOCMS_API_TOKEN",
+    ):
         monkeypatch.setenv(name, f"{name.lower()}-value")
     settings = load_settings(ROOT / "config" / "retention.example.toml")
     assert settings.archive.bucket == "acme-vendor-archive"

@@ -19,8 +19,10 @@ _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"
 
 def s3_error(code: str, message: str, status: int) -> dict[str, Any]:
     """Arguments for ``inject`` that answer like S3 does."""
-    body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-            f"<Message>{message}</Message><RequestId>proxy</RequestId></Error>")
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+        f"<Message>{message}</Message><RequestId>proxy</RequestId></Error>"
+    )
     return {"status": status, "body": body, "headers": {"Content-Type": "application/xml"}}
 
 
