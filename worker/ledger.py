@@ -737,27 +737,34 @@ class Ledger:
 
         A job the ledger has never seen is recorded first (a tracked id, or one fanned out
         from a listing that a dry run did not store).
+
+        PostgreSQL: the row is selected ``FOR UPDATE SKIP LOCKED``, so a worker never waits on
+        a row another is claiming this instant; it moves on. SQLite: the write lock taken at
+        BEGIN IMMEDIATE serialises claimers and the conditional UPDATE decides.
         """
         c = jobs.c
+        free = sa.or_(
+            c.lease_owner.is_(None),
+            c.lease_expires_at.is_(None),
+            c.lease_expires_at < now,
+            c.lease_owner == owner,
+        )
         with self._tx() as conn:
             exists = conn.execute(
                 sa.select(c.id).where(c.provider == provider, c.job_id == job_id)
             ).first()
             if exists is None:
                 self._insert_missing(conn, [_new_job(provider, job_id, now)])
+            where: list[Any] = [c.provider == provider, c.job_id == job_id, free]
+            if self.is_postgres:
+                locked = conn.execute(
+                    sa.select(c.id).where(*where).with_for_update(skip_locked=True)
+                ).first()
+                if locked is None:
+                    return None
+                where = [c.id == locked.id]
             result = conn.execute(
-                jobs.update()
-                .where(
-                    c.provider == provider,
-                    c.job_id == job_id,
-                    sa.or_(
-                        c.lease_owner.is_(None),
-                        c.lease_expires_at.is_(None),
-                        c.lease_expires_at < now,
-                        c.lease_owner == owner,
-                    ),
-                )
-                .values(lease_owner=owner, lease_expires_at=now + ttl)
+                jobs.update().where(*where).values(lease_owner=owner, lease_expires_at=now + ttl)
             )
             if result.rowcount != 1:
                 return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -171,3 +172,16 @@ def test_naive_datetimes_are_refused(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
     with pytest.raises(sa.exc.StatementError):
         ledger.track("daily", ["x"], now=datetime(2026, 1, 1))
+
+
+@pytest.mark.postgres
+def test_a_claim_on_postgresql_skips_a_row_another_transaction_holds(postgres_url: str) -> None:
+    ledger = Ledger.open(postgres_url)
+    ledger.track("daily", ["j"], now=NOW)
+    with ledger.engine.connect() as other:
+        other.execute(sa.text("SELECT id FROM jobs WHERE job_id = 'j' FOR UPDATE"))
+        started = time.monotonic()
+        assert ledger.claim("daily", "j", owner="w", ttl=TTL, now=NOW) is None
+        assert time.monotonic() - started < 2
+        other.rollback()
+    assert ledger.claim("daily", "j", owner="w", ttl=TTL, now=NOW) is not None
