@@ -287,8 +287,11 @@ def process_job(rt: Runtime, provider_name: str, job_id: str) -> JobResult:
     result = JobResult(provider_name, job_id, Outcome.BUSY)
     with Claim(rt, provider_name, job_id) as claim:
         if claim.row is not None:
+            # _advance fills in this result as it goes, so a failure after the archive step
+            # still reports what was archived.
+            result.outcome = Outcome.DONE
             try:
-                result = _advance(rt, provider, policy, claim)
+                _advance(rt, provider, policy, claim, result)
             except WorkerError as exc:
                 result = _record_failure(rt, claim, exc.for_job(provider_name, job_id), result)
             except Exception as exc:  # a bug must defer the job, never crash the sweep
@@ -341,9 +344,10 @@ def _record_failure(rt: Runtime, claim: Claim, exc: WorkerError, result: JobResu
     return result
 
 
-def _advance(rt: Runtime, provider: Provider, policy: ProviderPolicy, claim: Claim) -> JobResult:
+def _advance(
+    rt: Runtime, provider: Provider, policy: ProviderPolicy, claim: Claim, result: JobResult
+) -> JobResult:
     row = claim.current
-    result = JobResult(policy.name, row.job_id, Outcome.DONE)
     if row.held:
         result.outcome = Outcome.HELD
         return result

@@ -297,3 +297,20 @@ def test_an_unreachable_archive_defers_the_job(
     result, logs = attempt(rt, job_id)
     assert_deferred_with(rt, daily_sim, job_id, result, logs, "could not be reached")
     rt.close()
+
+
+def test_a_job_that_fails_after_archiving_still_reports_what_it_archived(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    job_id = daily_sim.add_job(transcription=[("txt", b"hello")], summary=("txt", b"sum"))
+    rt = runtime(daily_sim, bucket, s3_server.endpoint_url, tmp_path)
+    daily_sim.inject(
+        path=f"/{job_id}$", method="DELETE", status=503, times=10, body={"error": "server-error"}
+    )
+    result, logs = attempt(rt, job_id)
+    assert result.outcome == Outcome.DEFERRED
+    assert result.archived
+    assert result.files == 2
+    finished = [e for e in logs if e["event"] == "job_finished"][-1]
+    assert finished["archived"] is True
+    rt.close()

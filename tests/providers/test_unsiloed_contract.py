@@ -1,0 +1,809 @@
+"""The Unsiloed adapter against the Unsiloed simulator, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from tests.helpers import config_data, objects, settings_of
+from worker.bootstrap import Runtime, build_runtime
+from worker.domain import (
+    AlreadyGone,
+    Deleted,
+    JobGone,
+    JobSnapshot,
+    LinkOrigin,
+    Phase,
+    ProviderOrigin,
+)
+from worker.errors import (
+    BadResponse,
+    DownloadError,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    RateLimited,
+    WorkerError,
+)
+from worker.fetch import Download, Fetcher, check_response, make_download_client
+from worker.pipeline import Outcome, process_job
+from worker.providers import base, build_provider
+from worker.providers.base import HttpApi
+from worker.providers.unsiloed import UnsiloedProvider, error_detail_for, phase_of
+from worker.settings import DownloadSettings, UnsiloedSettings
+from worker.simulators.blobs import Blob
+from worker.simulators.unsiloed import UnsiloedSimulator
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from worker.simulators.s3server import S3Server
+
+KEY = "unsiloed-test-key-3b7e91d4"
+TEAMMATE = "unsiloed-teammate-key-0c44a8"
+# Adapters a test built, closed before its simulator stops so no connection is cut mid-way.
+BUILT: list[UnsiloedProvider] = []
+PDF = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
+
+
+@pytest.fixture
+def sim() -> Iterator[UnsiloedSimulator]:
+    server = UnsiloedSimulator(KEY, other_keys=(TEAMMATE,))
+    server.start()
+    yield server
+    while BUILT:
+        BUILT.pop().close()
+    server.stop()
+
+
+@pytest.fixture
+def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry at once: these tests are about what is retried, not how long the backoff is."""
+    monkeypatch.setattr(base, "_wait", lambda state: 0.01)
+
+
+def adapter(
+    sim: UnsiloedSimulator, *, key: str = KEY, attempts: int | None = None
+) -> UnsiloedProvider:
+    settings = UnsiloedSettings.model_validate(
+        {"type": "unsiloed", "base_url": sim.base_url, "api_key": key}
+    )
+    provider = UnsiloedProvider.build("unsiloed", settings)
+    BUILT.append(provider)
+    if attempts is not None:
+        provider.api.attempts = attempts
+    return provider
+
+
+def snapshot(provider: UnsiloedProvider, job_id: str) -> JobSnapshot:
+    snap = provider.get_job(job_id)
+    assert isinstance(snap, JobSnapshot)
+    return snap
+
+
+def fetch(url: str) -> bytes:
+    settings = DownloadSettings(allow_private_networks=True)
+    with make_download_client(settings) as client, Fetcher(client, settings).open(url) as download:
+        return b"".join(download.chunks())
+
+
+def open_result(provider: UnsiloedProvider, job_id: str) -> bytes:
+    """result.json as the pipeline reads it: open_artifact, check, stream the raw bytes."""
+    (result, *_rest) = provider.artifacts(snapshot(provider, job_id))
+    with provider.open_artifact(result) as response:
+        check_response(response, result.source)
+        download = Download(
+            response, source=result.source, expected_size=None, deadline=time.monotonic() + 30
+        )
+        return b"".join(download.chunks())
+
+
+# -- discovery and configuration -------------------------------------------------------------
+
+
+def test_there_is_no_listing_so_jobs_come_from_tracking(sim: UnsiloedSimulator) -> None:
+    sim.add_job("completed")
+    provider = adapter(sim)
+    assert provider.lists_jobs is False
+    assert list(provider.list_jobs()) == []
+    assert provider.lookup(["a", "b"]) == []
+    assert sim.requests == []
+    # The simulator has no list endpoint either, as the docs say.
+    answer = httpx.get(f"{sim.base_url}/jobs", headers={"X-API-Key": KEY})
+    assert answer.status_code == 404
+
+
+def test_the_registry_builds_the_adapter_from_its_settings(sim: UnsiloedSimulator) -> None:
+    settings = UnsiloedSettings(type="unsiloed", base_url=sim.base_url, api_key=SecretStr(KEY))
+    provider = build_provider("vision", settings)
+    assert isinstance(provider, UnsiloedProvider)
+    BUILT.append(provider)
+    assert provider.name == "vision"
+    assert settings.default_rate_limit() == "100/minute"
+    assert UnsiloedSettings.model_validate({"type": "unsiloed", "api_key": KEY}).base_url == (
+        "https://visionapi.unsiloed.ai"
+    )
+
+
+def test_every_api_call_carries_the_key_as_x_api_key(sim: UnsiloedSimulator) -> None:
+    # given a simulator that accepts only X-API-Key, not the FAQ's Bearer form
+    sim.accept_bearer = False
+    job_id = sim.add_job("completed", result={"total": {"value": 1}}, document=PDF)
+    provider = adapter(sim)
+
+    # when the whole life of a job goes through it
+    provider.check_credentials()
+    artifacts = provider.artifacts(snapshot(provider, job_id))
+    open_result(provider, job_id)
+    assert isinstance(artifacts[1].origin, LinkOrigin)
+    fetch(artifacts[1].origin.url)
+    assert isinstance(provider.delete(job_id), Deleted)
+
+    # then every API request was accepted, and no download carried a credential
+    api = [s for s in sim.requests if not s.path.startswith("/files/")]
+    assert {s.status for s in api} <= {200, 404}
+    assert all(s.authorization for s in api)
+    assert sim.seen("GET", "^/files/")
+    assert not any(s.authorization for s in sim.seen("GET", "^/files/"))
+
+
+def test_the_simulator_accepts_the_faqs_bearer_form_too(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("queued")
+    answer = httpx.get(f"{sim.base_url}/jobs/{job_id}", headers={"Authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200
+    assert answer.json()["status"] == "queued"
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "phase"),
+    [
+        ("completed", Phase.SUCCEEDED),
+        ("COMPLETED", Phase.SUCCEEDED),
+        ("Completed", Phase.SUCCEEDED),
+        ("failed", Phase.FAILED),
+        ("FAILED", Phase.FAILED),
+        ("queued", Phase.RUNNING),
+        ("QUEUED", Phase.RUNNING),
+        ("processing", Phase.RUNNING),
+        ("PROCESSING", Phase.RUNNING),
+        ("review", Phase.RUNNING),
+        ("Review", Phase.RUNNING),
+        ("archived", Phase.UNKNOWN),
+        ("cancelled", Phase.UNKNOWN),
+        ("", Phase.UNKNOWN),
+    ],
+)
+def test_statuses_translate_case_insensitively_and_unknown_ones_stay_unknown(
+    sim: UnsiloedSimulator, status: str, phase: Phase
+) -> None:
+    sim.status_case = "as-given"
+    job_id = sim.add_job(status)
+    snap = snapshot(adapter(sim), job_id)
+    assert (snap.status, snap.phase) == (status, phase)
+    assert snap.terminal == (phase in (Phase.SUCCEEDED, Phase.FAILED))
+
+
+def test_a_job_in_review_is_not_terminal(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("review", result={"total": {"value": 1, "score": 0.4}})
+    snap = snapshot(adapter(sim), job_id)
+    assert snap.phase == Phase.RUNNING
+    assert not snap.terminal
+
+
+@pytest.mark.parametrize(
+    ("case", "served"),
+    [
+        ("status-page", ["queued", "PROCESSING", "COMPLETED", "FAILED"]),
+        ("upper", ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]),
+        ("lower", ["queued", "processing", "completed", "failed"]),
+    ],
+)
+def test_each_documented_casing_reads_the_same(
+    sim: UnsiloedSimulator, case: Any, served: list[str]
+) -> None:
+    sim.status_case = case
+    ids = [sim.add_job(s) for s in ("queued", "processing", "completed", "failed")]
+    provider = adapter(sim)
+    snaps = [snapshot(provider, job_id) for job_id in ids]
+    assert [s.status for s in snaps] == served
+    assert [s.phase for s in snaps] == [Phase.RUNNING, Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED]
+
+
+def test_the_retention_clock_starts_at_updated_at(sim: UnsiloedSimulator) -> None:
+    updated = datetime(2024, 1, 15, 10, 30, 0, 250_000, tzinfo=UTC)
+    job_id = sim.add_job(
+        "completed", created_at=datetime(2024, 1, 15, tzinfo=UTC), updated_at=updated
+    )
+    snap = snapshot(adapter(sim), job_id)
+    assert snap.record["updated_at"] == "2024-01-15T10:30:00.250Z"
+    assert snap.finished_at == updated
+
+
+@pytest.mark.parametrize(
+    "updated_at", ["yesterday", "2024-01-15T10:30:00", "", "2024-13-45T00:00Z"]
+)
+def test_an_unusable_updated_at_leaves_the_clock_to_the_worker(
+    sim: UnsiloedSimulator, updated_at: str
+) -> None:
+    job_id = sim.add_job("completed", updated_at=updated_at)
+    assert snapshot(adapter(sim), job_id).finished_at is None
+
+
+def test_a_job_that_does_not_exist_is_gone(sim: UnsiloedSimulator) -> None:
+    gone = adapter(sim).get_job("b2094b38-e432-44b6-a5d0-67bed07d5de1")
+    assert isinstance(gone, JobGone)
+    assert gone.answer["status_code"] == 404
+
+
+def test_the_record_is_kept_whole_for_the_manifest(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("failed", error="Unsupported file type", file_name="scan.tiff")
+    record = snapshot(adapter(sim), job_id).record
+    assert record["id"] == job_id
+    assert record["error"] == "Unsupported file type"
+    assert record["pdf_name"] == "scan.tiff"
+    assert {"type", "created_at", "updated_at", "user_id"} <= set(record)
+
+
+# -- outputs ---------------------------------------------------------------------------------
+
+
+def test_a_completed_job_yields_its_result_and_its_source_document(
+    sim: UnsiloedSimulator,
+) -> None:
+    # given a completed job with an uploaded document
+    result = {"invoice_number": {"value": "INV-001", "score": 0.98}}
+    job_id = sim.add_job("completed", result=result, document=PDF, file_name="invoice.pdf")
+    provider = adapter(sim)
+
+    # when its artifacts are listed
+    artifacts = provider.artifacts(snapshot(provider, job_id))
+
+    # then result.json comes from the API and the document from its signed link
+    assert [a.name for a in artifacts] == ["result.json", "source/invoice.pdf"]
+    first, document = artifacts
+    assert first.origin == ProviderOrigin(path=f"/jobs/{job_id}/result")
+    assert first.source == f"{sim.base_url}/jobs/{job_id}/result"
+    assert first.size is None  # each read presigns a new file_url, so the length varies
+    assert isinstance(document.origin, LinkOrigin)
+    assert document.source.startswith(f"{sim.base_url}/files/")
+    assert "?" not in document.source
+    assert not any(sig in a.source for a in artifacts for sig in sim.issued_signatures)
+    assert fetch(document.origin.url) == PDF
+
+
+def test_result_json_is_stored_byte_for_byte_as_served(sim: UnsiloedSimulator) -> None:
+    # given a result with whitespace, key order and numbers a JSON round trip would change
+    served = (
+        b'{\n   "zeta" : 1.50,\t"job_id":"JOB",\r\n  "file_url" : "{{file_url}}",'
+        b'  "result": {"b": 1e3, "a": "caf\\u00e9 \xe2\x82\xac", "a": 2}\n}\n  '
+    )
+    job_id = sim.add_job("completed", job_id="JOB", result=served, document=PDF)
+    provider = adapter(sim)
+
+    # when the pipeline's way of opening it is followed
+    stored = open_result(provider, job_id)
+
+    # then the bytes are the ones the simulator served for that read
+    assert stored == sim.results_served[-1][1]
+    assert stored.startswith(b'{\n   "zeta" : 1.50,\t"job_id":"JOB",\r\n  "file_url" : "http')
+    assert stored.endswith(b'"a": 2}\n}\n  ')
+    assert json.dumps(json.loads(stored)).encode() != stored
+
+
+def test_a_large_result_is_read_past_the_usual_answer_cap(sim: UnsiloedSimulator) -> None:
+    pages = [{"page_no": i, "text": "x" * 1000} for i in range(18_000)]  # about 18 MB
+    job_id = sim.add_job("completed", result={"pages": pages}, document=PDF)
+    provider = adapter(sim)
+    artifacts = provider.artifacts(snapshot(provider, job_id))
+    assert [a.name for a in artifacts] == ["result.json", "source/document.pdf"]
+    assert len(sim.results_served[-1][1]) > 16 * 1024 * 1024
+
+
+def test_a_large_source_document_streams_intact(sim: UnsiloedSimulator) -> None:
+    blob = Blob(3 * 1024 * 1024 + 11, seed=5)
+    job_id = sim.add_job("completed", result={}, document=blob, file_name="big.pdf")
+    provider = adapter(sim)
+    (_, document) = provider.artifacts(snapshot(provider, job_id))
+    assert isinstance(document.origin, LinkOrigin)
+    assert fetch(document.origin.url) == blob.read()
+
+
+def test_a_completed_job_without_a_document_yields_only_its_result(
+    sim: UnsiloedSimulator,
+) -> None:
+    job_id = sim.add_job("completed", result={"x": {"value": 1}})
+    provider = adapter(sim)
+    artifacts = provider.artifacts(snapshot(provider, job_id))
+    assert [a.name for a in artifacts] == ["result.json"]
+
+
+@pytest.mark.parametrize(
+    ("result", "pdf_name", "name"),
+    [
+        (
+            b'{"file_name": "a.pdf", "pdf_name": "b.pdf", "file_url": "{{file_url}}"}',
+            "c.pdf",
+            "a.pdf",
+        ),
+        (b'{"pdf_name": "b.pdf", "file_url": "{{file_url}}"}', "c.pdf", "b.pdf"),
+        (b'{"file_name": null, "file_url": "{{file_url}}"}', "c.pdf", "c.pdf"),
+        (b'{"file_name": "", "file_url": "{{file_url}}"}', None, "document"),
+    ],
+)
+def test_the_source_document_is_named_from_the_best_name_given(
+    sim: UnsiloedSimulator, result: bytes, pdf_name: str | None, name: str
+) -> None:
+    job_id = sim.add_job("completed", result=result, document=PDF, file_name=None)
+    sim.jobs[job_id].pdf_name = pdf_name
+    provider = adapter(sim)
+    (_, document) = provider.artifacts(snapshot(provider, job_id))
+    assert document.name == f"source/{name}"
+
+
+def test_a_failed_job_has_no_artifacts_and_its_result_is_never_asked_for(
+    sim: UnsiloedSimulator,
+) -> None:
+    sim.status_case = "status-page"
+    job_id = sim.add_job("failed", document=PDF)
+    provider = adapter(sim)
+    snap = snapshot(provider, job_id)
+    assert snap.status == "FAILED"
+    assert provider.artifacts(snap) == []
+    assert sim.seen("GET", "/result$") == []
+
+
+def test_outputs_of_a_job_that_is_not_terminal_are_refused(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("review", result={"x": 1})
+    provider = adapter(sim)
+    with pytest.raises(WorkerError, match="not terminal") as caught:
+        provider.artifacts(snapshot(provider, job_id))
+    assert caught.value.permanent
+
+
+def test_the_simulator_refuses_a_result_before_completion(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("processing")
+    answer = httpx.get(f"{sim.base_url}/jobs/{job_id}/result", headers={"X-API-Key": KEY})
+    assert answer.status_code == 400
+    assert "completed" in answer.json()["detail"]
+    sim.result_not_ready_status = 200
+    answer = httpx.get(f"{sim.base_url}/jobs/{job_id}/result", headers={"X-API-Key": KEY})
+    assert (answer.status_code, answer.json()["result"]) == (200, None)
+
+
+def test_the_simulator_can_refuse_to_delete_a_running_job(sim: UnsiloedSimulator) -> None:
+    sim.delete_while_running = False
+    job_id = sim.add_job("processing")
+    answer = httpx.delete(f"{sim.base_url}/jobs/{job_id}", headers={"X-API-Key": KEY})
+    assert answer.status_code == 409
+    assert sim.deleted == []
+
+
+def test_a_result_that_vanished_after_completion_is_tried_again_later(
+    sim: UnsiloedSimulator,
+) -> None:
+    job_id = sim.add_job("completed", result={"x": 1})
+    provider = adapter(sim)
+    snap = snapshot(provider, job_id)
+    sim.inject(path="/result$", status=404, body={"detail": "Job not found"})
+    with pytest.raises(ProviderError, match="answered 404 for the result") as caught:
+        provider.artifacts(snap)
+    assert not caught.value.permanent
+    assert caught.value.job_id == job_id
+
+
+def test_an_expired_document_link_fails_without_showing_its_signature(
+    sim: UnsiloedSimulator,
+) -> None:
+    sim.link_ttl = -5
+    job_id = sim.add_job("completed", result={}, document=PDF)
+    provider = adapter(sim)
+    (_, document) = provider.artifacts(snapshot(provider, job_id))
+    assert isinstance(document.origin, LinkOrigin)
+    with pytest.raises(DownloadError, match="403") as caught:
+        fetch(document.origin.url)
+    assert not any(sig in str(caught.value) for sig in sim.issued_signatures)
+
+
+# -- delete ----------------------------------------------------------------------------------
+
+
+def test_delete_answers_with_a_message_then_gone(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("completed", result={"x": 1}, document=PDF)
+    provider = adapter(sim)
+    (_, document) = provider.artifacts(snapshot(provider, job_id))
+
+    first = provider.delete(job_id)
+    second = provider.delete(job_id)
+
+    assert isinstance(first, Deleted)
+    assert first.status_code == 200
+    assert first.body == {"message": f"Job {job_id} deleted"}
+    assert first.warning is None
+    assert isinstance(second, AlreadyGone)
+    assert sim.deleted == [job_id]
+    assert sim.deletes_of(job_id) == 2
+    assert isinstance(provider.get_job(job_id), JobGone)
+    assert isinstance(document.origin, LinkOrigin)
+    with pytest.raises(DownloadError, match="404"):
+        fetch(document.origin.url)
+
+
+def test_only_the_jobs_creator_may_delete_it(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("completed", owner=TEAMMATE)
+    provider = adapter(sim)
+    assert snapshot(provider, job_id).phase == Phase.SUCCEEDED  # teammates can read it
+    with pytest.raises(ProviderRejected, match="only the job's creator") as caught:
+        provider.delete(job_id)
+    assert caught.value.permanent
+    assert KEY not in str(caught.value)
+    assert sim.deleted == []
+
+
+@pytest.mark.usefixtures("quick_retries")
+def test_a_delete_that_keeps_failing_is_unavailable_not_fatal(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("completed")
+    sim.inject(method="DELETE", path=f"/jobs/{job_id}$", status=500, times=3)
+    with pytest.raises(ProviderUnavailable) as caught:
+        adapter(sim, attempts=2).delete(job_id)
+    assert not caught.value.permanent
+    assert sim.deleted == []
+
+
+# -- credentials and errors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["detail", "error"])
+def test_a_wrong_key_is_rejected_with_advice_and_without_the_key(
+    sim: UnsiloedSimulator, shape: Any
+) -> None:
+    sim.error_shape = shape
+    with pytest.raises(ProviderRejected, match="401: Invalid API key") as caught:
+        adapter(sim, key="wrong-key-123456").check_credentials()
+    assert "wrong-key-123456" not in str(caught.value)
+    assert "credentials" in str(caught.value)
+    assert caught.value.permanent
+
+
+def test_a_key_refused_with_403_gets_the_same_advice(sim: UnsiloedSimulator) -> None:
+    # FastAPI's API-key guard answers 403; which one Unsiloed sends is undocumented.
+    sim.auth_failure_status = 403
+    with pytest.raises(ProviderRejected, match="403: Invalid API key") as caught:
+        adapter(sim, key="wrong-key-123456").check_credentials()
+    assert "wrong-key-123456" not in str(caught.value)
+    assert "credentials" in str(caught.value)
+
+
+def test_a_vendor_echoing_the_key_back_does_not_leak_it(sim: UnsiloedSimulator) -> None:
+    sim.inject(
+        status=401,
+        body={"detail": "Invalid API key wrong-key-123456 for https://x.invalid/a?sig=abc123"},
+    )
+    with pytest.raises(ProviderRejected) as caught:
+        adapter(sim, key="wrong-key-123456").check_credentials()
+    assert "wrong-key-123456" not in str(caught.value)
+    assert "abc123" not in str(caught.value)
+
+
+def test_a_missing_key_is_rejected(sim: UnsiloedSimulator) -> None:
+    answer = httpx.get(f"{sim.base_url}/jobs/x")
+    assert answer.status_code == 401
+    assert sim.requests[-1].authorization is False
+
+
+def test_the_right_key_passes_the_credentials_check(sim: UnsiloedSimulator) -> None:
+    adapter(sim).check_credentials()
+    (seen,) = sim.requests
+    assert (seen.method, seen.status, seen.authorization) == ("GET", 404, True)
+
+
+def test_error_details_read_either_shape_and_fastapis_validation_list() -> None:
+    detail = error_detail_for("k-123456")
+    assert detail(400, {"detail": "bad"}) == "bad"
+    assert detail(400, {"error": "worse"}) == "worse"
+    assert detail(422, {"detail": [{"loc": ["path"], "msg": "field required"}]}) == (
+        "field required"
+    )
+    assert detail(500, "oops") is None
+    assert detail(500, {"detail": 5}) is None
+    assert len(detail(500, {"detail": "x" * 10_000}) or "") == 300
+
+
+@pytest.mark.usefixtures("quick_retries")
+def test_a_429_is_retried_even_without_a_retry_header(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("completed")
+    sim.inject(path=f"/jobs/{job_id}$", status=429, body={"detail": "Rate limit exceeded"})
+    assert isinstance(adapter(sim).get_job(job_id), JobSnapshot)
+    assert [s.status for s in sim.seen("GET", f"/jobs/{job_id}$")] == [429, 200]
+
+
+def test_a_429_is_retried_after_the_wait_it_asks_for(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("completed")
+    sim.inject(path=f"/jobs/{job_id}$", status=429, headers={"Retry-After": "1"})
+    started = time.monotonic()
+    assert isinstance(adapter(sim).get_job(job_id), JobSnapshot)
+    assert time.monotonic() - started >= 0.9
+
+
+def test_a_long_429_wait_defers_instead_of_holding_a_worker(sim: UnsiloedSimulator) -> None:
+    sim.inject(status=429, headers={"Retry-After": "3600"}, body={"detail": "slow down"})
+    with pytest.raises(RateLimited) as caught:
+        adapter(sim).check_credentials()
+    assert caught.value.retry_after == 3600
+    assert not caught.value.permanent
+
+
+def test_the_simulators_own_rate_limit_answers_429(sim: UnsiloedSimulator) -> None:
+    sim.rate_limit = (1, 60.0)
+    sim.rate_limit_headers = {"Retry-After": "3600"}
+    provider = adapter(sim)
+    provider.check_credentials()
+    with pytest.raises(RateLimited, match="Rate limit exceeded"):
+        provider.check_credentials()
+
+
+@pytest.mark.usefixtures("quick_retries")
+def test_transient_5xx_answers_are_retried(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("completed", result={"x": 1})
+    sim.inject(path=f"/jobs/{job_id}$", status=503, times=1, body={"detail": "unavailable"})
+    sim.inject(path="/result$", status=502, times=1, body=b"<html>Bad Gateway</html>")
+    provider = adapter(sim)
+    assert [a.name for a in provider.artifacts(snapshot(provider, job_id))] == ["result.json"]
+    assert [s.status for s in sim.seen("GET", "/result$")] == [502, 200]
+
+
+@pytest.mark.usefixtures("quick_retries")
+def test_a_provider_that_keeps_failing_is_unavailable_not_fatal(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("completed")
+    sim.inject(path=f"/jobs/{job_id}$", status=500, times=10, body={"error": "System error"})
+    with pytest.raises(ProviderUnavailable, match="System error") as caught:
+        adapter(sim, attempts=2).get_job(job_id)
+    assert not caught.value.permanent
+
+
+@pytest.mark.usefixtures("quick_retries")
+def test_a_dropped_connection_is_retried(sim: UnsiloedSimulator) -> None:
+    job_id = sim.add_job("completed")
+    sim.inject("reset", path=f"/jobs/{job_id}$")
+    assert isinstance(adapter(sim).get_job(job_id), JobSnapshot)
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "not a JSON object"),
+        ({"id": "JOB"}, "no str field 'status'"),
+        ({"id": "JOB", "status": 3}, "no str field 'status'"),
+        ({"id": "someone-else", "status": "completed"}, "answered with job 'someone-else'"),
+        ({"job_id": "someone-else", "status": "completed"}, "answered with job 'someone-else'"),
+    ],
+)
+def test_malformed_job_records_are_bad_responses(
+    sim: UnsiloedSimulator, body: Any, match: str
+) -> None:
+    job_id = sim.add_job("completed", job_id="JOB")
+    sim.inject(path=f"/jobs/{job_id}$", status=200, body=body)
+    with pytest.raises(BadResponse, match=match):
+        adapter(sim).get_job(job_id)
+
+
+@pytest.mark.parametrize(
+    ("result", "match"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b'["a"]', "not a JSON object"),
+        (b"null", "not a JSON object"),
+        (b'{"job_id": "other", "result": {}}', "got job 'other'"),
+        (b'{"file_url": 42}', "file_url that is not a string"),
+    ],
+)
+def test_malformed_results_are_bad_responses(
+    sim: UnsiloedSimulator, result: bytes, match: str
+) -> None:
+    job_id = sim.add_job("completed", result=result)
+    provider = adapter(sim)
+    with pytest.raises(BadResponse, match=match):
+        provider.artifacts(snapshot(provider, job_id))
+
+
+# -- through the pipeline --------------------------------------------------------------------
+
+
+@pytest.fixture
+def rt(
+    sim: UnsiloedSimulator, s3_server: S3Server, bucket: str, sqlite_url: str
+) -> Iterator[Runtime]:
+    config = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=sqlite_url,
+        providers={"unsiloed": {"type": "unsiloed", "base_url": sim.base_url, "api_key": KEY}},
+    )
+    runtime = build_runtime(settings_of(config))
+    yield runtime
+    runtime.close()
+
+
+def test_a_tracked_completed_job_is_archived_exactly_then_deleted(
+    sim: UnsiloedSimulator, rt: Runtime, s3: S3Client, bucket: str
+) -> None:
+    # given a tracked completed job whose result has a layout of its own
+    served = b'{"job_id": "J1",  "file_name": "inv.pdf", "file_url": "{{file_url}}"}\n'
+    job_id = sim.add_job("COMPLETED", job_id="J1", result=served, document=PDF)
+    rt.ledger.track("unsiloed", [job_id], now=datetime.now(UTC))
+
+    # when the pipeline carries it
+    result = process_job(rt, "unsiloed", job_id)
+
+    # then both files are in the bucket as served, and the delete came after every read
+    assert result.outcome == Outcome.DELETED, result.error
+    folder = f"archive/unsiloed/{job_id}/"
+    stored = objects(s3, bucket, folder)
+    assert stored[folder + "result.json"] == sim.results_served[-1][1]
+    assert stored[folder + "source/inv.pdf"] == PDF
+    manifest = json.loads(stored[folder + "manifest.json"])
+    assert manifest["job"]["id"] == job_id
+    assert {f["key"] for f in manifest["files"]} == {
+        folder + "result.json",
+        folder + "source/inv.pdf",
+    }
+    assert sim.deleted == [job_id]
+    order = [(s.method, s.path) for s in sim.requests]
+    assert order[-1] == ("DELETE", f"/jobs/{job_id}")
+    assert order.count(("DELETE", f"/jobs/{job_id}")) == 1
+    # result.json keeps Unsiloed's presigned file_url by design; nothing else may hold one.
+    ours = [body for key, body in stored.items() if not key.endswith("/result.json")]
+    assert not any(sig.encode() in body for body in ours for sig in sim.issued_signatures)
+
+
+def test_a_failed_job_is_archived_as_its_record_alone(
+    sim: UnsiloedSimulator, rt: Runtime, s3: S3Client, bucket: str
+) -> None:
+    job_id = sim.add_job("failed", error="OCR engine timeout", document=PDF)
+    rt.ledger.track("unsiloed", [job_id], now=datetime.now(UTC))
+
+    result = process_job(rt, "unsiloed", job_id)
+
+    assert result.outcome == Outcome.DELETED, result.error
+    folder = f"archive/unsiloed/{job_id}/"
+    stored = objects(s3, bucket, folder)
+    assert set(stored) == {folder + "manifest.json", folder + "deletion.json"}
+    manifest = json.loads(stored[folder + "manifest.json"])
+    assert manifest["job"]["error"] == "OCR engine timeout"
+    assert manifest["files"] == []
+    assert sim.seen("GET", "/result$") == []
+
+
+def test_a_job_in_review_is_left_alone(sim: UnsiloedSimulator, rt: Runtime) -> None:
+    job_id = sim.add_job("review", result={"x": 1})
+    rt.ledger.track("unsiloed", [job_id], now=datetime.now(UTC))
+    result = process_job(rt, "unsiloed", job_id)
+    assert result.outcome == Outcome.NOT_TERMINAL
+    assert sim.deleted == []
+    assert sim.seen("GET", "/result$") == []
+
+
+# -- any shape -------------------------------------------------------------------------------
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "id",
+                    "job_id",
+                    "status",
+                    "updated_at",
+                    "file_url",
+                    "file_name",
+                    "pdf_name",
+                    "result",
+                    "detail",
+                    "x",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+def mostly(usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Usually a plausible value, sometimes any JSON at all."""
+    return st.sampled_from([True, True, True, False]).flatmap(
+        lambda plausible: usual if plausible else json_values
+    )
+
+
+job_records = st.fixed_dictionaries(
+    {"status": mostly(st.sampled_from(["completed", "COMPLETED", "failed", "review", "odd"]))},
+    optional={
+        "id": mostly(st.sampled_from(["J", "K"])),
+        "job_id": mostly(st.just("J")),
+        "updated_at": mostly(st.sampled_from(["2024-01-15T10:30:00.000Z", "2024-01-15"])),
+        "pdf_name": mostly(st.sampled_from(["p.pdf", ""])),
+    },
+)
+results = st.fixed_dictionaries(
+    {"file_url": mostly(st.just("https://s3.example/a.pdf?X-Amz-Signature=s"))},
+    optional={
+        "job_id": mostly(st.sampled_from(["J", "K"])),
+        "file_name": mostly(st.sampled_from(["a.pdf", "", "/"])),
+        "pdf_name": mostly(st.just("b.pdf")),
+        "result": json_values,
+    },
+)
+
+
+class Served:
+    """What the mock API answers next: a job record and a result."""
+
+    record: Any = None
+    result: Any = None
+
+
+def _mock_provider() -> UnsiloedProvider:
+    def answer(request: httpx.Request) -> httpx.Response:
+        data = Served.result if request.url.path.endswith("/result") else Served.record
+        return httpx.Response(200, content=json.dumps(data).encode())
+
+    settings = UnsiloedSettings(
+        type="unsiloed", base_url="http://unsiloed.test", api_key=SecretStr(KEY)
+    )
+    api = HttpApi(
+        provider="unsiloed",
+        base_url=settings.base_url,
+        timeout=5,
+        headers={"X-API-Key": KEY},
+        error_detail=error_detail_for(KEY),
+        transport=httpx.MockTransport(answer),
+        attempts=1,
+    )
+    return UnsiloedProvider("unsiloed", settings, api)
+
+
+MOCK = _mock_provider()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(record=mostly(job_records), result=mostly(results))
+def test_any_record_shape_either_parses_or_is_a_bad_response(record: Any, result: Any) -> None:
+    Served.record, Served.result = record, result
+    try:
+        snap = MOCK.get_job("J")
+    except BadResponse:
+        return
+    assert isinstance(snap, JobSnapshot)
+    assert isinstance(snap.phase, Phase)
+    assert snap.phase == phase_of(snap.status)
+    assert snap.finished_at is None or snap.finished_at.tzinfo is not None
+    if not snap.terminal:
+        return
+    try:
+        artifacts = MOCK.artifacts(snap)
+    except BadResponse:
+        return
+    names = [a.name for a in artifacts]
+    assert names in ([], ["result.json"]) or (
+        names[0] == "result.json" and len(names) == 2 and names[1].startswith("source/")
+    )
+    for artifact in artifacts[1:]:
+        assert isinstance(artifact.origin, LinkOrigin)
+        assert "?" not in artifact.source
