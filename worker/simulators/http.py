@@ -232,6 +232,10 @@ class SimServer:
             self._window.append(now)
         return False
 
+    def carries_credentials(self, request: Request) -> bool:
+        """Whether a request carried credentials; by default, any of ``credential_headers``."""
+        return any(name in request.headers for name in self.credential_headers)
+
     def rate_limit_response(self) -> Response:
         """What this provider answers when its rate limit is exceeded."""
         return Response.json({"error": "rate-limit-error"}, status=429)
@@ -249,7 +253,7 @@ class SimServer:
         request = Request(
             h.command, parts.path, parse_qs(parts.query), headers, body, raw_query=parts.query
         )
-        has_credentials = any(name in headers for name in self.credential_headers)
+        has_credentials = self.carries_credentials(request)
         if self.on_request is not None:
             self.on_request(request)
         fault = self._take_fault(h.command, parts.path)
