@@ -1,0 +1,674 @@
+"""The DatoCMS adapter against the DatoCMS simulator, over real HTTP.
+
+The last tests run the adapter through the pipeline (real S3 API server, SQLite ledger) to
+show the issue's definition of done: non-terminal and untracked tracks are untouched, and a
+delete is requested once and polled to completion, across a crash too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Literal
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import SecretStr
+
+from tests.helpers import config_data, settings_of
+from worker import pipeline
+from worker.bootstrap import Runtime, build_runtime
+from worker.domain import (
+    AlreadyGone,
+    DeleteAnswer,
+    Deleted,
+    DeletePending,
+    JobGone,
+    JobSnapshot,
+    JobState,
+    Phase,
+)
+from worker.errors import (
+    BadResponse,
+    ProviderRejected,
+    ProviderUnavailable,
+    RateLimited,
+    UnsafeInput,
+    WorkerError,
+)
+from worker.pipeline import Outcome, process_job, sweep_provider
+from worker.providers.datocms import (
+    DatoCmsProvider,
+    api_errors,
+    job_of,
+    job_result_of,
+    phase_of,
+    status_of,
+    tracks_of,
+)
+from worker.settings import DatoCmsSettings
+from worker.simulators.datocms import DatoCmsSimulator, Failure, error_document
+from worker.simulators.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+TOKEN = "dato-test-token-4e8a1c77b2"
+# What every request to DatoCMS carries.
+API_HEADERS = {
+    "Authorization": f"Bearer {TOKEN}",
+    "Accept": "application/json",
+    "X-Api-Version": "3",
+}
+
+
+@pytest.fixture
+def dato_sim() -> Iterator[DatoCmsSimulator]:
+    sim = DatoCmsSimulator(TOKEN, sandboxes=("staging",))
+    sim.start()
+    yield sim
+    sim.stop()
+
+
+def adapter(sim: DatoCmsSimulator, **extra: object) -> DatoCmsProvider:
+    settings = DatoCmsSettings.model_validate(
+        {"type": "datocms", "base_url": sim.base_url, "api_token": sim.api_token, **extra}
+    )
+    return DatoCmsProvider.build("dato", settings)
+
+
+def snapshot(provider: DatoCmsProvider, job_id: str) -> JobSnapshot:
+    snap = provider.get_job(job_id)
+    assert isinstance(snap, JobSnapshot)
+    return snap
+
+
+def track_id(job_id: str) -> str:
+    return job_id.split("/")[1]
+
+
+def delete_and_follow(provider: DatoCmsProvider, job_id: str) -> DeleteAnswer:
+    """What the pipeline does, minus the pauses: delete, then poll until an answer."""
+    answer = provider.delete(job_id)
+    for _ in range(10):
+        if not isinstance(answer, DeletePending):
+            break
+        answer = provider.poll_delete(job_id, answer.handle)
+    return answer
+
+
+# -- discovery -------------------------------------------------------------------------------
+
+
+def test_the_listing_covers_the_tracks_of_the_configured_uploads_only(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    first, second, other = (dato_sim.add_upload() for _ in range(3))
+    ids = [dato_sim.add_track(first, s) for s in ("ready", "preparing", "errored", "archived")]
+    ids.append(dato_sim.add_track(second, "ready", kind="audio", name=None))
+    dato_sim.add_track(other, "ready")
+
+    pages = list(adapter(dato_sim, upload_ids=[first, second]).list_jobs())
+
+    assert [len(p) for p in pages] == [4, 1]
+    listed = [job for page in pages for job in page]
+    assert [j.job_id for j in listed] == ids
+    assert [j.phase for j in listed] == [
+        Phase.SUCCEEDED,
+        Phase.RUNNING,
+        Phase.FAILED,
+        Phase.UNKNOWN,
+        Phase.SUCCEEDED,
+    ]
+    assert dato_sim.seen(path=other) == []
+
+
+def test_an_upload_that_no_longer_exists_is_skipped_not_fatal(dato_sim: DatoCmsSimulator) -> None:
+    upload = dato_sim.add_upload()
+    job_id = dato_sim.add_track(upload)
+    pages = list(adapter(dato_sim, upload_ids=["vanished-upload", upload]).list_jobs())
+    assert [[j.job_id for j in page] for page in pages] == [[job_id]]
+    assert [s.status for s in dato_sim.seen("GET", "/tracks$")] == [404, 200]
+
+
+def test_without_upload_ids_nothing_is_listed_or_asked(dato_sim: DatoCmsSimulator) -> None:
+    dato_sim.add_track(dato_sim.add_upload())
+    assert list(adapter(dato_sim).list_jobs()) == []
+    assert dato_sim.requests == []
+
+
+# -- status ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "phase"),
+    [
+        ("ready", Phase.SUCCEEDED),
+        ("errored", Phase.FAILED),
+        ("preparing", Phase.RUNNING),
+        ("archived", Phase.UNKNOWN),
+        ("", Phase.UNKNOWN),
+    ],
+)
+def test_statuses_translate_and_unknown_ones_are_never_terminal(
+    dato_sim: DatoCmsSimulator, status: str, phase: Phase
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload(), status)
+    snap = snapshot(adapter(dato_sim), job_id)
+    assert (snap.job_id, snap.status, snap.phase, snap.finished_at) == (job_id, status, phase, None)
+    assert snap.record["type"] == "upload_track"
+    assert snap.record["id"] == track_id(job_id)
+    assert snap.record["attributes"]["status"] == status
+
+
+def test_a_track_that_does_not_exist_is_gone(dato_sim: DatoCmsSimulator) -> None:
+    upload = dato_sim.add_upload()
+    dato_sim.add_track(upload)
+    assert isinstance(adapter(dato_sim).get_job(f"{upload}/no-such-track"), JobGone)
+
+
+def test_a_track_of_an_upload_that_does_not_exist_is_gone(dato_sim: DatoCmsSimulator) -> None:
+    gone = adapter(dato_sim).get_job("no-such-upload/some-track")
+    assert isinstance(gone, JobGone)
+    assert gone.answer["status_code"] == 404
+
+
+def test_a_404_without_datocms_not_found_is_not_taken_for_gone(dato_sim: DatoCmsSimulator) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    dato_sim.inject(path="/tracks$", status=404, body="<html>Not Found</html>")
+    with pytest.raises(ProviderRejected, match=r"answered 404.*base_url") as caught:
+        adapter(dato_sim).get_job(job_id)
+    assert caught.value.permanent
+
+
+@pytest.mark.parametrize("job_id", ["no-slash", "a/b/c", "/track", "upload/", "../track", "u/.."])
+def test_a_job_id_not_of_the_form_upload_slash_track_is_refused(
+    dato_sim: DatoCmsSimulator, job_id: str
+) -> None:
+    provider = adapter(dato_sim)
+    for call in (provider.get_job, provider.delete):
+        with pytest.raises(UnsafeInput, match="UPLOAD_ID/TRACK_ID") as caught:
+            call(job_id)
+        assert caught.value.permanent
+    assert dato_sim.requests == []
+
+
+def test_each_part_of_a_job_id_is_url_quoted(dato_sim: DatoCmsSimulator) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload("up load?"), track_id="tr#ack%")
+    provider = adapter(dato_sim)
+    assert snapshot(provider, job_id).record["id"] == "tr#ack%"
+    assert isinstance(provider.delete(job_id), DeletePending)
+    assert dato_sim.seen("DELETE")[0].path == "/uploads/up%20load%3F/tracks/tr%23ack%25"
+
+
+def test_a_track_has_no_files_so_only_its_record_is_archived(dato_sim: DatoCmsSimulator) -> None:
+    provider = adapter(dato_sim)
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    assert provider.artifacts(snapshot(provider, job_id)) == []
+
+
+# -- delete ----------------------------------------------------------------------------------
+
+
+def test_a_delete_is_accepted_polled_to_completion_and_then_already_gone(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    dato_sim.pending_polls = 2
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    provider = adapter(dato_sim)
+
+    accepted = provider.delete(job_id)
+    assert isinstance(accepted, DeletePending)
+    polls = [provider.poll_delete(job_id, accepted.handle) for _ in range(3)]
+
+    assert (accepted.handle, accepted.status_code) == (dato_sim.handles_of(job_id)[0], 202)
+    assert [type(p) for p in polls] == [DeletePending, DeletePending, Deleted]
+    assert all(p.handle == accepted.handle for p in polls[:2] if isinstance(p, DeletePending))
+    done = polls[2]
+    assert isinstance(done, Deleted)
+    assert (done.status_code, done.body["data"]["id"]) == (200, track_id(job_id))
+    assert dato_sim.deleted == [job_id]
+    assert not dato_sim.has_track(job_id)
+    assert isinstance(provider.delete(job_id), AlreadyGone)
+
+
+def test_a_track_someone_else_deleted_while_the_job_ran_is_already_gone(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    provider = adapter(dato_sim)
+    accepted = provider.delete(job_id)
+    assert isinstance(accepted, DeletePending)
+    dato_sim.remove_track(job_id)
+    for _ in range(dato_sim.pending_polls):
+        assert isinstance(provider.poll_delete(job_id, accepted.handle), DeletePending)
+    assert isinstance(provider.poll_delete(job_id, accepted.handle), AlreadyGone)
+    assert dato_sim.deleted == []
+
+
+@pytest.mark.parametrize("where", ["delete", "job"])
+def test_a_sandbox_environment_refuses_deletes_with_advice(
+    dato_sim: DatoCmsSimulator, where: str
+) -> None:
+    # Given a sandbox that refuses on the DELETE itself, or inside the job result
+    dato_sim.sandbox_refusal = "delete" if where == "delete" else "job"
+    dato_sim.pending_polls = 0
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    provider = adapter(dato_sim, environment="staging")
+    assert snapshot(provider, job_id).phase == Phase.SUCCEEDED
+
+    # When the delete is requested (and followed)
+    with pytest.raises(ProviderRejected) as caught:
+        delete_and_follow(provider, job_id)
+
+    # Then it is refused for good, with the code and what to do
+    assert "IMMUTABLE_UPLOAD_TRACKS_IN_SANDBOX_ENVIRONMENT" in str(caught.value)
+    assert "primary" in str(caught.value)
+    assert caught.value.permanent
+    assert dato_sim.has_track(job_id)
+    assert isinstance(adapter(dato_sim).delete(job_id), DeletePending)
+
+
+def test_an_unknown_environment_is_rejected_with_advice(dato_sim: DatoCmsSimulator) -> None:
+    with pytest.raises(ProviderRejected, match=r"INVALID_ENVIRONMENT.*`environment`"):
+        adapter(dato_sim, environment="no-such-env").check_credentials()
+
+
+@pytest.mark.parametrize(
+    ("failure", "error"),
+    [
+        (Failure(422, "MUX_ERROR", transient=True), ProviderUnavailable),
+        (Failure(500, "INTERNAL_ERROR"), ProviderUnavailable),
+        (Failure(422, "MUX_ERROR"), ProviderRejected),
+    ],
+)
+def test_a_failed_delete_job_is_an_error_carrying_its_code(
+    dato_sim: DatoCmsSimulator, failure: Failure, error: type[WorkerError]
+) -> None:
+    dato_sim.pending_polls = 0
+    dato_sim.delete_failure = failure
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    provider = adapter(dato_sim)
+    answer = provider.delete(job_id)
+    assert isinstance(answer, DeletePending)
+    with pytest.raises(error, match=failure.code) as caught:
+        provider.poll_delete(job_id, answer.handle)
+    assert type(caught.value) is error
+    assert dato_sim.has_track(job_id)
+
+
+def test_a_transient_error_is_transient_even_on_a_4xx(dato_sim: DatoCmsSimulator) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    dato_sim.inject(
+        path="/tracks$",
+        status=422,
+        body=error_document("ENVIRONMENT_NOT_READY", transient=True),
+    )
+    with pytest.raises(ProviderUnavailable, match="422: ENVIRONMENT_NOT_READY") as caught:
+        adapter(dato_sim).get_job(job_id)
+    assert not caught.value.permanent
+
+
+# -- credentials and headers -----------------------------------------------------------------
+
+
+def test_a_wrong_token_is_rejected_with_advice_and_without_the_token(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    settings = DatoCmsSettings(
+        type="datocms", base_url=dato_sim.base_url, api_token=SecretStr("wrong-token-5150aa")
+    )
+    provider = DatoCmsProvider.build("dato", settings)
+    for call in (provider.check_credentials, lambda: provider.get_job("u/t")):
+        with pytest.raises(ProviderRejected, match="401: INVALID_AUTHORIZATION_HEADER") as caught:
+            call()
+        assert "wrong-token-5150aa" not in str(caught.value)
+        assert "api_token" in str(caught.value)
+    assert all(s.authorization for s in dato_sim.requests)
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [
+        ({"Authorization": "Bearer nope"}, "INVALID_AUTHORIZATION_HEADER"),
+        ({"X-Api-Version": "2"}, "INVALID_API_VERSION"),
+        ({"Accept": "text/html"}, "INVALID_ACCEPT_HEADER"),
+        ({"X-Environment": "nope"}, "INVALID_ENVIRONMENT"),
+    ],
+)
+def test_the_simulator_enforces_every_header_the_adapter_sends(
+    dato_sim: DatoCmsSimulator, headers: dict[str, str], code: str
+) -> None:
+    with httpx.Client(base_url=dato_sim.base_url) as client:
+        good = client.get("/uploads", headers=API_HEADERS)
+        bad = client.get("/uploads", headers={**API_HEADERS, **headers})
+    assert good.status_code == 200
+    assert [e.code for e in api_errors(bad.json())] == [code]
+    for answer in (good, bad):
+        assert {"x-ratelimit-limit", "x-ratelimit-remaining"} <= set(answer.headers)
+
+
+# -- rate limits and transient failures ------------------------------------------------------
+
+
+def test_an_answer_with_no_requests_remaining_paces_the_next_request(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    dato_sim.rate_limit = (3, 1.0)
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    provider = adapter(dato_sim)
+    started = time.monotonic()
+    for _ in range(4):
+        snapshot(provider, job_id)
+    assert time.monotonic() - started >= 0.9
+    assert [s.status for s in dato_sim.requests] == [200] * 4
+
+
+def test_a_429_is_retried_after_x_ratelimit_reset(dato_sim: DatoCmsSimulator) -> None:
+    # Given another client of the same token has spent the window
+    dato_sim.rate_limit = (2, 1.0)
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    with httpx.Client(base_url=dato_sim.base_url) as client:
+        spent = [client.get("/uploads", headers=API_HEADERS) for _ in range(2)]
+    assert spent[-1].headers["X-RateLimit-Remaining"] == "0"
+
+    # When the adapter reads the track
+    started = time.monotonic()
+    snap = snapshot(adapter(dato_sim), job_id)
+
+    # Then it waited out the 429 and got its answer
+    assert snap.phase == Phase.SUCCEEDED
+    assert time.monotonic() - started >= 0.9
+    assert [s.status for s in dato_sim.seen("GET", "/tracks$")] == [429, 200]
+
+
+def test_a_long_429_wait_defers_instead_of_holding_a_worker(dato_sim: DatoCmsSimulator) -> None:
+    dato_sim.inject(
+        path="/uploads$",
+        status=429,
+        headers={"X-RateLimit-Reset": "3600"},
+        body=error_document("RATE_LIMIT_EXCEEDED"),
+    )
+    with pytest.raises(RateLimited, match="RATE_LIMIT_EXCEEDED") as caught:
+        adapter(dato_sim).check_credentials()
+    assert caught.value.retry_after == 3600
+
+
+@pytest.mark.parametrize(("path", "fault"), [("/tracks$", "status"), ("^/job-results/", "reset")])
+def test_transient_5xx_answers_and_resets_are_retried(
+    dato_sim: DatoCmsSimulator, path: str, fault: Literal["status", "reset"]
+) -> None:
+    dato_sim.pending_polls = 0
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    provider = adapter(dato_sim)
+    dato_sim.inject(
+        fault, path=path, status=503, body=error_document("SERVICE_UNAVAILABLE", transient=True)
+    )
+    if path == "/tracks$":
+        assert isinstance(provider.get_job(job_id), JobSnapshot)
+    else:
+        accepted = provider.delete(job_id)
+        assert isinstance(accepted, DeletePending)
+        assert isinstance(provider.poll_delete(job_id, accepted.handle), Deleted)
+    assert [s.fault for s in dato_sim.seen(path=path)] == [fault, None]
+
+
+def test_a_provider_that_keeps_failing_is_unavailable_not_fatal(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    provider = adapter(dato_sim)
+    provider.api.attempts = 1  # the retries themselves are shown above
+    dato_sim.inject(path="/tracks$", status=500, times=5, body=error_document("INTERNAL_ERROR"))
+    with pytest.raises(ProviderUnavailable, match="500: INTERNAL_ERROR") as caught:
+        provider.get_job(job_id)
+    assert not caught.value.permanent
+
+
+# -- malformed answers -----------------------------------------------------------------------
+
+TRACK = {"type": "upload_track", "id": "T", "attributes": {"status": "ready"}}
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "body", "message"),
+    [
+        ("/tracks$", "GET", "{not json", "not valid JSON"),
+        ("/tracks$", "GET", {"data": {"id": "T"}}, "has no list field 'data'"),
+        ("/tracks$", "GET", {"data": [{"id": 5}]}, "has no str field 'id'"),
+        ("/tracks$", "GET", {"data": [{**TRACK, "type": "upload"}]}, "not a track"),
+        ("/tracks$", "GET", {"data": [{**TRACK, "attributes": None}]}, "field 'attributes'"),
+        ("/tracks$", "GET", {"data": [TRACK, TRACK]}, "lists track T twice"),
+        (
+            "/tracks$",
+            "GET",
+            {"data": [{**TRACK, "relationships": {"upload": {"data": {"id": "other"}}}}]},
+            "belongs to upload other",
+        ),
+        ("/tracks/", "DELETE", {"data": {"type": "item", "id": "1"}}, "not a job"),
+        ("/tracks/", "DELETE", {"data": {"type": "job", "id": ""}}, "job id is empty"),
+    ],
+)
+def test_malformed_answers_are_bad_responses(
+    dato_sim: DatoCmsSimulator, path: str, method: str, body: Any, message: str
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload(), track_id="T")
+    status = 202 if method == "DELETE" else 200
+    dato_sim.inject(path=path, method=method, status=status, body=body)
+    call = adapter(dato_sim).delete if method == "DELETE" else adapter(dato_sim).get_job
+    with pytest.raises(BadResponse, match=message):
+        call(job_id)
+    assert dato_sim.has_track(job_id)
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        ({"data": {"type": "job", "id": "1"}}, "not a job_result"),
+        ({"data": {"type": "job_result", "attributes": {"status": "200"}}}, "int field 'status'"),
+        ({"data": {"type": "job_result", "attributes": {"status": 999}}}, "not an HTTP status"),
+        (
+            {
+                "data": {
+                    "type": "job_result",
+                    "attributes": {"status": 200, "payload": {"data": TRACK}},
+                }
+            },
+            "deleting track T, not",
+        ),
+    ],
+)
+def test_malformed_job_results_are_bad_responses(
+    dato_sim: DatoCmsSimulator, result: Any, message: str
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    dato_sim.inject(path="^/job-results/", status=200, body=result)
+    with pytest.raises(BadResponse, match=message):
+        adapter(dato_sim).poll_delete(job_id, "4235")
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-5, max_value=700)
+    | st.sampled_from(["upload_track", "job", "job_result", "ready", "U", "T", "NOT_FOUND", ""])
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "data",
+                    "id",
+                    "type",
+                    "attributes",
+                    "status",
+                    "payload",
+                    "relationships",
+                    "upload",
+                    "code",
+                    "transient",
+                ]
+            ),
+            children,
+            max_size=5,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@given(answer=json_values)
+def test_any_answer_shape_either_parses_or_is_a_bad_response(answer: object) -> None:
+    assert all(isinstance(e.code, str) for e in api_errors(answer))
+    try:
+        tracks = tracks_of(answer, "U")
+    except BadResponse:
+        tracks = []
+    for track in tracks:
+        assert isinstance(track["id"], str)
+        assert isinstance(phase_of(status_of(track)), Phase)
+    with contextlib.suppress(BadResponse):
+        assert isinstance(job_of(answer), str)
+    try:
+        status, _payload = job_result_of(answer)
+    except BadResponse:
+        return
+    assert 100 <= status <= 599
+
+
+# -- through the pipeline ---------------------------------------------------------------------
+
+RuntimeFactory = Callable[..., Runtime]
+
+
+@pytest.fixture
+def runtime_of(
+    dato_sim: DatoCmsSimulator, s3_server: S3Server, bucket: str, sqlite_url: str
+) -> Iterator[RuntimeFactory]:
+    """Runtimes over one ledger and bucket, as separate worker processes would build them."""
+    made: list[Runtime] = []
+
+    def make(**provider: Any) -> Runtime:
+        data = config_data(
+            bucket=bucket,
+            endpoint_url=s3_server.endpoint_url,
+            ledger_url=sqlite_url,
+            providers={
+                "dato": {
+                    "type": "datocms",
+                    "base_url": dato_sim.base_url,
+                    "api_token": dato_sim.api_token,
+                    **provider,
+                }
+            },
+        )
+        made.append(build_runtime(settings_of(data)))
+        return made[-1]
+
+    yield make
+    for rt in made:
+        rt.close()
+
+
+def test_a_sweep_deletes_due_tracks_once_and_leaves_the_rest_untouched(
+    dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, s3: S3Client, bucket: str
+) -> None:
+    # Given a listed upload, and another upload with one tracked track and one not
+    # Each poll answered 404 costs the pipeline a growing pause; the last tests cover those.
+    dato_sim.pending_polls = 0
+    listed = dato_sim.add_upload()
+    ready = dato_sim.add_track(listed, "ready")
+    errored = dato_sim.add_track(listed, "errored", error="NO_PRIMARY_AUDIO_TRACK")
+    untouched = [dato_sim.add_track(listed, s) for s in ("preparing", "archived")]
+    other = dato_sim.add_upload()
+    tracked = dato_sim.add_track(other, "ready")
+    untouched.append(dato_sim.add_track(other, "ready"))
+    rt = runtime_of(upload_ids=[listed])
+    rt.ledger.track("dato", [tracked], now=rt.clock())
+
+    # When the provider is swept
+    report = sweep_provider(rt, "dato")
+
+    # Then each due track was deleted by one request, polled to completion
+    summary = report.summary()
+    assert (summary["archived"], summary["deleted"], summary["failed"]) == (3, 3, 0)
+    assert sorted(dato_sim.deleted) == sorted([ready, errored, tracked])
+    for job_id in (ready, errored, tracked):
+        assert dato_sim.deletes_of(job_id) == 1
+        assert dato_sim.polls_of(job_id) == 1
+        row = rt.ledger.get("dato", job_id)
+        assert row is not None
+        assert (row.state, row.delete_handle) == (JobState.DELETED, dato_sim.handles_of(job_id)[0])
+    # and the track record is what the manifest keeps
+    manifest = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"archive/dato/{ready}/manifest.json")["Body"].read()
+    )
+    assert (manifest["job"]["id"], manifest["files"]) == (track_id(ready), [])
+    assert manifest["job"]["attributes"]["status"] == "ready"
+    receipt = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"archive/dato/{ready}/deletion.json")["Body"].read()
+    )
+    assert receipt["provider_answer"]["result"] == "deleted"
+    assert receipt["provider_answer"]["body"]["data"]["id"] == track_id(ready)
+    # and nothing else was deleted; the untracked track was never even recorded
+    for job_id in untouched:
+        assert dato_sim.deletes_of(job_id) == 0
+        assert dato_sim.has_track(job_id)
+    assert rt.ledger.get("dato", untouched[-1]) is None
+
+
+class Crash(BaseException):
+    """The worker process dies."""
+
+
+def test_a_crash_while_polling_resumes_the_polling_without_a_second_delete(
+    dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a worker that dies in the pause before its first poll
+    dato_sim.pending_polls = 0
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    first = runtime_of()
+    first.ledger.track("dato", [job_id], now=first.clock())
+
+    def die(_seconds: float) -> None:
+        raise Crash
+
+    monkeypatch.setattr(pipeline, "time", SimpleNamespace(monotonic=time.monotonic, sleep=die))
+    with pytest.raises(Crash):
+        process_job(first, "dato", job_id)
+    monkeypatch.undo()
+    row = first.ledger.get("dato", job_id)
+    assert row is not None
+    assert (row.state, row.delete_handle) == (JobState.DELETING, dato_sim.handles_of(job_id)[0])
+    assert (dato_sim.deletes_of(job_id), dato_sim.polls_of(job_id)) == (1, 0)
+
+    # When another worker picks the job up
+    result = process_job(runtime_of(), "dato", job_id)
+
+    # Then it polls the stored job and never sends a second delete
+    assert result.outcome == Outcome.DELETED
+    assert (dato_sim.deletes_of(job_id), dato_sim.polls_of(job_id)) == (1, 1)
+    assert dato_sim.deleted == [job_id]
+
+
+def test_a_delete_still_running_when_the_run_ends_is_polled_by_later_runs(
+    dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    dato_sim.pending_polls = 1
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    rt = runtime_of()
+    rt.ledger.track("dato", [job_id], now=rt.clock())
+
+    outcomes = [process_job(rt, "dato", job_id).outcome for _ in range(3)]
+
+    assert outcomes == [Outcome.DEFERRED, Outcome.DEFERRED, Outcome.DELETED]
+    assert (dato_sim.deletes_of(job_id), dato_sim.polls_of(job_id)) == (1, 2)
+    assert dato_sim.deleted == [job_id]

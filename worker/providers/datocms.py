@@ -1,0 +1,374 @@
+"""DatoCMS upload tracks and their asynchronous deletes (shared/providers.md section 5; seed 004).
+
+* Auth: every request sends ``Authorization: Bearer <api_token>``, ``Accept:
+  application/json`` and ``X-Api-Version: 3``, and ``X-Environment`` when ``environment`` is
+  set (the primary environment otherwise).
+* Jobs: a job is one upload track, with the id ``UPLOAD_ID/TRACK_ID``. Jobs come from
+  ``retention track`` and from the tracks of each upload in ``upload_ids``
+  (``GET /uploads/:id/tracks``; no pagination is documented, so the list is taken as whole
+  [I]). An upload of that list that no longer exists is skipped with a warning. A track that
+  was neither tracked nor listed is never read, archived or deleted.
+* Status: there is no documented single-track GET, so the upload's tracks are listed and the
+  one asked for is picked; an absent track, or an upload answered with ``NOT_FOUND``, is
+  gone. ``preparing`` runs; ``ready`` and ``errored`` are terminal; any other word is unknown
+  and never terminal. Tracks carry no timestamps: the retention clock starts when the worker
+  first sees one terminal.
+* Archive: the track resource (JSON:API) goes into the manifest. There are no files: the
+  track's media is served by DatoCMS/Mux and is not what the delete destroys [I].
+* Delete: ``DELETE /uploads/:upload_id/tracks/:track_id`` answers 202 ``{data: {type: "job",
+  id}}``; the job id is the handle the pipeline stores before it polls. ``GET
+  /job-results/:id`` answers 404 while the job runs, then 200 with ``attributes.status`` (the
+  HTTP status the delete would have had) and ``payload`` (its body). Only a 2xx status is a
+  delete; a 404 ``NOT_FOUND`` (there, or on the DELETE itself) means someone deleted the track
+  first. Whether DatoCMS ever answers the DELETE synchronously is not documented [?]; a 200 or
+  204 is taken as done. The job result's own id need not equal the job's (the docs' examples
+  differ) [?], so it is not checked; a payload naming another track is refused.
+* Errors: JSON:API ``{"data": [{"type": "api_error", "attributes": {"code", "details",
+  "transient"}}]}``. The code goes into every message; ``transient: true`` makes an error
+  transient even on a 4xx. The HTTP status of each code is not documented [?]: the adapter
+  decides by code and ``transient``, never by status alone, and takes a 404 as "gone" only
+  when it carries ``NOT_FOUND`` (a 404 from a wrong ``base_url`` must not mark jobs gone).
+* Rate limits: 60 requests per 3 seconds by default (plan-dependent). ``HttpApi`` waits
+  ``X-RateLimit-Reset`` seconds when an answer says ``X-RateLimit-Remaining: 0``, and retries
+  a 429 after ``X-RateLimit-Reset``. Polls of ``/job-results`` count against the same limit [I].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+from worker.domain import (
+    AlreadyGone,
+    Artifact,
+    DeleteAnswer,
+    Deleted,
+    DeletePending,
+    JobGone,
+    JobSnapshot,
+    ListedJob,
+    Phase,
+)
+from worker.errors import (
+    BadResponse,
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    UnsafeInput,
+)
+from worker.logging import get_logger
+from worker.providers.base import ApiResponse, BaseProvider, HttpApi, RateLimiter, need
+from worker.settings import DatoCmsSettings
+
+log = get_logger(__name__)
+
+STATUSES = {
+    "preparing": Phase.RUNNING,
+    "ready": Phase.SUCCEEDED,
+    "errored": Phase.FAILED,
+}
+NOT_FOUND = "NOT_FOUND"
+# Every client error is read here rather than in HttpApi, so that DatoCMS's `transient` flag
+# and its NOT_FOUND code decide; 429 stays with HttpApi, which waits and retries it.
+CLIENT_ERRORS = tuple(status for status in range(400, 500) if status != 429)
+CREDENTIALS_HINT = (
+    "Check api_token: it must be a DatoCMS API token with access to the Content Management API"
+)
+# What to do about the codes a person can act on.
+HINTS = {
+    "INVALID_AUTHORIZATION_HEADER": CREDENTIALS_HINT,
+    "INSUFFICIENT_PERMISSIONS": "Give the API token's role permission to read and edit uploads",
+    "INVALID_ENVIRONMENT": "Check `environment`: it must name an existing environment, or be "
+    "left out for the primary one",
+    "ENVIRONMENT_NOT_READY": "The environment is still being created; the job will be tried again",
+    "IMMUTABLE_UPLOAD_TRACKS_IN_SANDBOX_ENVIRONMENT": "DatoCMS refuses to delete tracks in a "
+    "sandbox environment; point `environment` at the primary one, or hold the job",
+    "INVALID_API_VERSION": "The worker sends X-Api-Version: 3; DatoCMS no longer accepts it",
+    "INVALID_ACCEPT_HEADER": "The worker sends Accept: application/json; DatoCMS refused it",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApiError:
+    """One entry of a JSON:API error document."""
+
+    code: str
+    transient: bool
+
+
+def api_errors(data: Any) -> list[ApiError]:
+    """The errors of a DatoCMS error document; [] for anything else. Never raises."""
+    items = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        return []
+    found: list[ApiError] = []
+    for item in items:
+        attributes = item.get("attributes") if isinstance(item, dict) else None
+        if not isinstance(attributes, dict):
+            continue
+        code = attributes.get("code")
+        if isinstance(code, str) and code:
+            found.append(ApiError(code=code[:100], transient=attributes.get("transient") is True))
+    return found
+
+
+def codes_of(errors: Sequence[ApiError]) -> str:
+    return ", ".join(e.code for e in errors) or "no DatoCMS error code"
+
+
+def error_detail(status: int, data: Any) -> str | None:
+    errors = api_errors(data)
+    return codes_of(errors) if errors else None
+
+
+def is_not_found(data: Any) -> bool:
+    return any(e.code == NOT_FOUND for e in api_errors(data))
+
+
+def phase_of(status: Any) -> Phase:
+    return STATUSES.get(status.lower(), Phase.UNKNOWN) if isinstance(status, str) else Phase.UNKNOWN
+
+
+def split_job_id(job_id: str) -> tuple[str, str]:
+    """``UPLOAD_ID/TRACK_ID`` as its two parts, or UnsafeInput naming the expected form."""
+    parts = job_id.split("/")
+    if len(parts) != 2 or any(part in ("", ".", "..") for part in parts):
+        raise UnsafeInput(
+            f"job id {job_id!r} is not of the form UPLOAD_ID/TRACK_ID",
+            hint="Track a DatoCMS job as the upload's id and the track's id joined by one '/'",
+        )
+    return parts[0], parts[1]
+
+
+def status_of(track: dict[str, Any]) -> str:
+    status = track["attributes"].get("status")
+    return status if isinstance(status, str) else ""
+
+
+def tracks_of(answer: Any, upload_id: str) -> list[dict[str, Any]]:
+    """The track resources of ``GET /uploads/:id/tracks``, checked; BadResponse otherwise."""
+    what = f"the track listing of upload {upload_id}"
+    items = need(answer, "data", list, what=what)
+    tracks: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for item in items:
+        track_id = need(item, "id", str, what=f"a track of upload {upload_id}")
+        if not track_id or "/" in track_id:
+            raise BadResponse(f"{what} has a track with the unusable id {track_id!r}")
+        if item.get("type") != "upload_track":
+            raise BadResponse(f"{what} has an entry of type {item.get('type')!r}, not a track")
+        need(item, "attributes", dict, what=f"track {track_id}")
+        owner = _related_upload(item)
+        if owner is not None and owner != upload_id:
+            raise BadResponse(f"{what} has track {track_id}, which belongs to upload {owner}")
+        if track_id in seen:
+            raise BadResponse(f"{what} lists track {track_id} twice")
+        seen.add(track_id)
+        tracks.append(item)
+    return tracks
+
+
+def _related_upload(item: dict[str, Any]) -> str | None:
+    relation = item.get("relationships")
+    upload = relation.get("upload") if isinstance(relation, dict) else None
+    data = upload.get("data") if isinstance(upload, dict) else None
+    owner = data.get("id") if isinstance(data, dict) else None
+    return owner if isinstance(owner, str) else None
+
+
+def job_of(answer: Any) -> str:
+    """The asynchronous job's id from a 202 answer."""
+    job = need(answer, "data", dict, what="the delete's 202 answer")
+    if job.get("type") != "job":
+        raise BadResponse(f"the delete's 202 answer is a {job.get('type')!r}, not a job")
+    handle: str = need(job, "id", str, what="the delete's job")
+    if not handle or len(handle) > 255:
+        raise BadResponse("the delete's job id is empty or longer than 255 characters")
+    return handle
+
+
+def job_result_of(answer: Any) -> tuple[int, Any]:
+    """``(attributes.status, payload)`` of a finished job result."""
+    result = need(answer, "data", dict, what="the job result")
+    if result.get("type") != "job_result":
+        raise BadResponse(f"the job result is a {result.get('type')!r}, not a job_result")
+    attributes = need(result, "attributes", dict, what="the job result")
+    status = need(attributes, "status", int, what="the job result's attributes")
+    if not 100 <= status <= 599:
+        raise BadResponse(f"the job result's status {status} is not an HTTP status")
+    return status, attributes.get("payload")
+
+
+class DatoCmsProvider(BaseProvider):
+    type: ClassVar[str] = "datocms"
+    # Only the uploads in `upload_ids` are listed; with none, jobs come from `retention track`.
+    lists_jobs: ClassVar[bool] = True
+
+    def __init__(self, name: str, settings: DatoCmsSettings, api: HttpApi) -> None:
+        self.name = name
+        self.settings = settings
+        self.api = api
+
+    @classmethod
+    def build(
+        cls, name: str, settings: DatoCmsSettings, *, limiter: RateLimiter | None = None
+    ) -> DatoCmsProvider:
+        headers = {
+            "Authorization": f"Bearer {settings.api_token.get_secret_value()}",
+            "Accept": "application/json",
+            "X-Api-Version": "3",
+        }
+        if settings.environment:
+            headers["X-Environment"] = settings.environment
+        api = HttpApi(
+            provider=name,
+            base_url=settings.base_url,
+            timeout=settings.timeout,
+            limiter=limiter,
+            headers=headers,
+            error_detail=error_detail,
+        )
+        return cls(name, settings, api)
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        ok: Sequence[int] = (200,),
+        gone_ok: bool = False,
+        params: Any = None,
+    ) -> ApiResponse:
+        """One API call. With ``gone_ok`` a 404 NOT_FOUND is returned, not raised."""
+        answer = self.api.request(
+            method, path, params=params, ok=ok, accept=CLIENT_ERRORS, what=what
+        )
+        if answer.status in ok or (gone_ok and answer.status == 404 and is_not_found(answer.data)):
+            return answer
+        raise refusal(answer.status, answer.data, what)
+
+    def _tracks(self, upload_id: str) -> ApiResponse:
+        return self._call(
+            "GET",
+            f"/uploads/{quote(upload_id, safe='')}/tracks",
+            gone_ok=True,
+            what=f"listing the tracks of upload {upload_id}",
+        )
+
+    # -- the protocol ------------------------------------------------------------------------
+
+    def list_jobs(self) -> Iterator[list[ListedJob]]:
+        for upload_id in dict.fromkeys(self.settings.upload_ids):
+            answer = self._tracks(upload_id)
+            if answer.status == 404:
+                # One upload removed from DatoCMS must not hide the others' tracks.
+                log.warning(
+                    "datocms_upload_missing",
+                    provider=self.name,
+                    upload_id=upload_id,
+                    hint="remove it from upload_ids",
+                )
+                continue
+            page = [
+                ListedJob(
+                    job_id=f"{upload_id}/{track['id']}",
+                    status=status_of(track),
+                    phase=phase_of(status_of(track)),
+                )
+                for track in tracks_of(answer.data, upload_id)
+            ]
+            if page:
+                yield page
+
+    def get_job(self, job_id: str) -> JobSnapshot | JobGone:
+        upload_id, track_id = self._parts(job_id)
+        answer = self._tracks(upload_id)
+        if answer.status == 404:
+            return JobGone(job_id=job_id, answer={"status_code": 404, "body": answer.data})
+        for track in tracks_of(answer.data, upload_id):
+            if track["id"] == track_id:
+                status = status_of(track)
+                return JobSnapshot(
+                    job_id=job_id,
+                    status=status,
+                    phase=phase_of(status),
+                    finished_at=None,
+                    record=track,
+                )
+        return JobGone(
+            job_id=job_id,
+            answer={"status_code": answer.status, "reason": "not among the upload's tracks"},
+        )
+
+    def artifacts(self, snapshot: JobSnapshot) -> list[Artifact]:
+        return []
+
+    def delete(self, job_id: str) -> DeleteAnswer:
+        upload_id, track_id = self._parts(job_id)
+        answer = self._call(
+            "DELETE",
+            f"/uploads/{quote(upload_id, safe='')}/tracks/{quote(track_id, safe='')}",
+            ok=(200, 202, 204),
+            gone_ok=True,
+            what=f"deleting track {job_id}",
+        )
+        if answer.status == 404:
+            return AlreadyGone(status_code=404, body=answer.data)
+        if answer.status == 202:
+            return DeletePending(handle=job_of(answer.data), status_code=202, body=answer.data)
+        return Deleted(status_code=answer.status, body=answer.data)
+
+    def poll_delete(self, job_id: str, handle: str) -> DeleteAnswer:
+        _upload_id, track_id = self._parts(job_id)
+        what = f"polling the delete of track {job_id} (job {handle})"
+        answer = self.api.request(
+            "GET",
+            f"/job-results/{quote(handle, safe='')}",
+            accept=CLIENT_ERRORS,
+            what=what,
+        )
+        if answer.status == 404:  # DatoCMS's way of saying "still running"
+            return DeletePending(handle=handle, status_code=404, body=answer.data)
+        if answer.status != 200:
+            raise refusal(answer.status, answer.data, what)
+        status, payload = job_result_of(answer.data)
+        if 200 <= status < 300:
+            deleted = payload.get("data") if isinstance(payload, dict) else None
+            named = deleted.get("id") if isinstance(deleted, dict) else None
+            if isinstance(named, str) and named != track_id:
+                raise BadResponse(f"job {handle} reports deleting track {named}, not {track_id}")
+            return Deleted(status_code=status, body=payload)
+        if status == 404 and is_not_found(payload):
+            return AlreadyGone(status_code=404, body=payload)
+        raise refusal(status, payload, f"the delete of track {job_id} (job {handle})")
+
+    def check_credentials(self) -> None:
+        self._call("GET", "/uploads", params={"page[limit]": 1}, what="checking the API token")
+
+    def _parts(self, job_id: str) -> tuple[str, str]:
+        try:
+            return split_job_id(job_id)
+        except UnsafeInput as exc:
+            raise exc.for_job(self.name, job_id) from None
+
+
+def refusal(status: int, data: Any, what: str) -> ProviderError:
+    """The error for a DatoCMS error answer: transient when DatoCMS says so, else a refusal."""
+    errors = api_errors(data)
+    detail = codes_of(errors)
+    if any(e.transient for e in errors) or status >= 500:
+        why = "DatoCMS marked the error transient" if status < 500 else "DatoCMS is failing"
+        return ProviderUnavailable(
+            f"{what} answered {status}: {detail}", hint=f"{why}; the job will be tried again"
+        )
+    hint = next((HINTS[e.code] for e in errors if e.code in HINTS), None)
+    if hint is None and status in (401, 403):
+        hint = CREDENTIALS_HINT
+    if hint is None and status == 404:
+        hint = "A 404 without DatoCMS's NOT_FOUND error; check base_url"
+    return ProviderRejected(f"{what} answered {status}: {detail}", hint=hint)
