@@ -11,7 +11,9 @@ whose archive is complete.
     │   ├── ProviderUnavailable  5xx, timeouts, reset connections (transient)
     │   ├── RateLimited ........ 429; carries the wait the provider asked for (transient)
     │   ├── ProviderRejected ... 4xx such as a bad key or a refused operation (permanent)
-    │   └── BadResponse ........ malformed JSON, missing fields, unknown shapes (transient)
+    │   ├── BadResponse ........ malformed JSON, missing fields, unknown shapes (transient)
+    │   └── DeleteFailed ....... an asynchronous delete finished unsuccessfully: its handle is
+    │                            spent, and the next attempt sends a new delete
     ├── DownloadError .......... a file download broke or came back short (transient)
     ├── ArchiveError ........... S3 refused or failed a write or a read (transient)
     │   └── VerifyError ........ a stored object does not match what was streamed (transient)
@@ -103,6 +105,10 @@ class ProviderRejected(ProviderError):
 
 class BadResponse(ProviderError):
     pass
+
+
+class DeleteFailed(ProviderError):
+    """An asynchronous delete the provider finished, unsuccessfully: its handle is spent."""
 
 
 class DownloadError(WorkerError):

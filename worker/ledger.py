@@ -955,10 +955,13 @@ class Ledger:
         One conditional UPDATE: archived (or a delete whose answer was lost), a manifest on
         record, not held, and claimed by ``owner``. Anything else raises LedgerError.
         """
+        # The first request's time is kept while a delete is resent or polled: it is when the
+        # delete was asked for, and how old a pending asynchronous delete is.
+        requested = row.delete_requested_at if row.state == JobState.DELETING else None
         return self._transition(
             row,
             owner,
-            {"state": JobState.DELETING, "delete_requested_at": now},
+            {"state": JobState.DELETING, "delete_requested_at": requested or now},
             now=now,
             states=[JobState.ARCHIVED, JobState.DELETING],
             extra=[jobs.c.manifest_key.is_not(None), jobs.c.held.is_(False)],
@@ -981,6 +984,21 @@ class Ledger:
             states=[JobState.DELETING],
             event="delete_pending",
             detail={"handle": handle},
+        )
+
+    def forget_delete_handle(
+        self, row: JobRow, reason: str, *, owner: str, now: datetime
+    ) -> JobRow:
+        """Drop a spent asynchronous delete; the next attempt sends a new one."""
+        values = {"delete_handle": None, "delete_requested_at": None}
+        return self._transition(
+            row,
+            owner,
+            values,
+            now=now,
+            states=[JobState.DELETING],
+            event="delete_handle_dropped",
+            detail={"handle": row.delete_handle, "reason": reason},
         )
 
     def record_provider_deleted(

@@ -36,6 +36,7 @@ from worker.domain import (
     AlreadyGone,
     Artifact,
     BucketOrigin,
+    DeleteAnswer,
     Deleted,
     DeletePending,
     JobGone,
@@ -53,7 +54,9 @@ from worker.domain import (
 )
 from worker.errors import (
     BadResponse,
+    DeleteFailed,
     LedgerError,
+    ProviderUnavailable,
     RateLimited,
     UnsafeInput,
     VerifyError,
@@ -75,6 +78,9 @@ log = get_logger("worker.pipeline")
 CANDIDATE_BATCH = 500
 # How long one run polls an asynchronous delete before deferring it to the next sweep.
 ASYNC_DELETE_POLL_SECONDS = 60.0
+# An asynchronous delete still pending after this long is suspect (the provider may have
+# expired its result): the job itself is looked up instead.
+ASYNC_DELETE_STALE = timedelta(hours=1)
 
 
 class Outcome(enum.StrEnum):
@@ -598,7 +604,7 @@ def delete_job(rt: Runtime, provider: Provider, claim: Claim) -> JobRow:
     now = rt.clock()
     row = claim.row = rt.ledger.open_delete_gate(claim.current, owner=claim.owner, now=now)
     if row.delete_handle:
-        answer = provider.poll_delete(row.job_id, row.delete_handle)
+        answer = _poll(rt, provider, claim, row.delete_handle)
     else:
         log.info(
             "delete_requested",
@@ -621,7 +627,7 @@ def delete_job(rt: Runtime, provider: Provider, claim: Claim) -> JobRow:
         time.sleep(pause)
         pause = min(pause * 2, 15.0)
         claim.check()
-        answer = provider.poll_delete(row.job_id, answer.handle)
+        answer = _poll(rt, provider, claim, answer.handle)
     row = claim.row = rt.ledger.record_provider_deleted(
         row, _answer_record(answer), owner=claim.owner, now=rt.clock()
     )
@@ -635,6 +641,28 @@ def delete_job(rt: Runtime, provider: Provider, claim: Claim) -> JobRow:
         warning=answer.warning if isinstance(answer, Deleted) else None,
     )
     return row
+
+
+def _poll(rt: Runtime, provider: Provider, claim: Claim, handle: str) -> DeleteAnswer:
+    """One poll of an asynchronous delete; a spent or stale handle is dropped, so the next
+    attempt sends a new delete (after the archive is checked again)."""
+    row = claim.current
+    try:
+        answer = provider.poll_delete(row.job_id, handle)
+    except DeleteFailed as exc:
+        claim.row = rt.ledger.forget_delete_handle(row, str(exc), owner=claim.owner, now=rt.clock())
+        raise
+    asked = row.delete_requested_at
+    if not isinstance(answer, DeletePending) or asked is None:
+        return answer
+    if rt.clock() - asked < ASYNC_DELETE_STALE:
+        return answer
+    current = provider.get_job(row.job_id)
+    if isinstance(current, JobGone):
+        return AlreadyGone(status_code=404, body=dict(current.answer))
+    reason = f"the delete was still pending {rt.clock() - asked} after it was asked for"
+    claim.row = rt.ledger.forget_delete_handle(row, reason, owner=claim.owner, now=rt.clock())
+    raise ProviderUnavailable(reason, hint="A new delete is sent on the next attempt")
 
 
 def _recheck_archive(rt: Runtime, provider: Provider, claim: Claim) -> list[ManifestFile]:

@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,11 +36,11 @@ from worker.domain import (
 )
 from worker.errors import (
     BadResponse,
+    DeleteFailed,
     ProviderRejected,
     ProviderUnavailable,
     RateLimited,
     UnsafeInput,
-    WorkerError,
 )
 from worker.pipeline import Outcome, process_job, sweep_provider
 from worker.providers.datocms import (
@@ -262,8 +263,8 @@ def test_a_sandbox_environment_refuses_deletes_with_advice(
     provider = adapter(dato_sim, environment="staging")
     assert snapshot(provider, job_id).phase == Phase.SUCCEEDED
 
-    # When the delete is requested (and followed)
-    with pytest.raises(ProviderRejected) as caught:
+    # When the delete is requested (and followed): refused outright, or by a failed job
+    with pytest.raises((ProviderRejected, DeleteFailed)) as caught:
         delete_and_follow(provider, job_id)
 
     # Then it is refused for good, with the code and what to do
@@ -280,15 +281,15 @@ def test_an_unknown_environment_is_rejected_with_advice(dato_sim: DatoCmsSimulat
 
 
 @pytest.mark.parametrize(
-    ("failure", "error"),
+    ("failure", "permanent"),
     [
-        (Failure(422, "MUX_ERROR", transient=True), ProviderUnavailable),
-        (Failure(500, "INTERNAL_ERROR"), ProviderUnavailable),
-        (Failure(422, "MUX_ERROR"), ProviderRejected),
+        (Failure(422, "MUX_ERROR", transient=True), False),
+        (Failure(500, "INTERNAL_ERROR"), False),
+        (Failure(422, "MUX_ERROR"), True),
     ],
 )
-def test_a_failed_delete_job_is_an_error_carrying_its_code(
-    dato_sim: DatoCmsSimulator, failure: Failure, error: type[WorkerError]
+def test_a_failed_delete_job_spends_its_handle_and_carries_its_code(
+    dato_sim: DatoCmsSimulator, failure: Failure, permanent: bool
 ) -> None:
     dato_sim.pending_polls = 0
     dato_sim.delete_failure = failure
@@ -296,9 +297,9 @@ def test_a_failed_delete_job_is_an_error_carrying_its_code(
     provider = adapter(dato_sim)
     answer = provider.delete(job_id)
     assert isinstance(answer, DeletePending)
-    with pytest.raises(error, match=failure.code) as caught:
+    with pytest.raises(DeleteFailed, match=failure.code) as caught:
         provider.poll_delete(job_id, answer.handle)
-    assert type(caught.value) is error
+    assert caught.value.permanent is permanent
     assert dato_sim.has_track(job_id)
 
 
@@ -672,3 +673,62 @@ def test_a_delete_still_running_when_the_run_ends_is_polled_by_later_runs(
     assert outcomes == [Outcome.DEFERRED, Outcome.DEFERRED, Outcome.DELETED]
     assert (dato_sim.deletes_of(job_id), dato_sim.polls_of(job_id)) == (1, 2)
     assert dato_sim.deleted == [job_id]
+
+
+def test_a_delete_job_that_failed_is_dropped_and_a_new_delete_sent(
+    dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: DatoCMS finishes the first delete job with a failure
+    monkeypatch.setattr(pipeline, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    dato_sim.pending_polls = 0
+    dato_sim.delete_failure = Failure(422, "MUX_ERROR")
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    rt = runtime_of()
+    rt.ledger.track("dato", [job_id], now=rt.clock())
+
+    # when: runs follow one another, and the failure clears after the first delete
+    first = process_job(rt, "dato", job_id)
+    failed = process_job(rt, "dato", job_id)
+    dato_sim.delete_failure = None
+    resent = process_job(rt, "dato", job_id)
+    done = process_job(rt, "dato", job_id)
+
+    # then: the spent handle was dropped and one new delete sent, which completed
+    assert [r.outcome for r in (first, failed, resent, done)] == [
+        Outcome.DEFERRED,
+        Outcome.DEFERRED,
+        Outcome.DEFERRED,
+        Outcome.DELETED,
+    ]
+    assert "MUX_ERROR" in (failed.error or "")
+    assert dato_sim.deletes_of(job_id) == 2
+    events = [e["event"] for e in rt.ledger.audit_trail("dato", job_id)]
+    assert events.count("delete_handle_dropped") == 1
+    assert events[-1] == "deleted"
+
+
+def test_a_delete_pending_too_long_is_checked_against_the_track_itself(
+    dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: a delete job that never finishes (its result expired, say)
+    monkeypatch.setattr(pipeline, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(pipeline, "ASYNC_DELETE_STALE", timedelta(0))
+    dato_sim.pending_polls = 1_000_000
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    rt = runtime_of()
+    rt.ledger.track("dato", [job_id], now=rt.clock())
+    assert process_job(rt, "dato", job_id).outcome == Outcome.DEFERRED
+
+    # when the track is still there: the handle is dropped and the delete sent again
+    stale = process_job(rt, "dato", job_id)
+    assert stale.outcome == Outcome.DEFERRED
+    assert "still pending" in (stale.error or "")
+    process_job(rt, "dato", job_id)
+    assert dato_sim.deletes_of(job_id) == 2
+
+    # when the track is gone: the job is recorded as deleted
+    dato_sim.remove_track(job_id)
+    assert process_job(rt, "dato", job_id).outcome == Outcome.DELETED
+    row = rt.ledger.get("dato", job_id)
+    assert row is not None
+    assert row.delete_answer["result"] == "already_gone"

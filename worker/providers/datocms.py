@@ -53,6 +53,7 @@ from worker.domain import (
 )
 from worker.errors import (
     BadResponse,
+    DeleteFailed,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
@@ -345,7 +346,9 @@ class DatoCmsProvider(BaseProvider):
             return Deleted(status_code=status, body=payload)
         if status == 404 and is_not_found(payload):
             return AlreadyGone(status_code=404, body=payload)
-        raise refusal(status, payload, f"the delete of track {job_id} (job {handle})")
+        # The job is finished and will never change: its handle is spent either way.
+        failure = refusal(status, payload, f"the delete of track {job_id} (job {handle})")
+        raise DeleteFailed(failure.message, hint=failure.hint, permanent=failure.permanent)
 
     def check_credentials(self) -> None:
         self._call("GET", "/uploads", params={"page[limit]": 1}, what="checking the API token")
