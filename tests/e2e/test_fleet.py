@@ -1,0 +1,145 @@
+"""One configuration holding all five provider types, swept by the CLI and by Celery."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+
+from tests.e2e.fleet import Fleet, Sims, assert_fleet_swept, build, start_sims
+from tests.helpers import REDIS_URL, ROOT, run_cli
+from worker.ledger import Ledger
+from worker.simulators.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@pytest.fixture
+def sims(s3: S3Client, custom_bucket: str) -> Iterator[Sims]:
+    started = start_sims(s3, custom_bucket)
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def fleet(sims: Sims, bucket: str) -> Fleet:
+    return build(sims, bucket)
+
+
+def track_all(fleet: Fleet, config: Path) -> None:
+    for provider, ids in fleet.tracked.items():
+        run = run_cli("track", provider, *ids, config=config)
+        assert run.code == 0, run.stderr
+
+
+def test_a_cli_sweep_handles_every_provider_in_one_configuration(
+    fleet: Fleet, s3: S3Client, s3_server: S3Server, ledger_url: str, tmp_path: Path
+) -> None:
+    # given: six accounts of five types, and the jobs that have no list endpoint tracked
+    config = fleet.write(tmp_path / "retention.toml", ledger_url, s3_server.endpoint_url)
+    track_all(fleet, config)
+    # and transient faults the providers recover from
+    fleet.loom.inject(path="/details$", status=503, body={"msg": "ERROR: busy"})
+    fleet.unsiloed.inject(
+        path="/jobs/",
+        status=429,
+        headers={"Retry-After": "1"},
+        body={"detail": "Too many requests"},
+    )
+    fleet.mpc_ak.inject(
+        path="/transcodings/task$",
+        method="DELETE",
+        status=400,
+        body={
+            "error_code": "MPC.10213",
+            "error_msg": "Operation failed. The task is not in the final state.",
+        },
+    )
+
+    # when: one sweep, and another for what was deferred
+    first = run_cli("sweep", "--json", config=config, timeout=300)
+    assert first.code == 0, first.stderr
+    with Ledger.open(ledger_url).engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE jobs SET next_attempt_at = NULL")
+    second = run_cli("sweep", "--json", config=config, timeout=300)
+    assert second.code == 0, second.stderr
+
+    # then: every due job of every provider is archived and deleted once; the rest untouched
+    assert_fleet_swept(fleet, s3)
+    total = sum(len(ids) for ids in fleet.due.values())
+    deleted = first.last_json()["deleted"] + second.last_json()["deleted"]
+    assert deleted == total
+    assert first.last_json()["failed"] == second.last_json()["failed"] == 0
+    assert set(first.last_json()["providers"]) == {
+        "daily",
+        "loom",
+        "mpc_ak",
+        "mpc_token",
+        "unsiloed",
+        "dato",
+    }
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_celery_workers_handle_every_provider_after_an_enqueue(
+    fleet: Fleet, s3: S3Client, s3_server: S3Server, postgres_url: str, tmp_path: Path
+) -> None:
+    queue = f"retention-test-{uuid.uuid4().hex[:10]}"
+    config = fleet.write(
+        tmp_path / "retention.toml",
+        postgres_url,
+        s3_server.endpoint_url,
+        broker={"url": REDIS_URL, "queue": queue},
+    )
+    track_all(fleet, config)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.celery_app",
+            "worker",
+            "--queues",
+            queue,
+            "--concurrency",
+            "4",
+            "--hostname",
+            f"{queue}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "RETENTION_CONFIG": str(config)},
+        stdout=(tmp_path / "worker.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert run_cli("sweep", "--enqueue", config=config).code == 0
+        ledger = Ledger.open(postgres_url)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            rows = [ledger.get(p, j) for p, j in fleet.all_due()]
+            if all(r is not None and r.state == "deleted" for r in rows):
+                break
+            time.sleep(0.5)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"*{queue}*"):
+            client.delete(key)
+    assert_fleet_swept(fleet, s3)
