@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.scenario import DUE, Scenario, build, folder
-from tests.helpers import objects, run_cli
+from tests.helpers import config_data, objects, run_cli, write_config
 from worker.ledger import Ledger
 from worker.simulators.blobs import chunks_of
 from worker.simulators.daily import DailySimulator
+from worker.simulators.datocms import DatoCmsSimulator
 from worker.simulators.http import Request
 from worker.simulators.s3server import S3Server
 
@@ -77,8 +78,8 @@ def daily_job(path: str) -> str | None:
     return match.group(1) if match else None
 
 
-def converge(config: Path, ledger_url: str, scenario: Scenario, *, runs: int = 4) -> int:
-    """Run sweeps until every due job is deleted; return how many runs it took."""
+def converge(config: Path, ledger_url: str, provider: str, ids: list[str], *, runs: int = 4) -> int:
+    """Run sweeps until every job in ``ids`` is deleted; return how many runs it took."""
     ledger = Ledger.open(ledger_url)
     try:
         for run in range(1, runs + 1):
@@ -86,8 +87,7 @@ def converge(config: Path, ledger_url: str, scenario: Scenario, *, runs: int = 4
             result = run_cli("sweep", "--json", config=config)
             assert result.code in (0, 1), result.stderr
             states = {
-                label: getattr(ledger.get("daily", scenario.ids[label]), "state", None)
-                for label in DUE
+                job_id: getattr(ledger.get(provider, job_id), "state", None) for job_id in ids
             }
             if all(state == "deleted" for state in states.values()):
                 return run
@@ -140,8 +140,65 @@ def test_a_sweep_killed_at_a_step_boundary_converges_without_an_unverified_delet
     # when: a sweep is killed at the boundary, then sweeps run again
     killed = run_cli("sweep", config=config, module="tests.e2e.crashing", before=(point,))
     assert killed.code == -9, (point, killed.stdout[-2000:], killed.stderr[-2000:])
-    runs = converge(config, sqlite_url, scenario)
+    runs = converge(config, sqlite_url, "daily", [scenario.ids[label] for label in DUE])
 
     # then: everything due is archived, verified and deleted; nothing was deleted early
     assert_converged(scenario, s3, guard)
     assert runs <= 2, f"{point} took {runs} runs"
+
+
+def dato_job(path: str) -> str | None:
+    match = re.fullmatch(r"/uploads/([^/]+)/tracks/([^/]+)", path)
+    return f"{match.group(1)}/{match.group(2)}" if match else None
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_while_polling_a_datocms_delete_resumes_without_a_second_delete(
+    bucket: str, s3: S3Client, s3_server: S3Server, sqlite_url: str, tmp_path: Path
+) -> None:
+    # given: tracks of a listed upload, and a guard on every DELETE
+    sim = DatoCmsSimulator("dato-crash-token-11aa", pending_polls=1)
+    sim.start()
+    upload = sim.add_upload()
+    ids = [sim.add_track(upload, status) for status in ("ready", "errored", "ready")]
+    guard = DeleteGuard(s3, bucket, "dato", dato_job)
+    sim.on_request = guard
+    config = write_config(
+        tmp_path / "retention.toml",
+        config_data(
+            bucket=bucket,
+            endpoint_url=s3_server.endpoint_url,
+            ledger_url=sqlite_url,
+            providers={
+                "dato": {
+                    "type": "datocms",
+                    "base_url": sim.base_url,
+                    "api_token": sim.api_token,
+                    "upload_ids": [upload],
+                    "concurrency": 1,
+                }
+            },
+            worker=FAST_LEASES,
+        ),
+    )
+    try:
+        # when: the sweep dies right before its first poll, then sweeps run again
+        killed = run_cli(
+            "sweep", config=config, module="tests.e2e.crashing", before=("while_polling",)
+        )
+        assert killed.code == -9, killed.stderr[-2000:]
+        ledger = Ledger.open(sqlite_url)
+        pending = [
+            job_id for job_id in ids if (row := ledger.get("dato", job_id)) and row.delete_handle
+        ]
+        ledger.close()
+        assert pending, "the kill came after a delete was accepted and its handle stored"
+        converge(config, sqlite_url, "dato", ids)
+    finally:
+        sim.stop()
+
+    # then: each track was deleted by one request, never before its manifest
+    assert guard.violations == []
+    assert guard.checked == len(ids)
+    assert [sim.deletes_of(job_id) for job_id in ids] == [1, 1, 1]
+    assert sorted(sim.deleted) == sorted(ids)
