@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 
+from tests.e2e.fleet import build, start_sims
 from tests.helpers import (
     PG_URL,
     config_data,
@@ -23,6 +24,7 @@ from tests.helpers import (
     run_cli,
     write_config,
 )
+from worker.settings import load_settings
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server
 
@@ -106,3 +108,75 @@ def test_no_secret_reaches_any_output_at_debug_level(
         for secret in secrets:
             assert secret not in text, f"a secret reached the {where}"
         assert "X-Amz-Signature=" not in text.replace("X-Amz-Signature=[redacted]", "")
+
+
+def test_no_credential_of_any_provider_reaches_any_output_at_debug_level(
+    s3: S3Client,
+    bucket: str,
+    custom_bucket: str,
+    s3_server: S3Server,
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    # given: all five providers, with every credential and signed link they use
+    sims = start_sims(s3, custom_bucket)
+    try:
+        fleet = build(sims, bucket)
+        db_password = f"pg-pass-{uuid.uuid4().hex}"
+        ledger_url = postgres_url.replace("postgres@", f"postgres:{db_password}@", 1)
+        config = fleet.write(tmp_path / "retention.toml", ledger_url, s3_server.endpoint_url)
+        settings = load_settings(config)
+        env = {"RETENTION_LOG_LEVEL": "DEBUG"}
+        for provider, ids in fleet.tracked.items():
+            assert run_cli("track", provider, *ids, config=config, env=env).code == 0
+        # and a fault on each provider, so error paths run too
+        fleet.loom.inject(path="/details$", status=500, body={"msg": "ERROR: boom"})
+        fleet.unsiloed.inject(path="/jobs/", status=503, body={"detail": "down"})
+        fleet.dato.inject(path="/tracks$", status=503, body={"data": []})
+        fleet.mpc_token.inject(path="/transcodings", status=429, body={"error_code": "APIGW.0308"})
+
+        # when: every command runs at DEBUG
+        runs = [
+            run_cli(*args, config=config, env=env, timeout=300)
+            for args in (
+                ("sweep", "--dry-run"),
+                ("sweep", "--json"),
+                ("sweep", "--json"),
+                ("status",),
+            )
+        ]
+    finally:
+        sims.stop()
+
+    # then: the work was done
+    assert sum(fleet.deletes_of(p, j) for p, j in fleet.all_due()) >= 8
+    output = "\n".join(r.stdout + r.stderr for r in runs)
+    assert "Signature=" in output or "[redacted]" in output
+    # and no credential, password or link signature is in any output, the ledger or the
+    # bucket (except result.json, which Unsiloed's issue asks to keep byte for byte)
+    secrets = [
+        *settings.secret_values(),
+        db_password,
+        *fleet.daily.issued_signatures,
+        *fleet.loom.issued_signatures,
+        *fleet.unsiloed.issued_signatures,
+        *fleet.mpc_ak.seen_signatures,
+    ]
+    assert len(secrets) > 12
+    stored = "".join(
+        body.decode(errors="replace")
+        for key, body in objects(s3, bucket).items()
+        if not key.endswith("/result.json")
+    )
+    engine = sa.create_engine(PG_URL)
+    schema = postgres_url.split("%3D", 1)[1]
+    with engine.connect() as conn:
+        rows = [
+            str(r)
+            for table in ("jobs", "audit_events", "archive_files")
+            for r in conn.execute(sa.text(f'SELECT * FROM "{schema}".{table}'))
+        ]
+    engine.dispose()
+    for where, text in (("output", output), ("bucket", stored), ("ledger", "\n".join(rows))):
+        for secret in secrets:
+            assert secret not in text, f"a secret reached the {where}"
