@@ -615,13 +615,16 @@ class Ledger:
             for item in listed:
                 row = existing.get(item.job_id)
                 terminal = is_terminal(item.phase)
+                # A status word we do not know is not a fresh read we can use: the job stays
+                # stale, so the sweep reads it itself and records why it is left alone.
+                checked = None if item.phase == Phase.UNKNOWN else now
                 if row is None:
                     new_rows.append(
                         _new_job(provider, item.job_id, now)
                         | {
                             "provider_status": item.status[:64],
                             "phase": item.phase,
-                            "last_checked_at": now,
+                            "last_checked_at": checked,
                             "terminal_at": now if terminal else None,
                         }
                     )
@@ -631,9 +634,10 @@ class Ledger:
                 values: dict[str, Any] = {
                     "provider_status": item.status[:64],
                     "phase": item.phase,
-                    "last_checked_at": now,
                     "updated_at": now,
                 }
+                if checked is not None:
+                    values["last_checked_at"] = checked
                 if terminal and row.terminal_at is None:
                     values["terminal_at"] = now
                 elif not terminal:

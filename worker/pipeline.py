@@ -1027,7 +1027,7 @@ def _real_sweep(
     def fold(page: list[Any]) -> None:
         report.new += rt.ledger.record_listing(provider.name, page, rt.clock())
         # Listed as running: its status is fresh and it is not dispatched, but it was looked at.
-        report.counts[Outcome.NOT_TERMINAL] += sum(not is_terminal(i.phase) for i in page)
+        report.counts[Outcome.NOT_TERMINAL] += sum(i.phase == Phase.RUNNING for i in page)
 
     _discover(rt, provider, report, fold)
     if report.listed:
@@ -1083,7 +1083,7 @@ def _dry_sweep(
         for item in page:
             seen.add(item.job_id)
             row = rt.ledger.get(provider.name, item.job_id)
-            if not is_terminal(item.phase) and (row is None or row.state == JobState.PENDING):
+            if item.phase == Phase.RUNNING and (row is None or row.state == JobState.PENDING):
                 held = row is not None and row.held
                 done(
                     JobResult(
