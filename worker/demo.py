@@ -1,9 +1,9 @@
 """`retention demo`: the real pipeline against simulated providers and a local S3 server.
 
-Two simulated Daily accounts, jobs in every state spread over several list pages, one
-output in the user's own bucket and one job under a legal hold. The demo runs a dry run,
-a real sweep and a second sweep, then shows what was archived where and what was deleted.
-Nothing leaves 127.0.0.1.
+All five providers (Daily twice, with two retention periods), jobs in every state, outputs
+in the user's own bucket, one job under a legal hold. The demo runs a dry run, a real sweep
+and a second sweep, then shows what was archived where and what was deleted. Nothing leaves
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -14,17 +14,29 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from worker.simulators.blobs import Blob, Content, chunks_of
 from worker.simulators.daily import DailySimulator
+from worker.simulators.datocms import DatoCmsSimulator
+from worker.simulators.huawei_mpc import HuaweiMpcSimulator
+from worker.simulators.loom import LoomSimulator
 from worker.simulators.s3server import LOCAL_CREDENTIALS, start_s3_server
+from worker.simulators.unsiloed import UnsiloedSimulator
+
+if TYPE_CHECKING:
+    from worker.pipeline import JobResult
 
 ARCHIVE_BUCKET = "acme-vendor-archive"
 CUSTOM_BUCKET = "acme-daily-outputs"
+OBS_BUCKET = "acme-mpc-outputs"
+MPC_PROJECT = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+LAST_MONTH = datetime.now(UTC) - timedelta(days=30)
 
 TRANSCRIPT_JSON = json.dumps(
     {
@@ -39,7 +51,7 @@ TRANSCRIPT_JSON = json.dumps(
                     ]
                 }
             ]
-        },
+        }
     },
     indent=2,
 ).encode()
@@ -48,58 +60,210 @@ TRANSCRIPT_VTT = b"WEBVTT\n\n00:00.000 --> 00:03.200\nThanks for joining.\n"
 SUMMARY_TXT = b"The team agreed to keep vendor copies for no more than seven days.\n"
 
 
+@dataclass
+class Account:
+    """One simulated provider account and the jobs the demo gave it."""
+
+    name: str
+    sim: Any
+    # job id -> (status at the provider, what the job shows)
+    jobs: dict[str, tuple[str, str]] = field(default_factory=dict)
+    tracked: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, job_id: str, status: str, label: str, *, track: bool = False) -> str:
+        self.jobs[job_id] = (status, label)
+        if track:
+            self.tracked.append(job_id)
+        return job_id
+
+    def deletes(self, job_id: str) -> int:
+        count: int = self.sim.deletes_of(job_id)
+        return count
+
+
+def _accounts(write: Callable[[str, str, Content], None]) -> list[Account]:
+    """Start a simulator per account and give each jobs in every state."""
+    daily = Account("daily", DailySimulator("demo-key-acme", domain="acme", bucket_writer=write))
+    daily_eu = Account(
+        "daily_eu", DailySimulator("demo-key-acme-eu", domain="acme-eu", bucket_writer=write)
+    )
+    loom = Account("loom", LoomSimulator("demo-loom-key", "demo-loom-secret"))
+    mpc = Account(
+        "mpc",
+        HuaweiMpcSimulator(
+            MPC_PROJECT,
+            access_key="DEMOAKDEMOAKDEMOAK01",
+            secret_key="demo-secret-key-for-sdk-hmac-sha256",
+            output_bucket=OBS_BUCKET,
+            bucket_writer=write,
+        ),
+    )
+    unsiloed = Account("unsiloed", UnsiloedSimulator("demo-unsiloed-key"))
+    dato = Account("dato", DatoCmsSimulator("demo-dato-token", pending_polls=1))
+    accounts = [daily, daily_eu, loom, mpc, unsiloed, dato]
+    for account in accounts:
+        account.sim.start()
+
+    s: Any = daily.sim
+    daily.add(
+        s.add_job(
+            transcription=[("json", TRANSCRIPT_JSON), ("txt", TRANSCRIPT_TXT)],
+            summary=("txt", SUMMARY_TXT),
+        ),
+        "finished",
+        "transcript + summary",
+    )
+    daily.add(
+        s.add_job(
+            transcription=[("json", Blob(12 * 1024 * 1024, seed=7)), ("vtt", TRANSCRIPT_VTT)]
+        ),
+        "finished",
+        "12 MiB transcript (multipart upload)",
+    )
+    daily.add(
+        s.add_job(
+            transcription=[("txt", TRANSCRIPT_TXT)],
+            summary=("txt", SUMMARY_TXT),
+            bucket=CUSTOM_BUCKET,
+        ),
+        "finished",
+        "outputs in your own bucket",
+    )
+    daily.add(
+        s.add_job("error", error="Error: Failed to transcribe. May be invalid audio"),
+        "error",
+        "nothing produced",
+    )
+    daily.add(s.add_job(transcription=[("txt", TRANSCRIPT_TXT)]), "finished", "under legal hold")
+    daily.add(s.add_job("processing"), "processing", "still running")
+    daily.add(s.add_job("submitted"), "submitted", "queued")
+    daily.add(s.add_job("paused"), "paused", "a status no one documented")
+    daily.config = {"retain_days": 0, "page_size": 3, "custom_buckets": [CUSTOM_BUCKET]}
+    daily_eu.add(
+        daily_eu.sim.add_job(transcription=[("txt", TRANSCRIPT_TXT)]),
+        "finished",
+        "3-day retention: not due yet",
+    )
+    daily_eu.config = {"retain_days": 3}
+
+    s = loom.sim
+    loom.add(
+        s.add_job(
+            "completed",
+            inputs=[
+                ("consult.mp3", "audio", Blob(256 * 1024, seed=3)),
+                ("referral.pdf", "attachment", b"%PDF-1.7 referral"),
+            ],
+            transcripts=[("General Transcription.txt", TRANSCRIPT_TXT)],
+            processed=[("merged.mp3", Blob(64 * 1024, seed=4))],
+            extracted_fields=b'{"claim_number": "C-1042"}',
+        ),
+        "completed",
+        "audio, document, transcript, fields",
+        track=True,
+    )
+    loom.add(
+        s.add_job("in_progress", inputs=[("later.mp3", "audio", b"ID3...")]),
+        "in progress",
+        "still transcribing",
+        track=True,
+    )
+    loom.config = {"retain_days": 0}
+
+    s = mpc.sim
+    mpc.add(
+        s.add_task("SUCCEEDED", end_time=LAST_MONTH, outputs=[("talk_720p.mp4", b"mp4")]),
+        "SUCCEEDED",
+        "record only: outputs are already in your OBS bucket",
+    )
+    mpc.add(s.add_task("TRANSCODING"), "TRANSCODING", "still transcoding")
+    mpc.config = {"retain_days": 7}
+
+    s = unsiloed.sim
+    unsiloed.add(
+        s.add_job(
+            "completed",
+            result={"invoice_number": {"value": "INV-001", "score": 0.98}},
+            document=b"%PDF-1.4 invoice",
+            file_name="invoice.pdf",
+            updated_at=LAST_MONTH,
+        ),
+        "completed",
+        "result.json + source document",
+        track=True,
+    )
+    unsiloed.add(
+        s.add_job("review", result={"total": {"value": "12.00", "score": 0.41}}),
+        "review",
+        "awaiting human review",
+        track=True,
+    )
+    unsiloed.config = {"retain_days": 7}
+
+    s = dato.sim
+    upload = s.add_upload()
+    dato.add(s.add_track(upload, "ready"), "ready", "subtitles (delete is asynchronous)")
+    dato.add(s.add_track(upload, "preparing"), "preparing", "still preparing")
+    dato.add(s.add_track(s.add_upload(), "ready"), "ready", "not listed, not tracked")
+    dato.config = {"retain_days": 0, "upload_ids": [upload]}
+    return accounts
+
+
+def _provider_table(account: Account) -> dict[str, Any]:
+    sim = account.sim
+    if isinstance(sim, DailySimulator):
+        return {"type": "daily", "base_url": sim.base_url, "api_key": sim.api_key}
+    if isinstance(sim, LoomSimulator):
+        return {"type": "loom", "base_url": sim.base_url, "key": sim.key, "secret": sim.secret}
+    if isinstance(sim, HuaweiMpcSimulator):
+        return {
+            "type": "huawei_mpc",
+            "base_url": sim.base_url,
+            "project_id": MPC_PROJECT,
+            "access_key": "DEMOAKDEMOAKDEMOAK01",
+            "secret_key": "demo-secret-key-for-sdk-hmac-sha256",
+        }
+    if isinstance(sim, UnsiloedSimulator):
+        return {"type": "unsiloed", "base_url": sim.base_url, "api_key": sim.api_key}
+    assert isinstance(sim, DatoCmsSimulator)
+    return {"type": "datocms", "base_url": sim.base_url, "api_token": sim.api_token}
+
+
+def _toml_value(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
+def _write_config(path: Path, endpoint: str, workdir: Path, accounts: list[Account]) -> None:
+    lines = [
+        "[archive]",
+        f'bucket = "{ARCHIVE_BUCKET}"',
+        'prefix = "archive/"',
+        f'endpoint_url = "{endpoint}"',
+        'region = "us-east-1"',
+        "",
+        "[ledger]",
+        f'url = "sqlite:///{workdir}/retention.db"',
+        "",
+        "[defaults]",
+        "retain_days = 7",
+        "max_deletes_per_sweep = 100",
+        "",
+        "[downloads]",
+        "allow_private_networks = true   # the simulators serve downloads on 127.0.0.1",
+        "",
+    ]
+    for account in accounts:
+        lines.append(f"[providers.{account.name}]")
+        table = {**_provider_table(account), **account.config}
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
+        lines.append("")
+    path.write_text("\n".join(lines))
+
+
 def _section(title: str) -> None:
     click.echo("")
     click.echo(f"== {title}")
-
-
-def _populate(daily: DailySimulator, daily_eu: DailySimulator) -> dict[str, str]:
-    """Jobs in every state; returns a label for each job id, for the narrative."""
-    labels: dict[str, str] = {}
-
-    def add(label: str, sim: DailySimulator, status: str, **kw: Any) -> str:
-        job_id = sim.add_job(status, **kw)
-        labels[job_id] = label
-        return job_id
-
-    add(
-        "finished, transcript + summary",
-        daily,
-        "finished",
-        transcription=[("json", TRANSCRIPT_JSON), ("txt", TRANSCRIPT_TXT)],
-        summary=("txt", SUMMARY_TXT),
-    )
-    add(
-        "finished, 12 MiB transcript (multipart upload)",
-        daily,
-        "finished",
-        transcription=[("json", Blob(12 * 1024 * 1024, seed=7)), ("vtt", TRANSCRIPT_VTT)],
-    )
-    add(
-        "finished, outputs in your own bucket",
-        daily,
-        "finished",
-        transcription=[("txt", TRANSCRIPT_TXT)],
-        summary=("txt", SUMMARY_TXT),
-        bucket=CUSTOM_BUCKET,
-    )
-    add(
-        "error, nothing produced",
-        daily,
-        "error",
-        error="Error: Failed to transcribe. May be invalid audio or silent file",
-    )
-    add("finished, under legal hold", daily, "finished", transcription=[("txt", TRANSCRIPT_TXT)])
-    add("processing", daily, "processing")
-    add("submitted", daily, "submitted")
-    add("unknown status 'paused'", daily, "paused")
-    add(
-        "finished (EU account, 3-day retention)",
-        daily_eu,
-        "finished",
-        transcription=[("txt", TRANSCRIPT_TXT)],
-    )
-    return labels
 
 
 def run_demo(*, keep: bool = False) -> None:
@@ -107,7 +271,7 @@ def run_demo(*, keep: bool = False) -> None:
 
     from worker.bootstrap import build_runtime
     from worker.logging import configure_logging
-    from worker.pipeline import JobResult, Outcome, sweep_provider
+    from worker.pipeline import Outcome, sweep_provider
     from worker.settings import load_settings
 
     workdir = Path(tempfile.mkdtemp(prefix="retention-demo-"))
@@ -115,77 +279,49 @@ def run_demo(*, keep: bool = False) -> None:
     log_file = (workdir / "worker.log").open("w")
     configure_logging(level=logging.INFO, json=True, stream=log_file)
     click.echo(
-        "retention-worker demo: simulated Daily accounts, a local S3 server, the real pipeline."
+        "retention-worker demo: five simulated providers, a local S3 server, the real pipeline."
     )
     click.echo(f"working folder: {workdir}")
 
     s3 = start_s3_server()
-    sims: list[DailySimulator] = []
+    accounts: list[Account] = []
     try:
         client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1")
-        for bucket in (ARCHIVE_BUCKET, CUSTOM_BUCKET):
+        for bucket in (ARCHIVE_BUCKET, CUSTOM_BUCKET, OBS_BUCKET):
             client.create_bucket(Bucket=bucket)
 
         def write(bucket: str, key: str, content: Content) -> None:
             client.put_object(Bucket=bucket, Key=key, Body=b"".join(chunks_of(content)))
 
-        daily = DailySimulator("demo-key-acme", domain="acme", bucket_writer=write)
-        daily_eu = DailySimulator("demo-key-acme-eu", domain="acme-eu", bucket_writer=write)
-        sims = [daily, daily_eu]
-        for sim in sims:
-            sim.start()
-        labels = _populate(daily, daily_eu)
-        held_id = next(j for j, label in labels.items() if "legal hold" in label)
-
+        accounts = _accounts(write)
+        by_name = {a.name: a for a in accounts}
         config = workdir / "retention.toml"
-        config.write_text(f"""\
-[archive]
-bucket = "{ARCHIVE_BUCKET}"
-prefix = "archive/"
-endpoint_url = "{s3.endpoint_url}"
-region = "us-east-1"
-
-[ledger]
-url = "sqlite:///{workdir}/retention.db"
-
-[defaults]
-retain_days = 7
-max_deletes_per_sweep = 100
-
-[downloads]
-allow_private_networks = true   # the simulators serve downloads on 127.0.0.1
-
-[providers.daily]
-type = "daily"
-base_url = "{daily.base_url}"
-api_key = "${{DEMO_DAILY_KEY}}"
-retain_days = 0                 # due as soon as it is terminal
-page_size = 3                   # so the listing spans several pages
-custom_buckets = ["{CUSTOM_BUCKET}"]
-
-[providers.daily_eu]
-type = "daily"
-base_url = "{daily_eu.base_url}"
-api_key = "${{DEMO_DAILY_EU_KEY}}"
-retain_days = 3
-""")
-        os.environ["DEMO_DAILY_KEY"] = daily.api_key
-        os.environ["DEMO_DAILY_EU_KEY"] = daily_eu.api_key
+        _write_config(config, s3.endpoint_url, workdir, accounts)
         settings = load_settings(config)
 
         _section("Jobs at the simulated providers")
-        for sim, name in ((daily, "daily"), (daily_eu, "daily_eu")):
-            for job in sim.jobs.values():
-                click.echo(f"  {name:9} {job.id}  {job.status:10} {labels[job.id]}")
+        for account in accounts:
+            for job_id, (status, label) in account.jobs.items():
+                click.echo(f"  {account.name:9} {job_id[:36]:36}  {status:12} {label}")
 
-        _section(f"retention hold daily {held_id}")
+        held_id = next(j for j, (_s, label) in by_name["daily"].jobs.items() if "hold" in label)
         rt = build_runtime(settings)
+        _section("retention track / retention hold")
+        for account in accounts:
+            if account.tracked:
+                rt.ledger.track(account.name, account.tracked, now=rt.clock())
+                click.echo(
+                    f"  tracking {len(account.tracked)} {account.name} job(s): "
+                    "no list endpoint, so the worker is told which jobs to look after"
+                )
         rt.ledger.set_hold("daily", held_id, held=True, now=rt.clock(), reason="demo: case 42")
-        click.echo("  held before the worker has ever seen it")
+        click.echo(f"  daily {held_id} held before the worker has ever seen it")
         rt.close()
 
+        def label_of(result: JobResult) -> str:
+            return by_name[result.provider].jobs.get(result.job_id, ("", ""))[1]
+
         def printer(result: JobResult) -> None:
-            label = labels.get(result.job_id, "")
             text = result.outcome.value.replace("_", " ")
             if result.outcome == Outcome.DELETED:
                 text = f"archived {result.files} file(s), {result.bytes} bytes, then deleted"
@@ -194,15 +330,20 @@ retain_days = 3
             elif result.outcome == Outcome.WOULD_DELETE:
                 text = f"would archive {result.files} file(s), then delete"
             if result.error:
-                text += f" ({result.error})"
-            click.echo(f"  {result.provider:9} {result.job_id}  {text:48} [{label}]")
+                text += f" ({result.error.split('. ')[0]})"
+            click.echo(
+                f"  {result.provider:9} {result.job_id[:36]:36}  {text}  [{label_of(result)}]"
+            )
 
         _section("retention sweep --dry-run (changes nothing)")
         dry = build_runtime(settings, dry_run=True)
         for name in settings.providers:
             sweep_provider(dry, name, on_result=printer)
         dry.close()
-        click.echo(f"  deletes seen by the simulators so far: {len(daily.deleted)}")
+        click.echo(
+            "  deletes the providers received so far: "
+            f"{sum(a.deletes(j) for a in accounts for j in a.jobs)}"
+        )
 
         _section("retention sweep")
         rt = build_runtime(settings)
@@ -216,10 +357,20 @@ retain_days = 3
                 f"deferred {s['deferred']}, failed {s['failed']}, skipped {s['skipped']}"
             )
 
-        _section(f"What is in s3://{ARCHIVE_BUCKET}/archive/")
+        _section(f"What is in s3://{ARCHIVE_BUCKET}/archive/ (one folder per job)")
         listing = client.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix="archive/")
+        folders: dict[str, list[int]] = {}
         for obj in listing.get("Contents", []):
-            click.echo(f"  {obj['Size']:>10}  {obj['Key']}")
+            parts = obj["Key"].split("/")
+            provider = parts[1]
+            job_depth = 3 if provider != "dato" else 4  # DatoCMS ids are UPLOAD/TRACK
+            folder = "/".join(parts[:job_depth]) + "/"
+            folders.setdefault(folder, []).append(obj["Size"])
+        for folder, sizes in folders.items():
+            click.echo(
+                f"  {folder}  {len(sizes) - 2} file(s) + manifest.json + deletion.json, "
+                f"{sum(sizes)} bytes"
+            )
         manifests = [
             o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("manifest.json")
         ]
@@ -234,39 +385,38 @@ retain_days = 3
                 click.echo(f"    {f['key']}  {f['size']} bytes  sha256 {f['sha256'][:16]}...")
 
         _section("What was deleted")
-        click.echo(f"  at Daily (daily): {len(daily.deleted)} job(s): {', '.join(daily.deleted)}")
-        click.echo(f"  at Daily (daily_eu): {len(daily_eu.deleted)} job(s)")
+        for account in accounts:
+            gone = [j for j in account.jobs if account.deletes(j)]
+            kept = [label for j, (_s, label) in account.jobs.items() if not account.deletes(j)]
+            click.echo(
+                f"  {account.name}: {len(gone)} deleted; still there: "
+                + (", ".join(kept) or "nothing")
+            )
         left = client.list_objects_v2(Bucket=CUSTOM_BUCKET).get("KeyCount", 0)
         click.echo(f"  objects left in your own bucket {CUSTOM_BUCKET}: {left}")
-        click.echo(
-            "  still at Daily: "
-            + ", ".join(f"{labels[j.id]}" for sim in sims for j in sim.jobs.values())
-        )
 
         _section("retention sweep, again (nothing is archived or deleted twice)")
-        again = [sweep_provider(rt, name) for name in settings.providers]
-        for report in again:
-            s = report.summary()
-            click.echo(
-                f"  {report.provider}: archived {s['archived']}, deleted {s['deleted']}, "
-                f"skipped {s['skipped']}"
-            )
-        deletes = sum(len(sim.seen("DELETE")) for sim in sims)
-        click.echo(f"  DELETE requests the simulators received in total: {deletes}")
+        before = sum(a.deletes(j) for a in accounts for j in a.jobs)
+        for name in settings.providers:
+            s = sweep_provider(rt, name).summary()
+            click.echo(f"  {name}: archived {s['archived']}, deleted {s['deleted']}")
+        after = sum(a.deletes(j) for a in accounts for j in a.jobs)
+        click.echo(f"  delete requests the providers received: {before} before, {after} after")
 
         _section("retention status")
-        for status in rt.ledger.status(
+        for summary in rt.ledger.status(
             {n: settings.policy(n).retain_days for n in settings.providers}, now=rt.clock()
         ):
-            states = ", ".join(f"{k} {v}" for k, v in sorted(status.states.items()))
+            states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))
             click.echo(
-                f"  {status.provider}: {states}; held {status.held}; overdue {status.overdue_count}"
+                f"  {summary.provider}: {states}; held {summary.held}; "
+                f"overdue {summary.overdue_count}"
             )
         rt.close()
         click.echo(f"\nStructured logs of every step: {workdir / 'worker.log'}")
     finally:
-        for sim in sims:
-            sim.stop()
+        for account in accounts:
+            account.sim.stop()
         s3.stop()
         log_file.close()
         if not keep:
@@ -274,11 +424,11 @@ retain_days = 3
             click.echo("(working folder removed; run `retention demo --keep` to keep it)")
 
 
-def _quiet(printer: Callable[[Any], None]) -> Callable[[Any], None]:
+def _quiet(printer: Callable[[JobResult], None]) -> Callable[[JobResult], None]:
     """Print only the jobs a real sweep acted on or left for a reason worth saying."""
     from worker.pipeline import Outcome
 
-    def show(result: Any) -> None:
+    def show(result: JobResult) -> None:
         if result.outcome not in (Outcome.BUSY, Outcome.DONE):
             printer(result)
 

@@ -47,11 +47,13 @@ PAST_GATE_STATES = frozenset({JobState.DELETING, JobState.CLEANING})
 
 @dataclass(frozen=True, slots=True)
 class ListedJob:
-    """One entry of a provider's list endpoint."""
+    """One entry of a provider's list endpoint (or batch lookup)."""
 
     job_id: str
     status: str
     phase: Phase
+    # When the provider says the job finished, if the listing says (Huawei MPC's end_time).
+    finished_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

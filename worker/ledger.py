@@ -625,7 +625,10 @@ class Ledger:
                             "provider_status": item.status[:64],
                             "phase": item.phase,
                             "last_checked_at": checked,
-                            "terminal_at": now if terminal else None,
+                            "finished_at": item.finished_at if terminal else None,
+                            "terminal_at": terminal_since(item.finished_at, now)
+                            if terminal
+                            else None,
                         }
                     )
                     continue
@@ -638,9 +641,12 @@ class Ledger:
                 }
                 if checked is not None:
                     values["last_checked_at"] = checked
-                if terminal and row.terminal_at is None:
-                    values["terminal_at"] = now
-                elif not terminal:
+                if terminal:
+                    # The same rule as a fresh read: the provider's finish time if it gave
+                    # one, never later than our first sighting.
+                    values["terminal_at"] = terminal_since(item.finished_at, row.terminal_at or now)
+                    values["finished_at"] = item.finished_at
+                else:
                     values["terminal_at"] = None
                 conn.execute(jobs.update().where(c.id == row.id).values(**values))
             self._insert_missing(conn, new_rows)

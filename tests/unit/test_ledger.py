@@ -185,3 +185,25 @@ def test_a_claim_on_postgresql_skips_a_row_another_transaction_holds(postgres_ur
         assert time.monotonic() - started < 2
         other.rollback()
     assert ledger.claim("daily", "j", owner="w", ttl=TTL, now=NOW) is not None
+
+
+def test_a_listed_finish_time_starts_the_clock_but_never_later_than_our_sighting(
+    ledger_url: str,
+) -> None:
+    ledger = Ledger.open(ledger_url)
+    last_month = NOW - timedelta(days=30)
+    ledger.record_listing(
+        "mpc",
+        [
+            ListedJob("old", "SUCCEEDED", Phase.SUCCEEDED, finished_at=last_month),
+            ListedJob("ahead", "SUCCEEDED", Phase.SUCCEEDED, finished_at=NOW + timedelta(hours=2)),
+            ListedJob("plain", "SUCCEEDED", Phase.SUCCEEDED),
+        ],
+        NOW,
+    )
+    terminal = {
+        j: getattr(ledger.get("mpc", j), "terminal_at", None) for j in ("old", "ahead", "plain")
+    }
+    assert terminal == {"old": last_month, "ahead": NOW, "plain": NOW}
+    due = ledger.candidates("mpc", now=NOW, due_cutoff=NOW - timedelta(days=7), refreshed_since=NOW)
+    assert [c.job_id for c in due] == ["old"]

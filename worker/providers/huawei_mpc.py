@@ -208,7 +208,12 @@ class Task:
     record: dict[str, Any] = field(repr=False)
 
     def listed(self) -> ListedJob:
-        return ListedJob(job_id=self.task_id, status=self.status, phase=self.phase)
+        return ListedJob(
+            job_id=self.task_id,
+            status=self.status,
+            phase=self.phase,
+            finished_at=self.finished_at,
+        )
 
 
 def phase_of(status: object) -> Phase:
