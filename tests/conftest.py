@@ -8,16 +8,20 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
 import pytest
+import redis
 import sqlalchemy as sa
 
-from tests.helpers import PG_URL, write_to_bucket
+from tests.helpers import PG_URL, REDIS_URL, ROOT, write_to_bucket
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import LOCAL_CREDENTIALS, S3Server, start_s3_server
 
@@ -111,3 +115,68 @@ def later_sim(s3: S3Client) -> Iterator[DailySimulator]:
     sim.start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def celery_queue() -> Iterator[str]:
+    """A Celery queue of the test's own on the shared Redis, removed afterwards."""
+    name = f"retention-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"*{name}*"):
+        client.delete(key)
+    client.close()
+
+
+StartWorker = Callable[..., Path]
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
+    """Start real `celery worker` processes; each is stopped with SIGTERM at the end.
+
+    ``start_worker(config, queue, concurrency=2, loglevel="INFO")`` returns its log file.
+    """
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(config: Path, queue: str, *, concurrency: int = 2, loglevel: str = "INFO") -> Path:
+        log = tmp_path / f"worker-{len(processes)}.log"
+        processes.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "worker.celery_app",
+                    "worker",
+                    "--queues",
+                    queue,
+                    "--concurrency",
+                    str(concurrency),
+                    "--pool",
+                    "prefork",
+                    "--hostname",
+                    f"{queue}-{len(processes)}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--loglevel",
+                    loglevel,
+                ],
+                cwd=ROOT,
+                env={**os.environ, "RETENTION_CONFIG": str(config)},
+                stdout=log.open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+        return log
+
+    yield start
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

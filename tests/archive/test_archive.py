@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.archive.support import archive_for, chunked
 from tests.helpers import multipart_uploads
 from worker.archive import MAX_PARTS, Archive, MiB, _Expected, make_s3_client, part_size_for
 from worker.errors import ArchiveError, DownloadError, VerifyError
@@ -17,24 +18,6 @@ from worker.simulators.s3server import S3Server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-def archive_for(s3_server: S3Server, bucket: str, **options: object) -> Archive:
-    settings = ArchiveSettings.model_validate(
-        {
-            "bucket": bucket,
-            "endpoint_url": s3_server.endpoint_url,
-            "region": "us-east-1",
-            "part_size_mib": 5,
-            **options,
-        }
-    )
-    return Archive(make_s3_client(settings), settings)
-
-
-def chunked(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
-    for start in range(0, len(data), size):
-        yield data[start : start + size]
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from botocore.exceptions import ClientError
 
-from worker.archive import Archive, MiB, make_s3_client
+from tests.archive.support import archive_for, chunked
+from worker.archive import MiB
 from worker.errors import ArchiveError, VerifyError
 from worker.settings import ArchiveSettings
 from worker.simulators.blobs import Blob
@@ -19,24 +19,6 @@ from worker.simulators.s3server import S3Server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
-
-
-def archive_for(s3_server: S3Server, bucket: str, **options: Any) -> Archive:
-    settings = ArchiveSettings.model_validate(
-        {
-            "bucket": bucket,
-            "endpoint_url": s3_server.endpoint_url,
-            "region": "us-east-1",
-            "part_size_mib": 5,
-            **options,
-        }
-    )
-    return Archive(make_s3_client(settings), settings)
-
-
-def chunks(data: bytes) -> Iterator[bytes]:
-    for start in range(0, len(data), 256 * 1024):
-        yield data[start : start + 256 * 1024]
 
 
 @pytest.fixture
@@ -52,14 +34,14 @@ def test_the_same_bytes_at_a_taken_key_are_kept_and_different_bytes_refused(
 ) -> None:
     archive = archive_for(s3_server, bucket)
     data = Blob(size, seed=1).read()
-    first = archive.store_stream("k", chunks(data), size_hint=size)
+    first = archive.store_stream("k", chunked(data), size_hint=size)
 
-    again = archive.store_stream("k", chunks(data), size_hint=size)
+    again = archive.store_stream("k", chunked(data), size_hint=size)
 
     assert again.sha256 == first.sha256 == hashlib.sha256(data).hexdigest()
     other = Blob(size, seed=2).read()
     with pytest.raises(ArchiveError, match="already holds different content") as caught:
-        archive.store_stream("k", chunks(other), size_hint=size)
+        archive.store_stream("k", chunked(other), size_hint=size)
     assert caught.value.permanent
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == data
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
@@ -69,8 +51,8 @@ def test_an_earlier_copy_with_other_part_sizes_is_recognised_by_its_bytes(
     s3_server: S3Server, bucket: str
 ) -> None:
     data = Blob(13 * MiB, seed=5).read()
-    archive_for(s3_server, bucket, part_size_mib=5).store_stream("k", chunks(data))
-    stored = archive_for(s3_server, bucket, part_size_mib=6).store_stream("k", chunks(data))
+    archive_for(s3_server, bucket, part_size_mib=5).store_stream("k", chunked(data))
+    stored = archive_for(s3_server, bucket, part_size_mib=6).store_stream("k", chunked(data))
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
 
 
@@ -104,7 +86,7 @@ def test_object_lock_retention_is_on_every_archived_object(
     archive = archive_for(
         s3_server, locked_bucket, object_lock_mode="COMPLIANCE", object_lock_days=2
     )
-    stored = archive.store_stream("k", chunks(Blob(size).read()), size_hint=size)
+    stored = archive.store_stream("k", chunked(Blob(size).read()), size_hint=size)
     head = s3.head_object(Bucket=locked_bucket, Key="k")
     assert head["ObjectLockMode"] == "COMPLIANCE"
     until = head["ObjectLockRetainUntilDate"]
@@ -130,7 +112,7 @@ def test_sse_kms_objects_are_encrypted_and_verified_by_checksum(
 ) -> None:
     archive = archive_for(s3_server, bucket, sse_kms_key_id="alias/archive")
     for key, size in (("small", 100), ("large", 11 * MiB)):
-        archive.store_stream(key, chunks(Blob(size).read()), size_hint=size)
+        archive.store_stream(key, chunked(Blob(size).read()), size_hint=size)
         head = s3.head_object(Bucket=bucket, Key=key)
         assert head["ServerSideEncryption"] == "aws:kms"
         assert head["SSEKMSKeyId"] == "alias/archive"
@@ -157,7 +139,7 @@ def test_every_request_to_the_archive_bucket_names_its_expected_owner(
 
     archive.client.meta.events.register("before-send.s3", record)
     archive.store_stream("small", iter([b"x"]))
-    archive.store_stream("large", chunks(Blob(11 * MiB).read()), size_hint=11 * MiB)
+    archive.store_stream("large", chunked(Blob(11 * MiB).read()), size_hint=11 * MiB)
     archive.put_json("m.json", {"a": 1})
     archive.get_json("m.json")
     s3.put_object(Bucket=custom_bucket, Key="src", Body=b"from your bucket")

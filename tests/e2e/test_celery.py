@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import redis
 
+from tests.conftest import StartWorker
 from tests.e2e.scenario import DUE, Scenario, assert_swept, build
-from tests.helpers import REDIS_URL, ROOT, run_cli
+from tests.helpers import REDIS_URL, run_cli
 from worker.ledger import Ledger
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server
@@ -26,62 +21,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-@pytest.fixture
-def queue() -> Iterator[str]:
-    name = f"retention-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"*{name}*"):
-        client.delete(key)
-
-
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[[Path, str], Path]]:
-    processes: list[subprocess.Popen[bytes]] = []
-
-    def start(config: Path, queue: str) -> Path:
-        log = tmp_path / f"worker-{len(processes)}.log"
-        env = {**os.environ, "RETENTION_CONFIG": str(config)}
-        processes.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "worker.celery_app",
-                    "worker",
-                    "--queues",
-                    queue,
-                    "--concurrency",
-                    "2",
-                    "--pool",
-                    "prefork",
-                    "--hostname",
-                    f"{queue}-{len(processes)}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                    "--loglevel",
-                    "INFO",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=log.open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-        )
-        return log
-
-    yield start
-    for process in processes:
-        process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
@@ -102,18 +41,18 @@ def test_a_celery_worker_sweeps_what_the_cli_enqueued(
     s3_server: S3Server,
     ledger_url: str,
     tmp_path: Path,
-    queue: str,
-    start_worker: Callable[[Path, str], Path],
+    celery_queue: str,
+    start_worker: StartWorker,
 ) -> None:
     scenario: Scenario = build(daily_sim, later_sim, bucket, custom_bucket)
     config = scenario.write(
         tmp_path / "retention.toml",
         ledger_url,
         s3_server.endpoint_url,
-        broker={"url": REDIS_URL, "queue": queue},
+        broker={"url": REDIS_URL, "queue": celery_queue},
     )
     assert run_cli("hold", "daily", scenario.ids["held"], config=config).code == 0
-    log = start_worker(config, queue)
+    log = start_worker(config, celery_queue)
 
     enqueued = run_cli("sweep", "--enqueue", "--json", config=config)
 

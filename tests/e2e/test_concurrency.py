@@ -4,23 +4,17 @@ across every process."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import redis
 
+from tests.conftest import StartWorker
 from tests.e2e.test_crashes import DeleteGuard, daily_job
-from tests.helpers import REDIS_URL, ROOT, config_data, daily_provider, run_cli, write_config
+from tests.helpers import REDIS_URL, config_data, daily_provider, run_cli, write_config
 from worker.ledger import Ledger
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server
@@ -32,15 +26,6 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 JOBS = 24
 RATE = 8  # requests per second to the provider's API
-
-
-@pytest.fixture
-def queue() -> Iterator[str]:
-    name = f"retention-test-{uuid.uuid4().hex[:10]}"
-    yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    for key in client.scan_iter(f"*{name}*"):
-        client.delete(key)
 
 
 def busiest_second(times: list[float]) -> int:
@@ -61,7 +46,8 @@ def test_workers_and_overlapping_sweeps_delete_each_job_once_within_the_rate_lim
     s3_server: S3Server,
     postgres_url: str,
     tmp_path: Path,
-    queue: str,
+    celery_queue: str,
+    start_worker: StartWorker,
 ) -> None:
     # given: many due jobs, two workers (four processes), a guard on every DELETE
     ids = [
@@ -75,62 +61,25 @@ def test_workers_and_overlapping_sweeps_delete_each_job_once_within_the_rate_lim
         endpoint_url=s3_server.endpoint_url,
         ledger_url=postgres_url,
         providers={"daily": daily_provider(daily_sim, rate_limit=f"{RATE}/second", page_size=10)},
-        broker={"url": REDIS_URL, "queue": queue},
+        broker={"url": REDIS_URL, "queue": celery_queue},
     )
     config = write_config(tmp_path / "retention.toml", data)
-    env = {**os.environ, "RETENTION_CONFIG": str(config)}
-    workers = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app",
-                "worker",
-                "--queues",
-                queue,
-                "--concurrency",
-                "2",
-                "--hostname",
-                f"{queue}-{n}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--loglevel",
-                "WARNING",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=(tmp_path / f"w{n}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        for n in range(2)
-    ]
-    try:
-        # when: two beat-triggered sweeps and a hand-run sweep, at once
-        for _ in range(2):  # what beat sends: retention.sweep for the provider
-            assert run_cli("sweep", "--enqueue", config=config).code == 0
-        manual: list[int] = []
-        thread = threading.Thread(
-            target=lambda: manual.append(run_cli("sweep", config=config).code)
-        )
-        thread.start()
-        ledger = Ledger.open(postgres_url)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            states = [getattr(ledger.get("daily", job_id), "state", None) for job_id in ids]
-            if all(state == "deleted" for state in states):
-                break
-            time.sleep(0.5)
-        thread.join(timeout=120)
-    finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+    for _ in range(2):
+        start_worker(config, celery_queue, loglevel="WARNING")
+    # when: two beat-triggered sweeps and a hand-run sweep, at once
+    for _ in range(2):  # what beat sends: retention.sweep for the provider
+        assert run_cli("sweep", "--enqueue", config=config).code == 0
+    manual: list[int] = []
+    thread = threading.Thread(target=lambda: manual.append(run_cli("sweep", config=config).code))
+    thread.start()
+    ledger = Ledger.open(postgres_url)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        states = [getattr(ledger.get("daily", job_id), "state", None) for job_id in ids]
+        if all(state == "deleted" for state in states):
+            break
+        time.sleep(0.5)
+    thread.join(timeout=120)
 
     # then: every job deleted exactly once, never before its archive was complete
     assert all(state == "deleted" for state in states), states

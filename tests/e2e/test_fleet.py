@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-import redis
 
+from tests.conftest import StartWorker
 from tests.e2e.fleet import Fleet, Sims, assert_fleet_swept, build, start_sims
-from tests.helpers import REDIS_URL, ROOT, run_cli
+from tests.helpers import REDIS_URL, run_cli
 from worker.ledger import Ledger
 from worker.simulators.s3server import S3Server
 
@@ -93,53 +88,28 @@ def test_a_cli_sweep_handles_every_provider_in_one_configuration(
 @pytest.mark.redis
 @pytest.mark.slow
 def test_celery_workers_handle_every_provider_after_an_enqueue(
-    fleet: Fleet, s3: S3Client, s3_server: S3Server, postgres_url: str, tmp_path: Path
+    fleet: Fleet,
+    s3: S3Client,
+    s3_server: S3Server,
+    postgres_url: str,
+    tmp_path: Path,
+    celery_queue: str,
+    start_worker: StartWorker,
 ) -> None:
-    queue = f"retention-test-{uuid.uuid4().hex[:10]}"
     config = fleet.write(
         tmp_path / "retention.toml",
         postgres_url,
         s3_server.endpoint_url,
-        broker={"url": REDIS_URL, "queue": queue},
+        broker={"url": REDIS_URL, "queue": celery_queue},
     )
     track_all(fleet, config)
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.celery_app",
-            "worker",
-            "--queues",
-            queue,
-            "--concurrency",
-            "4",
-            "--hostname",
-            f"{queue}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "WARNING",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "RETENTION_CONFIG": str(config)},
-        stdout=(tmp_path / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert run_cli("sweep", "--enqueue", config=config).code == 0
-        ledger = Ledger.open(postgres_url)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            rows = [ledger.get(p, j) for p, j in fleet.all_due()]
-            if all(r is not None and r.state == "deleted" for r in rows):
-                break
-            time.sleep(0.5)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter(f"*{queue}*"):
-            client.delete(key)
+    start_worker(config, celery_queue, concurrency=4, loglevel="WARNING")
+    assert run_cli("sweep", "--enqueue", config=config).code == 0
+    ledger = Ledger.open(postgres_url)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        rows = [ledger.get(p, j) for p, j in fleet.all_due()]
+        if all(r is not None and r.state == "deleted" for r in rows):
+            break
+        time.sleep(0.5)
     assert_fleet_swept(fleet, s3)

@@ -23,18 +23,16 @@ credentials; the request log records whether a download carried any.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import itertools
-import secrets
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from worker.simulators.blobs import Content, chunks_of, size_of
+from worker.simulators.blobs import Content
+from worker.simulators.files import SignedFiles
 from worker.simulators.http import Request, Response, SimServer, route
 
 # Writes a custom-bucket object: (bucket, key, content).
@@ -84,16 +82,13 @@ class DailySimulator(SimServer):
         self.domain = domain
         self.daily_bucket = daily_bucket
         self.region = region
-        self.link_ttl = link_ttl
         self.bucket_writer = bucket_writer
         self.links_for_custom_buckets = links_for_custom_buckets
         self.jobs: dict[str, SimJob] = {}
         self.deleted: list[str] = []
-        self._blobs: dict[str, Content] = {}  # Daily-bucket key -> content
         self._seq = itertools.count()
-        self._signing_key = secrets.token_bytes(32)
-        # Every signature handed out, so tests can check none of them reaches a log.
-        self.issued_signatures: list[str] = []
+        # Files in Daily's bucket, behind signed links.
+        self.files = SignedFiles(lambda: self.origin, ttl=link_ttl)
         self._state = threading.RLock()
 
     @property
@@ -144,7 +139,7 @@ class DailySimulator(SimServer):
             self.jobs[job_id] = job
             for out in outputs:
                 if out.bucket == self.daily_bucket:
-                    self._blobs[out.key] = out.content
+                    self.files.put(out.key, out.content)
                 elif self.bucket_writer is not None:
                     self.bucket_writer(out.bucket, out.key, out.content)
         return job_id
@@ -261,7 +256,7 @@ class DailySimulator(SimServer):
             for out in job.outputs:
                 if out.bucket != self.daily_bucket and not self.links_for_custom_buckets:
                     continue
-                entry = {"format": out.format, "link": self._sign(out.key)}
+                entry = {"format": out.format, "link": self.files.sign(out.key)}
                 if out.section == "transcription":
                     body.setdefault("transcription", []).append(entry)
                 else:
@@ -278,53 +273,16 @@ class DailySimulator(SimServer):
                 return _daily_error("not-found", "job not found", 404)
             for out in job.outputs:
                 if out.bucket == self.daily_bucket:
-                    self._blobs.pop(out.key, None)
+                    self.files.drop(out.key)
             self.deleted.append(job.id)
             return Response.json(self._job_json(job))
 
     # -- downloads -------------------------------------------------------------------------
 
-    def _sign(self, key: str) -> str:
-        expires = int(time.time() + self.link_ttl)
-        token = secrets.token_urlsafe(8)
-        message = f"{key}\n{expires}\n{token}".encode()
-        signature = hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
-        with self._state:
-            self.issued_signatures.append(signature)
-        return (
-            f"{self.origin}/files/{key}?X-Amz-Expires={expires}&X-Amz-Nonce={token}"
-            f"&X-Amz-Signature={signature}"
-        )
+    @property
+    def issued_signatures(self) -> list[str]:
+        return self.files.issued_signatures
 
     @route("GET", "/files/(?P<key>.+)")
     def download(self, request: Request) -> Response:
-        key = request.params["key"]
-        expires = request.arg("X-Amz-Expires") or "0"
-        token = request.arg("X-Amz-Nonce") or ""
-        signature = request.arg("X-Amz-Signature") or ""
-        message = f"{key}\n{expires}\n{token}".encode()
-        expected = hmac.new(self._signing_key, message, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(signature, expected):
-            return Response(
-                403,
-                b"<Error><Code>SignatureDoesNotMatch</Code></Error>",
-                {"Content-Type": "application/xml"},
-            )
-        if not expires.isdigit() or int(expires) < time.time():
-            return Response(
-                403,
-                b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
-                {"Content-Type": "application/xml"},
-            )
-        with self._state:
-            content = self._blobs.get(key)
-        if content is None:
-            return Response(
-                404, b"<Error><Code>NoSuchKey</Code></Error>", {"Content-Type": "application/xml"}
-            )
-        return Response(
-            200,
-            chunks_of(content),
-            {"Content-Type": "application/octet-stream"},
-            length=size_of(content),
-        )
+        return self.files.serve(request, request.params["key"])

@@ -30,7 +30,6 @@ whose URL carried the key or secret are listed in ``urls_with_credentials``.
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 import itertools
 import json
@@ -43,7 +42,8 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote
 
-from worker.simulators.blobs import Content, chunks_of, size_of
+from worker.simulators.blobs import Content, size_of
+from worker.simulators.files import SignedFiles
 from worker.simulators.http import Request, Response, SimServer, route
 
 GONE_CODE = "ERR_C_TA_DJTA_001"
@@ -126,7 +126,8 @@ class LoomSimulator(SimServer):
         super().__init__(port=port)
         self.key = key
         self.secret = secret
-        self.link_ttl = link_ttl
+        # Every input and output, behind signed links.
+        self.files = SignedFiles(lambda: self.origin, ttl=link_ttl)
         self.latency = latency
         self.not_found_status = not_found_status
         self.failed_status = failed_status
@@ -135,11 +136,8 @@ class LoomSimulator(SimServer):
         self.time_format = time_format
         self.jobs: dict[str, SimJob] = {}
         self.deleted: list[str] = []
-        self.issued_signatures: list[str] = []
         self.urls_with_credentials: list[str] = []
-        self._blobs: dict[str, Content] = {}
         self._seq = itertools.count(1)
-        self._signing_key = secrets.token_bytes(32)
         self._state = threading.RLock()
 
     @property
@@ -201,7 +199,7 @@ class LoomSimulator(SimServer):
         with self._state:
             self.jobs[ref] = job
             for file in files:
-                self._blobs[file.path] = file.content
+                self.files.put(file.path, file.content)
         return ref
 
     def set_state(self, ref: str, state: str, *, msg: str | None = None) -> None:
@@ -257,7 +255,7 @@ class LoomSimulator(SimServer):
                     "file_size": size_of(file.content)
                     if isinstance(declared, _Default)
                     else declared,
-                    "download_url": self._sign(file.path),
+                    "download_url": self.files.sign(file.path),
                 }
             )
         output_files: dict[str, Any] | None = None
@@ -268,14 +266,16 @@ class LoomSimulator(SimServer):
                     {
                         "filename": f.filename,
                         "file_subtype": f.file_subtype,
-                        "download_url": self._sign(f.path),
+                        "download_url": self.files.sign(f.path),
                         **({"language_code": "en"} if section == "transcripts" else {}),
                     }
                     for f in job.in_section(section)
                 ]
                 for section in ("transcripts", "processed_input_media")
             }
-            output_files["extracted_fields_url"] = self._sign(fields[0].path) if fields else None
+            output_files["extracted_fields_url"] = (
+                self.files.sign(fields[0].path) if fields else None
+            )
         success = job.success if job.success is not None else job.state != "error"
         return {
             "success": success,
@@ -331,12 +331,14 @@ class LoomSimulator(SimServer):
             return Response.json(
                 {
                     "msg": "SUCCESS: Job completed. ",
-                    "transcript_url": [self._sign(f.path) for f in job.in_section("transcripts")],
+                    "transcript_url": [
+                        self.files.sign(f.path) for f in job.in_section("transcripts")
+                    ],
                     "media_files": [
-                        self._sign(f.path) for f in job.in_section("processed_input_media")
+                        self.files.sign(f.path) for f in job.in_section("processed_input_media")
                     ],
                     "extracted_fields": [
-                        self._sign(f.path) for f in job.in_section("extracted_fields")
+                        self.files.sign(f.path) for f in job.in_section("extracted_fields")
                     ],
                     "return": "msg, transcript_url, media_files, extracted_fields",
                 }
@@ -354,7 +356,7 @@ class LoomSimulator(SimServer):
                     return Response.json({"msg": ALREADY_DELETED_MSG})
                 return self._not_found()
             for file in job.files:
-                self._blobs.pop(file.path, None)
+                self.files.drop(file.path)
             self.deleted.append(ref)
         return Response.json({"msg": DELETED_MSG})
 
@@ -390,44 +392,10 @@ class LoomSimulator(SimServer):
 
     # -- downloads -------------------------------------------------------------------------
 
-    def _sign(self, path: str) -> str:
-        expires = int((time.time() + self.link_ttl) * 1000)
-        nonce = secrets.token_urlsafe(8)
-        signature = hmac.new(
-            self._signing_key, f"{path}\n{expires}\n{nonce}".encode(), hashlib.sha256
-        ).hexdigest()
-        with self._state:
-            self.issued_signatures.append(signature)
-        return (
-            f"{self.origin}/files/{path}?X-Amz-Expires={expires}&X-Amz-Nonce={nonce}"
-            f"&X-Amz-Signature={signature}"
-        )
+    @property
+    def issued_signatures(self) -> list[str]:
+        return self.files.issued_signatures
 
     @route("GET", "/files/(?P<path>.+)")
     def download(self, request: Request) -> Response:
-        path = request.params["path"]
-        expires = request.arg("X-Amz-Expires") or "0"
-        nonce = request.arg("X-Amz-Nonce") or ""
-        signature = request.arg("X-Amz-Signature") or ""
-        expected = hmac.new(
-            self._signing_key, f"{path}\n{expires}\n{nonce}".encode(), hashlib.sha256
-        ).hexdigest()
-        if not hmac.compare_digest(signature, expected):
-            return _s3_error(403, "SignatureDoesNotMatch")
-        if not expires.isdigit() or int(expires) < time.time() * 1000:
-            return _s3_error(403, "AccessDenied", "Request has expired")
-        with self._state:
-            content = self._blobs.get(path)
-        if content is None:
-            return _s3_error(404, "NoSuchKey")
-        return Response(
-            200,
-            chunks_of(content),
-            {"Content-Type": "application/octet-stream"},
-            length=size_of(content),
-        )
-
-
-def _s3_error(status: int, code: str, message: str = "") -> Response:
-    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
-    return Response(status, body, {"Content-Type": "application/xml"})
+        return self.files.serve(request, request.params["path"])

@@ -32,16 +32,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import secrets
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
-from worker.simulators.blobs import Blob, Content, chunks_of, size_of
+from worker.simulators.blobs import Blob, Content
+from worker.simulators.files import SignedFiles
 from worker.simulators.http import Request, Response, SimServer, route
 
 StatusCase = Literal["lower", "upper", "status-page", "as-given"]
@@ -101,15 +100,13 @@ class UnsiloedSimulator(SimServer):
         self.result_not_ready_status = result_not_ready_status
         self.delete_while_running = delete_while_running
         self.rate_limit_headers = dict(rate_limit_headers or {})
-        self.link_ttl = link_ttl
         self.jobs: dict[str, SimJob] = {}
         self.deleted: list[str] = []
         # (job id, body) of every /result answer, so tests can compare what was stored.
         self.results_served: list[tuple[str, bytes]] = []
         # Every signature handed out, so tests can check none of them reaches a log.
-        self.issued_signatures: list[str] = []
-        self._blobs: dict[str, Content] = {}
-        self._signing_key = secrets.token_bytes(32)
+        # Source documents behind signed links.
+        self.files = SignedFiles(lambda: self.origin, ttl=link_ttl, content_type="application/pdf")
         self._state = threading.RLock()
 
     @property
@@ -159,7 +156,7 @@ class UnsiloedSimulator(SimServer):
         with self._state:
             self.jobs[job_id] = job
             if document is not None:
-                self._blobs[self._file_key(job)] = document
+                self.files.put(self._file_key(job), document)
         return job_id
 
     def set_status(self, job_id: str, status: str, *, updated_at: datetime | None = None) -> None:
@@ -214,7 +211,7 @@ class UnsiloedSimulator(SimServer):
         return record
 
     def _result_body(self, job: SimJob) -> bytes:
-        link = self._sign(self._file_key(job)) if job.document is not None else None
+        link = self.files.sign(self._file_key(job)) if job.document is not None else None
         if isinstance(job.result, bytes):
             return job.result.replace(FILE_URL, (link or "").encode())
         envelope: dict[str, Any] = {
@@ -291,7 +288,7 @@ class UnsiloedSimulator(SimServer):
             if not self.delete_while_running and job.status.lower() in RUNNING:
                 return self._error(409, f"Job {job.id} is still {job.status.lower()}")
             del self.jobs[job.id]
-            self._blobs.pop(self._file_key(job), None)
+            self.files.drop(self._file_key(job))
             self.deleted.append(job.id)
         return Response.json({"message": f"Job {job.id} deleted"})
 
@@ -300,42 +297,21 @@ class UnsiloedSimulator(SimServer):
     def _file_key(self, job: SimJob) -> str:
         return f"uploads/{self._user_id(job.owner)}/{job.id}/{quote(job.file_name or 'file')}"
 
-    def _sign(self, key: str) -> str:
-        expires = int(time.time() + self.link_ttl)
-        token = secrets.token_urlsafe(8)
-        signature = hmac.new(
-            self._signing_key, f"{key}\n{expires}\n{token}".encode(), hashlib.sha256
-        ).hexdigest()
-        with self._state:
-            self.issued_signatures.append(signature)
-        return (
-            f"{self.origin}/files/{key}?X-Amz-Expires={expires}&X-Amz-Nonce={token}"
-            f"&X-Amz-Signature={signature}"
-        )
+    @property
+    def issued_signatures(self) -> list[str]:
+        return self.files.issued_signatures
+
+    @property
+    def link_ttl(self) -> float:
+        return self.files.ttl
+
+    @link_ttl.setter
+    def link_ttl(self, seconds: float) -> None:
+        self.files.ttl = seconds
 
     @route("GET", "/files/(?P<key>.+)")
     def download(self, request: Request) -> Response:
-        key = request.params["key"]
-        expires = request.arg("X-Amz-Expires") or "0"
-        token = request.arg("X-Amz-Nonce") or ""
-        signature = request.arg("X-Amz-Signature") or ""
-        expected = hmac.new(
-            self._signing_key, f"{key}\n{expires}\n{token}".encode(), hashlib.sha256
-        ).hexdigest()
-        if not hmac.compare_digest(signature.encode(), expected.encode()):
-            return _s3_error(403, "SignatureDoesNotMatch")
-        if not expires.isdigit() or int(expires) < time.time():
-            return _s3_error(403, "AccessDenied", "Request has expired")
-        with self._state:
-            content = self._blobs.get(key)
-        if content is None:
-            return _s3_error(404, "NoSuchKey")
-        return Response(
-            200,
-            chunks_of(content),
-            {"Content-Type": "application/pdf"},
-            length=size_of(content),
-        )
+        return self.files.serve(request, request.params["key"])
 
 
 def _digest(content: Content) -> str:
@@ -343,8 +319,3 @@ def _digest(content: Content) -> str:
         # Hashing a multi-gigabyte blob to fill in a display field is not worth the time.
         return hashlib.sha256(f"blob:{content.size}:{content.seed}".encode()).hexdigest()
     return hashlib.sha256(content).hexdigest()
-
-
-def _s3_error(status: int, code: str, message: str = "") -> Response:
-    text = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-    return Response(status, text.encode(), {"Content-Type": "application/xml"})
