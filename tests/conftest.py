@@ -139,7 +139,14 @@ def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
     """
     processes: list[subprocess.Popen[bytes]] = []
 
-    def start(config: Path, queue: str, *, concurrency: int = 2, loglevel: str = "INFO") -> Path:
+    def start(
+        config: Path,
+        queue: str,
+        *,
+        concurrency: int = 2,
+        loglevel: str = "INFO",
+        env: dict[str, str] | None = None,
+    ) -> Path:
         log = tmp_path / f"worker-{len(processes)}.log"
         processes.append(
             subprocess.Popen(
@@ -164,7 +171,7 @@ def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
                     loglevel,
                 ],
                 cwd=ROOT,
-                env={**os.environ, "RETENTION_CONFIG": str(config)},
+                env={**os.environ, "RETENTION_CONFIG": str(config), **(env or {})},
                 stdout=log.open("wb"),
                 stderr=subprocess.STDOUT,
             )

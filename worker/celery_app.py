@@ -177,6 +177,31 @@ def _unbind_task(**_: Any) -> None:
     clear()
 
 
+@signals.worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    # In the worker's main process, before it forks: the children inherit the metrics
+    # directory, and this process serves what they all record.
+    if not os.environ.get(CONFIG_ENV):
+        return
+    settings = load_settings()
+    if not settings.metrics.enabled:
+        return
+    from worker import metrics
+
+    metrics.prepare_multiprocess_dir()
+    metrics.serve(settings.metrics.port, settings.metrics.address)
+    for name in settings.providers:
+        period = shortest_period(schedule_of(settings.policy(name).schedule))
+        metrics.record_period(name, period.total_seconds())
+
+
+@signals.worker_process_shutdown.connect
+def _forget_process(pid: int | None = None, **_: Any) -> None:
+    from worker import metrics
+
+    metrics.process_exited(pid or os.getpid())
+
+
 @signals.worker_process_init.connect
 def _fresh_process(**_: Any) -> None:
     # Clients from the parent (if any were built) must not be shared across the fork.

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from worker import metrics
 from worker.domain import (
     FINAL_STATES,
     AlreadyGone,
@@ -308,6 +309,11 @@ def process_job(rt: Runtime, provider_name: str, job_id: str) -> JobResult:
                 result = _record_failure(rt, claim, error, result)
     result.duration_ms = int((time.monotonic() - started) * 1000)
     _log_result(result, claim.row.state if claim.row else None)
+    due_seconds = None
+    if result.deleted and claim.row is not None and claim.row.terminal_at is not None:
+        due = due_at(claim.row.terminal_at, policy.retain_days)
+        due_seconds = (rt.clock() - due).total_seconds()
+    metrics.record_job(result, due_seconds=due_seconds)
     return result
 
 
@@ -902,6 +908,14 @@ def sweep_provider(
             finally:
                 lease.release()
     report.duration_ms = int((time.monotonic() - started) * 1000)
+    if not rt.dry_run:
+        # A sweep "succeeds" when it ran its listing and dispatch; failed jobs are counted
+        # apart. The dead-man's switch watches this timestamp.
+        metrics.record_sweep(
+            provider_name,
+            seconds=report.duration_ms / 1000,
+            succeeded=not report.busy and report.listing_error is None,
+        )
     summary = report.summary()
     summary.pop("provider")
     log.info("sweep_finished", provider=provider_name, **summary)

@@ -176,6 +176,13 @@ class WorkerSettings(_Strict):
     sweep_lease_seconds: float = Field(default=600.0, ge=1)
 
 
+class MetricsSettings(_Strict):
+    # The Celery worker serves Prometheus metrics on this port (path /metrics).
+    enabled: bool = True
+    port: int = Field(default=9808, ge=1, le=65535)
+    address: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+
+
 class ProviderCommon(_Strict):
     """Keys every provider accepts. ``None`` means "take it from [defaults]"."""
 
@@ -317,6 +324,7 @@ class Settings(_Strict):
     defaults: DefaultsSettings = DefaultsSettings()
     downloads: DownloadSettings = DownloadSettings()
     worker: WorkerSettings = WorkerSettings()
+    metrics: MetricsSettings = MetricsSettings()
     providers: dict[str, ProviderSettings] = Field(default_factory=dict)
 
     @field_validator("providers")
