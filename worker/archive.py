@@ -517,6 +517,40 @@ class Archive:
                 version_id=head.get("VersionId"),
             )
 
+    def check_bucket(self) -> str:
+        """Reach the bucket and describe its Object Lock; ArchiveError names what is wrong."""
+        with s3_errors("reaching", self.bucket):
+            self.client.head_bucket(Bucket=self.bucket, **self._owner())
+        try:
+            answer = self.client.get_object_lock_configuration(Bucket=self.bucket, **self._owner())
+        except ClientError as exc:
+            if _code(exc) not in ("ObjectLockConfigurationNotFoundError", "404"):
+                with s3_errors("reading the Object Lock configuration of", self.bucket):
+                    raise
+            lock = None
+        else:
+            lock = answer.get("ObjectLockConfiguration", {})
+        wanted = self.settings.object_lock_mode
+        if not lock or lock.get("ObjectLockEnabled") != "Enabled":
+            if wanted:
+                raise ArchiveError(
+                    f"s3://{self.bucket} has no Object Lock, but [archive] object_lock_mode is "
+                    f"{wanted}",
+                    hint="Create the bucket with Object Lock enabled, or remove the setting",
+                    permanent=True,
+                )
+            return "Object Lock: off"
+        default = lock.get("Rule", {}).get("DefaultRetention")
+        text = "Object Lock: on"
+        if default:
+            period = (
+                f"{default['Days']} days" if "Days" in default else f"{default.get('Years')} years"
+            )
+            text += f", default {default.get('Mode')} for {period}"
+        if wanted:
+            text += f"; the worker sets {wanted} for {self.settings.object_lock_days} days"
+        return text
+
     # -- reading ---------------------------------------------------------------------------
 
     def _head(
@@ -575,8 +609,11 @@ class Archive:
         except ValueError:
             raise ArchiveError(f"s3://{self.bucket}/{key} is not valid JSON") from None
 
-    def read_back_sha256(self, key: str, version_id: str | None = None) -> tuple[int, str]:
-        """Read a stored object once and hash it: the check for a server-side copy."""
+    def read_back_sha256(
+        self, key: str, version_id: str | None = None, *, sink: Callable[[bytes], Any] | None = None
+    ) -> tuple[int, str]:
+        """Read a stored object once and hash it, handing each chunk to ``sink`` if given:
+        the check for a server-side copy, and how `retention restore` writes and verifies."""
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
         if version_id and version_id != "null":
             args["VersionId"] = version_id
@@ -587,6 +624,8 @@ class Archive:
             for chunk in body.iter_chunks(chunk_size=MiB):
                 sha.update(chunk)
                 size += len(chunk)
+                if sink is not None:
+                    sink(chunk)
         return size, sha.hexdigest()
 
     # -- the user's own buckets (Daily's batch_processor_bucket) ---------------------------

@@ -12,8 +12,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -168,14 +171,32 @@ def sweep(
     from worker.bootstrap import build_runtime
     from worker.pipeline import failed_permanently, merge_summaries, sweep_provider
 
+    watched = not as_json and _interactive()
+    if watched:
+        # A person at a terminal gets a progress bar and a table; the step-by-step log goes
+        # to stderr, warnings only unless RETENTION_LOG_LEVEL says otherwise.
+        from worker.logging import LEVEL_ENV, configure_logging
+
+        configure_logging(
+            stream=sys.stderr, level=None if os.environ.get(LEVEL_ENV) else logging.WARNING
+        )
     rt = build_runtime(ctx.settings, dry_run=dry_run, only=names)
     try:
-        printer = _ResultPrinter(dry_run=dry_run)
-        reports = [sweep_provider(rt, name, on_result=printer) for name in names]
+        if watched:
+            from worker.terminal import SweepProgress, sweep_table
+
+            with SweepProgress(names, dry_run=dry_run) as progress:
+                reports = [sweep_provider(rt, name, on_result=progress) for name in names]
+        else:
+            printer = _ResultPrinter(dry_run=dry_run)
+            reports = [sweep_provider(rt, name, on_result=printer) for name in names]
     finally:
         rt.close()
-    for report in reports:
-        click.echo(_describe_report(report))
+    if watched:
+        sweep_table(reports)
+    else:
+        for report in reports:
+            click.echo(_describe_report(report))
     if as_json:
         click.echo(json.dumps(merge_summaries(reports), sort_keys=True, default=str))
     if failed_permanently(reports):
@@ -244,6 +265,12 @@ def _describe_report(report: SweepReport) -> str:
     if report.stopped_reason:
         text += f"\n  stopped: {report.stopped_reason}"
     return text
+
+
+def _interactive() -> bool:
+    """A person is watching: stdout is a terminal, and not a dumb one or a CI log. Checked
+    here, so scripts and pipes never import rich."""
+    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
 
 
 def _enqueue(settings: Settings, names: list[str], as_json: bool) -> None:
@@ -380,6 +407,11 @@ def status(ctx: Context, as_json: bool) -> None:
             )
         )
         return
+    if _interactive():
+        from worker.terminal import status_tables
+
+        status_tables(statuses)
+        return
     if not statuses:
         click.echo("the ledger is empty")
     for s in statuses:
@@ -392,6 +424,150 @@ def status(ctx: Context, as_json: bool) -> None:
             click.echo(
                 f"  failed  {job['job_id']} after {job['attempts']} attempt(s): {job['last_error']}"
             )
+
+
+@cli.command()
+@click.option(
+    "--skip-providers",
+    is_flag=True,
+    help="Do not call the providers' APIs (for a container health check).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@pass_ctx
+@handle_errors
+def check(ctx: Context, skip_providers: bool, as_json: bool) -> None:
+    """Check the configuration, the archive bucket (and its Object Lock), the ledger (and
+    pending migrations), the broker, and each provider's credentials. One line per check;
+    exits 1 if any fails.
+
+    \b
+    Example:
+      retention check
+      retention check --skip-providers     # the image's HEALTHCHECK
+    """
+    from worker.check import run_checks
+    from worker.settings import config_path
+
+    failed = False
+    results = []
+    for result in run_checks(ctx.settings, config_path(ctx.config), providers=not skip_providers):
+        failed = failed or not result.ok
+        results.append(dataclasses.asdict(result))
+        if not as_json:
+            mark = "ok" if result.ok else "FAILED"
+            click.echo(f"{mark:<6}  {result.name}: {result.detail}")
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "checks": results}, sort_keys=True))
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@cli.command()
+@click.option(
+    "--since",
+    default="30d",
+    show_default=True,
+    metavar="WHEN",
+    help="A duration back from now (30d, 12h, 2w) or an ISO date.",
+)
+@click.option("--provider", metavar="NAME", help="Only this provider.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@pass_ctx
+@handle_errors
+def report(ctx: Context, since: str, provider: str | None, fmt: str) -> None:
+    """List every deleted job: when it became due, was archived and was deleted, where its
+    archive is, and what the provider answered. The document a compliance officer asks for.
+
+    \b
+    Example:
+      retention report --since 90d --format csv > deletions.csv
+    """
+    from worker.audit import REPORT_FIELDS, parse_since
+    from worker.audit import report as build_report
+    from worker.domain import utcnow
+
+    if provider is not None:
+        ctx.settings.provider(provider)
+    rows = build_report(
+        ctx.ledger(), ctx.settings, since=parse_since(since, utcnow()), provider=provider
+    )
+    if fmt == "json":
+        click.echo("[", nl=False)
+        for n, row in enumerate(rows):
+            click.echo(("," if n else "") + "\n" + json.dumps(row, sort_keys=True), nl=False)
+        click.echo("\n]")
+    elif fmt == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=REPORT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row | {"archive_keys": ";".join(row["archive_keys"])})
+    elif _interactive():
+        from worker.terminal import report_table
+
+        report_table(rows)
+    else:
+        for row in rows:
+            click.echo(
+                f"{row['provider']}  {row['job_id']}  due {row['due_at']}  archived "
+                f"{row['archived_at']}  deleted {row['deleted_at']}  {row['files']} "
+                f"file(s) {row['bytes']} bytes  {row['manifest_key']}  "
+                f"{row['provider_answer']} ({row['provider_status_code']})"
+            )
+
+
+@cli.command()
+@click.argument("provider")
+@click.argument("job_id")
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    help="Write the job's files (and its manifest and receipt) under DIR.",
+)
+@click.option("--verify-only", is_flag=True, help="Check every file; write nothing.")
+@pass_ctx
+@handle_errors
+def restore(ctx: Context, provider: str, job_id: str, to: Path | None, verify_only: bool) -> None:
+    """Get an archived job back: each file is read from the archive and checked against the
+    manifest (size and SHA-256). Exits 1 if any file is missing or differs.
+
+    \b
+    Example:
+      retention restore daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245 --to ./restored
+      retention restore loom R123 --verify-only
+    """
+    if (to is None) == (not verify_only):
+        raise click.UsageError("give --to DIR, or --verify-only")
+    from worker.archive import Archive, make_s3_client
+    from worker.audit import restore as restore_job
+
+    settings = ctx.settings
+    settings.provider(provider)
+    archive = Archive(make_s3_client(settings.archive), settings.archive)
+    bad = 0
+    total = 0
+    for item in restore_job(archive, settings, provider, job_id, to=None if verify_only else to):
+        total += 1
+        where = str(item.path) if item.path else item.key
+        if item.ok:
+            click.echo(f"ok        {where}  {item.size} bytes")
+        else:
+            bad += 1
+            click.echo(f"PROBLEM   {where}: {item.problem}")
+    verb = "verified" if verify_only else "restored"
+    click.echo(
+        f"{provider} job {job_id}: {total - bad} of {total} file(s) {verb}"
+        + ("" if not bad else f"; {bad} missing or different")
+    )
+    sys.exit(EXIT_FAILED if bad else EXIT_OK)
 
 
 @cli.command()

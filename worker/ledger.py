@@ -410,6 +410,37 @@ class Ledger:
             ).all()
         return [dict(r._mapping) for r in rows]
 
+    def deleted_jobs(
+        self, *, since: datetime, provider: str | None = None, batch: int = 500
+    ) -> Iterator[tuple[JobRow, list[str]]]:
+        """Jobs deleted since ``since``, oldest first, each with its archived file keys.
+
+        Read in batches, so a report over years of deletions never holds them all at once.
+        """
+        c = jobs.c
+        after = 0
+        while True:
+            query = sa.select(jobs).where(
+                c.state == JobState.DELETED, c.deleted_at >= since, c.id > after
+            )
+            if provider is not None:
+                query = query.where(c.provider == provider)
+            with self.engine.connect() as conn:
+                rows = [JobRow.from_row(r) for r in conn.execute(query.order_by(c.id).limit(batch))]
+                keys: dict[int, list[str]] = {}
+                if rows:
+                    for pk, key in conn.execute(
+                        sa.select(archive_files.c.job_pk, archive_files.c.key)
+                        .where(archive_files.c.job_pk.in_([r.pk for r in rows]))
+                        .order_by(archive_files.c.id)
+                    ):
+                        keys.setdefault(pk, []).append(key)
+            if not rows:
+                return
+            for row in rows:
+                yield row, keys.get(row.pk, [])
+            after = rows[-1].pk
+
     def candidates(
         self,
         provider: str,

@@ -1,0 +1,179 @@
+"""What the CLI shows a person at a terminal: a live progress bar and tables (rich).
+
+Only used when stdout is a terminal; in pipes and CI the commands print plain lines and the
+logs stay JSON. Imported lazily, so scripts never pay for rich.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from worker.ledger import ProviderStatus
+    from worker.pipeline import JobResult, SweepReport
+
+
+def human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} B"  # pragma: no cover
+
+
+def short_time(iso: str | None) -> str:
+    """``2026-11-23T13:19:16.635+00:00`` as ``2026-11-23 13:19`` (UTC), for a table cell."""
+    return "" if not iso else iso.replace("T", " ")[:16]
+
+
+class SweepProgress:
+    """One live line per provider: how many jobs were looked at and what became of them."""
+
+    def __init__(self, providers: Sequence[str], *, dry_run: bool) -> None:
+        self.console = Console()
+        self.dry_run = dry_run
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.fields[provider]:<10}"),
+            BarColumn(),
+            TextColumn("{task.completed} jobs  {task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._lock = threading.Lock()
+        self._counts: dict[str, Counter[str]] = {p: Counter() for p in providers}
+        self._tasks = {
+            p: self.progress.add_task("", total=None, provider=p, counts="") for p in providers
+        }
+
+    def __enter__(self) -> SweepProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for task in self._tasks.values():
+            self.progress.update(
+                task,
+                total=self.progress.tasks[task].completed or 1,
+                completed=self.progress.tasks[task].completed or 1,
+            )
+        self.progress.stop()
+
+    def __call__(self, result: JobResult) -> None:
+        with self._lock:
+            counts = self._counts[result.provider]
+            if result.archived:
+                counts["archived"] += 1
+            if result.deleted:
+                counts["deleted"] += 1
+            if result.outcome.value in ("deferred", "failed", "would_delete"):
+                counts[result.outcome.value.replace("_", " ")] += 1
+            text = "  ".join(f"{k} {v}" for k, v in counts.items())
+        self.progress.update(self._tasks[result.provider], advance=1, counts=text)
+        if result.outcome.value == "failed":
+            self.progress.console.print(
+                f"[red]failed[/] {result.provider} job {result.job_id}: {result.error}"
+            )
+
+
+def sweep_table(reports: Iterable[SweepReport]) -> None:
+    table = Table(title="retention sweep", title_justify="left")
+    dry = False
+    for name in ("provider", "archived", "deleted", "deferred", "failed", "skipped", "bytes"):
+        table.add_column(name, justify="left" if name == "provider" else "right")
+    for report in reports:
+        s = report.summary()
+        dry = dry or report.dry_run
+        archived = s["would_archive"] if report.dry_run else s["archived"]
+        deleted = s["would_delete"] if report.dry_run else s["deleted"]
+        note = " (another sweep was running)" if report.busy else ""
+        table.add_row(
+            report.provider + note,
+            str(archived),
+            str(deleted),
+            str(s["deferred"]),
+            f"[red]{s['failed']}[/]" if s["failed"] else "0",
+            str(s["skipped"]),
+            human_bytes(s["bytes"]),
+        )
+    if dry:
+        table.title = "retention sweep --dry-run (what a real run would do)"
+    console = Console()
+    console.print(table)
+    for report in reports:
+        if report.listing_error:
+            console.print(f"[red]{report.provider}: listing failed:[/] {report.listing_error}")
+        if report.stopped_reason:
+            console.print(f"[yellow]{report.provider}: stopped:[/] {report.stopped_reason}")
+
+
+def status_tables(statuses: Sequence[ProviderStatus]) -> None:
+    console = Console()
+    if not statuses:
+        console.print("the ledger is empty")
+        return
+    states = sorted({state for s in statuses for state in s.states})
+    table = Table(title="ledger", title_justify="left")
+    table.add_column("provider")
+    for state in states:
+        table.add_column(state, justify="right")
+    table.add_column("held", justify="right")
+    table.add_column("overdue", justify="right")
+    for s in statuses:
+        overdue = f"[red]{s.overdue_count}[/]" if s.overdue_count else "0"
+        table.add_row(
+            s.provider, *(str(s.states.get(state, 0)) for state in states), str(s.held), overdue
+        )
+    console.print(table)
+    problems = Table(title="needs attention", title_justify="left")
+    for name in ("provider", "job", "state", "due / failed", "last error"):
+        problems.add_column(name)
+    for s in statuses:
+        for job in s.overdue:
+            problems.add_row(
+                s.provider,
+                job["job_id"],
+                f"overdue ({job['state']})",
+                job["due_at"] or "",
+                job["last_error"] or "",
+            )
+        for job in s.failed:
+            problems.add_row(
+                s.provider,
+                job["job_id"],
+                "[red]failed[/]",
+                job["failed_at"] or "",
+                job["last_error"] or "",
+            )
+    if problems.row_count:
+        console.print(problems)
+
+
+def report_table(rows: Iterable[dict[str, Any]]) -> int:
+    table = Table(title="deleted jobs", title_justify="left")
+    for name in ("provider", "job", "due", "archived", "deleted", "files", "bytes", "answer"):
+        table.add_column(name, justify="right" if name in ("files", "bytes") else "left")
+    count = 0
+    for row in rows:
+        count += 1
+        table.add_row(
+            row["provider"],
+            row["job_id"],
+            row["due_at"] or "",
+            row["archived_at"] or "",
+            row["deleted_at"] or "",
+            str(row["files"]),
+            human_bytes(row["bytes"]),
+            f"{row['provider_answer']} ({row['provider_status_code']})",
+        )
+    Console().print(table)
+    return count
