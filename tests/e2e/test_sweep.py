@@ -426,7 +426,19 @@ def test_track_hold_and_release_work_on_jobs_the_worker_has_not_seen(
 
 
 def test_help_shows_an_example_for_every_command() -> None:
-    for command in ("sweep", "track", "hold", "release", "retry", "status", "migrate", "demo"):
+    for command in (
+        "sweep",
+        "track",
+        "hold",
+        "release",
+        "retry",
+        "status",
+        "migrate",
+        "demo",
+        "check",
+        "report",
+        "restore",
+    ):
         run = run_cli(command, "--help")
         assert run.code == 0, command
         assert "Example:" in run.stdout, command
