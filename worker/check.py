@@ -38,7 +38,7 @@ def _attempt(name: str, probe: Callable[[], str]) -> Check:
     except WorkerError as exc:
         return Check(name, False, str(exc))
     except Exception as exc:  # a library's own error: say which, without a traceback
-        from worker.logging import REDACTOR
+        from worker.redact import REDACTOR
 
         return Check(name, False, REDACTOR.scrub(f"{type(exc).__name__}: {exc}"))
 
@@ -108,8 +108,8 @@ def _broker(settings: Settings) -> str:
 
 
 def _provider(settings: Settings, name: str) -> str:
-    from worker.logging import register_secrets
     from worker.providers import build_provider
+    from worker.redact import register_secrets
 
     register_secrets(settings.secret_values())
     config = settings.provider(name)

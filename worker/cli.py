@@ -55,7 +55,8 @@ def handle_errors(fn: F) -> F:
         except click.ClickException:
             raise  # click prints usage errors itself and exits with 2
         except Exception as exc:
-            from worker.logging import REDACTOR, get_logger
+            from worker.logging import get_logger
+            from worker.redact import REDACTOR
 
             get_logger("worker.cli").debug("command_crashed", exc_info=True)
             _fail(
@@ -76,13 +77,24 @@ class Context:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            from worker.logging import configure_logging, register_secrets
+            from worker.redact import register_secrets
             from worker.settings import load_settings
 
             self._settings = load_settings(self.config)
             register_secrets(self._settings.secret_values())
-            configure_logging()
         return self._settings
+
+    def start_logging(self, *, watched: bool = False) -> None:
+        """Structured logs for a command that does work: JSON lines on stdout, or, when a
+        person watches a progress bar, warnings on stderr (unless RETENTION_LOG_LEVEL says)."""
+        from worker.logging import LEVEL_ENV, configure_logging
+
+        if watched:
+            configure_logging(
+                stream=sys.stderr, level=None if os.environ.get(LEVEL_ENV) else logging.WARNING
+            )
+        else:
+            configure_logging()
 
     def providers(self, names: tuple[str, ...]) -> list[str]:
         settings = self.settings
@@ -166,20 +178,15 @@ def sweep(
         raise click.UsageError("--dry-run runs here; it cannot be combined with --enqueue")
     names = ctx.providers(providers)
     if enqueue:
+        ctx.start_logging()
         _enqueue(ctx.settings, names, as_json)
         return
     from worker.bootstrap import build_runtime
     from worker.pipeline import failed_permanently, merge_summaries, sweep_provider
 
+    # A person at a terminal gets a progress bar and a table, with the log on stderr.
     watched = not as_json and _interactive()
-    if watched:
-        # A person at a terminal gets a progress bar and a table; the step-by-step log goes
-        # to stderr, warnings only unless RETENTION_LOG_LEVEL says otherwise.
-        from worker.logging import LEVEL_ENV, configure_logging
-
-        configure_logging(
-            stream=sys.stderr, level=None if os.environ.get(LEVEL_ENV) else logging.WARNING
-        )
+    ctx.start_logging(watched=watched)
     rt = build_runtime(ctx.settings, dry_run=dry_run, only=names)
     try:
         if watched:
@@ -448,6 +455,7 @@ def check(ctx: Context, skip_providers: bool, as_json: bool) -> None:
     from worker.check import run_checks
     from worker.settings import config_path
 
+    ctx.start_logging(watched=_interactive())
     failed = False
     results = []
     for result in run_checks(ctx.settings, config_path(ctx.config), providers=not skip_providers):

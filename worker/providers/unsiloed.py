@@ -48,8 +48,8 @@ from worker.domain import (
 )
 from worker.errors import BadResponse, ProviderError, ProviderRejected, WorkerError
 from worker.keys import strip_query
-from worker.logging import Redactor
 from worker.providers.base import BaseProvider, ErrorDetail, HttpApi, RateLimiter, need
+from worker.redact import Redactor
 from worker.settings import UnsiloedSettings
 
 STATUSES = {
