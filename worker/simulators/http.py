@@ -85,7 +85,7 @@ class Seen:
     method: str
     path: str
     status: int
-    at: float
+    at: float  # when it arrived, before any hook or handler ran
     authorization: bool  # whether it carried credentials of any kind
     fault: str | None = None
 
@@ -246,6 +246,9 @@ class SimServer:
     # -- dispatch --------------------------------------------------------------------------
 
     def _dispatch(self, h: _Handler) -> None:
+        # Stamped on arrival: ``on_request`` hooks and handlers may take a while, and a rate
+        # limit is about when requests arrive, not when they were answered.
+        arrived = time.time()
         parts = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
@@ -258,7 +261,7 @@ class SimServer:
             self.on_request(request)
         fault = self._take_fault(h.command, parts.path)
         if fault is not None and fault.kind == "reset":
-            self._record(request, 0, has_credentials, "reset")
+            self._record(request, arrived, 0, has_credentials, "reset")
             _reset(h)
             return
         if fault is not None and fault.kind == "delay":
@@ -275,11 +278,13 @@ class SimServer:
         else:
             response = self._route(request)
         if fault is not None and fault.kind == "drop":
-            self._record(request, response.status, has_credentials, "drop")
+            self._record(request, arrived, response.status, has_credentials, "drop")
             _reset(h)
             return
         truncate = fault is not None and fault.kind == "truncate"
-        self._record(request, response.status, has_credentials, fault.kind if fault else None)
+        self._record(
+            request, arrived, response.status, has_credentials, fault.kind if fault else None
+        )
         _write(h, response, truncate=truncate)
 
     def _route(self, request: Request) -> Response:
@@ -293,11 +298,11 @@ class SimServer:
                     return Response.json({"error": "server-error", "info": repr(exc)}, 500)
         return self.not_found(request)
 
-    def _record(self, request: Request, status: int, credentials: bool, fault: str | None) -> None:
+    def _record(
+        self, request: Request, at: float, status: int, credentials: bool, fault: str | None
+    ) -> None:
         with self._lock:
-            self.requests.append(
-                Seen(request.method, request.path, status, time.time(), credentials, fault)
-            )
+            self.requests.append(Seen(request.method, request.path, status, at, credentials, fault))
 
 
 def _write(h: _Handler, response: Response, *, truncate: bool) -> None:
