@@ -148,6 +148,19 @@ def test_a_known_size_never_needs_more_than_10000_parts(size: int) -> None:
     assert parts <= MAX_PARTS
 
 
+def test_a_known_size_is_cut_in_equal_parts_as_small_as_the_limit_allows() -> None:
+    base, size = 8 * MiB, 100 * 1024**3
+    sizes = {part_size_for(size, n, base) for n in range(1, -(-size // (11 * MiB)) + 1)}
+    assert sizes == {11 * MiB}
+    assert part_size_for(1024**3, 128, base) == base
+
+
+def test_a_stream_longer_than_its_hint_still_fits_in_10000_parts() -> None:
+    base, hint = 8 * MiB, 100 * 1024**3
+    total = sum(part_size_for(hint, n, base) for n in range(1, MAX_PARTS + 1))
+    assert total > 1.5 * hint
+
+
 def test_an_unknown_size_grows_its_parts_as_it_goes() -> None:
     base = 8 * MiB
     assert part_size_for(None, 1, base) == base
