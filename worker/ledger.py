@@ -47,7 +47,7 @@ from worker.errors import ConfigError, LedgerError
 
 # The Alembic revision this code expects. A test checks it equals the migrations' head, so
 # "are migrations pending?" is answered without importing Alembic on every command.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -73,6 +73,10 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 metadata = sa.MetaData()
+
+# Written out literally, and used as is in queries: SQLite (and a generic PostgreSQL plan)
+# uses a partial index only when the query repeats its condition, bound values not counting.
+OPEN_JOBS = sa.text("state IN ('pending', 'archived', 'deleting', 'cleaning')")
 
 jobs = sa.Table(
     "jobs",
@@ -109,6 +113,15 @@ jobs = sa.Table(
     sa.UniqueConstraint("provider", "job_id", name="uq_jobs_provider_job"),
     sa.Index("ix_jobs_provider_state_terminal", "provider", "state", "terminal_at"),
     sa.Index("ix_jobs_state", "state"),
+    # The jobs a sweep may still act on, in primary-key order: picking the next batch reads
+    # this index, whose size is the open backlog, not every job ever deleted.
+    sa.Index(
+        "ix_jobs_open",
+        "provider",
+        "id",
+        sqlite_where=OPEN_JOBS,
+        postgresql_where=OPEN_JOBS,
+    ),
 )
 
 archive_files = sa.Table(
@@ -261,6 +274,12 @@ class Ledger:
         self.engine = engine
         self.read_only = read_only
         self.is_postgres = engine.dialect.name == "postgresql"
+        # SQLite has one writer at a time. Threads of this process queue here and are woken
+        # the moment the writer commits; left to SQLite's busy handler, they would poll with
+        # sleeps of up to 100 ms each. Other processes still wait in the busy handler.
+        self._writer: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if self.is_postgres else threading.Lock()
+        )
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -335,7 +354,7 @@ class Ledger:
     def _tx(self) -> Iterator[Connection]:
         if self.read_only:
             raise LedgerError("the ledger is open read-only (dry run); nothing may change")
-        with self.engine.connect() as conn:
+        with self._writer, self.engine.connect() as conn:
             conn.execution_options(write=True)
             with conn.begin():
                 yield conn
@@ -460,27 +479,13 @@ class Ledger:
 
         Held jobs and jobs deferred into the future are left out.
         """
-        c = jobs.c
-        resumable = c.state.in_([JobState.ARCHIVED, JobState.DELETING, JobState.CLEANING])
-        due = sa.and_(
-            c.state == JobState.PENDING, c.terminal_at.is_not(None), c.terminal_at <= due_cutoff
-        )
-        stale = sa.and_(
-            c.state == JobState.PENDING,
-            c.terminal_at.is_(None),
-            sa.or_(c.last_checked_at.is_(None), c.last_checked_at < refreshed_since),
-        )
-        query = (
-            sa.select(c.id, c.job_id, c.state, c.terminal_at)
-            .where(
-                c.provider == provider,
-                c.held.is_(False),
-                c.id > after_pk,
-                sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
-                sa.or_(resumable, due, stale),
-            )
-            .order_by(c.id)
-            .limit(limit)
+        query = self.candidates_query(
+            provider,
+            now=now,
+            due_cutoff=due_cutoff,
+            refreshed_since=refreshed_since,
+            after_pk=after_pk,
+            limit=limit,
         )
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
@@ -493,6 +498,41 @@ class Ledger:
             )
             for r in rows
         ]
+
+    @staticmethod
+    def candidates_query(
+        provider: str,
+        *,
+        now: datetime,
+        due_cutoff: datetime,
+        refreshed_since: datetime,
+        after_pk: int,
+        limit: int,
+    ) -> sa.Select[Any]:
+        """The query behind ``candidates``: a range scan of the ``ix_jobs_open`` index."""
+        c = jobs.c
+        resumable = c.state.in_([JobState.ARCHIVED, JobState.DELETING, JobState.CLEANING])
+        due = sa.and_(
+            c.state == JobState.PENDING, c.terminal_at.is_not(None), c.terminal_at <= due_cutoff
+        )
+        stale = sa.and_(
+            c.state == JobState.PENDING,
+            c.terminal_at.is_(None),
+            sa.or_(c.last_checked_at.is_(None), c.last_checked_at < refreshed_since),
+        )
+        return (
+            sa.select(c.id, c.job_id, c.state, c.terminal_at)
+            .where(
+                c.provider == provider,
+                OPEN_JOBS,
+                c.held.is_(False),
+                c.id > after_pk,
+                sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+                sa.or_(resumable, due, stale),
+            )
+            .order_by(c.id)
+            .limit(limit)
+        )
 
     def stale(
         self,
@@ -643,6 +683,7 @@ class Ledger:
                 )
             }
             new_rows = []
+            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
             for item in listed:
                 row = existing.get(item.job_id)
                 terminal = is_terminal(item.phase)
@@ -679,7 +720,18 @@ class Ledger:
                     values["finished_at"] = item.finished_at
                 else:
                     values["terminal_at"] = None
-                conn.execute(jobs.update().where(c.id == row.id).values(**values))
+                # Rows that set the same columns go in one executemany, not one statement each:
+                # a sweep re-reads every listed job, so this is per job on every sweep.
+                updates.setdefault(tuple(sorted(values)), []).append(
+                    {f"v_{k}": v for k, v in values.items()} | {"v_id": row.id}
+                )
+            for columns, rows in updates.items():
+                conn.execute(
+                    jobs.update()
+                    .where(c.id == sa.bindparam("v_id"))
+                    .values({k: sa.bindparam(f"v_{k}") for k in columns}),
+                    rows,
+                )
             self._insert_missing(conn, new_rows)
         return len(new_rows)
 

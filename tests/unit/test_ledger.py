@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from alembic.script import ScriptDirectory
 
 from worker.domain import JobSnapshot, JobState, ListedJob, Phase
 from worker.errors import LedgerError
-from worker.ledger import SCHEMA_REVISION, FileRecord, Ledger, metadata
+from worker.ledger import OPEN_JOBS, SCHEMA_REVISION, FileRecord, Ledger, metadata
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=5)
@@ -207,3 +208,23 @@ def test_a_listed_finish_time_starts_the_clock_but_never_later_than_our_sighting
     assert terminal == {"old": last_month, "ahead": NOW, "plain": NOW}
     due = ledger.candidates("mpc", now=NOW, due_cutoff=NOW - timedelta(days=7), refreshed_since=NOW)
     assert [c.job_id for c in due] == ["old"]
+
+
+def test_the_open_jobs_index_covers_exactly_the_states_a_sweep_acts_on() -> None:
+    closed = {JobState.DELETED, JobState.GONE, JobState.FAILED}
+    named = set(re.findall(r"'([a-z]+)'", str(OPEN_JOBS)))
+    assert named == {s.value for s in JobState if s not in closed}
+
+
+def test_picking_a_batch_reads_the_open_jobs_index(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    query = ledger.candidates_query(
+        "daily", now=NOW, due_cutoff=NOW, refreshed_since=NOW, after_pk=0, limit=500
+    )
+    explain = "EXPLAIN QUERY PLAN " if not ledger.is_postgres else "EXPLAIN "
+    compiled = query.compile(ledger.engine, compile_kwargs={"literal_binds": True})
+    with ledger.engine.connect() as conn:
+        if ledger.is_postgres:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(f"{explain}{compiled}"))
+    assert "ix_jobs_open" in plan
