@@ -53,6 +53,39 @@ class _ScrubbingRenderer:
 
 _THIRD_PARTY = ("httpx", "httpcore", "botocore", "boto3", "s3transfer", "urllib3")
 
+# A payload longer than this, in a library's DEBUG record, is logged as its length only.
+MAX_PAYLOAD = 1024
+
+
+class _ElidePayloads(logging.Filter):
+    """Replace request and response bodies in a record's arguments by their length.
+
+    At DEBUG, botocore logs every request's parameters, the body included: for a multipart
+    upload that is an 8 MiB part per line. Formatting and scrubbing it would cost more than
+    the upload, hold several copies of the part in memory, and write the customer's own data
+    into the logs. This runs before the record is formatted.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = _elide(record.args, depth=0)
+        return True
+
+
+def _elide(value: Any, *, depth: int) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return value if len(value) <= MAX_PAYLOAD else f"<{len(value)} bytes>"
+    if isinstance(value, str):
+        return value if len(value) <= 64 * MAX_PAYLOAD else f"<{len(value)} characters>"
+    if depth >= 4:
+        return value
+    if isinstance(value, dict):
+        return {k: _elide(v, depth=depth + 1) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        items = [_elide(v, depth=depth + 1) for v in value]
+        return tuple(items) if isinstance(value, tuple) else items
+    return value
+
 
 def _level_from_env() -> int:
     name = os.environ.get(LEVEL_ENV, "INFO").upper()
@@ -90,6 +123,7 @@ def configure_logging(
         ],
     )
     handler = logging.StreamHandler(stream)
+    handler.addFilter(_ElidePayloads())
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):

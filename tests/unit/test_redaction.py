@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -46,10 +47,18 @@ def test_keys_that_name_credentials_are_redacted_whatever_their_value() -> None:
     assert redacted == {"api_token": REDACTED, "nested": {"password": REDACTED}, "key": "s3/k"}
 
 
-def test_log_lines_and_library_records_are_scrubbed_at_debug() -> None:
+@pytest.fixture
+def debug_logs() -> Iterator[io.StringIO]:
+    """Logging at DEBUG into a buffer, put back to quiet afterwards for the tests that follow."""
     stream = io.StringIO()
-    register_secrets(["another-secret-value-42"])
     configure_logging(level=logging.DEBUG, json=True, stream=stream)
+    yield stream
+    configure_logging(level=logging.WARNING, json=True, stream=io.StringIO())
+
+
+def test_log_lines_and_library_records_are_scrubbed_at_debug(debug_logs: io.StringIO) -> None:
+    stream = debug_logs
+    register_secrets(["another-secret-value-42"])
     get_logger("test").info("step", note="another-secret-value-42", api_key="plain-key")
     logging.getLogger("botocore.endpoint").debug(
         "Sending http request: headers={'Authorization': b'AWS4-HMAC-SHA256 Signature=ffee'}"
@@ -67,3 +76,21 @@ def test_log_lines_and_library_records_are_scrubbed_at_debug() -> None:
     events = [json.loads(line) for line in output.splitlines()]
     assert next(e["event"] for e in events) == "step"
     assert all("timestamp" in e and "level" in e for e in events)
+
+
+def test_request_bodies_in_library_records_are_logged_as_their_length(
+    debug_logs: io.StringIO,
+) -> None:
+    # botocore's DEBUG record of an upload carries the part itself in its arguments.
+    part = bytearray(b"customer recording " * 500_000)
+    logging.getLogger("botocore.endpoint").debug(
+        "Making request for %s with params: %s",
+        "UploadPart",
+        {"url_path": "/bucket/key", "body": part, "headers": {"Content-MD5": "abc="}},
+    )
+    (line,) = debug_logs.getvalue().splitlines()
+    assert f"<{len(part)} bytes>" in line
+    assert "customer recording" not in line
+    assert "Content-MD5" in line
+    assert "/bucket/key" in line
+    assert len(line) < 2000
