@@ -478,6 +478,13 @@ def _expand_env_refs(value: Any, environ: Mapping[str, str], path: tuple[str, ..
                     f"{'.'.join(path)} refers to the environment variable {name}, which is not set",
                     hint=f"Export {name} or write the value in the file",
                 )
+            if not environ[name].strip():
+                # An empty line in an env file would otherwise pass every check here and
+                # fail only at the provider, as a wrong key.
+                raise ConfigError(
+                    f"{'.'.join(path)} refers to the environment variable {name}, which is empty",
+                    hint=f"Give {name} a value, or remove the key to use its default",
+                )
             return environ[name]
     return value
 

@@ -74,6 +74,14 @@ def test_a_missing_reference_names_the_key_and_the_variable(
         load_settings(write(tmp_path, MINIMAL))
 
 
+def test_an_empty_reference_names_the_key_and_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAILY_API_KEY", "  ")
+    with pytest.raises(ConfigError, match=r"providers\.daily\.api_key .*DAILY_API_KEY.*empty"):
+        load_settings(write(tmp_path, MINIMAL))
+
+
 def test_environment_variables_override_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
