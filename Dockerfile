@@ -1,23 +1,84 @@
-# One image for the worker, beat and the CLI.
+# One image for the Celery worker, Celery beat and the `retention` CLI.
+#
 #   docker build -t retention-worker .
-#   docker run --rm -v $PWD/retention.toml:/etc/retention.toml -e RETENTION_CONFIG=/etc/retention.toml \
+#   docker run --rm -v "$PWD/retention.toml:/etc/retention/retention.toml:ro" \
 #     retention-worker retention sweep --dry-run
-#   ... retention-worker celery -A worker.celery_app worker
-FROM python:3.11-slim AS build
-WORKDIR /src
-COPY requirements.lock pyproject.toml README.md ./
-COPY worker ./worker
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --require-hashes -r requirements.lock \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps . \
- && /opt/venv/bin/python -m compileall -q /opt/venv
+#   ... retention-worker celery -A worker.celery_app worker --loglevel INFO
+#   ... retention-worker celery -A worker.celery_app beat --loglevel INFO \
+#         --schedule /var/lib/retention/celerybeat-schedule
+#
+# deploy/compose.yaml and deploy/k8s/ run it; scripts/validate-deploy lints this file with
+# hadolint (no rule is ignored).
 
-FROM python:3.11-slim
-RUN useradd --system --uid 10001 --create-home --home-dir /home/retention retention
+# A release pipeline should pin the base by digest (python:3.11-slim-bookworm@sha256:...) and
+# pass it with --build-arg; the tag is the default because CI here cannot reach a registry.
+# bookworm, not plain "slim", so a rebuild does not silently move to another Debian release.
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- build: a virtual environment with the locked dependencies and the project ----------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+
+# Dependencies first, in their own layer, so a code change does not reinstall them.
+# --require-hashes: every package, transitive ones included, must match the lock's hashes.
+COPY requirements.lock ./
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
+
+# The project itself, as a wheel built with a hash-pinned setuptools in a throwaway venv
+# (a plain `pip install .` would fetch an unpinned build backend), then installed --no-deps:
+# its dependencies are exactly the locked ones above. Bytecode is compiled once, here: the
+# root filesystem is read-only at run time (Kubernetes), and unchecked-hash .pyc files are
+# used as they are, whatever the copied files' mtimes.
+COPY deploy/build-requirements.txt /tmp/build-requirements.txt
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir --require-hashes -r /tmp/build-requirements.txt \
+ && /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/retention_worker-*.whl \
+ && /opt/venv/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
+
+# ---- runtime ----------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="retention-worker" \
+      org.opencontainers.image.description="Archives processing-API job outputs into your own S3 bucket, verifies them, then deletes the jobs at the vendor." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
+
+# A fixed, numeric uid/gid: Kubernetes' runAsNonRoot can only verify a numeric USER, and
+# volumes and securityContexts (deploy/k8s) name the same ids.
+# /var/lib/retention: working directory and beat's schedule file.
+# /run/retention/metrics: PROMETHEUS_MULTIPROC_DIR (deployments mount an empty tmpfs here).
+RUN groupadd --system --gid 10001 retention \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/retention --no-create-home \
+      --shell /usr/sbin/nologin retention \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/retention /run/retention /run/retention/metrics \
+ && install -d -m 0755 /etc/retention
+
 COPY --from=build /opt/venv /opt/venv
+
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1
-USER retention
-WORKDIR /home/retention
+    PYTHONDONTWRITEBYTECODE=1 \
+    RETENTION_CONFIG=/etc/retention/retention.toml \
+    PROMETHEUS_MULTIPROC_DIR=/run/retention/metrics
+
+USER 10001:10001
+WORKDIR /var/lib/retention
+
+# The worker serves Prometheus metrics here ([metrics] port).
+EXPOSE 9808
+
+# Config, bucket, ledger and broker, without calling the providers (their APIs are rate
+# limited and metered). It makes network calls, hence the modest interval.
+HEALTHCHECK --interval=60s --timeout=30s --start-period=30s --retries=3 \
+  CMD ["retention", "check", "--skip-providers"]
+
 CMD ["retention", "--help"]

@@ -1,0 +1,650 @@
+"""The deployment files agree with each other, with the configuration and with the code.
+
+scripts/validate-deploy checks each file against its schema; these tests check what a schema
+cannot: that compose.yaml mounts files that exist, starts workers after the migration and one
+beat per profile, and stops them within the configured grace period; that the Kubernetes
+manifests do the same; that the alert rules name real metrics; and that the simulators'
+server, with deploy/retention.simulators.toml, archives and deletes every due job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from tests.helpers import REDIS_URL, ROOT, objects, run_cli
+from worker import metrics as worker_metrics
+from worker.celery_app import celery_config
+from worker.settings import Settings, load_settings
+from worker.simulators import __main__ as simulators_main
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from worker.simulators.s3server import S3Server
+
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# The image's user (Dockerfile `USER 10001:10001`), which the manifests must name.
+IMAGE_UID = 10001
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def load_all_yaml(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def env_refs(path: Path) -> set[str]:
+    """Every ``"${NAME}"`` value a configuration file reads from the environment."""
+
+    def walk(value: Any) -> Iterator[str]:
+        if isinstance(value, dict):
+            for item in value.values():
+                yield from walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                yield from walk(item)
+        elif isinstance(value, str) and (match := ENV_REF.fullmatch(value)):
+            yield match.group(1)
+
+    return set(walk(tomllib.loads(path.read_text())))
+
+
+def dummy_environment(names: set[str]) -> dict[str, str]:
+    values = {name: f"dummy-{name.lower()}" for name in names}
+    values.update(
+        LEDGER_URL="postgresql+psycopg://retention:secret@postgres:5432/retention",
+        BROKER_URL="redis://redis:6379/0",
+    )
+    return {k: v for k, v in values.items() if k in names}
+
+
+def load_deploy_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name, value in dummy_environment(env_refs(path)).items():
+        monkeypatch.setenv(name, value)
+    return load_settings(path)
+
+
+def seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)(s|m)", duration)
+    assert match, duration
+    return int(match.group(1)) * (60 if match.group(2) == "m" else 1)
+
+
+# -- compose.yaml -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = load_yaml(DEPLOY / "compose.yaml")
+    return data
+
+
+def services(compose: Mapping[str, Any], profile: str | None = None) -> dict[str, Any]:
+    """The services `docker compose --profile PROFILE up` starts (those without a profile too)."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if not service.get("profiles") or profile in service["profiles"]
+    }
+
+
+def command_of(service: Mapping[str, Any]) -> list[str]:
+    command = service.get("command", [])
+    return command.split() if isinstance(command, str) else list(command)
+
+
+def mounted_config(service: Mapping[str, Any]) -> Path:
+    for volume in service.get("volumes", []):
+        source, target, *_ = str(volume).split(":")
+        if target == "/etc/retention/retention.toml":
+            return (DEPLOY / source).resolve()
+    raise AssertionError(f"no configuration mounted in {service}")
+
+
+def celery_role(service: Mapping[str, Any]) -> str | None:
+    command = command_of(service)
+    if command[:3] == ["celery", "-A", "worker.celery_app"]:
+        return command[3]
+    return None
+
+
+PROFILES = ("providers", "simulators")
+
+
+def test_compose_uses_the_specification_format_without_a_version_key(
+    compose: dict[str, Any],
+) -> None:
+    assert "version" not in compose
+    assert set(compose["services"]) >= {"redis", "postgres", "minio", "minio-setup"}
+
+
+def test_every_application_service_runs_the_one_image_built_from_the_repository(
+    compose: dict[str, Any],
+) -> None:
+    built = {name: s for name, s in compose["services"].items() if "build" in s}
+    assert set(built) == {
+        name for name, s in compose["services"].items() if s["image"].startswith("${RETENTION")
+    }
+    assert {s["image"] for s in built.values()} == {"${RETENTION_IMAGE:-retention-worker:local}"}
+    for service in built.values():
+        assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
+
+
+def test_every_file_the_compose_file_mounts_exists(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), (name, source)
+        for env_file in service.get("env_file", []):
+            path = DEPLOY / env_file["path"]
+            # An optional env file is the user's own (git ignores it); its example is shipped.
+            assert env_file.get("required", True) is False or path.exists(), (name, path)
+            assert path.with_name(path.name + ".example").is_file(), (name, path)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_each_profile_runs_one_worker_and_exactly_one_beat(
+    compose: dict[str, Any], profile: str
+) -> None:
+    active = services(compose, profile)
+    roles = [celery_role(s) for s in active.values()]
+    assert roles.count("worker") == 1
+    assert roles.count("beat") == 1
+    beat = next(s for s in active.values() if celery_role(s) == "beat")
+    assert beat["deploy"]["replicas"] == 1
+    # The schedule file lives in a named volume: the root filesystem is read-only.
+    schedule = command_of(beat)[command_of(beat).index("--schedule") + 1]
+    assert any(
+        v.endswith(f":{Path(schedule).parent}") and not v.startswith(".") for v in beat["volumes"]
+    )
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_workers_and_beat_start_only_after_the_migration_of_their_own_profile(
+    compose: dict[str, Any], profile: str
+) -> None:
+    active = services(compose, profile)
+    migrations = {name for name, s in active.items() if command_of(s) == ["retention", "migrate"]}
+    assert len(migrations) == 1
+    (migrate,) = migrations
+    for name, service in active.items():
+        if celery_role(service) is None:
+            continue
+        config = mounted_config(service)
+        assert config == mounted_config(active[migrate]), name
+        waits_for = {dep: cond["condition"] for dep, cond in service["depends_on"].items()}
+        # Beat reaches the migration through the seeding step in the simulators profile.
+        chain = {migrate} | {
+            dep for dep in waits_for if migrate in active.get(dep, {}).get("depends_on", {})
+        }
+        assert any(waits_for.get(dep) == "service_completed_successfully" for dep in chain), name
+        assert waits_for["minio-setup"] == "service_completed_successfully", name
+        assert waits_for["redis"] == waits_for["postgres"] == "service_healthy", name
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_worker_is_stopped_within_the_configured_grace_period_by_a_soft_shutdown(
+    compose: dict[str, Any], profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for service in services(compose, profile).values():
+        if celery_role(service) != "worker":
+            continue
+        settings = load_deploy_config(mounted_config(service), monkeypatch)
+        assert seconds(service["stop_grace_period"]) == settings.worker.grace_period_seconds
+        assert service["environment"]["REMAP_SIGTERM"] == "SIGQUIT"
+        soft = celery_config(settings)["worker_soft_shutdown_timeout"]
+        assert 0 < soft < settings.worker.grace_period_seconds
+        # The Prometheus multiprocess directory is scratch space of its own.
+        assert any(t.startswith("/run/retention/metrics:") for t in service["tmpfs"])
+        port = settings.metrics.port
+        assert any(p.endswith(f":{port}") for p in service["ports"])
+
+
+def test_redis_never_evicts_a_key_and_keeps_queued_tasks_across_a_restart(
+    compose: dict[str, Any],
+) -> None:
+    command = command_of(compose["services"]["redis"])
+    options = dict(zip(command[1::2], command[2::2], strict=True))
+    assert options["--maxmemory-policy"] == "noeviction"
+    assert options["--appendonly"] == "yes"
+    assert any(v.endswith(":/data") for v in compose["services"]["redis"]["volumes"])
+
+
+def test_the_bucket_is_created_with_object_lock_under_the_configured_name(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = compose["services"]["minio-setup"]
+    (script,) = setup["command"]
+    assert re.search(r"mc mb .*--with-lock", script)
+    bucket = setup["environment"]["ARCHIVE_BUCKET"]
+    for config in ("retention.toml", "retention.simulators.toml"):
+        settings = load_deploy_config(DEPLOY / config, monkeypatch)
+        assert settings.archive.bucket == bucket, config
+        assert settings.archive.endpoint_url == "http://minio:9000", config
+    policy = json.loads((DEPLOY / "minio" / "retention-worker-policy.json").read_text())
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"} <= resources
+    # Write once: the worker's own user can never delete from the archive.
+    for statement in policy["Statement"]:
+        if any(r.startswith(f"arn:aws:s3:::{bucket}") for r in statement["Resource"]):
+            assert "s3:DeleteObject" not in statement["Action"]
+
+
+def test_minio_clears_stale_multipart_uploads_as_the_lifecycle_rule_says(
+    compose: dict[str, Any],
+) -> None:
+    rule = json.loads((DEPLOY / "minio" / "lifecycle.json").read_text())["Rules"][0]
+    days = rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"]
+    expiry = compose["services"]["minio"]["environment"]["MINIO_API_STALE_UPLOADS_EXPIRY"]
+    assert expiry == f"{days * 24}h"
+
+
+def test_the_simulators_profile_needs_no_provider_secret(compose: dict[str, Any]) -> None:
+    lines = (DEPLOY / "compose.yaml").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    try_out = dict(
+        line.split("=", 1)
+        for line in (DEPLOY / "simulators.env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert required <= set(try_out)
+    # Provider credentials are never interpolated by compose: only the providers profile's
+    # containers read them, from deploy/providers.env.
+    provider_vars = env_refs(DEPLOY / "retention.toml") - {"LEDGER_URL", "BROKER_URL"}
+    assert provider_vars
+    assert not provider_vars & set(re.findall(r"\$\{([A-Z_]+)", text))
+    for service in services(compose, "simulators").values():
+        assert "env_file" not in service
+
+
+def test_every_variable_each_compose_config_reads_is_supplied(compose: dict[str, Any]) -> None:
+    example = (DEPLOY / "providers.env.example").read_text()
+    in_example = set(re.findall(r"^#\s*([A-Z_]+)=", example, re.M))
+    for profile in PROFILES:
+        for name, service in services(compose, profile).items():
+            if celery_role(service) is None and command_of(service)[:1] != ["retention"]:
+                continue
+            supplied = set(service["environment"])
+            if "env_file" in service:
+                supplied |= in_example
+            missing = env_refs(mounted_config(service)) - supplied
+            assert not missing, (profile, name, missing)
+
+
+# -- the deploy configurations -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [DEPLOY / "retention.toml", DEPLOY / "retention.simulators.toml", K8S / "retention.toml"],
+    ids=lambda p: str(p.relative_to(DEPLOY)),
+)
+def test_each_deploy_configuration_loads_and_schedules_every_provider(
+    path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_deploy_config(path, monkeypatch)
+    assert settings.providers
+    assert settings.ledger.auto_migrate is False  # a migrate step runs first
+    beat = celery_config(settings)["beat_schedule"]
+    assert {entry["args"][0] for entry in beat.values()} == set(settings.providers)
+
+
+def test_the_simulators_config_names_the_simulators_accounts(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = load_deploy_config(DEPLOY / "retention.simulators.toml", monkeypatch)
+    command = command_of(compose["services"]["simulators"])
+    host = command[command.index("--public-host") + 1]
+    base_port = int(command[command.index("--base-port") + 1])
+    for offset, name in enumerate(simulators_main.ORDER):
+        provider = settings.providers[f"sim_{name}"]
+        assert provider.base_url.startswith(f"http://{host}:{base_port + offset}"), name
+    daily, loom = settings.providers["sim_daily"], settings.providers["sim_loom"]
+    assert daily.type == "daily"
+    assert daily.api_key.get_secret_value() == simulators_main.DAILY_API_KEY
+    assert loom.type == "loom"
+    assert loom.secret.get_secret_value() == simulators_main.LOOM_SECRET
+
+
+# -- Kubernetes ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def k8s() -> dict[tuple[str, str], dict[str, Any]]:
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for name in load_yaml(K8S / "kustomization.yaml")["resources"]:
+        for obj in load_all_yaml(K8S / name):
+            found[(obj["kind"], obj["metadata"]["name"])] = obj
+    return found
+
+
+@pytest.fixture(scope="module")
+def k8s_settings() -> Iterator[Settings]:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield load_deploy_config(K8S / "retention.toml", monkeypatch)
+
+
+def pod_specs(k8s: Mapping[tuple[str, str], Any]) -> dict[str, dict[str, Any]]:
+    return {
+        f"{kind}/{name}": obj["spec"]["template"]["spec"]
+        for (kind, name), obj in k8s.items()
+        if kind in ("Deployment", "Job")
+    }
+
+
+def test_the_kustomization_lists_every_manifest_but_not_the_secret_example() -> None:
+    kustomization = load_yaml(K8S / "kustomization.yaml")
+    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == manifests - {"secret.example.yaml"}
+    assert "namespace" not in kustomization
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["files"] == ["retention.toml"]
+    (image,) = kustomization["images"]
+    assert image["newTag"]
+
+
+def test_every_container_runs_the_pinned_image_with_the_config_and_the_secret(
+    k8s: dict[tuple[str, str], Any],
+) -> None:
+    image = load_yaml(K8S / "kustomization.yaml")["images"][0]["name"]
+    for where, spec in pod_specs(k8s).items():
+        config = next(v for v in spec["volumes"] if v["name"] == "config")
+        assert config["configMap"]["name"] == "retention-config", where
+        for container in spec["containers"] + spec.get("initContainers", []):
+            assert container["image"] == image, where
+            assert {"secretRef": {"name": "retention-secrets"}} in container["envFrom"], where
+            assert {
+                "name": "config",
+                "mountPath": "/etc/retention",
+                "readOnly": True,
+            } in container["volumeMounts"], where
+
+
+def test_beat_is_a_single_replica_that_is_never_rolled_over_alive(
+    k8s: dict[tuple[str, str], Any],
+) -> None:
+    beats = [
+        obj
+        for (kind, _), obj in k8s.items()
+        if kind == "Deployment"
+        and "beat" in obj["spec"]["template"]["spec"]["containers"][0]["command"]
+    ]
+    assert len(beats) == 1
+    (beat,) = beats
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_workers_stop_by_soft_shutdown_within_the_configured_grace_period(
+    k8s: dict[tuple[str, str], Any], k8s_settings: Settings
+) -> None:
+    worker = k8s[("Deployment", "retention-worker")]
+    spec = worker["spec"]["template"]["spec"]
+    assert worker["spec"]["replicas"] == 2
+    assert spec["terminationGracePeriodSeconds"] == k8s_settings.worker.grace_period_seconds
+    (container,) = spec["containers"]
+    assert {"name": "REMAP_SIGTERM", "value": "SIGQUIT"} in container["env"]
+    assert "--concurrency" in container["command"]
+
+
+def test_worker_probes_and_scraping_use_the_configured_metrics_port(
+    k8s: dict[tuple[str, str], Any], k8s_settings: Settings
+) -> None:
+    worker = k8s[("Deployment", "retention-worker")]
+    (container,) = worker["spec"]["template"]["spec"]["containers"]
+    (port,) = container["ports"]
+    assert port == {
+        "name": "metrics",
+        "containerPort": k8s_settings.metrics.port,
+        "protocol": "TCP",
+    }
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    annotations = worker["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(k8s_settings.metrics.port)
+    service = k8s[("Service", "retention-worker-metrics")]
+    assert service["spec"]["selector"] == worker["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    pdb = k8s[("PodDisruptionBudget", "retention-worker")]
+    assert pdb["spec"]["selector"] == worker["spec"]["selector"]
+
+
+def test_every_pod_runs_as_the_image_user_on_a_read_only_root(
+    k8s: dict[tuple[str, str], Any],
+) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert f"USER {IMAGE_UID}:{IMAGE_UID}" in dockerfile
+    for where, spec in pod_specs(k8s).items():
+        assert spec["automountServiceAccountToken"] is False, where
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, where
+        assert pod["runAsUser"] == pod["runAsGroup"] == IMAGE_UID, where
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        for container in spec["containers"] + spec.get("initContainers", []):
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, where
+            assert context["allowPrivilegeEscalation"] is False, where
+            assert context["capabilities"] == {"drop": ["ALL"]}, where
+            assert "limits" in container["resources"], where
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts, where
+
+
+def test_the_worker_metrics_directory_is_memory_backed_where_the_image_points(
+    k8s: dict[tuple[str, str], Any],
+) -> None:
+    match = re.search(r"PROMETHEUS_MULTIPROC_DIR=(\S+)", (ROOT / "Dockerfile").read_text())
+    assert match
+    spec = k8s[("Deployment", "retention-worker")]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == match.group(1))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["emptyDir"]["medium"] == "Memory"
+
+
+def test_the_secret_example_supplies_every_variable_the_config_reads() -> None:
+    (secret,) = load_all_yaml(K8S / "secret.example.yaml")
+    assert secret["metadata"]["name"] == "retention-secrets"
+    assert env_refs(K8S / "retention.toml") <= set(secret["stringData"])
+
+
+# -- alert rules --------------------------------------------------------------------------------
+
+
+def exposed_metric_names() -> set[str]:
+    """The series names worker/metrics.py's metrics appear under on /metrics."""
+    suffixes = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
+    names: set[str] = set()
+    registry = worker_metrics.metrics()
+    for field in dataclasses.fields(registry):
+        for family in getattr(registry, field.name).describe():
+            names |= {family.name + suffix for suffix in suffixes[family.type]}
+    return names
+
+
+def test_alert_rules_name_only_metrics_the_worker_serves() -> None:
+    exposed = exposed_metric_names()
+    assert "retention_last_successful_sweep_timestamp_seconds" in exposed
+    groups = load_yaml(DEPLOY / "prometheus" / "alerts.yaml")["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    used: set[str] = set()
+    for rule in rules:
+        names = set(re.findall(r"\bretention_[a-z_]+", rule["expr"]))
+        assert names, rule["alert"]
+        assert names <= exposed, (rule["alert"], names - exposed)
+        assert rule["labels"]["severity"], rule["alert"]
+        assert rule["annotations"]["summary"], rule["alert"]
+        used |= names
+    # The dead-man's switch compares the last success with the provider's own period.
+    assert {
+        "retention_last_successful_sweep_timestamp_seconds",
+        "retention_sweep_period_seconds",
+    } <= used
+    tests = load_yaml(DEPLOY / "prometheus" / "alerts.test.yaml")
+    series = {s["series"].split("{")[0] for t in tests["tests"] for s in t["input_series"]}
+    assert series - {"up"} <= exposed
+
+
+# -- the simulators' server, end to end ----------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Simulators:
+    process: subprocess.Popen[str]
+    ready: dict[str, Any]
+
+    def provider(self, name: str) -> dict[str, Any]:
+        table: dict[str, Any] = self.ready["providers"][name]
+        return table
+
+
+@pytest.fixture(scope="module")
+def simulators() -> Iterator[Simulators]:
+    """`python -m worker.simulators --base-port 0`, ready once it prints its JSON line."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.simulators", "--base-port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    stdout = process.stdout
+    assert stdout is not None
+    first: list[str] = []
+    reader = threading.Thread(target=lambda: first.append(stdout.readline()))
+    reader.start()
+    reader.join(timeout=30)
+    if not first or not first[0]:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"the simulators did not start: {err}")
+    try:
+        yield Simulators(process, json.loads(first[0]))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_the_simulators_listen_on_loopback_and_stop_cleanly_on_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.simulators", "--base-port", "0", "--seed", "none"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    ready = json.loads(process.stdout.readline())
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == 0
+    assert ready["event"] == "simulators_ready"
+    assert list(ready["providers"]) == list(simulators_main.ORDER)
+    for table in ready["providers"].values():
+        assert table["base_url"].startswith("http://127.0.0.1:")
+        assert table["jobs"] == []
+
+
+def test_the_seed_step_tracks_and_holds_the_ids_the_simulators_report(
+    compose: dict[str, Any], simulators: Simulators
+) -> None:
+    script = compose["services"]["seed-simulators"]["command"][0]
+    for name in ("loom", "unsiloed"):
+        ids = simulators.provider(name)["track"]
+        assert f"retention track sim_{name} {' '.join(ids)}" in script
+    (held,) = simulators.provider("daily")["hold"]
+    assert f"retention hold sim_daily {held}" in script
+
+
+@pytest.mark.redis
+def test_the_simulators_config_archives_and_deletes_every_due_job(
+    simulators: Simulators,
+    s3_server: S3Server,
+    s3: S3Client,
+    bucket: str,
+    tmp_path: Path,
+) -> None:
+    # given deploy/retention.simulators.toml, pointed at the running simulators, the test's
+    # S3 server and bucket, a SQLite ledger and the local Redis by environment variables only
+    config = DEPLOY / "retention.simulators.toml"
+    env = {
+        "LEDGER_URL": f"sqlite:///{tmp_path}/ledger.db",
+        "BROKER_URL": REDIS_URL,
+        "RETENTION_ARCHIVE__BUCKET": bucket,
+        "RETENTION_ARCHIVE__ENDPOINT_URL": s3_server.endpoint_url,
+        # A queue of the test's own keeps its sweep leases apart from other runs.
+        "RETENTION_BROKER__QUEUE": f"deploy-test-{os.getpid()}",
+    }
+    for name in simulators_main.ORDER:
+        env[f"RETENTION_PROVIDERS__SIM_{name.upper()}__BASE_URL"] = simulators.provider(name)[
+            "base_url"
+        ]
+    assert run_cli("migrate", config=config, env=env).code == 0
+    for name in ("loom", "unsiloed"):
+        tracked = run_cli(
+            "track", f"sim_{name}", *simulators.provider(name)["track"], config=config, env=env
+        )
+        assert tracked.code == 0, tracked.stderr
+    (held,) = simulators.provider("daily")["hold"]
+    assert run_cli("hold", "sim_daily", held, config=config, env=env).code == 0
+
+    # when every dependency is checked, then a sweep runs, then another
+    check = run_cli("check", config=config, env=env)
+    sweep = run_cli("sweep", "--json", config=config, env=env)
+    again = run_cli("sweep", "--json", config=config, env=env)
+
+    # then every check passed, each provider's credentials included
+    assert check.code == 0, check.stdout + check.stderr
+    assert check.stdout.count("credentials accepted") == len(simulators_main.ORDER)
+    assert sweep.code == 0, sweep.stderr
+    summary = sweep.last_json()
+    # due: Daily's two finished jobs and its failed one (the held one waits), Loom's, MPC's,
+    # Unsiloed's completed job, DatoCMS's ready track; nothing failed
+    assert summary["deleted"] == summary["archived"] == 7, summary
+    assert summary["failed"] == 0, summary
+    stored = objects(s3, bucket, "simulators/")
+    manifests = {key for key in stored if key.endswith("/manifest.json")}
+    receipts = {key for key in stored if key.endswith("/deletion.json")}
+    assert len(manifests) == len(receipts) == 7
+    assert not any(held in key for key in stored)
+    for key in manifests:
+        manifest = json.loads(stored[key])
+        for file in manifest["files"]:
+            assert file["key"] in stored
+    # and the second sweep finds nothing left to do
+    assert again.code == 0, again.stderr
+    assert again.last_json()["deleted"] == again.last_json()["archived"] == 0
+
+
+def test_the_deploy_configs_read_secrets_only_from_the_environment() -> None:
+    for path in (DEPLOY / "retention.toml", K8S / "retention.toml"):
+        data = tomllib.loads(path.read_text())
+        for name, provider in data["providers"].items():
+            for key in ("api_key", "key", "secret", "secret_key", "access_key", "api_token"):
+                if key in provider:
+                    assert ENV_REF.fullmatch(provider[key]), (path.name, name, key)
+        assert ENV_REF.fullmatch(data["ledger"]["url"])
+        assert ENV_REF.fullmatch(data["broker"]["url"])

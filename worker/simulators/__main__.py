@@ -1,0 +1,437 @@
+"""`python -m worker.simulators`: the five provider simulators as one standalone server.
+
+deploy/compose.yaml's `simulators` profile runs it so the whole system can be tried without a
+provider account; it is just as useful by hand::
+
+    python -m worker.simulators                  # 127.0.0.1:8101-8105, demo jobs
+    python -m worker.simulators --host 0.0.0.0 --public-host simulators --s3-endpoint http://minio:9000
+
+Each simulator listens on its own port (``--base-port`` and the four after it, in the order
+daily, loom, huawei_mpc, unsiloed, datocms; ``--base-port 0`` takes free ports). Once all of
+them listen, one JSON line on stdout gives, per provider, the ``[providers.NAME]`` table a
+configuration needs (type, base_url, credentials), the jobs it holds, and the ids to hand to
+``retention track`` (Loom and Unsiloed have no list endpoint) and ``retention hold``. Then it
+serves until SIGTERM or SIGINT.
+
+``--seed demo`` (the default) adds jobs like ``retention demo``'s, in every state, with fixed
+ids so a static configuration (deploy/retention.simulators.toml) can name them.
+
+Outputs in the user's own buckets (a Daily ``custom_buckets`` job, Huawei MPC's OBS outputs)
+need an S3 server: with ``--s3-endpoint`` they are written there (credentials from the usual
+``AWS_*`` variables) and the buckets are created when missing; without it they are left out
+and the rest is the same. moto is never needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, ClassVar, TypeVar, cast
+
+from worker.demo import (
+    CUSTOM_BUCKET,
+    LAST_MONTH,
+    MPC_PROJECT,
+    OBS_BUCKET,
+    SUMMARY_TXT,
+    TRANSCRIPT_JSON,
+    TRANSCRIPT_TXT,
+    TRANSCRIPT_VTT,
+)
+from worker.simulators.blobs import Blob, Content, chunks_of
+from worker.simulators.daily import DailySimulator
+from worker.simulators.datocms import DatoCmsSimulator
+from worker.simulators.http import SimServer
+from worker.simulators.huawei_mpc import HuaweiMpcSimulator
+from worker.simulators.loom import LoomSimulator
+from worker.simulators.unsiloed import UnsiloedSimulator
+
+# The simulated accounts' made-up credentials (the same as `retention demo`'s). They are fixed
+# so that deploy/retention.simulators.toml can name them.
+DAILY_API_KEY = "demo-key-acme"
+LOOM_KEY = "demo-loom-key"
+LOOM_SECRET = "demo-loom-secret"  # noqa: S105 - simulated account
+MPC_ACCESS_KEY = "DEMOAKDEMOAKDEMOAK01"
+MPC_SECRET_KEY = "demo-secret-key-for-sdk-hmac-sha256"  # noqa: S105 - simulated account
+UNSILOED_API_KEY = "demo-unsiloed-key"
+DATOCMS_API_TOKEN = "demo-dato-token"  # noqa: S105 - simulated account
+DATOCMS_UPLOAD = "demo-upload-0001"
+
+DEFAULT_BASE_PORT = 8101
+# Port offsets from --base-port, and the provider names the JSON (and the configs) use.
+ORDER = ("daily", "loom", "mpc", "unsiloed", "datocms")
+
+S = TypeVar("S", bound=SimServer)
+BucketWriter = Callable[[str, str, Content], None]
+
+
+class _Bound(SimServer):
+    """Binds to the chosen address and hands out URLs (base URL, download links) on the
+    host name clients use, which differs from the bind address in a container."""
+
+    bind_host: ClassVar[str] = "127.0.0.1"
+    public_host: ClassVar[str] = "127.0.0.1"
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=self.bind_host, port=port)
+
+    @property
+    def origin(self) -> str:
+        host = self.public_host
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+
+def bound(cls: type[S], bind_host: str, public_host: str) -> type[S]:
+    """``cls`` listening on ``bind_host`` and naming ``public_host`` in its URLs.
+
+    The simulators' own constructors bind to 127.0.0.1; slotting ``_Bound`` between the
+    simulator and ``SimServer`` changes only that, not how any simulator behaves.
+    """
+    attrs = {"bind_host": bind_host, "public_host": public_host}
+    return cast("type[S]", type(f"Served{cls.__name__}", (cls, _Bound), attrs))
+
+
+def _uuid(n: int) -> str:
+    return f"5eed0000-0000-4000-8000-{n:012d}"
+
+
+@dataclass
+class Account:
+    """One running simulator: its provider table, its jobs, and what to track or hold."""
+
+    name: str
+    sim: Any
+    table: dict[str, Any]
+    jobs: list[dict[str, str]] = field(default_factory=list)
+    track: list[str] = field(default_factory=list)
+    hold: list[str] = field(default_factory=list)
+
+    def add(self, job_id: str, status: str, label: str, *, track: bool = False) -> None:
+        self.jobs.append({"id": job_id, "status": status, "label": label})
+        if track:
+            self.track.append(job_id)
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.table, "jobs": self.jobs, "track": self.track, "hold": self.hold}
+
+
+def start_accounts(
+    *, bind_host: str, public_host: str, base_port: int, writer: BucketWriter | None
+) -> list[Account]:
+    """Start the five simulators (stopping any already started if one fails to bind)."""
+
+    def port(name: str) -> int:
+        return base_port + ORDER.index(name) if base_port else 0
+
+    def make(cls: type[S], name: str, *args: Any, **kwargs: Any) -> S:
+        # Each simulator's constructor has its own signature; all of them take `port`.
+        construct: Callable[..., S] = bound(cls, bind_host, public_host)
+        return construct(*args, port=port(name), **kwargs)
+
+    started: list[SimServer] = []
+
+    def keep(sim: S) -> S:
+        started.append(sim)
+        return sim
+
+    try:
+        daily = keep(make(DailySimulator, "daily", DAILY_API_KEY, bucket_writer=writer))
+        loom = keep(make(LoomSimulator, "loom", LOOM_KEY, LOOM_SECRET))
+        mpc = keep(
+            make(
+                HuaweiMpcSimulator,
+                "mpc",
+                MPC_PROJECT,
+                access_key=MPC_ACCESS_KEY,
+                secret_key=MPC_SECRET_KEY,
+                output_bucket=OBS_BUCKET,
+                bucket_writer=writer,
+            )
+        )
+        unsiloed = keep(make(UnsiloedSimulator, "unsiloed", UNSILOED_API_KEY))
+        dato = keep(make(DatoCmsSimulator, "datocms", DATOCMS_API_TOKEN, pending_polls=1))
+    except OSError:
+        for sim in started:
+            sim.stop()
+        raise
+    # Each table is what a [providers.NAME] table of the configuration needs.
+    accounts = [
+        Account("daily", daily, {"type": "daily", "api_key": DAILY_API_KEY}),
+        Account("loom", loom, {"type": "loom", "key": LOOM_KEY, "secret": LOOM_SECRET}),
+        Account(
+            "mpc",
+            mpc,
+            {
+                "type": "huawei_mpc",
+                "project_id": MPC_PROJECT,
+                "access_key": MPC_ACCESS_KEY,
+                "secret_key": MPC_SECRET_KEY,
+            },
+        ),
+        Account("unsiloed", unsiloed, {"type": "unsiloed", "api_key": UNSILOED_API_KEY}),
+        Account(
+            "datocms",
+            dato,
+            {"type": "datocms", "api_token": DATOCMS_API_TOKEN, "upload_ids": [DATOCMS_UPLOAD]},
+        ),
+    ]
+    for account in accounts:
+        account.table["base_url"] = account.sim.base_url
+        account.sim.start()
+    return accounts
+
+
+def seed_demo(accounts: list[Account], *, custom_buckets: bool) -> None:
+    """Jobs in every state, as in `retention demo`, with fixed ids."""
+    by_name = {a.name: a for a in accounts}
+
+    daily = by_name["daily"]
+    s: Any = daily.sim
+    daily.add(
+        s.add_job(
+            transcription=[("json", TRANSCRIPT_JSON), ("txt", TRANSCRIPT_TXT)],
+            summary=("txt", SUMMARY_TXT),
+            job_id=_uuid(1),
+        ),
+        "finished",
+        "transcript + summary",
+    )
+    daily.add(
+        s.add_job(
+            transcription=[("json", Blob(12 * 1024 * 1024, seed=7)), ("vtt", TRANSCRIPT_VTT)],
+            job_id=_uuid(2),
+        ),
+        "finished",
+        "12 MiB transcript (multipart upload)",
+    )
+    if custom_buckets:
+        daily.add(
+            s.add_job(
+                transcription=[("txt", TRANSCRIPT_TXT)],
+                summary=("txt", SUMMARY_TXT),
+                bucket=CUSTOM_BUCKET,
+                job_id=_uuid(3),
+            ),
+            "finished",
+            "outputs in your own bucket",
+        )
+    daily.add(
+        s.add_job(
+            "error", error="Error: Failed to transcribe. May be invalid audio", job_id=_uuid(4)
+        ),
+        "error",
+        "nothing produced",
+    )
+    held = s.add_job(transcription=[("txt", TRANSCRIPT_TXT)], job_id=_uuid(5))
+    daily.add(held, "finished", "under legal hold")
+    daily.hold.append(held)
+    daily.add(s.add_job("processing", job_id=_uuid(6)), "processing", "still running")
+    daily.add(s.add_job("submitted", job_id=_uuid(7)), "submitted", "queued")
+    daily.add(s.add_job("paused", job_id=_uuid(8)), "paused", "a status no one documented")
+
+    loom = by_name["loom"]
+    s = loom.sim
+    loom.add(
+        s.add_job(
+            "completed",
+            inputs=[
+                ("consult.mp3", "audio", Blob(256 * 1024, seed=3)),
+                ("referral.pdf", "attachment", b"%PDF-1.7 referral"),
+            ],
+            transcripts=[("General Transcription.txt", TRANSCRIPT_TXT)],
+            processed=[("merged.mp3", Blob(64 * 1024, seed=4))],
+            extracted_fields=b'{"claim_number": "C-1042"}',
+            ref="R000001DEMO",
+        ),
+        "completed",
+        "audio, document, transcript, fields",
+        track=True,
+    )
+    loom.add(
+        s.add_job("in_progress", inputs=[("later.mp3", "audio", b"ID3...")], ref="R000002DEMO"),
+        "in progress",
+        "still transcribing",
+        track=True,
+    )
+
+    mpc = by_name["mpc"]
+    s = mpc.sim
+    mpc.add(
+        s.add_task(
+            "SUCCEEDED",
+            end_time=LAST_MONTH,
+            outputs=[("talk_720p.mp4", b"mp4")],
+            task_id="3273178",
+        ),
+        "SUCCEEDED",
+        "record only: outputs are already in your OBS bucket",
+    )
+    mpc.add(s.add_task("TRANSCODING", task_id="3273179"), "TRANSCODING", "still transcoding")
+
+    unsiloed = by_name["unsiloed"]
+    s = unsiloed.sim
+    unsiloed.add(
+        s.add_job(
+            "completed",
+            result={"invoice_number": {"value": "INV-001", "score": 0.98}},
+            document=b"%PDF-1.4 invoice",
+            file_name="invoice.pdf",
+            updated_at=LAST_MONTH,
+            job_id=_uuid(101),
+        ),
+        "completed",
+        "result.json + source document",
+        track=True,
+    )
+    unsiloed.add(
+        s.add_job("review", result={"total": {"value": "12.00", "score": 0.41}}, job_id=_uuid(102)),
+        "review",
+        "awaiting human review",
+        track=True,
+    )
+
+    dato = by_name["datocms"]
+    s = dato.sim
+    upload = s.add_upload(DATOCMS_UPLOAD)
+    dato.add(
+        s.add_track(upload, "ready", track_id="demo-track-0001"),
+        "ready",
+        "subtitles (delete is asynchronous)",
+    )
+    dato.add(
+        s.add_track(upload, "preparing", track_id="demo-track-0002"), "preparing", "still preparing"
+    )
+    dato.add(
+        s.add_track(s.add_upload("demo-upload-0002"), "ready", track_id="demo-track-0003"),
+        "ready",
+        "not listed, not tracked",
+    )
+
+
+def s3_writer(endpoint_url: str, region: str) -> BucketWriter:
+    """Writes custom-bucket outputs to an S3 server, creating the buckets when missing."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=region,
+        config=Config(
+            s3={"addressing_style": "path"},
+            # MinIO and other S3-compatible servers may reject the newer default checksums.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    for bucket in (CUSTOM_BUCKET, OBS_BUCKET):
+        if bucket not in existing:
+            client.create_bucket(Bucket=bucket)
+
+    def write(bucket: str, key: str, content: Content) -> None:
+        client.put_object(Bucket=bucket, Key=key, Body=b"".join(chunks_of(content)))
+
+    return write
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.simulators",
+        description="Run the five provider simulators until SIGTERM or SIGINT.",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--public-host",
+        help="host name clients reach the simulators by, used in base URLs and download links "
+        "(default: --host, or 127.0.0.1 when listening on every address)",
+    )
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=DEFAULT_BASE_PORT,
+        help=f"port of the first simulator; the others take the next four "
+        f"({', '.join(ORDER)}; default: {DEFAULT_BASE_PORT}; 0: free ports)",
+    )
+    parser.add_argument(
+        "--seed",
+        choices=("demo", "none"),
+        default="demo",
+        help="demo: jobs in every state, as in `retention demo` (default); none: no jobs",
+    )
+    parser.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3 server for outputs in the user's own buckets (credentials from AWS_*); "
+        "without it those outputs are left out",
+    )
+    parser.add_argument("--s3-region", default="us-east-1", help="default: us-east-1")
+    args = parser.parse_args(argv)
+    if not 0 <= args.base_port <= 65535 - len(ORDER):
+        parser.error(f"--base-port must be 0 or a port below {65536 - len(ORDER)}")
+    if args.public_host is None:
+        args.public_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    # Installed before anything starts, so a SIGTERM during start-up still stops cleanly.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    writer: BucketWriter | None = None
+    if args.s3_endpoint:
+        try:
+            writer = s3_writer(args.s3_endpoint, args.s3_region)
+        except Exception as exc:  # botocore's errors: one line, not a traceback
+            print(f"error: S3 server {args.s3_endpoint}: {exc}", file=sys.stderr)
+            return 1
+    try:
+        accounts = start_accounts(
+            bind_host=args.host,
+            public_host=args.public_host,
+            base_port=args.base_port,
+            writer=writer,
+        )
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.seed == "demo":
+            seed_demo(accounts, custom_buckets=writer is not None)
+        ready = {
+            "event": "simulators_ready",
+            "s3_endpoint": args.s3_endpoint,
+            "providers": {a.name: a.summary() for a in accounts},
+        }
+        print(json.dumps(ready), flush=True)
+        print(
+            "simulators: "
+            + ", ".join(f"{a.name} {a.sim.base_url}" for a in accounts)
+            + " (SIGTERM or Ctrl-C stops them)",
+            file=sys.stderr,
+            flush=True,
+        )
+        stop.wait()
+    finally:
+        for account in accounts:
+            account.sim.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
