@@ -8,6 +8,10 @@ system, from os.wait4), which a busy machine inflates less than the wall time.
 
 The modules each command imported are read from ``-X importtime``, to show that boto3,
 botocore, Celery, structlog and rich stay off these paths.
+
+The package is byte-compiled first, as ``pip install`` and the image do: in a checkout run
+with PYTHONDONTWRITEBYTECODE, every command would otherwise compile the project's modules
+again (about 45 ms here).
 """
 
 from __future__ import annotations
@@ -66,8 +70,17 @@ def _imported(argv: list[str], env: dict[str, str]) -> set[str]:
     return names
 
 
+def _compile_package() -> None:
+    import compileall
+
+    import worker
+
+    compileall.compile_dir(Path(worker.__file__).parent, quiet=1)
+
+
 def run(options: Any) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+    _compile_package()
     try:
         config = _config(work)
         env = {"RETENTION_CONFIG": str(config), "NO_COLOR": "1"}
