@@ -367,7 +367,7 @@ class Ledger:
         3.35+); else the UPDATE and a SELECT, in the caller's transaction either way.
         """
         if self.engine.dialect.update_returning:
-            return conn.execute(update.returning(*jobs.c)).one_or_none()
+            return conn.execute(update.returning(jobs)).one_or_none()
         if conn.execute(update).rowcount != 1:
             return None
         return conn.execute(sa.select(jobs).where(key)).one()
