@@ -35,22 +35,30 @@ RSS_TARGET = 150 * MiB
 RATIO_TARGET = 1.25
 
 
-def part_plan(
-    size: int | None, total: int, base_mib: int = 8, concurrency: int = 4
-) -> dict[str, Any]:
-    """How the uploader would cut ``total`` bytes (``size`` is the hint it is given)."""
-    from worker.archive import MAX_PARTS, part_size_for
+def part_plan(size: int | None, total: int) -> dict[str, Any]:
+    """How the uploader would cut ``total`` bytes (``size`` is the hint it is given), with the
+    default ``[archive]`` settings."""
+    from worker.archive import MAX_PARTS, part_size_for, parts_in_flight
+    from worker.settings import ArchiveSettings
+
+    defaults = ArchiveSettings(bucket="archive")
 
     sent, number, largest = 0, 0, 0
     while sent < total:
         number += 1
-        part = part_size_for(size, number, base_mib * MiB)
+        part = part_size_for(size, number, defaults.part_size_mib * MiB)
         largest = max(largest, part)
         sent += part
+    in_flight = parts_in_flight(
+        largest,
+        max_concurrency=defaults.max_concurrency,
+        max_buffer=defaults.max_buffer_mib * MiB,
+    )
     return {
         "parts": number,
         "largest_part": largest,
-        "memory_bound": (concurrency + 1) * largest,
+        "in_flight": in_flight,
+        "memory_bound": (in_flight + 1) * largest,
         "ok": number <= MAX_PARTS,
     }
 
@@ -70,13 +78,22 @@ def plan_table() -> tuple[str, dict[str, Any]]:
                 label,
                 str(plan["parts"]),
                 fmt_mib(plan["largest_part"]),
+                str(plan["in_flight"]),
                 fmt_mib(plan["memory_bound"]),
                 verdict(plan["ok"]),
             ]
         )
     text = table(
-        "1a. Part plan (part_size_for, defaults: 8 MiB base, 4 parts in flight)",
-        ["output", "parts", "largest part", "(in flight + 1) x part", "<= 10,000 parts"],
+        "1a. Part plan (part_size_for; defaults: 8 MiB base, at most 4 parts in flight "
+        "within a 64 MiB buffer budget)",
+        [
+            "output",
+            "parts",
+            "largest part",
+            "in flight",
+            "(in flight + 1) x part",
+            "<= 10,000 parts",
+        ],
         rows,
     )
     return text, data

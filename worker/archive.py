@@ -5,10 +5,12 @@ Streaming upload
     manifest; each part is then uploaded by a small thread pool, which computes the part's
     MD5 (sent as Content-MD5, which every S3 server checks) and, unless ``checksum_mode`` is
     ``when_required``, its CRC32 (sent as an additional checksum). At most
-    ``max_concurrency`` parts are in flight, so memory is bounded by
-    ``(max_concurrency + 1) x part size`` whatever the file size. The part size grows with a
-    known size so that no object needs more than 10,000 parts; for an unknown size it
-    doubles every 1,000 parts. A failed upload is aborted.
+    ``max_concurrency`` parts are in flight, and no more than fit in ``max_buffer_mib`` with
+    the part being filled, so memory is bounded by
+    ``min((max_concurrency + 1) x part, max(max_buffer_mib, 2 x part))`` whatever the file
+    size. The part size grows with a known size so that no object needs more than 10,000
+    parts; for an unknown size it doubles every 1,000 parts, and fewer parts go in flight as
+    they grow. A failed upload is aborted.
 
 Verification
     A fresh HEAD after the upload must show the size we streamed, and a checksum we can
@@ -256,6 +258,13 @@ def part_size_for(size_hint: int | None, part_number: int, base: int) -> int:
     return min(MAX_PART_SIZE, base << ((part_number - 1) // 1000))
 
 
+def parts_in_flight(part: int, *, max_concurrency: int, max_buffer: int) -> int:
+    """How many parts of ``part`` bytes may upload while the next one fills: at most
+    ``max_concurrency``, and no more than ``max_buffer`` holds with the filling one; at least
+    one."""
+    return max(1, min(max_concurrency, max_buffer // part - 1))
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
@@ -269,6 +278,7 @@ class Archive:
         self.settings = settings
         self.bucket = settings.bucket
         self.part_size = settings.part_size_mib * MiB
+        self.max_buffer = settings.max_buffer_mib * MiB
         self.checksums = settings.checksum_mode == "when_supported"
 
     def _owner(self) -> dict[str, Any]:
@@ -379,7 +389,7 @@ class Archive:
                 number = 1
                 data: bytes | bytearray = first
                 while data:
-                    if len(inflight) >= self.settings.max_concurrency:
+                    while len(inflight) >= self.in_flight_limit(len(data)):
                         done, spent = inflight.pop(0)
                         parts.append(done.result())
                         if isinstance(spent, bytearray):
@@ -434,12 +444,17 @@ class Archive:
             return self._adopt_existing(key, expect)
         return self._verify(key, expect, version_id=answer.get("VersionId"))
 
+    def in_flight_limit(self, part: int) -> int:
+        return parts_in_flight(
+            part, max_concurrency=self.settings.max_concurrency, max_buffer=self.max_buffer
+        )
+
     @staticmethod
     def _next_part(reader: _Reader, size: int, free: list[bytearray]) -> bytes | bytearray:
         """The next part, read into a free buffer of ``size`` bytes (b"" at the end)."""
+        while free and len(free[-1]) != size:  # the part size grew (see part_size_for)
+            free.pop()
         buffer = free.pop() if free else bytearray(size)
-        if len(buffer) != size:  # the part size grew (see part_size_for)
-            buffer = bytearray(size)
         filled = reader.readinto(buffer)
         if filled == size:
             return buffer

@@ -83,6 +83,10 @@ class ArchiveSettings(_Strict):
     part_size_mib: int = Field(default=8, ge=5, le=5120)
     # Parts uploaded at once per file; memory per upload is about (this + 1) x part size.
     max_concurrency: int = Field(default=4, ge=1, le=64)
+    # Most memory one upload's part buffers may hold, the part being filled included. When
+    # parts grow (very large or unknown-size outputs), fewer go in flight to stay within it;
+    # one part always uploads while the next fills, so parts above half of this cost 2 x part.
+    max_buffer_mib: int = Field(default=64, ge=10, le=65536)
     # Never overwrite an archived object: every write carries IfNoneMatch="*". A resumed job
     # that finds its own earlier copy (same bytes) keeps it; different bytes stop the job.
     if_none_match: bool = True

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -167,3 +169,45 @@ def test_an_unknown_size_grows_its_parts_as_it_goes() -> None:
     assert part_size_for(None, 1001, base) == 2 * base
     total = sum(part_size_for(None, n, base) for n in range(1, MAX_PARTS + 1))
     assert total > 5 * 1024**4  # more than 5 TiB fits in 10,000 growing parts
+
+
+@pytest.mark.parametrize(
+    ("part_mib", "in_flight"),
+    [(8, 4), (11, 4), (16, 3), (21, 2), (32, 1), (64, 1), (5120, 1)],
+)
+def test_fewer_parts_go_in_flight_as_they_grow(part_mib: int, in_flight: int) -> None:
+    settings = ArchiveSettings(bucket="archive")  # max_concurrency 4, max_buffer_mib 64
+    archive = Archive(make_s3_client(settings), settings)
+    part = part_mib * MiB
+    assert archive.in_flight_limit(part) == in_flight
+    # the parts in flight and the one filling stay within the budget, or two parts
+    assert (in_flight + 1) * part <= max(64 * MiB, 2 * part)
+
+
+@pytest.mark.parametrize(("budget_mib", "most"), [(10, 1), (64, 4)])
+def test_the_buffer_budget_bounds_the_parts_uploading_at_once(
+    s3_server: S3Server, s3: S3Client, bucket: str, budget_mib: int, most: int
+) -> None:
+    archive = archive_for(s3_server, bucket, max_buffer_mib=budget_mib, max_concurrency=4)
+    upload = archive._upload_part
+    lock = threading.Lock()
+    now = peak = 0
+
+    def counted(key: str, upload_id: str, number: int, data: bytes | bytearray) -> Any:
+        nonlocal now, peak
+        with lock:
+            now += 1
+            peak = max(peak, now)
+        try:
+            time.sleep(0.05)  # long enough for the next parts to be read and submitted
+            return upload(key, upload_id, number, data)
+        finally:
+            with lock:
+                now -= 1
+
+    archive._upload_part = counted  # type: ignore[method-assign]
+    data = Blob(30 * MiB, seed=7).read()  # six whole parts
+    stored = archive.store_stream("k", chunked(data), size_hint=None)
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == data
+    assert peak == most
