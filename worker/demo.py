@@ -14,72 +14,32 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from worker.simulators.blobs import Blob, Content, chunks_of
+from worker.simulators.blobs import Content, chunks_of
 from worker.simulators.daily import DailySimulator
 from worker.simulators.datocms import DatoCmsSimulator
 from worker.simulators.huawei_mpc import HuaweiMpcSimulator
 from worker.simulators.loom import LoomSimulator
 from worker.simulators.s3server import LOCAL_CREDENTIALS, start_s3_server
+from worker.simulators.seed import (
+    CUSTOM_BUCKET,
+    DATOCMS_UPLOAD,
+    MPC_PROJECT,
+    OBS_BUCKET,
+    TRANSCRIPT_TXT,
+    Account,
+    seed_demo,
+)
 from worker.simulators.unsiloed import UnsiloedSimulator
 
 if TYPE_CHECKING:
     from worker.pipeline import JobResult
 
 ARCHIVE_BUCKET = "acme-vendor-archive"
-CUSTOM_BUCKET = "acme-daily-outputs"
-OBS_BUCKET = "acme-mpc-outputs"
-MPC_PROJECT = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
-LAST_MONTH = datetime.now(UTC) - timedelta(days=30)
-
-TRANSCRIPT_JSON = json.dumps(
-    {
-        "results": {
-            "channels": [
-                {
-                    "alternatives": [
-                        {
-                            "transcript": "Thanks for joining. Let's review the retention policy.",
-                            "confidence": 0.97,
-                        }
-                    ]
-                }
-            ]
-        }
-    },
-    indent=2,
-).encode()
-TRANSCRIPT_TXT = b"Thanks for joining. Let's review the retention policy.\n"
-TRANSCRIPT_VTT = b"WEBVTT\n\n00:00.000 --> 00:03.200\nThanks for joining.\n"
-SUMMARY_TXT = b"The team agreed to keep vendor copies for no more than seven days.\n"
-
-
-@dataclass
-class Account:
-    """One simulated provider account and the jobs the demo gave it."""
-
-    name: str
-    sim: Any
-    # job id -> (status at the provider, what the job shows)
-    jobs: dict[str, tuple[str, str]] = field(default_factory=dict)
-    tracked: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, job_id: str, status: str, label: str, *, track: bool = False) -> str:
-        self.jobs[job_id] = (status, label)
-        if track:
-            self.tracked.append(job_id)
-        return job_id
-
-    def deletes(self, job_id: str) -> int:
-        count: int = self.sim.deletes_of(job_id)
-        return count
 
 
 def _accounts(write: Callable[[str, str, Content], None]) -> list[Account]:
@@ -105,108 +65,19 @@ def _accounts(write: Callable[[str, str, Content], None]) -> list[Account]:
     for account in accounts:
         account.sim.start()
 
-    s: Any = daily.sim
-    daily.add(
-        s.add_job(
-            transcription=[("json", TRANSCRIPT_JSON), ("txt", TRANSCRIPT_TXT)],
-            summary=("txt", SUMMARY_TXT),
-        ),
-        "finished",
-        "transcript + summary",
-    )
-    daily.add(
-        s.add_job(
-            transcription=[("json", Blob(12 * 1024 * 1024, seed=7)), ("vtt", TRANSCRIPT_VTT)]
-        ),
-        "finished",
-        "12 MiB transcript (multipart upload)",
-    )
-    daily.add(
-        s.add_job(
-            transcription=[("txt", TRANSCRIPT_TXT)],
-            summary=("txt", SUMMARY_TXT),
-            bucket=CUSTOM_BUCKET,
-        ),
-        "finished",
-        "outputs in your own bucket",
-    )
-    daily.add(
-        s.add_job("error", error="Error: Failed to transcribe. May be invalid audio"),
-        "error",
-        "nothing produced",
-    )
-    daily.add(s.add_job(transcription=[("txt", TRANSCRIPT_TXT)]), "finished", "under legal hold")
-    daily.add(s.add_job("processing"), "processing", "still running")
-    daily.add(s.add_job("submitted"), "submitted", "queued")
-    daily.add(s.add_job("paused"), "paused", "a status no one documented")
-    daily.config = {"retain_days": 0, "page_size": 3, "custom_buckets": [CUSTOM_BUCKET]}
+    seed_demo(daily=daily, loom=loom, mpc=mpc, unsiloed=unsiloed, dato=dato, custom_buckets=True)
     daily_eu.add(
         daily_eu.sim.add_job(transcription=[("txt", TRANSCRIPT_TXT)]),
         "finished",
         "3-day retention: not due yet",
     )
-    daily_eu.config = {"retain_days": 3}
-
-    s = loom.sim
-    loom.add(
-        s.add_job(
-            "completed",
-            inputs=[
-                ("consult.mp3", "audio", Blob(256 * 1024, seed=3)),
-                ("referral.pdf", "attachment", b"%PDF-1.7 referral"),
-            ],
-            transcripts=[("General Transcription.txt", TRANSCRIPT_TXT)],
-            processed=[("merged.mp3", Blob(64 * 1024, seed=4))],
-            extracted_fields=b'{"claim_number": "C-1042"}',
-        ),
-        "completed",
-        "audio, document, transcript, fields",
-        track=True,
-    )
-    loom.add(
-        s.add_job("in_progress", inputs=[("later.mp3", "audio", b"ID3...")]),
-        "in progress",
-        "still transcribing",
-        track=True,
-    )
-    loom.config = {"retain_days": 0}
-
-    s = mpc.sim
-    mpc.add(
-        s.add_task("SUCCEEDED", end_time=LAST_MONTH, outputs=[("talk_720p.mp4", b"mp4")]),
-        "SUCCEEDED",
-        "record only: outputs are already in your OBS bucket",
-    )
-    mpc.add(s.add_task("TRANSCODING"), "TRANSCODING", "still transcoding")
-    mpc.config = {"retain_days": 7}
-
-    s = unsiloed.sim
-    unsiloed.add(
-        s.add_job(
-            "completed",
-            result={"invoice_number": {"value": "INV-001", "score": 0.98}},
-            document=b"%PDF-1.4 invoice",
-            file_name="invoice.pdf",
-            updated_at=LAST_MONTH,
-        ),
-        "completed",
-        "result.json + source document",
-        track=True,
-    )
-    unsiloed.add(
-        s.add_job("review", result={"total": {"value": "12.00", "score": 0.41}}),
-        "review",
-        "awaiting human review",
-        track=True,
-    )
-    unsiloed.config = {"retain_days": 7}
-
-    s = dato.sim
-    upload = s.add_upload()
-    dato.add(s.add_track(upload, "ready"), "ready", "subtitles (delete is asynchronous)")
-    dato.add(s.add_track(upload, "preparing"), "preparing", "still preparing")
-    dato.add(s.add_track(s.add_upload(), "ready"), "ready", "not listed, not tracked")
-    dato.config = {"retain_days": 0, "upload_ids": [upload]}
+    # Each table holds the account's settings; _write_config adds type, URL and credentials.
+    daily.table = {"retain_days": 0, "page_size": 3, "custom_buckets": [CUSTOM_BUCKET]}
+    daily_eu.table = {"retain_days": 3}
+    loom.table = {"retain_days": 0}
+    mpc.table = {"retain_days": 7}
+    unsiloed.table = {"retain_days": 7}
+    dato.table = {"retain_days": 0, "upload_ids": [DATOCMS_UPLOAD]}
     return accounts
 
 
@@ -255,7 +126,7 @@ def _write_config(path: Path, endpoint: str, workdir: Path, accounts: list[Accou
     ]
     for account in accounts:
         lines.append(f"[providers.{account.name}]")
-        table = {**_provider_table(account), **account.config}
+        table = {**_provider_table(account), **account.table}
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
         lines.append("")
     path.write_text("\n".join(lines))
@@ -304,14 +175,14 @@ def run_demo(*, keep: bool = False) -> None:
             for job_id, (status, label) in account.jobs.items():
                 click.echo(f"  {account.name:9} {job_id[:36]:36}  {status:12} {label}")
 
-        held_id = next(j for j, (_s, label) in by_name["daily"].jobs.items() if "hold" in label)
+        (held_id,) = by_name["daily"].hold
         rt = build_runtime(settings)
         _section("retention track / retention hold")
         for account in accounts:
-            if account.tracked:
-                rt.ledger.track(account.name, account.tracked, now=rt.clock())
+            if account.track:
+                rt.ledger.track(account.name, account.track, now=rt.clock())
                 click.echo(
-                    f"  tracking {len(account.tracked)} {account.name} job(s): "
+                    f"  tracking {len(account.track)} {account.name} job(s): "
                     "no list endpoint, so the worker is told which jobs to look after"
                 )
         rt.ledger.set_hold("daily", held_id, held=True, now=rt.clock(), reason="demo: case 42")

@@ -30,26 +30,23 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, ClassVar, TypeVar, cast
 
-from worker.demo import (
-    CUSTOM_BUCKET,
-    LAST_MONTH,
-    MPC_PROJECT,
-    OBS_BUCKET,
-    SUMMARY_TXT,
-    TRANSCRIPT_JSON,
-    TRANSCRIPT_TXT,
-    TRANSCRIPT_VTT,
-)
-from worker.simulators.blobs import Blob, Content, chunks_of
+from worker.simulators.blobs import Content, chunks_of
 from worker.simulators.daily import DailySimulator
 from worker.simulators.datocms import DatoCmsSimulator
 from worker.simulators.http import SimServer
 from worker.simulators.huawei_mpc import HuaweiMpcSimulator
 from worker.simulators.loom import LoomSimulator
+from worker.simulators.seed import (
+    CUSTOM_BUCKET,
+    DATOCMS_UPLOAD,
+    MPC_PROJECT,
+    OBS_BUCKET,
+    Account,
+    seed_demo,
+)
 from worker.simulators.unsiloed import UnsiloedSimulator
 
 # The simulated accounts' made-up credentials (the same as `retention demo`'s). They are fixed
@@ -61,7 +58,6 @@ MPC_ACCESS_KEY = "DEMOAKDEMOAKDEMOAK01"
 MPC_SECRET_KEY = "demo-secret-key-for-sdk-hmac-sha256"  # noqa: S105 - simulated account
 UNSILOED_API_KEY = "demo-unsiloed-key"
 DATOCMS_API_TOKEN = "demo-dato-token"  # noqa: S105 - simulated account
-DATOCMS_UPLOAD = "demo-upload-0001"
 
 DEFAULT_BASE_PORT = 8101
 # Port offsets from --base-port, and the provider names the JSON (and the configs) use.
@@ -95,30 +91,6 @@ def bound(cls: type[S], bind_host: str, public_host: str) -> type[S]:
     """
     attrs = {"bind_host": bind_host, "public_host": public_host}
     return cast("type[S]", type(f"Served{cls.__name__}", (cls, _Bound), attrs))
-
-
-def _uuid(n: int) -> str:
-    return f"5eed0000-0000-4000-8000-{n:012d}"
-
-
-@dataclass
-class Account:
-    """One running simulator: its provider table, its jobs, and what to track or hold."""
-
-    name: str
-    sim: Any
-    table: dict[str, Any]
-    jobs: list[dict[str, str]] = field(default_factory=list)
-    track: list[str] = field(default_factory=list)
-    hold: list[str] = field(default_factory=list)
-
-    def add(self, job_id: str, status: str, label: str, *, track: bool = False) -> None:
-        self.jobs.append({"id": job_id, "status": status, "label": label})
-        if track:
-            self.track.append(job_id)
-
-    def summary(self) -> dict[str, Any]:
-        return {**self.table, "jobs": self.jobs, "track": self.track, "hold": self.hold}
 
 
 def start_accounts(
@@ -185,133 +157,6 @@ def start_accounts(
         account.table["base_url"] = account.sim.base_url
         account.sim.start()
     return accounts
-
-
-def seed_demo(accounts: list[Account], *, custom_buckets: bool) -> None:
-    """Jobs in every state, as in `retention demo`, with fixed ids."""
-    by_name = {a.name: a for a in accounts}
-
-    daily = by_name["daily"]
-    s: Any = daily.sim
-    daily.add(
-        s.add_job(
-            transcription=[("json", TRANSCRIPT_JSON), ("txt", TRANSCRIPT_TXT)],
-            summary=("txt", SUMMARY_TXT),
-            job_id=_uuid(1),
-        ),
-        "finished",
-        "transcript + summary",
-    )
-    daily.add(
-        s.add_job(
-            transcription=[("json", Blob(12 * 1024 * 1024, seed=7)), ("vtt", TRANSCRIPT_VTT)],
-            job_id=_uuid(2),
-        ),
-        "finished",
-        "12 MiB transcript (multipart upload)",
-    )
-    if custom_buckets:
-        daily.add(
-            s.add_job(
-                transcription=[("txt", TRANSCRIPT_TXT)],
-                summary=("txt", SUMMARY_TXT),
-                bucket=CUSTOM_BUCKET,
-                job_id=_uuid(3),
-            ),
-            "finished",
-            "outputs in your own bucket",
-        )
-    daily.add(
-        s.add_job(
-            "error", error="Error: Failed to transcribe. May be invalid audio", job_id=_uuid(4)
-        ),
-        "error",
-        "nothing produced",
-    )
-    held = s.add_job(transcription=[("txt", TRANSCRIPT_TXT)], job_id=_uuid(5))
-    daily.add(held, "finished", "under legal hold")
-    daily.hold.append(held)
-    daily.add(s.add_job("processing", job_id=_uuid(6)), "processing", "still running")
-    daily.add(s.add_job("submitted", job_id=_uuid(7)), "submitted", "queued")
-    daily.add(s.add_job("paused", job_id=_uuid(8)), "paused", "a status no one documented")
-
-    loom = by_name["loom"]
-    s = loom.sim
-    loom.add(
-        s.add_job(
-            "completed",
-            inputs=[
-                ("consult.mp3", "audio", Blob(256 * 1024, seed=3)),
-                ("referral.pdf", "attachment", b"%PDF-1.7 referral"),
-            ],
-            transcripts=[("General Transcription.txt", TRANSCRIPT_TXT)],
-            processed=[("merged.mp3", Blob(64 * 1024, seed=4))],
-            extracted_fields=b'{"claim_number": "C-1042"}',
-            ref="R000001DEMO",
-        ),
-        "completed",
-        "audio, document, transcript, fields",
-        track=True,
-    )
-    loom.add(
-        s.add_job("in_progress", inputs=[("later.mp3", "audio", b"ID3...")], ref="R000002DEMO"),
-        "in progress",
-        "still transcribing",
-        track=True,
-    )
-
-    mpc = by_name["mpc"]
-    s = mpc.sim
-    mpc.add(
-        s.add_task(
-            "SUCCEEDED",
-            end_time=LAST_MONTH,
-            outputs=[("talk_720p.mp4", b"mp4")],
-            task_id="3273178",
-        ),
-        "SUCCEEDED",
-        "record only: outputs are already in your OBS bucket",
-    )
-    mpc.add(s.add_task("TRANSCODING", task_id="3273179"), "TRANSCODING", "still transcoding")
-
-    unsiloed = by_name["unsiloed"]
-    s = unsiloed.sim
-    unsiloed.add(
-        s.add_job(
-            "completed",
-            result={"invoice_number": {"value": "INV-001", "score": 0.98}},
-            document=b"%PDF-1.4 invoice",
-            file_name="invoice.pdf",
-            updated_at=LAST_MONTH,
-            job_id=_uuid(101),
-        ),
-        "completed",
-        "result.json + source document",
-        track=True,
-    )
-    unsiloed.add(
-        s.add_job("review", result={"total": {"value": "12.00", "score": 0.41}}, job_id=_uuid(102)),
-        "review",
-        "awaiting human review",
-        track=True,
-    )
-
-    dato = by_name["datocms"]
-    s = dato.sim
-    upload = s.add_upload(DATOCMS_UPLOAD)
-    dato.add(
-        s.add_track(upload, "ready", track_id="demo-track-0001"),
-        "ready",
-        "subtitles (delete is asynchronous)",
-    )
-    dato.add(
-        s.add_track(upload, "preparing", track_id="demo-track-0002"), "preparing", "still preparing"
-    )
-    dato.add(
-        s.add_track(s.add_upload("demo-upload-0002"), "ready", track_id="demo-track-0003"),
-        "ready",
-        "not listed, not tracked",
-    )
 
 
 def s3_writer(endpoint_url: str, region: str) -> BucketWriter:
@@ -412,7 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         if args.seed == "demo":
-            seed_demo(accounts, custom_buckets=writer is not None)
+            daily, loom, mpc, unsiloed, dato = accounts
+            seed_demo(
+                daily=daily,
+                loom=loom,
+                mpc=mpc,
+                unsiloed=unsiloed,
+                dato=dato,
+                custom_buckets=writer is not None,
+            )
         ready = {
             "event": "simulators_ready",
             "s3_endpoint": args.s3_endpoint,
