@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,53 @@ class ModeRuns:
         self.problems: list[str] = []
 
 
+def ledger_cpu_per_job(work: Path, jobs: int = 300) -> float:
+    """CPU seconds one job's ledger steps cost on SQLite, in this process and one thread:
+    the transactions a sweep makes for a due job with two files, from claim to release."""
+    from datetime import UTC, datetime, timedelta
+
+    from worker.domain import JobSnapshot, Phase
+    from worker.ledger import FileRecord, Ledger
+
+    ledger = Ledger.open(f"sqlite:///{work / 'lifecycle.db'}")
+    now, ttl = datetime.now(UTC), timedelta(minutes=5)
+    started = time.process_time()
+    for n in range(jobs):
+        job_id = f"job-{n}"
+        row = ledger.claim("daily", job_id, owner="w", ttl=ttl, now=now)
+        assert row is not None
+        snapshot = JobSnapshot(job_id, "finished", Phase.SUCCEEDED, None, {"id": job_id})
+        row = ledger.record_status(row, snapshot, owner="w", now=now)
+        ledger.files(row.pk)
+        records = [
+            FileRecord(f"k{i}", 1, "0" * 64, "src", "etag", None, None, None) for i in (1, 2)
+        ]
+        for record in records:
+            ledger.record_file(row, record, owner="w", now=now)
+        row = ledger.mark_archived(row, owner="w", manifest_key="m", files=records, now=now)
+        row = ledger.open_delete_gate(row, owner="w", now=now)
+        ledger.files(row.pk)
+        row = ledger.record_provider_deleted(row, {"status_code": 200}, owner="w", now=now)
+        ledger.files(row.pk)
+        ledger.mark_deleted(row, receipt_key="r", owner="w", now=now)
+        ledger.release(row.pk, owner="w")
+    spent = time.process_time() - started
+    ledger.close()
+    return spent / jobs
+
+
 def run(options: Any) -> dict[str, Any]:
     modes = ["loop", *[f"project c={c}" for c in options.concurrency]]
     out: dict[str, Any] = {"jobs": options.jobs, "servers": {}}
     work = Path(tempfile.mkdtemp(prefix="bench-sweep-"))
     try:
+        ledger_cpu = ledger_cpu_per_job(work)
+        out["ledger_cpu_per_job"] = ledger_cpu
+        print(
+            f"ledger steps of one due job (claim .. release, two files), SQLite, one thread: "
+            f"{ledger_cpu * 1e3:.1f} ms of CPU per job",
+            flush=True,
+        )
         with SimProcess() as sim, endpoints(options.s3) as servers:
             for server in servers:
                 out["servers"][server.name] = {}
