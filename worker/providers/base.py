@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypedDict, TypeVar
 
 import httpx
 import limits
@@ -48,6 +48,9 @@ from worker.errors import (
     WorkerError,
 )
 from worker.logging import get_logger
+
+if TYPE_CHECKING:
+    from worker.settings import ProviderCommon
 
 log = get_logger(__name__)
 
@@ -108,13 +111,45 @@ class Provider(Protocol):
     def close(self) -> None: ...
 
 
-class BaseProvider:
-    """Defaults for the optional parts of the protocol."""
+class ApiOptions(TypedDict, total=False):
+    """What sets one provider's API client apart: its credentials and how it words errors."""
+
+    headers: Mapping[str, str]
+    auth: httpx.Auth | None
+    error_detail: ErrorDetail
+
+
+SettingsT = TypeVar("SettingsT", bound="ProviderCommon")
+
+
+class BaseProvider(Generic[SettingsT]):
+    """One account's settings and API client, and defaults for the optional parts of the
+    protocol. An adapter names its credentials in ``api_options``; ``build`` does the rest."""
 
     name: str
     type: ClassVar[str] = ""
     lists_jobs: ClassVar[bool] = False
     lookup_batch_size: ClassVar[int] = 0
+
+    def __init__(self, name: str, settings: SettingsT, api: HttpApi) -> None:
+        self.name = name
+        self.settings = settings
+        self.api = api
+
+    @classmethod
+    def build(cls, name: str, settings: SettingsT, *, limiter: RateLimiter | None = None) -> Self:
+        api = HttpApi(
+            provider=name,
+            base_url=settings.base_url,
+            timeout=settings.timeout,
+            limiter=limiter,
+            **cls.api_options(settings),
+        )
+        return cls(name, settings, api)
+
+    @classmethod
+    def api_options(cls, settings: SettingsT) -> ApiOptions:
+        raise NotImplementedError(f"{cls.__name__} names no API credentials")
 
     def list_jobs(self) -> Iterator[list[ListedJob]]:
         return iter(())
@@ -138,9 +173,7 @@ class BaseProvider:
         )
 
     def close(self) -> None:
-        api = getattr(self, "api", None)
-        if isinstance(api, HttpApi):
-            api.close()
+        self.api.close()
 
 
 # -- rate limits ---------------------------------------------------------------------------

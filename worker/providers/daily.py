@@ -39,7 +39,7 @@ from worker.domain import (
 )
 from worker.errors import BadResponse, ProviderRejected
 from worker.keys import strip_query
-from worker.providers.base import BaseProvider, HttpApi, RateLimiter, need
+from worker.providers.base import ApiOptions, BaseProvider, HttpApi, need
 from worker.settings import DailySettings
 
 STATUSES = {
@@ -103,32 +103,23 @@ def _links_of(answer: Any, section: str) -> list[tuple[str | None, str]]:
     return links
 
 
-class DailyProvider(BaseProvider):
+class DailyProvider(BaseProvider[DailySettings]):
     type: ClassVar[str] = "daily"
     lists_jobs: ClassVar[bool] = True
 
     def __init__(self, name: str, settings: DailySettings, api: HttpApi) -> None:
-        self.name = name
-        self.settings = settings
-        self.api = api
+        super().__init__(name, settings, api)
         self.custom_buckets = frozenset(settings.custom_buckets)
 
     @classmethod
-    def build(
-        cls, name: str, settings: DailySettings, *, limiter: RateLimiter | None = None
-    ) -> DailyProvider:
-        api = HttpApi(
-            provider=name,
-            base_url=settings.base_url,
-            timeout=settings.timeout,
-            limiter=limiter,
-            headers={
+    def api_options(cls, settings: DailySettings) -> ApiOptions:
+        return {
+            "headers": {
                 "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
                 "Accept": "application/json",
             },
-            error_detail=error_detail,
-        )
-        return cls(name, settings, api)
+            "error_detail": error_detail,
+        }
 
     def _path(self, job_id: str, suffix: str = "") -> str:
         return f"/batch-processor/{quote(job_id, safe='')}{suffix}"

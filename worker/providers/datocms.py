@@ -60,7 +60,7 @@ from worker.errors import (
     UnsafeInput,
 )
 from worker.logging import get_logger
-from worker.providers.base import ApiResponse, BaseProvider, HttpApi, RateLimiter, need
+from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
 from worker.settings import DatoCmsSettings
 
 log = get_logger(__name__)
@@ -202,20 +202,13 @@ def job_result_of(answer: Any) -> tuple[int, Any]:
     return status, attributes.get("payload")
 
 
-class DatoCmsProvider(BaseProvider):
+class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
     type: ClassVar[str] = "datocms"
     # Only the uploads in `upload_ids` are listed; with none, jobs come from `retention track`.
     lists_jobs: ClassVar[bool] = True
 
-    def __init__(self, name: str, settings: DatoCmsSettings, api: HttpApi) -> None:
-        self.name = name
-        self.settings = settings
-        self.api = api
-
     @classmethod
-    def build(
-        cls, name: str, settings: DatoCmsSettings, *, limiter: RateLimiter | None = None
-    ) -> DatoCmsProvider:
+    def api_options(cls, settings: DatoCmsSettings) -> ApiOptions:
         headers = {
             "Authorization": f"Bearer {settings.api_token.get_secret_value()}",
             "Accept": "application/json",
@@ -223,15 +216,7 @@ class DatoCmsProvider(BaseProvider):
         }
         if settings.environment:
             headers["X-Environment"] = settings.environment
-        api = HttpApi(
-            provider=name,
-            base_url=settings.base_url,
-            timeout=settings.timeout,
-            limiter=limiter,
-            headers=headers,
-            error_detail=error_detail,
-        )
-        return cls(name, settings, api)
+        return {"headers": headers, "error_detail": error_detail}
 
     # -- requests ----------------------------------------------------------------------------
 

@@ -51,7 +51,7 @@ from worker.domain import (
     utcnow,
 )
 from worker.errors import BadResponse, ProviderError, ProviderRejected
-from worker.providers.base import BaseProvider, ErrorDetail, HttpApi, RateLimiter, need
+from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, HttpApi, need
 from worker.settings import HuaweiMpcSettings
 
 STATUSES = {
@@ -326,32 +326,23 @@ def _secrets_of(settings: HuaweiMpcSettings) -> list[str]:
     return [v.get_secret_value() for v in values if v is not None]
 
 
-class HuaweiMpcProvider(BaseProvider):
+class HuaweiMpcProvider(BaseProvider[HuaweiMpcSettings]):
     type: ClassVar[str] = "huawei_mpc"
     lists_jobs: ClassVar[bool] = True
     lookup_batch_size: ClassVar[int] = LOOKUP_BATCH
 
     def __init__(self, name: str, settings: HuaweiMpcSettings, api: HttpApi) -> None:
-        self.name = name
-        self.settings = settings
-        self.api = api
+        super().__init__(name, settings, api)
         self.tasks_path = f"/v1/{quote(settings.project_id, safe='')}/transcodings"
 
     @classmethod
-    def build(
-        cls, name: str, settings: HuaweiMpcSettings, *, limiter: RateLimiter | None = None
-    ) -> HuaweiMpcProvider:
+    def api_options(cls, settings: HuaweiMpcSettings) -> ApiOptions:
         headers, auth = credentials_of(settings)
-        api = HttpApi(
-            provider=name,
-            base_url=settings.base_url,
-            timeout=settings.timeout,
-            limiter=limiter,
-            headers={**headers, "Accept": "application/json"},
-            auth=auth,
-            error_detail=error_detailer(_secrets_of(settings)),
-        )
-        return cls(name, settings, api)
+        return {
+            "headers": {**headers, "Accept": "application/json"},
+            "auth": auth,
+            "error_detail": error_detailer(_secrets_of(settings)),
+        }
 
     def _refuse_id(self, job_id: str) -> None:
         if not is_task_id(job_id):

@@ -45,7 +45,7 @@ from worker.domain import (
 )
 from worker.errors import BadResponse, ProviderError, ProviderRejected
 from worker.keys import strip_query
-from worker.providers.base import BaseProvider, ErrorDetail, HttpApi, RateLimiter, need
+from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
 from worker.settings import LoomSettings
 
 GONE_CODE = "ERR_C_TA_DJTA_001"
@@ -296,29 +296,16 @@ def read_delete(
     )
 
 
-class LoomProvider(BaseProvider):
+class LoomProvider(BaseProvider[LoomSettings]):
     type: ClassVar[str] = "loom"
     lists_jobs: ClassVar[bool] = False
 
-    def __init__(self, name: str, settings: LoomSettings, api: HttpApi) -> None:
-        self.name = name
-        self.settings = settings
-        self.api = api
-
     @classmethod
-    def build(
-        cls, name: str, settings: LoomSettings, *, limiter: RateLimiter | None = None
-    ) -> LoomProvider:
-        secrets = _secrets_of(settings)
-        api = HttpApi(
-            provider=name,
-            base_url=settings.base_url,
-            timeout=settings.timeout,
-            limiter=limiter,
-            headers={"Accept": "application/json"},
-            error_detail=error_detail_without(secrets),
-        )
-        return cls(name, settings, api)
+    def api_options(cls, settings: LoomSettings) -> ApiOptions:
+        return {
+            "headers": {"Accept": "application/json"},
+            "error_detail": error_detail_without(_secrets_of(settings)),
+        }
 
     def _path(self, job_id: str, action: str) -> str:
         return f"/jobs/{quote(job_id, safe='')}/{action}"

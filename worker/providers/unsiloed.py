@@ -48,7 +48,7 @@ from worker.domain import (
 )
 from worker.errors import BadResponse, ProviderError, ProviderRejected, WorkerError
 from worker.keys import strip_query
-from worker.providers.base import BaseProvider, ErrorDetail, HttpApi, RateLimiter, need
+from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
 from worker.redact import Redactor
 from worker.settings import UnsiloedSettings
 
@@ -149,29 +149,17 @@ def source_of(job_id: str, result: Any, record: Mapping[str, Any]) -> tuple[str,
     return "source/document", link
 
 
-class UnsiloedProvider(BaseProvider):
+class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
     type: ClassVar[str] = "unsiloed"
     lists_jobs: ClassVar[bool] = False
 
-    def __init__(self, name: str, settings: UnsiloedSettings, api: HttpApi) -> None:
-        self.name = name
-        self.settings = settings
-        self.api = api
-
     @classmethod
-    def build(
-        cls, name: str, settings: UnsiloedSettings, *, limiter: RateLimiter | None = None
-    ) -> UnsiloedProvider:
+    def api_options(cls, settings: UnsiloedSettings) -> ApiOptions:
         key = settings.api_key.get_secret_value()
-        api = HttpApi(
-            provider=name,
-            base_url=settings.base_url,
-            timeout=settings.timeout,
-            limiter=limiter,
-            headers={"X-API-Key": key, "Accept": "application/json"},
-            error_detail=error_detail_for(key),
-        )
-        return cls(name, settings, api)
+        return {
+            "headers": {"X-API-Key": key, "Accept": "application/json"},
+            "error_detail": error_detail_for(key),
+        }
 
     def _path(self, job_id: str, suffix: str = "") -> str:
         return f"/jobs/{quote(job_id, safe='')}{suffix}"
