@@ -120,6 +120,9 @@ class Artifact:
     origin: Origin
     # The size the provider declared, when it declared one.
     size: int | None = None
+    # The SHA-256 (hex) the provider declared for these bytes, when it declared one
+    # (Unsiloed's ``pdf_hash``): what was archived must match it.
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

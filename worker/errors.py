@@ -12,8 +12,13 @@ whose archive is complete.
     │   ├── RateLimited ........ 429; carries the wait the provider asked for (transient)
     │   ├── ProviderRejected ... 4xx such as a bad key or a refused operation (permanent)
     │   ├── BadResponse ........ malformed JSON, missing fields, unknown shapes (transient)
+    │   ├── DeleteIncomplete ... the provider answered the delete but says something was not
+    │   │                        deleted: the job stays DELETING and the delete is sent again
     │   └── DeleteFailed ....... an asynchronous delete finished unsuccessfully: its handle is
     │                            spent, and the next attempt sends a new delete
+    ├── Kept ................... the worker cannot prove it holds everything the delete would
+    │                            destroy (an output it does not recognise, a source it cannot
+    │                            fetch), or a policy keeps the job: it stays at the provider
     ├── DownloadError .......... a file download broke or came back short (transient)
     ├── ArchiveError ........... S3 refused or failed a write or a read (transient)
     │   └── VerifyError ........ a stored object does not match what was streamed (transient)
@@ -109,6 +114,38 @@ class BadResponse(ProviderError):
 
 class DeleteFailed(ProviderError):
     """An asynchronous delete the provider finished, unsuccessfully: its handle is spent."""
+
+
+class DeleteIncomplete(ProviderError):
+    """The provider answered the delete, but its answer says part of the job was not deleted
+    (Loom's "... not deleted", Daily's ``error`` on a delete). A partial delete is not a
+    delete: the job stays DELETING, the delete is sent again later, and it is reported."""
+
+
+class Kept(WorkerError):
+    """The job stays at the provider on purpose, and ``reason`` says why in one word.
+
+    Raised by an adapter when the delete would destroy something the worker cannot archive
+    or does not recognise. Never a delete; the job is looked at again later (a configuration
+    change such as ``ignore_outputs`` takes effect then). The reasons:
+
+    * ``unrecognised_output``: the job's record names a file the adapter does not know;
+    * ``no_output``: a finished job lists no output at all, and its status does not say why;
+    * ``failed_job``: a failed job whose inputs the delete would destroy and the worker
+      cannot fetch (Unsiloed), unless the operator opted in to deleting such jobs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        provider: str | None = None,
+        job_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.reason = reason
+        super().__init__(message, provider=provider, job_id=job_id, hint=hint)
 
 
 class DownloadError(WorkerError):

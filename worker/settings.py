@@ -200,6 +200,11 @@ class ProviderCommon(_Strict):
     rate_limit: str | None = None
     # Seconds to wait for one API answer.
     timeout: float = Field(default=30.0, gt=0)
+    # Sections of the provider's job record that the operator accepts losing, by name (for
+    # Daily an `output` section such as "recording", for Loom an `output_files` key). Files
+    # they name are neither archived nor a reason to keep the job. Without this, a job whose
+    # record names a file the worker does not recognise is kept at the provider.
+    ignore_outputs: list[str] = Field(default_factory=list)
 
     _cron = field_validator("schedule")(_check_cron)
     _rate = field_validator("rate_limit")(_check_rate)
@@ -292,6 +297,12 @@ class UnsiloedSettings(ProviderCommon):
     base_url: str = "https://visionapi.unsiloed.ai"
     # Sent as X-API-Key.
     api_key: SecretStr
+    # A failed job has no result, and its delete removes the source document, which the
+    # worker cannot fetch. By default such jobs are kept at Unsiloed and reported; true
+    # deletes them anyway, with only their record archived.
+    delete_failed_jobs: bool = False
+    # The largest result document read (MiB); a larger answer is refused, not buffered.
+    max_result_mib: int = Field(default=64, ge=1, le=4096)
 
     def default_rate_limit(self) -> str:
         # The standard plan's documented limit; professional plans allow 1000/minute.
