@@ -76,7 +76,8 @@ def _rows(n: int, *, all_due: bool, seed: int = 42) -> list[dict[str, Any]]:
 def _fill(url: str, rows: list[dict[str, Any]]) -> Any:
     import sqlalchemy as sa
 
-    from worker.ledger import Ledger, jobs
+    from worker.ledger import Ledger
+    from worker.ledger.schema import jobs
 
     ledger = Ledger.open(url)
     with ledger.engine.begin() as conn:
@@ -115,15 +116,15 @@ def _time_candidates(ledger: Any, repeat: int) -> tuple[Sample, float, int]:
         "due_cutoff": NOW - timedelta(days=7),
         "refreshed_since": NOW - timedelta(minutes=1),
     }
-    ledger.candidates("daily", **args)  # warm the cache and the pool
+    ledger.query.candidates("daily", **args)  # warm the cache and the pool
     for _ in range(repeat):
         started = time.perf_counter()
-        ledger.candidates("daily", **args)
+        ledger.query.candidates("daily", **args)
         sample.add(time.perf_counter() - started)
     started = time.perf_counter()
     after, total = 0, 0
     while True:
-        batch = ledger.candidates("daily", after_pk=after, limit=500, **args)
+        batch = ledger.query.candidates("daily", after_pk=after, limit=500, **args)
         if not batch:
             break
         total += len(batch)
@@ -143,7 +144,7 @@ def _plan(ledger: Any) -> str:
 
     sa.event.listen(ledger.engine, "before_cursor_execute", grab)
     try:
-        ledger.candidates(
+        ledger.query.candidates(
             "daily",
             now=NOW,
             due_cutoff=NOW - timedelta(days=7),

@@ -55,23 +55,23 @@ def ledger_cpu_per_job(work: Path, jobs: int = 300) -> float:
     started = time.process_time()
     for n in range(jobs):
         job_id = f"job-{n}"
-        row = ledger.claim("daily", job_id, owner="w", ttl=ttl, now=now)
+        row = ledger.jobs.claim("daily", job_id, owner="w", ttl=ttl, now=now)
         assert row is not None
         snapshot = JobSnapshot(job_id, "finished", Phase.SUCCEEDED, None, {"id": job_id})
-        row = ledger.record_status(row, snapshot, owner="w", now=now)
-        ledger.files(row.pk)
+        row = ledger.jobs.record_status(row, snapshot, owner="w", now=now)
+        ledger.query.files(row.pk)
         records = [
             FileRecord(f"k{i}", 1, "0" * 64, "src", "etag", None, None, None) for i in (1, 2)
         ]
         for record in records:
-            ledger.record_file(row, record, owner="w", now=now)
-        row = ledger.mark_archived(row, owner="w", manifest_key="m", files=records, now=now)
-        row = ledger.open_delete_gate(row, owner="w", now=now)
-        ledger.files(row.pk)
-        row = ledger.record_provider_deleted(row, {"status_code": 200}, owner="w", now=now)
-        ledger.files(row.pk)
-        ledger.mark_deleted(row, receipt_key="r", owner="w", now=now)
-        ledger.release(row.pk, owner="w")
+            ledger.jobs.record_file(row, record, owner="w", now=now)
+        row = ledger.jobs.mark_archived(row, owner="w", manifest_key="m", files=records, now=now)
+        row = ledger.jobs.open_delete_gate(row, owner="w", now=now)
+        ledger.query.files(row.pk)
+        row = ledger.jobs.record_provider_deleted(row, {"status_code": 200}, owner="w", now=now)
+        ledger.query.files(row.pk)
+        ledger.jobs.mark_deleted(row, receipt_key="r", owner="w", now=now)
+        ledger.jobs.release(row.pk, owner="w")
     spent = time.process_time() - started
     ledger.close()
     return spent / jobs

@@ -25,8 +25,8 @@ from bench.util import child_stats
 def discover(config: str) -> dict[str, Any]:
     from worker.bootstrap import build_runtime
     from worker.logging import configure_logging
-    from worker.pipeline import sweep_provider
     from worker.settings import Settings
+    from worker.sweep import sweep_provider
 
     configure_logging(stream=Path("/dev/null").open("w"), json=True)  # noqa: SIM115
     settings = Settings.model_validate(json.loads(Path(config).read_text()))
@@ -40,9 +40,9 @@ def discover(config: str) -> dict[str, Any]:
     summary = report.summary()
     return {
         "seconds": seconds,
-        "listed": summary["listed"],
+        "listed": summary.listed,
         "new": report.new,
-        "dispatched": summary["dispatched"],
+        "dispatched": summary.dispatched,
     }
 
 
@@ -50,7 +50,7 @@ def walk(ledger_url: str, provider: str) -> dict[str, Any]:
     from worker.bootstrap import Runtime
     from worker.domain import utcnow
     from worker.ledger import Ledger
-    from worker.pipeline import _candidates
+    from worker.sweep import _candidates
 
     ledger = Ledger.open(ledger_url)
     rt: Any = Runtime.__new__(Runtime)  # _candidates reads only rt.ledger
@@ -64,6 +64,7 @@ def walk(ledger_url: str, provider: str) -> dict[str, Any]:
         start=now,
         cutoff=now - timedelta(days=7),
         refreshed_since=now - timedelta(minutes=1),
+        resume=True,
     ):
         count += 1
     seconds = time.perf_counter() - started

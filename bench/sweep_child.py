@@ -115,15 +115,15 @@ def main() -> None:
     started = time.perf_counter()
     try:
         if args.mode == "project":
-            from worker.pipeline import sweep_provider
+            from worker.sweep import sweep_provider
 
             report = sweep_provider(rt, "daily")
             summary = report.summary()
             outcome = {
-                "listed": summary["listed"],
-                "deleted": summary["deleted"],
-                "deferred": summary["deferred"],
-                "failed": summary["failed"],
+                "listed": summary.listed,
+                "deleted": summary.deleted,
+                "deferred": summary.deferred,
+                "failed": summary.failed,
             }
         else:
             outcome = loop(rt, "daily")

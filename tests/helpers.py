@@ -14,12 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
+from worker.job import process_job
+from worker.ledger.schema import jobs
+from worker.outcomes import JobResult
 from worker.settings import Settings
 from worker.simulators.blobs import Content, chunks_of
 from worker.simulators.daily import DailySimulator
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from worker.bootstrap import Runtime
 
 PG_URL = os.environ.get("RETENTION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("RETENTION_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -131,3 +136,15 @@ def objects(s3: S3Client, bucket: str, prefix: str = "") -> dict[str, bytes]:
 
 def multipart_uploads(s3: S3Client, bucket: str) -> list[Any]:
     return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
+
+
+def process_again(rt: Runtime, provider: str, job_id: str) -> JobResult:
+    """A later attempt at a job, once its backoff has passed (as it has by a later sweep):
+    the job's next attempt time is cleared, then the job is processed."""
+    with rt.ledger.engine.begin() as conn:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.provider == provider, jobs.c.job_id == job_id)
+            .values(next_attempt_at=None)
+        )
+    return process_job(rt, provider, job_id)

@@ -39,16 +39,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import boto3
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.errors import ArchiveError, VerifyError
+from worker.s3 import KMS, MISSING, TAKEN, error_code, etag_of, make_s3_client, s3_errors
 from worker.settings import ArchiveSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from worker.source_bucket import SourceObject
+
+__all__ = ["Archive", "StoredObject", "make_s3_client", "part_size_for", "s3_errors"]
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -58,7 +61,6 @@ MAX_PART_SIZE = 5 * GiB
 COPY_MULTIPART_THRESHOLD = 5 * GiB
 # A manifest or receipt larger than this is not ours.
 MAX_JSON_BYTES = 64 * MiB
-_KMS = ("aws:kms", "aws:kms:dsse")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,70 +70,6 @@ class StoredObject:
     sha256: str
     etag: str | None
     version_id: str | None
-
-
-def make_s3_client(
-    settings: ArchiveSettings, *, max_pool_connections: int = 32, endpoint_url: str | None = None
-) -> S3Client:
-    """One client per process: boto3 clients are thread-safe, sessions are not."""
-    config = Config(
-        region_name=settings.region,
-        retries={"mode": "standard", "max_attempts": 5},
-        max_pool_connections=max_pool_connections,
-        s3={"addressing_style": settings.addressing_style},
-        request_checksum_calculation=settings.checksum_mode,
-        response_checksum_validation=settings.checksum_mode,
-        connect_timeout=10,
-        read_timeout=120,
-    )
-    session = boto3.session.Session()
-    client: S3Client = session.client(
-        "s3", endpoint_url=endpoint_url or settings.endpoint_url, config=config
-    )
-    return client
-
-
-def _s3_hint(code: str, bucket: str) -> str:
-    if code in (
-        "AccessDenied",
-        "AllAccessDisabled",
-        "InvalidAccessKeyId",
-        "SignatureDoesNotMatch",
-        "403",
-    ):
-        return (
-            f"Check that the worker's AWS credentials may read and write s3://{bucket} "
-            "(s3:PutObject, s3:GetObject, s3:AbortMultipartUpload)"
-        )
-    if code in ("NoSuchBucket", "404"):
-        return f"Create the bucket {bucket} or fix [archive] bucket"
-    if code in ("SlowDown", "503", "500", "InternalError", "ServiceUnavailable"):
-        return "S3 is overloaded or failing; the job will be tried again"
-    if code in ("PreconditionFailed", "412"):
-        return "An object already exists at this key and archived objects are never overwritten"
-    return "The job will be tried again"
-
-
-@contextlib.contextmanager
-def s3_errors(action: str, bucket: str, key: str | None = None) -> Iterator[None]:
-    """Translate botocore's errors into ArchiveError, naming the bucket and what to do."""
-    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
-    try:
-        yield
-    except ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(
-            error.get("Code", "")
-            or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "error")
-        )
-        raise ArchiveError(
-            f"S3 answered {code} while {action} {where}", hint=_s3_hint(code, bucket)
-        ) from exc
-    except BotoCoreError as exc:
-        raise ArchiveError(
-            f"S3 could not be reached while {action} {where}: {type(exc).__name__}",
-            hint="Check [archive] endpoint_url and the network; the job will be tried again",
-        ) from exc
 
 
 def _b64(digest: bytes) -> str:
@@ -265,13 +203,6 @@ def parts_in_flight(part: int, *, max_concurrency: int, max_buffer: int) -> int:
     return max(1, min(max_concurrency, max_buffer // part - 1))
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-_TAKEN = ("PreconditionFailed", "412")
-
-
 class Archive:
     def __init__(self, client: S3Client, settings: ArchiveSettings) -> None:
         self.client = client
@@ -355,7 +286,7 @@ class Archive:
             with s3_errors("writing", self.bucket, key):
                 answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **args)
         except ArchiveError as exc:
-            if isinstance(exc.__cause__, ClientError) and _code(exc.__cause__) in _TAKEN:
+            if isinstance(exc.__cause__, ClientError) and error_code(exc.__cause__) in TAKEN:
                 return self._adopt_existing(key, expect)
             raise
         return self._verify(key, expect, version_id=answer.get("VersionId"))
@@ -427,7 +358,7 @@ class Archive:
             taken = (
                 isinstance(exc, ArchiveError)
                 and isinstance(exc.__cause__, ClientError)
-                and _code(exc.__cause__) in _TAKEN
+                and error_code(exc.__cause__) in TAKEN
             )
             if not taken:
                 raise
@@ -491,7 +422,7 @@ class Archive:
             key=key,
             size=expect.size,
             sha256=expect.sha256_hex,
-            etag=str(head.get("ETag", "")).strip('"') or None,
+            etag=etag_of(head) or None,
             version_id=head.get("VersionId") or version_id,
         )
 
@@ -510,8 +441,8 @@ class Archive:
                 if str(served).split("-", 1)[0] != expected:
                     raise VerifyError(f"{where} has {field} {served}, expected {expected}")
                 compared.append(field)
-        etag = str(head.get("ETag", "")).strip('"')
-        encrypted = head.get("ServerSideEncryption") in _KMS or head.get("SSECustomerAlgorithm")
+        etag = etag_of(head)
+        encrypted = head.get("ServerSideEncryption") in KMS or head.get("SSECustomerAlgorithm")
         if expect.etag and etag and not encrypted:
             if etag != expect.etag:
                 raise VerifyError(f"{where} has ETag {etag}, expected {expect.etag}")
@@ -570,7 +501,7 @@ class Archive:
             key=key,
             size=expect.size,
             sha256=expect.sha256_hex,
-            etag=str(head.get("ETag", "")).strip('"') or None,
+            etag=etag_of(head) or None,
             version_id=head.get("VersionId"),
         )
 
@@ -596,7 +527,7 @@ class Archive:
                 key=key,
                 size=size,
                 sha256=digest,
-                etag=str(head.get("ETag", "")).strip('"') or None,
+                etag=etag_of(head) or None,
                 version_id=head.get("VersionId"),
             )
 
@@ -607,7 +538,7 @@ class Archive:
         try:
             answer = self.client.get_object_lock_configuration(Bucket=self.bucket, **self._owner())
         except ClientError as exc:
-            if _code(exc) not in ("ObjectLockConfigurationNotFoundError", "404"):
+            if error_code(exc) not in ("ObjectLockConfigurationNotFoundError", "404"):
                 with s3_errors("reading the Object Lock configuration of", self.bucket):
                     raise
             lock = None
@@ -637,31 +568,22 @@ class Archive:
     # -- reading ---------------------------------------------------------------------------
 
     def _head(
-        self,
-        key: str,
-        *,
-        version_id: str | None = None,
-        checksums: bool = False,
-        bucket: str | None = None,
-        client: S3Client | None = None,
+        self, key: str, *, version_id: str | None = None, checksums: bool = False
     ) -> dict[str, Any] | None:
-        bucket = bucket or self.bucket
-        args: dict[str, Any] = {"Bucket": bucket, "Key": key}
-        if bucket == self.bucket:
-            args.update(self._owner())
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
         if version_id and version_id != "null":
             args["VersionId"] = version_id
         if checksums:
             args["ChecksumMode"] = "ENABLED"
         try:
-            return dict((client or self.client).head_object(**args))
+            return dict(self.client.head_object(**args))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if error_code(exc) in MISSING:
                 return None
-            with s3_errors("reading the metadata of", bucket, key):
+            with s3_errors("reading the metadata of", self.bucket, key):
                 raise
         except BotoCoreError:
-            with s3_errors("reading the metadata of", bucket, key):
+            with s3_errors("reading the metadata of", self.bucket, key):
                 raise
         return None  # pragma: no cover - s3_errors always raises
 
@@ -672,8 +594,24 @@ class Archive:
         head = self._head(key, version_id=version_id)
         if head is None:
             return False
-        served = str(head.get("ETag", "")).strip('"')
+        served = etag_of(head)
         return head["ContentLength"] == size and (etag is None or served == etag)
+
+    def superseded(self, key: str, version_id: str | None) -> str | None:
+        """Why the object at ``key`` is no longer the version that was verified, or None.
+
+        Only a versioned bucket can say: there a newer version or a delete marker at the key
+        is worth a person's look (the verified version itself is still readable).
+        """
+        if not version_id or version_id == "null":
+            return None
+        head = self._head(key)
+        if head is None:
+            return "the key's current version is a delete marker (or it was deleted)"
+        current = head.get("VersionId")
+        if current and current != version_id:
+            return f"a newer version ({current}) is at the key; the verified one was read"
+        return None
 
     def get_json(self, key: str) -> Any:
         """The JSON document at ``key``; None when there is no such object."""
@@ -681,7 +619,7 @@ class Archive:
             try:
                 answer = self.client.get_object(Bucket=self.bucket, Key=key, **self._owner())
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                if error_code(exc) in MISSING:
                     return None
                 raise
             if answer["ContentLength"] > MAX_JSON_BYTES:
@@ -711,26 +649,15 @@ class Archive:
                     sink(chunk)
         return size, sha.hexdigest()
 
-    # -- the user's own buckets (Daily's batch_processor_bucket) ---------------------------
+    # -- copies from the user's own buckets (Daily's batch_processor_bucket) ----------------
 
-    def head_source(self, bucket: str, key: str, client: S3Client) -> dict[str, Any] | None:
-        return self._head(key, bucket=bucket, client=client)
-
-    def copy_in(self, bucket: str, key: str, dest_key: str) -> StoredObject:
-        """Server-side copy from a bucket on the archive's own endpoint, then verify.
+    def copy_from(self, source: SourceObject, dest_key: str) -> StoredObject:
+        """Server-side copy of an object on the archive's own endpoint, then verify.
 
         The copy never passes through the worker. To put an exact SHA-256 in the manifest,
         the archived copy is read back once and hashed, and its size must match the source.
         """
-        source = self._head(key, bucket=bucket)
-        if source is None:
-            raise ArchiveError(
-                f"s3://{bucket}/{key} does not exist",
-                permanent=True,
-                hint="The provider lists an output that is not in your bucket; "
-                "check it, then run `retention retry`",
-            )
-        size = int(source["ContentLength"])
+        size = source.size
         # A copy cannot carry IfNoneMatch, so a taken key is checked first and never copied
         # over: an earlier attempt's copy is verified like a fresh one, or stops the job.
         existing = self._head(dest_key) if self.settings.if_none_match else None
@@ -744,9 +671,12 @@ class Archive:
             extra = {k: v for k, v in self._object_args().items() if k != "BucketKeyEnabled"}
             if self.checksums:
                 extra["ChecksumAlgorithm"] = "SHA256"
+            copy_source: dict[str, str] = {"Bucket": source.bucket, "Key": source.key}
+            if source.version_id and source.version_id != "null":
+                copy_source["VersionId"] = source.version_id
             with s3_errors("copying into", self.bucket, dest_key):
                 self.client.copy(
-                    {"Bucket": bucket, "Key": key},
+                    copy_source,  # type: ignore[arg-type]
                     self.bucket,
                     dest_key,
                     ExtraArgs=extra or None,
@@ -756,24 +686,24 @@ class Archive:
         if head is None:
             raise VerifyError(f"s3://{self.bucket}/{dest_key} is missing right after the copy")
         read_size, sha = self.read_back_sha256(dest_key, head.get("VersionId"))
-        src_etag = str(source.get("ETag", "")).strip('"')
-        dst_etag = str(head.get("ETag", "")).strip('"')
-        plain = "-" not in src_etag and source.get("ServerSideEncryption") not in _KMS
+        dst_etag = etag_of(head)
+        plain = "-" not in source.etag and not source.encrypted
         same = read_size == size == head["ContentLength"] and not (
-            plain and size < COPY_MULTIPART_THRESHOLD and src_etag and dst_etag != src_etag
+            plain and size < COPY_MULTIPART_THRESHOLD and source.etag and dst_etag != source.etag
         )
         if not same:
             where = f"s3://{self.bucket}/{dest_key}"
+            origin = f"s3://{source.bucket}/{source.key}"
             if existing is not None:
                 raise ArchiveError(
-                    f"{where} already holds different content than s3://{bucket}/{key}, and "
-                    "archived objects are never overwritten",
+                    f"{where} already holds different content than {origin}, and archived "
+                    "objects are never overwritten",
                     permanent=True,
                     hint="Move that object aside if it is stale, then run `retention retry`",
                 )
             raise VerifyError(
                 f"{where} ({read_size} bytes, ETag {dst_etag}) does not match "
-                f"s3://{bucket}/{key} ({size} bytes, ETag {src_etag})"
+                f"{origin} ({size} bytes, ETag {source.etag})"
             )
         self._ensure_lock(dest_key, head)
         return StoredObject(
@@ -783,41 +713,3 @@ class Archive:
             etag=dst_etag or None,
             version_id=head.get("VersionId"),
         )
-
-    @contextlib.contextmanager
-    def open_source(
-        self, bucket: str, key: str, client: S3Client
-    ) -> Iterator[tuple[Iterator[bytes], int, str | None]]:
-        """Stream an object from a bucket on another endpoint: (chunks, size, content type)."""
-        with s3_errors("reading", bucket, key):
-            try:
-                answer = client.get_object(Bucket=bucket, Key=key)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                    raise ArchiveError(
-                        f"s3://{bucket}/{key} does not exist",
-                        permanent=True,
-                        hint="The provider lists an output that is not in your bucket; check "
-                        "it, then run `retention retry`",
-                    ) from None
-                raise
-        body = answer["Body"]
-        try:
-            yield (
-                body.iter_chunks(chunk_size=MiB),
-                int(answer["ContentLength"]),
-                answer.get("ContentType"),
-            )
-        finally:
-            body.close()
-
-    def delete_source(self, bucket: str, key: str, client: S3Client) -> dict[str, Any]:
-        """Remove an archived output from the user's custom bucket (after the provider's delete)."""
-        with s3_errors("deleting", bucket, key):
-            answer = client.delete_object(Bucket=bucket, Key=key)
-        return {
-            "bucket": bucket,
-            "key": key,
-            "version_id": answer.get("VersionId"),
-            "delete_marker": bool(answer.get("DeleteMarker")),
-        }

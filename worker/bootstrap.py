@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,16 +16,16 @@ from typing import TYPE_CHECKING
 from worker.archive import Archive, make_s3_client
 from worker.domain import utcnow
 from worker.fetch import Fetcher, make_download_client
-from worker.ledger import Ledger, actor_name
-from worker.locks import Lease, LedgerLease, RedisLease
+from worker.leases import LedgerLease, RedisLease, SweepLease, new_owner
+from worker.ledger import Ledger
 from worker.logging import get_logger, register_secrets
 from worker.providers import build_provider
 from worker.providers.base import Provider, RateLimiter
 from worker.settings import Settings
+from worker.source_bucket import SourceBucket
 
 if TYPE_CHECKING:
     import redis
-    from mypy_boto3_s3 import S3Client
 
 log = get_logger(__name__)
 
@@ -38,8 +37,8 @@ class Runtime:
     archive: Archive
     fetcher: Fetcher
     providers: dict[str, Provider]
-    # Clients for custom buckets served from another endpoint than the archive's.
-    source_clients: dict[str, S3Client] = field(default_factory=dict)
+    # Custom buckets served from another endpoint than the archive's, per provider.
+    source_buckets: dict[str, SourceBucket] = field(default_factory=dict)
     clock: Callable[[], datetime] = utcnow
     dry_run: bool = False
     # Shared coordination: the sweep leases and the rate limits of every process and host.
@@ -49,8 +48,8 @@ class Runtime:
     def namespace(self) -> str:
         return f"retention:{self.settings.broker.queue}"
 
-    def sweep_lease(self, provider: str, ttl: timedelta) -> Lease:
-        owner = f"{actor_name()}:{uuid.uuid4().hex[:12]}"
+    def sweep_lease(self, provider: str, ttl: timedelta) -> SweepLease:
+        owner = new_owner()
         name = f"sweep:{provider}"
         if self.redis is not None:
             return RedisLease(self.redis, namespace=self.namespace, name=name, owner=owner, ttl=ttl)
@@ -61,10 +60,10 @@ class Runtime:
             self.settings.provider(name)  # raises a ConfigError naming the configured ones
         return self.providers[name]
 
-    def source_client(self, name: str) -> tuple[S3Client, bool]:
-        """The client for a provider's custom buckets, and whether it is the archive's own."""
-        client = self.source_clients.get(name)
-        return (client, False) if client is not None else (self.archive.client, True)
+    def source_bucket(self, name: str) -> SourceBucket:
+        """A provider's custom buckets: on their own endpoint, or else the archive's."""
+        found = self.source_buckets.get(name)
+        return found if found is not None else SourceBucket(self.archive.client, same_endpoint=True)
 
     def close(self) -> None:
         for provider in self.providers.values():
@@ -97,7 +96,7 @@ def build_runtime(
         settings.ledger.url, auto_migrate=settings.ledger.auto_migrate, read_only=dry_run
     )
     providers: dict[str, Provider] = {}
-    sources: dict[str, S3Client] = {}
+    sources: dict[str, SourceBucket] = {}
     for policy in policies:
         provider_settings = settings.provider(policy.name)
         limiter = RateLimiter(
@@ -108,14 +107,15 @@ def build_runtime(
         providers[policy.name] = build_provider(policy.name, provider_settings, limiter=limiter)
         endpoint = getattr(provider_settings, "custom_bucket_endpoint_url", None)
         if endpoint and endpoint != settings.archive.endpoint_url:
-            sources[policy.name] = make_s3_client(settings.archive, endpoint_url=endpoint)
+            client = make_s3_client(settings.archive, endpoint_url=endpoint)
+            sources[policy.name] = SourceBucket(client, same_endpoint=False)
     return Runtime(
         settings=settings,
         ledger=ledger,
         archive=Archive(s3, settings.archive),
         fetcher=Fetcher(make_download_client(settings.downloads), settings.downloads),
         providers=providers,
-        source_clients=sources,
+        source_buckets=sources,
         clock=clock,
         dry_run=dry_run,
         redis=shared,

@@ -92,9 +92,11 @@ def shortest_period(schedule: crontab) -> timedelta:
     return timedelta(minutes=min(gaps))
 
 
-def sweep_lease_ttl(period: timedelta, longest: timedelta = timedelta(minutes=10)) -> timedelta:
-    """Shorter than the schedule period (GitLab: a 6 min lease under a 7 min cron)."""
-    return max(timedelta(seconds=30), min(period - timedelta(seconds=30), longest))
+def sweep_lease_ttl(period: timedelta, longest: timedelta = timedelta(seconds=30)) -> timedelta:
+    """Never longer than ``longest`` (a heartbeat renews it), and shorter than the schedule
+    period (GitLab: a 6 min lease under a 7 min cron), so a stuck sweep never overlaps the
+    next one."""
+    return min(longest, max(timedelta(seconds=5), period - timedelta(seconds=30)))
 
 
 def job_time_limits(settings: Settings) -> tuple[float, float]:

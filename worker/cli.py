@@ -24,7 +24,8 @@ import click
 from worker import __version__
 
 if TYPE_CHECKING:
-    from worker.pipeline import JobResult, SweepReport
+    from worker.ledger import Ledger
+    from worker.outcomes import JobResult
     from worker.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -107,7 +108,7 @@ class Context:
             raise ConfigError("the configuration has no [providers.NAME] tables")
         return chosen
 
-    def ledger(self) -> Any:
+    def ledger(self) -> Ledger:
         from worker.ledger import Ledger
 
         s = self.settings
@@ -182,7 +183,8 @@ def sweep(
         _enqueue(ctx.settings, names, as_json)
         return
     from worker.bootstrap import build_runtime
-    from worker.pipeline import failed_permanently, merge_summaries, sweep_provider
+    from worker.render import json_document, summary_line
+    from worker.sweep import failed_permanently, sweep_provider
 
     # A person at a terminal gets a progress bar and a table, with the log on stderr.
     watched = not as_json and _interactive()
@@ -190,88 +192,38 @@ def sweep(
     rt = build_runtime(ctx.settings, dry_run=dry_run, only=names)
     try:
         if watched:
-            from worker.terminal import SweepProgress, sweep_table
+            from worker.terminal import SweepProgress
 
             with SweepProgress(names, dry_run=dry_run) as progress:
                 reports = [sweep_provider(rt, name, on_result=progress) for name in names]
         else:
-            printer = _ResultPrinter(dry_run=dry_run)
+            printer = _printer(dry_run=dry_run)
             reports = [sweep_provider(rt, name, on_result=printer) for name in names]
     finally:
         rt.close()
+    summaries = [report.summary() for report in reports]
     if watched:
-        sweep_table(reports)
+        from worker.terminal import sweep_table
+
+        sweep_table(summaries)
     else:
-        for report in reports:
-            click.echo(_describe_report(report))
+        for summary in summaries:
+            click.echo(summary_line(summary))
     if as_json:
-        click.echo(json.dumps(merge_summaries(reports), sort_keys=True, default=str))
+        click.echo(json_document(summaries))
     if failed_permanently(reports):
         sys.exit(EXIT_FAILED)
 
 
-class _ResultPrinter:
+def _printer(*, dry_run: bool) -> Callable[[JobResult], None]:
     """One line per job that changed, or would change, or needs attention."""
+    from worker.render import job_line
 
-    def __init__(self, *, dry_run: bool) -> None:
-        self.dry_run = dry_run
+    def show(result: JobResult) -> None:
+        for line in job_line(result, dry_run=dry_run):
+            click.echo(line)
 
-    def __call__(self, result: JobResult) -> None:
-        from worker.pipeline import Outcome
-
-        where = f"{result.provider} job {result.job_id}"
-        if result.outcome in (Outcome.WOULD_DELETE, Outcome.WOULD_ARCHIVE):
-            for item in result.plan:
-                if "manifest" in item:
-                    click.echo(f"would delete {where} (already archived: {item['manifest']})")
-                    return
-                size = f" ({item['size']} bytes)" if item.get("size") is not None else ""
-                click.echo(f"would archive {item['source']} -> {item['key']}{size}")
-            verb = "would delete" if result.outcome == Outcome.WOULD_DELETE else "would keep"
-            click.echo(f"{verb} {where} after archiving {result.files} file(s)")
-        elif result.outcome == Outcome.DELETED:
-            click.echo(
-                f"deleted {where}"
-                + (
-                    f" ({result.files} file(s), {result.bytes} bytes archived)"
-                    if result.archived
-                    else ""
-                )
-            )
-        elif result.outcome == Outcome.ARCHIVED:
-            click.echo(
-                f"archived {where} ({result.files} file(s), {result.bytes} bytes); "
-                "not deleted (read_only)"
-            )
-        elif result.outcome in (Outcome.FAILED, Outcome.DEFERRED):
-            click.echo(f"{result.outcome.value} {where}: {result.error}")
-        elif result.outcome == Outcome.GONE:
-            click.echo(f"gone {where} (no longer at the provider)")
-        elif self.dry_run and result.outcome == Outcome.NOT_DUE and result.due_at:
-            click.echo(f"not due {where} (due {result.due_at.isoformat(timespec='seconds')})")
-
-
-def _describe_report(report: SweepReport) -> str:
-    s = report.summary()
-    if report.busy:
-        return f"{report.provider}: another sweep of this provider is running; nothing done"
-    if report.dry_run:
-        text = (
-            f"{report.provider} (dry run): would archive {s['would_archive']}, "
-            f"would delete {s['would_delete']}, skip {s['skipped']}, "
-            f"deferred {s['deferred']}, failed {s['failed']}"
-        )
-    else:
-        text = (
-            f"{report.provider}: archived {s['archived']}, deleted {s['deleted']}, "
-            f"deferred {s['deferred']}, failed {s['failed']}, skipped {s['skipped']}, "
-            f"gone {s['gone']}, {s['bytes']} bytes"
-        )
-    if report.listing_error:
-        text += f"\n  listing failed: {report.listing_error}"
-    if report.stopped_reason:
-        text += f"\n  stopped: {report.stopped_reason}"
-    return text
+    return show
 
 
 def _interactive() -> bool:
@@ -323,7 +275,7 @@ def track(ctx: Context, provider: str, job_ids: tuple[str, ...]) -> None:
     ctx.settings.provider(provider)
     for job_id in job_ids:
         safe_relative_key(job_id, what="job id")
-    added = ctx.ledger().track(provider, job_ids, now=utcnow())
+    added = ctx.ledger().operator.track(provider, job_ids, now=utcnow())
     click.echo(f"tracking {len(job_ids)} job(s) of {provider}; {len(added)} new")
 
 
@@ -345,7 +297,9 @@ def hold(ctx: Context, provider: str, job_id: str, reason: str | None) -> None:
     from worker.domain import utcnow
 
     ctx.settings.provider(provider)
-    changed = ctx.ledger().set_hold(provider, job_id, held=True, now=utcnow(), reason=reason)
+    changed = ctx.ledger().operator.set_hold(
+        provider, job_id, held=True, now=utcnow(), reason=reason
+    )
     click.echo(f"{provider} job {job_id} is held" + ("" if changed else " (it already was)"))
 
 
@@ -364,7 +318,7 @@ def release(ctx: Context, provider: str, job_id: str) -> None:
     from worker.domain import utcnow
 
     ctx.settings.provider(provider)
-    changed = ctx.ledger().set_hold(provider, job_id, held=False, now=utcnow())
+    changed = ctx.ledger().operator.set_hold(provider, job_id, held=False, now=utcnow())
     click.echo(f"{provider} job {job_id} " + ("released" if changed else "was not held"))
 
 
@@ -383,7 +337,7 @@ def retry(ctx: Context, provider: str, job_id: str) -> None:
     from worker.domain import utcnow
 
     ctx.settings.provider(provider)
-    if ctx.ledger().retry(provider, job_id, now=utcnow()):
+    if ctx.ledger().operator.retry(provider, job_id, now=utcnow()):
         click.echo(f"{provider} job {job_id} will be tried again on the next sweep")
     else:
         _fail(f"{provider} job {job_id} is not in the failed state", EXIT_FAILED)
@@ -394,7 +348,8 @@ def retry(ctx: Context, provider: str, job_id: str) -> None:
 @pass_ctx
 @handle_errors
 def status(ctx: Context, as_json: bool) -> None:
-    """Show the ledger by provider and state, overdue jobs and failed jobs.
+    """Show the ledger by provider and state; overdue jobs, jobs kept at the provider (with
+    why) and failed jobs.
 
     \b
     Example:
@@ -404,7 +359,7 @@ def status(ctx: Context, as_json: bool) -> None:
 
     settings = ctx.settings
     days = {name: settings.policy(name).retain_days for name in settings.providers}
-    statuses = ctx.ledger().status(days, now=utcnow())
+    statuses = ctx.ledger().query.status(days, now=utcnow())
     if as_json:
         click.echo(
             json.dumps(
@@ -425,11 +380,13 @@ def status(ctx: Context, as_json: bool) -> None:
         states = ", ".join(f"{k} {v}" for k, v in sorted(s.states.items())) or "no jobs"
         click.echo(f"{s.provider}: {states}; held {s.held}; overdue {s.overdue_count}")
         for job in s.overdue:
-            error = f" - {job['last_error']}" if job["last_error"] else ""
-            click.echo(f"  overdue {job['job_id']} ({job['state']}, due {job['due_at']}){error}")
-        for job in s.failed:
+            error = f" - {job.last_error}" if job.last_error else ""
+            click.echo(f"  overdue {job.job_id} ({job.state}, due {job.due_at}){error}")
+        for kept in s.kept:
+            click.echo(f"  kept    {kept.job_id}: {kept.reason}")
+        for failed in s.failed:
             click.echo(
-                f"  failed  {job['job_id']} after {job['attempts']} attempt(s): {job['last_error']}"
+                f"  failed  {failed.job_id} after {failed.attempts} attempt(s): {failed.last_error}"
             )
 
 
@@ -495,9 +452,9 @@ def report(ctx: Context, since: str, provider: str | None, fmt: str) -> None:
     Example:
       retention report --since 90d --format csv > deletions.csv
     """
-    from worker.audit import REPORT_FIELDS, parse_since
-    from worker.audit import report as build_report
     from worker.domain import utcnow
+    from worker.reports import REPORT_FIELDS, parse_since
+    from worker.reports import report as build_report
 
     if provider is not None:
         ctx.settings.provider(provider)
@@ -555,7 +512,7 @@ def restore(ctx: Context, provider: str, job_id: str, to: Path | None, verify_on
     if (to is None) == (not verify_only):
         raise click.UsageError("give --to DIR, or --verify-only")
     from worker.archive import Archive, make_s3_client
-    from worker.audit import restore as restore_job
+    from worker.restore import restore as restore_job
 
     settings = ctx.settings
     settings.provider(provider)
@@ -567,6 +524,8 @@ def restore(ctx: Context, provider: str, job_id: str, to: Path | None, verify_on
         where = str(item.path) if item.path else item.key
         if item.ok:
             click.echo(f"ok        {where}  {item.size} bytes")
+            if item.note:
+                click.echo(f"  note: {item.note}")
         else:
             bad += 1
             click.echo(f"PROBLEM   {where}: {item.problem}")

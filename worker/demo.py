@@ -37,7 +37,7 @@ from worker.simulators.seed import (
 from worker.simulators.unsiloed import UnsiloedSimulator
 
 if TYPE_CHECKING:
-    from worker.pipeline import JobResult
+    from worker.outcomes import JobResult
 
 ARCHIVE_BUCKET = "acme-vendor-archive"
 
@@ -142,8 +142,10 @@ def run_demo(*, keep: bool = False) -> None:
 
     from worker.bootstrap import build_runtime
     from worker.logging import configure_logging
-    from worker.pipeline import Outcome, sweep_provider
+    from worker.outcomes import Outcome
+    from worker.render import summary_line
     from worker.settings import load_settings
+    from worker.sweep import sweep_provider
 
     workdir = Path(tempfile.mkdtemp(prefix="retention-demo-"))
     os.environ.update(LOCAL_CREDENTIALS)
@@ -180,12 +182,14 @@ def run_demo(*, keep: bool = False) -> None:
         _section("retention track / retention hold")
         for account in accounts:
             if account.track:
-                rt.ledger.track(account.name, account.track, now=rt.clock())
+                rt.ledger.operator.track(account.name, account.track, now=rt.clock())
                 click.echo(
                     f"  tracking {len(account.track)} {account.name} job(s): "
                     "no list endpoint, so the worker is told which jobs to look after"
                 )
-        rt.ledger.set_hold("daily", held_id, held=True, now=rt.clock(), reason="demo: case 42")
+        rt.ledger.operator.set_hold(
+            "daily", held_id, held=True, now=rt.clock(), reason="demo: case 42"
+        )
         click.echo(f"  daily {held_id} held before the worker has ever seen it")
         rt.close()
 
@@ -222,11 +226,7 @@ def run_demo(*, keep: bool = False) -> None:
             sweep_provider(rt, name, on_result=_quiet(printer)) for name in settings.providers
         ]
         for report in reports:
-            s = report.summary()
-            click.echo(
-                f"  {report.provider}: archived {s['archived']}, deleted {s['deleted']}, "
-                f"deferred {s['deferred']}, failed {s['failed']}, skipped {s['skipped']}"
-            )
+            click.echo("  " + summary_line(report.summary()))
 
         _section(f"What is in s3://{ARCHIVE_BUCKET}/archive/ (one folder per job)")
         listing = client.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix="archive/")
@@ -269,13 +269,12 @@ def run_demo(*, keep: bool = False) -> None:
         _section("retention sweep, again (nothing is archived or deleted twice)")
         before = sum(a.deletes(j) for a in accounts for j in a.jobs)
         for name in settings.providers:
-            s = sweep_provider(rt, name).summary()
-            click.echo(f"  {name}: archived {s['archived']}, deleted {s['deleted']}")
+            click.echo("  " + summary_line(sweep_provider(rt, name).summary()))
         after = sum(a.deletes(j) for a in accounts for j in a.jobs)
         click.echo(f"  delete requests the providers received: {before} before, {after} after")
 
         _section("retention status")
-        for summary in rt.ledger.status(
+        for summary in rt.ledger.query.status(
             {n: settings.policy(n).retain_days for n in settings.providers}, now=rt.clock()
         ):
             states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))
@@ -297,7 +296,7 @@ def run_demo(*, keep: bool = False) -> None:
 
 def _quiet(printer: Callable[[JobResult], None]) -> Callable[[JobResult], None]:
     """Print only the jobs a real sweep acted on or left for a reason worth saying."""
-    from worker.pipeline import Outcome
+    from worker.outcomes import Outcome
 
     def show(result: JobResult) -> None:
         if result.outcome not in (Outcome.BUSY, Outcome.DONE):

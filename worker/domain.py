@@ -1,7 +1,18 @@
-"""Pure values and decisions: what a job is, whether it is terminal, due, held.
+"""Pure values and decisions: what a job is, how it moves, and what to do with it next.
+
+* ``LIFECYCLE`` declares every event that moves a job's row and the states it moves it
+  between; the sets of states the rest of the code uses (final, open, resumable, past the
+  gate) are derived from it. The ledger's transitions take an event name, nothing else.
+* ``next_step`` is the one decision about a job: the real run carries it out, the dry run
+  reports it, so ``--dry-run`` says exactly what a real run would do.
 
 Nothing here does I/O or reads the clock; every decision takes ``now`` as an argument so the
 tests can stand one second on either side of each boundary.
+
+Where things go: a new state is a member of ``JobState`` and the events that enter and leave
+it in ``LIFECYCLE`` (the derived sets follow; the table test in tests/unit/test_lifecycle.py
+lists them); what to do about it is a branch of ``next_step`` with its unit test; carrying it
+out is a branch of ``job.carry_out``.
 """
 
 from __future__ import annotations
@@ -11,7 +22,9 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
+
+from worker.outcomes import Outcome
 
 
 class Phase(enum.StrEnum):
@@ -29,9 +42,10 @@ TERMINAL_PHASES = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 
 
 class JobState(enum.StrEnum):
-    """Where a job stands in the ledger. The order of the pipeline is top to bottom."""
+    """Where a job stands in the ledger. ``LIFECYCLE`` below says how it moves."""
 
     PENDING = "pending"  # known; waiting to be terminal and due
+    KEPT = "kept"  # kept at the provider on purpose (``Kept``): looked at again later
     ARCHIVED = "archived"  # every output stored, verified and listed in a written manifest
     DELETING = "deleting"  # the delete request may have been sent; its answer is not recorded
     CLEANING = "cleaning"  # the provider confirmed; custom-bucket cleanup and receipt remain
@@ -40,9 +54,100 @@ class JobState(enum.StrEnum):
     FAILED = "failed"  # a permanent error; a person must look (``retention retry``)
 
 
-FINAL_STATES = frozenset({JobState.DELETED, JobState.GONE})
-# States past the delete gate: the provider may already have deleted the job.
-PAST_GATE_STATES = frozenset({JobState.DELETING, JobState.CLEANING})
+# -- the lifecycle, declared once -----------------------------------------------------------
+
+
+class Event(enum.StrEnum):
+    """Everything that may happen to a job's row. Each is one fenced UPDATE in the ledger."""
+
+    READ = "read"  # a fresh status read is recorded (and a kept job is looked at again)
+    FILE_STORED = "file_stored"  # one output stored and verified
+    GONE = "gone"  # the provider no longer has the job, before any archive
+    KEEP = "keep"  # the job stays at the provider on purpose, with its reason
+    ARCHIVE = "archive"  # every output verified and the manifest written
+    REOPEN = "reopen"  # an archived object vanished before the delete: archive again
+    OPEN_GATE = "open_gate"  # the delete gate: the next thing is the provider's delete
+    DELETE_PENDING = "delete_pending"  # an asynchronous delete's handle is stored
+    DROP_HANDLE = "drop_handle"  # a spent asynchronous delete is forgotten
+    PROVIDER_DELETED = "provider_deleted"  # the provider confirmed (or the job was gone)
+    FINISH = "finish"  # custom-bucket cleanup done and the receipt written
+    DEFER = "defer"  # a transient failure: same state, tried again after a backoff
+    FAIL = "fail"  # a permanent failure before the gate: a person must look
+    RETRY = "retry"  # a person puts a failed or kept job back in line
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    sources: frozenset[JobState]
+    # None: the event records something without moving the job.
+    target: JobState | None
+
+
+def _t(sources: set[JobState], target: JobState | None) -> Transition:
+    return Transition(frozenset(sources), target)
+
+
+_S = JobState
+# The whole lifecycle, in the order of the pipeline. The ledger reads each transition's
+# states from here (its UPDATE requires the row to be in `sources`, and sets `target`); no
+# other code writes a job's state.
+LIFECYCLE: Mapping[Event, Transition] = {
+    Event.READ: _t({_S.PENDING, _S.KEPT}, _S.PENDING),
+    Event.FILE_STORED: _t({_S.PENDING}, None),
+    Event.GONE: _t({_S.PENDING}, _S.GONE),
+    Event.KEEP: _t({_S.PENDING}, _S.KEPT),
+    Event.ARCHIVE: _t({_S.PENDING}, _S.ARCHIVED),
+    Event.REOPEN: _t({_S.ARCHIVED}, _S.PENDING),
+    Event.OPEN_GATE: _t({_S.ARCHIVED, _S.DELETING}, _S.DELETING),
+    Event.DELETE_PENDING: _t({_S.DELETING}, None),
+    Event.DROP_HANDLE: _t({_S.DELETING}, None),
+    Event.PROVIDER_DELETED: _t({_S.DELETING}, _S.CLEANING),
+    Event.FINISH: _t({_S.CLEANING}, _S.DELETED),
+    Event.DEFER: _t({_S.PENDING, _S.KEPT, _S.ARCHIVED, _S.DELETING, _S.CLEANING}, None),
+    # Past the gate a delete may have happened, so a job there never fails: it is deferred
+    # until the provider's answer is recorded.
+    Event.FAIL: _t({_S.PENDING, _S.KEPT, _S.ARCHIVED}, _S.FAILED),
+    Event.RETRY: _t({_S.FAILED, _S.KEPT}, _S.PENDING),
+}
+# The state of a job the ledger first hears of (a listing, `retention track`, a hold).
+INITIAL_STATE = JobState.PENDING
+# Events a person starts; every other one is the worker's, under the job's claim.
+OPERATOR_EVENTS = frozenset({Event.RETRY})
+
+
+def _closure(start: JobState, *, stop: frozenset[JobState]) -> frozenset[JobState]:
+    """The states the worker's events reach from ``start``, not passing through ``stop``."""
+    seen = {start}
+    frontier = [start]
+    while frontier:
+        state = frontier.pop()
+        for event, move in LIFECYCLE.items():
+            if event in OPERATOR_EVENTS or state not in move.sources:
+                continue
+            if move.target is not None and move.target not in seen | stop:
+                seen.add(move.target)
+                frontier.append(move.target)
+    return frozenset(seen)
+
+
+def target_of(event: Event) -> JobState:
+    """The state ``event`` moves a job to; ValueError for an event that records only."""
+    target = LIFECYCLE[event].target
+    if target is None:
+        raise ValueError(f"the event {event} does not move a job")
+    return target
+
+
+# Derived, never written out: states no event leaves are final.
+FINAL_STATES = frozenset(JobState) - frozenset().union(*(t.sources for t in LIFECYCLE.values()))
+# States the worker still acts on: the sources of its own events.
+OPEN_STATES = frozenset().union(
+    *(t.sources for e, t in LIFECYCLE.items() if e not in OPERATOR_EVENTS)
+)
+# Past the delete gate: the provider may already have deleted the job.
+PAST_GATE_STATES = _closure(target_of(Event.OPEN_GATE), stop=FINAL_STATES)
+# Archived and onward: a sweep resumes these whether or not they are due.
+RESUMABLE_STATES = frozenset({target_of(Event.ARCHIVE)}) | PAST_GATE_STATES
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +305,145 @@ def decide(
     return Verdict.ACT
 
 
+# -- a job's row, and the one decision about it ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as the ledger records it."""
+
+    pk: int
+    provider: str
+    job_id: str
+    state: JobState
+    tracked: bool
+    held: bool
+    provider_status: str | None
+    phase: Phase | None
+    first_seen_at: datetime
+    last_checked_at: datetime | None
+    finished_at: datetime | None
+    terminal_at: datetime | None
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    archived_at: datetime | None
+    manifest_key: str | None
+    files_count: int | None
+    bytes_archived: int | None
+    delete_requested_at: datetime | None
+    delete_handle: str | None
+    delete_answer: Any
+    provider_deleted_at: datetime | None
+    deleted_at: datetime | None
+    receipt_key: str | None
+
+
+class Policy(Protocol):
+    """What the decision needs of a provider's policy (settings.ProviderPolicy)."""
+
+    @property
+    def retain_days(self) -> int: ...
+
+    @property
+    def read_only(self) -> bool: ...
+
+
+class StepKind(enum.StrEnum):
+    SKIP = "skip"  # nothing to do now; the step's outcome says why
+    READ = "read"  # read the job's status fresh at the provider, then decide again
+    GONE = "gone"  # record that the provider no longer has the job
+    DEFER = "defer"  # leave the job for later, with the step's reason
+    ARCHIVE = "archive"  # store and verify every output, write the manifest
+    DELETE = "delete"  # the delete gate, then the provider's delete (or a poll of it)
+    FINISH = "finish"  # custom-bucket cleanup and the deletion receipt
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    kind: StepKind
+    # SKIP: what the job's result reports.
+    outcome: Outcome | None = None
+    reason: str | None = None
+    # When the job is (or was) due, once its status is known to be terminal.
+    due_at: datetime | None = None
+    # ARCHIVE: go on to the delete afterwards (not read_only).
+    then_delete: bool = False
+
+
+_VERDICT_OUTCOME = {
+    Verdict.HELD: Outcome.HELD,
+    Verdict.NOT_TERMINAL: Outcome.NOT_TERMINAL,
+    Verdict.NOT_DUE: Outcome.NOT_DUE,
+}
+
+
+def next_step(
+    row: JobRow | None,
+    snapshot: JobSnapshot | JobGone | None,
+    policy: Policy,
+    now: datetime,
+) -> Step:
+    """What to do next with a job: the one decision, for the real run and the dry run.
+
+    ``row`` is the job as the ledger has it (None for a job the ledger has not stored: a dry
+    run's listing); ``snapshot`` the provider's fresh answer, None until one was read. A job
+    whose status matters and was not read yet gets READ; the caller reads it and asks again.
+    """
+    state = row.state if row is not None else INITIAL_STATE
+    if row is not None and row.held:
+        return Step(StepKind.SKIP, Outcome.HELD)
+    if state in FINAL_STATES:
+        return Step(StepKind.SKIP, Outcome.DONE)
+    if state not in OPEN_STATES:  # failed: a person must look
+        return Step(StepKind.SKIP, Outcome.DONE, reason=row.last_error if row else None)
+    if row is not None and row.next_attempt_at is not None and row.next_attempt_at > now:
+        # A duplicate task, or one run early: the backoff holds for it too.
+        return Step(StepKind.SKIP, Outcome.WAITING, reason=row.last_error)
+    if state in RESUMABLE_STATES:
+        if policy.read_only:
+            return Step(StepKind.SKIP, Outcome.ARCHIVED)
+        return Step(StepKind.FINISH if state == JobState.CLEANING else StepKind.DELETE)
+    if snapshot is None:
+        return Step(StepKind.READ)
+    if isinstance(snapshot, JobGone):
+        return Step(StepKind.GONE)
+    since = None
+    if snapshot.terminal:
+        first_seen = row.terminal_at if row is not None and row.terminal_at else now
+        since = terminal_since(snapshot.finished_at, first_seen)
+    due = due_at(since, policy.retain_days) if since is not None else None
+    if snapshot.phase == Phase.UNKNOWN:
+        # Never terminal, never silent: a status word we do not know is worth a person's
+        # look (the vendor may have added one), and the job is looked at again later.
+        return Step(
+            StepKind.DEFER,
+            reason=f"status {snapshot.status!r} is not one this worker knows; it is never "
+            "treated as terminal, and the job stays at the provider",
+        )
+    verdict = decide(
+        phase=snapshot.phase, since=since, held=False, retain_days=policy.retain_days, now=now
+    )
+    if verdict != Verdict.ACT:
+        return Step(StepKind.SKIP, _VERDICT_OUTCOME[verdict], due_at=due)
+    return Step(StepKind.ARCHIVE, due_at=due, then_delete=not policy.read_only)
+
+
+# The longest a job waits between attempts; also the cap on a wait a provider asks for.
+MAX_BACKOFF = timedelta(hours=6)
+# How long a kept job waits before it is looked at again (its record, or the configuration,
+# may have changed).
+KEEP_RECHECK = MAX_BACKOFF
+
+
 def retry_delay(
-    attempts: int, *, base: float = 60.0, cap: float = 6 * 3600.0, rand: float | None = None
+    attempts: int,
+    *,
+    base: float = 60.0,
+    cap: float = MAX_BACKOFF.total_seconds(),
+    rand: float | None = None,
 ) -> timedelta:
     """Exponential backoff with full jitter for a deferred job: 1 min, 2, 4 ... capped at 6 h.
 

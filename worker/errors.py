@@ -23,7 +23,9 @@ whose archive is complete.
     ├── ArchiveError ........... S3 refused or failed a write or a read (transient)
     │   └── VerifyError ........ a stored object does not match what was streamed (transient)
     ├── UnsafeInput ............ a provider handed us a path or URL we refuse to use (permanent)
-    └── LedgerError ............ the ledger refused a transition (transient)
+    ├── LedgerError ............ the ledger refused a transition (transient)
+    └── BrakeEngaged ........... the sweep's delete budget (max_deletes_per_sweep) is spent:
+                                 the job stays archived and a later sweep deletes it
 
 Messages name the provider and the job, say what happened and what to do about it, and never
 contain a credential or a signed URL: ``str(error)`` is what reaches logs and the CLI.
@@ -166,3 +168,8 @@ class UnsafeInput(WorkerError):
 
 class LedgerError(WorkerError):
     pass
+
+
+class BrakeEngaged(WorkerError):
+    """The sweep started as many deletes as ``max_deletes_per_sweep`` allows. Not a failure:
+    the job stays archived, untouched, and the next sweep takes it up."""

@@ -25,6 +25,8 @@ class ManifestFile:
     size: int
     sha256: str
     source: str
+    # The object version that was verified, in a versioned bucket (restore reads that one).
+    version_id: str | None = None
 
 
 def build_manifest(
@@ -43,12 +45,17 @@ def build_manifest(
         "job_id": job_id,
         "archived_at": archived_at.isoformat(),
         "job": job,
-        "files": [
-            {"key": f.key, "size": f.size, "sha256": f.sha256, "source": f.source} for f in files
-        ],
+        "files": [_file_entry(f) for f in files],
         "bytes": sum(f.size for f in files),
         "worker_version": __version__,
     }
+
+
+def _file_entry(f: ManifestFile) -> dict[str, Any]:
+    entry: dict[str, Any] = {"key": f.key, "size": f.size, "sha256": f.sha256, "source": f.source}
+    if f.version_id and f.version_id != "null":
+        entry["version_id"] = f.version_id
+    return entry
 
 
 def parse_manifest(document: Any, *, provider: str, job_id: str, key: str) -> list[ManifestFile]:
@@ -73,8 +80,15 @@ def parse_manifest(document: Any, *, provider: str, job_id: str, key: str) -> li
             and len(entry["sha256"]) == 64
         ):
             raise VerifyError(f"{key} has a malformed file entry")
+        version = entry.get("version_id")
         parsed.append(
-            ManifestFile(entry["key"], entry["size"], entry["sha256"], str(entry.get("source")))
+            ManifestFile(
+                entry["key"],
+                entry["size"],
+                entry["sha256"],
+                str(entry.get("source")),
+                version if isinstance(version, str) and version else None,
+            )
         )
     return parsed
 
@@ -89,6 +103,7 @@ def build_receipt(
     deleted_at: datetime,
     answer: Any,
     custom_objects_deleted: Sequence[dict[str, Any]],
+    custom_objects_left: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -100,5 +115,7 @@ def build_receipt(
         "deleted_at": deleted_at.isoformat(),
         "provider_answer": answer,
         "custom_bucket_objects_deleted": list(custom_objects_deleted),
+        # Objects in the user's own bucket that changed after they were archived: left there.
+        "custom_bucket_objects_left": list(custom_objects_left),
         "worker_version": __version__,
     }

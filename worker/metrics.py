@@ -8,6 +8,8 @@ it forks its children) sets the directory up first. A `retention sweep` run by h
 into its own process and serves nothing.
 
     retention_jobs_{archived,deleted,deferred,failed}_total{provider}
+    retention_jobs_kept_total{provider,reason}          kept at the provider on purpose
+    retention_jobs_stopped_total{provider}              deletes held back by the brake
     retention_bytes_archived_total{provider}
     retention_due_to_deleted_seconds{provider}          histogram: the retention SLI
     retention_sweep_duration_seconds{provider}          histogram
@@ -24,10 +26,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
+
+    from worker.outcomes import JobResult
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -57,6 +61,8 @@ class _Metrics:
     deleted: Counter
     deferred: Counter
     failed: Counter
+    kept: Counter
+    stopped: Counter
     bytes_archived: Counter
     due_to_deleted: Histogram
     sweep_duration: Histogram
@@ -96,6 +102,17 @@ def metrics() -> _Metrics:
                     "Jobs that failed permanently and wait for a person",
                     labels,
                 ),
+                kept=Counter(
+                    "retention_jobs_kept",
+                    "Jobs kept at the provider because the worker cannot prove it holds "
+                    "everything the delete would destroy, or a policy keeps them",
+                    ["provider", "reason"],
+                ),
+                stopped=Counter(
+                    "retention_jobs_stopped",
+                    "Archived jobs whose delete max_deletes_per_sweep held back",
+                    labels,
+                ),
                 bytes_archived=Counter(
                     "retention_bytes_archived", "Bytes stored in the archive", labels
                 ),
@@ -128,8 +145,8 @@ def metrics() -> _Metrics:
         return _metrics
 
 
-def record_job(result: Any, *, due_seconds: float | None = None) -> None:
-    """Count one job's outcome (a pipeline JobResult)."""
+def record_job(result: JobResult, *, due_seconds: float | None = None) -> None:
+    """Count one job's outcome."""
     m = metrics()
     provider = result.provider
     if result.archived:
@@ -139,11 +156,15 @@ def record_job(result: Any, *, due_seconds: float | None = None) -> None:
         m.deleted.labels(provider).inc()
         if due_seconds is not None:
             m.due_to_deleted.labels(provider).observe(max(0.0, due_seconds))
-    outcome = getattr(result.outcome, "value", result.outcome)
+    outcome = result.outcome.value
     if outcome == "deferred":
         m.deferred.labels(provider).inc()
     elif outcome == "failed":
         m.failed.labels(provider).inc()
+    elif outcome == "kept":
+        m.kept.labels(provider, result.kept_reason or "unknown").inc()
+    elif outcome == "stopped":
+        m.stopped.labels(provider).inc()
 
 
 def record_sweep(provider: str, *, seconds: float, succeeded: bool) -> None:

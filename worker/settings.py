@@ -172,12 +172,14 @@ class WorkerSettings(_Strict):
     # Celery's soft shutdown finishes running jobs within a few seconds less, so a stopped
     # worker hands its unfinished messages back instead of losing them mid-step.
     grace_period_seconds: float = Field(default=30.0, ge=5)
-    # How long a job's claim outlives a worker that died holding it. It is renewed while the
-    # job runs, so it bounds the wait before another worker takes over, not a job's length.
-    job_lease_seconds: float = Field(default=300.0, ge=1)
-    # The longest a sweep's lease lasts without renewal (under Celery it is also kept below
-    # the schedule period).
-    sweep_lease_seconds: float = Field(default=600.0, ge=1)
+    # How long a job's claim outlives a worker that died holding it. A heartbeat renews it
+    # every third of that while the job runs, so it bounds the wait before another worker
+    # takes over after a crash, not a job's length. At most a minute (a Kubernetes lease is
+    # 15 s): a dead holder must not block a job for longer.
+    job_lease_seconds: float = Field(default=30.0, ge=1, le=60)
+    # The same for a sweep's lease on its provider (under Celery it is also kept below the
+    # schedule period).
+    sweep_lease_seconds: float = Field(default=30.0, ge=1, le=60)
 
 
 class MetricsSettings(_Strict):

@@ -10,9 +10,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.bootstrap import Runtime, process_runtime
-from worker.celery_app import app, job_time_limits, schedule_of, shortest_period, sweep_lease_ttl
-from worker.pipeline import process_job, sweep_provider
+from worker.celery_app import app, schedule_of, shortest_period, sweep_lease_ttl
+from worker.job import process_job
 from worker.settings import load_settings
+from worker.sweep import sweep_provider
 
 # The ledger or the broker being briefly unreachable is worth a retry of the task itself;
 # a provider's or the archive's errors are handled per job in the ledger instead.
@@ -43,21 +44,22 @@ def sweep(provider: str) -> dict[str, Any]:
     rt = runtime()
     policy = rt.settings.policy(provider)
     period = shortest_period(schedule_of(policy.schedule))
-    soft, _hard = job_time_limits(rt.settings)
 
-    def dispatch(job_id: str) -> None:
-        # A job task left in the queue longer than a period is superseded by the next sweep.
+    def dispatch(job_id: str, budget: str | None) -> None:
+        # A job task left in the queue longer than a period is superseded by the next sweep,
+        # which dispatches the job again if it still needs it.
         process_job_task.apply_async(
             (provider, job_id),
+            {"budget": budget},
             queue=rt.settings.broker.queue,
-            expires=max(period.total_seconds(), soft),
+            expires=period.total_seconds(),
         )
 
     longest = timedelta(seconds=rt.settings.worker.sweep_lease_seconds)
     report = sweep_provider(
         rt, provider, dispatch=dispatch, lease_ttl=sweep_lease_ttl(period, longest)
     )
-    return report.summary()
+    return report.summary().to_dict()
 
 
 @app.task(
@@ -68,6 +70,7 @@ def sweep(provider: str) -> dict[str, Any]:
     retry_jitter=True,
     max_retries=5,
 )
-def process_job_task(provider: str, job_id: str) -> dict[str, Any]:
-    result = process_job(runtime(), provider, job_id)
+def process_job_task(provider: str, job_id: str, budget: str | None = None) -> dict[str, Any]:
+    """One job; ``budget`` is the dispatching sweep's delete budget (max_deletes_per_sweep)."""
+    result = process_job(runtime(), provider, job_id, budget=budget)
     return {"provider": provider, "job_id": job_id, "outcome": result.outcome.value}

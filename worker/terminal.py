@@ -15,9 +15,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from worker.render import COLUMNS, counts_of
+
 if TYPE_CHECKING:
     from worker.ledger import ProviderStatus
-    from worker.pipeline import JobResult, SweepReport
+    from worker.outcomes import JobResult, SweepSummary
 
 
 def human_bytes(count: int) -> str:
@@ -75,7 +77,7 @@ class SweepProgress:
                 counts["archived"] += 1
             if result.deleted:
                 counts["deleted"] += 1
-            if result.outcome.value in ("deferred", "failed", "would_delete"):
+            if result.outcome.value in ("deferred", "failed", "kept", "stopped", "would_delete"):
                 counts[result.outcome.value.replace("_", " ")] += 1
             text = "  ".join(f"{k} {v}" for k, v in counts.items())
         self.progress.update(self._tasks[result.provider], advance=1, counts=text)
@@ -85,35 +87,34 @@ class SweepProgress:
             )
 
 
-def sweep_table(reports: Iterable[SweepReport]) -> None:
+def sweep_table(summaries: Iterable[SweepSummary]) -> None:
     table = Table(title="retention sweep", title_justify="left")
     dry = False
-    for name in ("provider", "archived", "deleted", "deferred", "failed", "skipped", "bytes"):
+    for name in ("provider", *COLUMNS, "bytes"):
         table.add_column(name, justify="left" if name == "provider" else "right")
-    for report in reports:
-        s = report.summary()
-        dry = dry or report.dry_run
-        archived = s["would_archive"] if report.dry_run else s["archived"]
-        deleted = s["would_delete"] if report.dry_run else s["deleted"]
-        note = " (another sweep was running)" if report.busy else ""
-        table.add_row(
-            report.provider + note,
-            str(archived),
-            str(deleted),
-            str(s["deferred"]),
-            f"[red]{s['failed']}[/]" if s["failed"] else "0",
-            str(s["skipped"]),
-            human_bytes(s["bytes"]),
-        )
+    summaries = list(summaries)
+    for s in summaries:
+        dry = dry or s.dry_run
+        counts = counts_of(s)
+        note = " (another sweep was running)" if s.busy else ""
+        cells = [
+            f"[red]{counts[name]}[/]"
+            if name in ("failed", "kept") and counts[name]
+            else str(counts[name])
+            for name in COLUMNS
+        ]
+        table.add_row(s.provider + note, *cells, human_bytes(s.bytes))
     if dry:
         table.title = "retention sweep --dry-run (what a real run would do)"
     console = Console()
     console.print(table)
-    for report in reports:
-        if report.listing_error:
-            console.print(f"[red]{report.provider}: listing failed:[/] {report.listing_error}")
-        if report.stopped_reason:
-            console.print(f"[yellow]{report.provider}: stopped:[/] {report.stopped_reason}")
+    for s in summaries:
+        if s.busy_detail:
+            console.print(f"[yellow]{s.provider}: another sweep is running:[/] {s.busy_detail}")
+        if s.listing_error:
+            console.print(f"[red]{s.provider}: listing failed:[/] {s.listing_error}")
+        if s.stopped_reason:
+            console.print(f"[yellow]{s.provider}: stopped:[/] {s.stopped_reason}")
 
 
 def status_tables(statuses: Sequence[ProviderStatus]) -> None:
@@ -141,18 +142,22 @@ def status_tables(statuses: Sequence[ProviderStatus]) -> None:
         for job in s.overdue:
             problems.add_row(
                 s.provider,
-                job["job_id"],
-                f"overdue ({job['state']})",
-                job["due_at"] or "",
-                job["last_error"] or "",
+                job.job_id,
+                f"overdue ({job.state})",
+                job.due_at or "",
+                job.last_error or "",
             )
-        for job in s.failed:
+        for kept in s.kept:
+            problems.add_row(
+                s.provider, kept.job_id, "[yellow]kept[/]", kept.kept_at or "", kept.reason or ""
+            )
+        for failed in s.failed:
             problems.add_row(
                 s.provider,
-                job["job_id"],
+                failed.job_id,
                 "[red]failed[/]",
-                job["failed_at"] or "",
-                job["last_error"] or "",
+                failed.failed_at or "",
+                failed.last_error or "",
             )
     if problems.row_count:
         console.print(problems)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from worker.archive import Archive, make_s3_client
+from worker.archive import Archive, StoredObject, make_s3_client
 from worker.settings import ArchiveSettings
 from worker.simulators.s3server import S3Server
+from worker.source_bucket import SourceBucket
 
 
 def archive_for(s3_server: S3Server, bucket: str, **options: Any) -> Archive:
@@ -27,3 +28,10 @@ def archive_for(s3_server: S3Server, bucket: str, **options: Any) -> Archive:
 def chunked(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
+
+
+def copy_in(archive: Archive, bucket: str, key: str, dest_key: str) -> StoredObject:
+    """What the pipeline does for an output in the user's own bucket on the same endpoint:
+    read the source's metadata, then copy it server-side into the archive."""
+    source = SourceBucket(archive.client, same_endpoint=True)
+    return archive.copy_from(source.head(bucket, key), dest_key)

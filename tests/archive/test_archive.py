@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.archive.support import archive_for, chunked
+from tests.archive.support import archive_for, chunked, copy_in
 from tests.helpers import multipart_uploads
 from worker.archive import MAX_PARTS, Archive, MiB, _Expected, make_s3_client, part_size_for
 from worker.errors import ArchiveError, DownloadError, VerifyError
@@ -107,7 +107,7 @@ def test_a_server_side_copy_is_read_back_and_hashed(
 ) -> None:
     data = Blob(7 * MiB, seed=9).read()
     s3.put_object(Bucket=custom_bucket, Key="acme/j/out.txt", Body=data)
-    stored = archive_for(s3_server, bucket).copy_in(custom_bucket, "acme/j/out.txt", "dest")
+    stored = copy_in(archive_for(s3_server, bucket), custom_bucket, "acme/j/out.txt", "dest")
     assert stored.sha256 == hashlib.sha256(data).hexdigest()
     assert s3.get_object(Bucket=bucket, Key="dest")["Body"].read() == data
 
@@ -116,7 +116,7 @@ def test_copying_a_missing_source_is_a_permanent_error(
     s3_server: S3Server, bucket: str, custom_bucket: str
 ) -> None:
     with pytest.raises(ArchiveError, match="does not exist") as caught:
-        archive_for(s3_server, bucket).copy_in(custom_bucket, "nope", "dest")
+        copy_in(archive_for(s3_server, bucket), custom_bucket, "nope", "dest")
     assert caught.value.permanent
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.archive.support import archive_for, chunked
+from tests.archive.support import archive_for, chunked, copy_in
 from worker.archive import MiB
 from worker.errors import ArchiveError, VerifyError
 from worker.settings import ArchiveSettings
@@ -143,7 +143,7 @@ def test_every_request_to_the_archive_bucket_names_its_expected_owner(
     archive.put_json("m.json", {"a": 1})
     archive.get_json("m.json")
     s3.put_object(Bucket=custom_bucket, Key="src", Body=b"from your bucket")
-    archive.copy_in(custom_bucket, "src", "copied")
+    copy_in(archive, custom_bucket, "src", "copied")
     to_archive = [(url, owner) for url, owner in seen if f"/{bucket}/" in url]
     assert len(to_archive) >= 10
     assert all(owner in {b"123456789012", "123456789012"} for _, owner in to_archive)
@@ -159,11 +159,11 @@ def test_a_server_side_copy_never_overwrites_a_different_object(
 ) -> None:
     s3.put_object(Bucket=custom_bucket, Key="src", Body=b"the output")
     archive = archive_for(s3_server, bucket)
-    first = archive.copy_in(custom_bucket, "src", "dest")
-    assert archive.copy_in(custom_bucket, "src", "dest").sha256 == first.sha256
+    first = copy_in(archive, custom_bucket, "src", "dest")
+    assert copy_in(archive, custom_bucket, "src", "dest").sha256 == first.sha256
     s3.put_object(Bucket=custom_bucket, Key="src", Body=b"changed at the source")
     with pytest.raises(ArchiveError, match="never overwritten") as caught:
-        archive.copy_in(custom_bucket, "src", "dest")
+        copy_in(archive, custom_bucket, "src", "dest")
     assert caught.value.permanent
 
 

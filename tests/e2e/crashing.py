@@ -17,7 +17,7 @@ from typing import Any
 
 from worker import cli
 from worker.archive import Archive
-from worker.ledger import Ledger
+from worker.ledger.writes import JobWrites
 from worker.providers.daily import DailyProvider
 
 
@@ -72,7 +72,7 @@ POINTS: dict[str, Callable[[], None]] = {
     # The provider deleted the job; its answer never recorded.
     "after_delete_sent": lambda: kill_after(DailyProvider, "delete"),
     # The answer recorded; custom-bucket cleanup and the receipt not done yet.
-    "after_provider_deleted": lambda: kill_after(Ledger, "record_provider_deleted"),
+    "after_provider_deleted": lambda: kill_after(JobWrites, "record_provider_deleted"),
 }
 
 

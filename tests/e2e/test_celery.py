@@ -61,7 +61,7 @@ def test_a_celery_worker_sweeps_what_the_cli_enqueued(
     ledger = Ledger.open(ledger_url)
 
     def all_deleted() -> bool:
-        rows = [ledger.get("daily", scenario.ids[label]) for label in DUE]
+        rows = [ledger.query.get("daily", scenario.ids[label]) for label in DUE]
         return all(r is not None and r.state == "deleted" for r in rows)
 
     wait_until(all_deleted, timeout=120, what="every due job to be deleted by the worker")

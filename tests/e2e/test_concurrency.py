@@ -75,7 +75,7 @@ def test_workers_and_overlapping_sweeps_delete_each_job_once_within_the_rate_lim
     ledger = Ledger.open(postgres_url)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        states = [getattr(ledger.get("daily", job_id), "state", None) for job_id in ids]
+        states = [getattr(ledger.query.get("daily", job_id), "state", None) for job_id in ids]
         if all(state == "deleted" for state in states):
             break
         time.sleep(0.5)

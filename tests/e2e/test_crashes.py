@@ -87,7 +87,7 @@ def converge(config: Path, ledger_url: str, provider: str, ids: list[str], *, ru
             result = run_cli("sweep", "--json", config=config)
             assert result.code in (0, 1), result.stderr
             states = {
-                job_id: getattr(ledger.get(provider, job_id), "state", None) for job_id in ids
+                job_id: getattr(ledger.query.get(provider, job_id), "state", None) for job_id in ids
             }
             if all(state == "deleted" for state in states.values()):
                 return run
@@ -189,7 +189,9 @@ def test_a_sweep_killed_while_polling_a_datocms_delete_resumes_without_a_second_
         assert killed.code == -9, killed.stderr[-2000:]
         ledger = Ledger.open(sqlite_url)
         pending = [
-            job_id for job_id in ids if (row := ledger.get("dato", job_id)) and row.delete_handle
+            job_id
+            for job_id in ids
+            if (row := ledger.query.get("dato", job_id)) and row.delete_handle
         ]
         ledger.close()
         assert pending, "the kill came after a delete was accepted and its handle stored"

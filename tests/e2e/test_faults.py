@@ -19,7 +19,8 @@ import structlog
 from tests.helpers import config_data, daily_provider, settings_of
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import JobState
-from worker.pipeline import JobResult, Outcome, process_job
+from worker.job import process_job
+from worker.outcomes import JobResult, Outcome
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3proxy import S3FaultProxy, s3_error
 from worker.simulators.s3server import S3Server
@@ -61,7 +62,7 @@ def assert_deferred_with(
 ) -> None:
     assert result.outcome == Outcome.DEFERRED, result.error
     assert words in (result.error or ""), result.error
-    row = rt.ledger.get("daily", job_id)
+    row = rt.ledger.query.get("daily", job_id)
     assert row is not None
     assert row.state in (JobState.PENDING, JobState.ARCHIVED)
     assert words in (row.last_error or "")
@@ -133,7 +134,7 @@ def test_a_provider_fault_defers_the_job_and_deletes_nothing(
     # then: deferred, recorded, nothing deleted; a long Retry-After is honoured
     assert_deferred_with(rt, daily_sim, job_id, result, logs, words)
     if "3600" in str(fault.get("headers")):
-        row = rt.ledger.get("daily", job_id)
+        row = rt.ledger.query.get("daily", job_id)
         assert row is not None
         assert row.next_attempt_at is not None
         assert row.next_attempt_at >= rt.clock() + timedelta(minutes=59)
@@ -216,7 +217,7 @@ def test_a_connect_timeout_defers_the_job(bucket: str, s3_server: S3Server, tmp_
         },
     )
     rt = build_runtime(settings_of(data))
-    rt.ledger.track("daily", ["some-job"], now=rt.clock())
+    rt.ledger.operator.track("daily", ["some-job"], now=rt.clock())
 
     # when
     result, _logs = attempt(rt, "some-job")

@@ -108,7 +108,7 @@ def test_celery_workers_handle_every_provider_after_an_enqueue(
     ledger = Ledger.open(postgres_url)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        rows = [ledger.get(p, j) for p, j in fleet.all_due()]
+        rows = [ledger.query.get(p, j) for p, j in fleet.all_due()]
         if all(r is not None and r.state == "deleted" for r in rows):
             break
         time.sleep(0.5)

@@ -24,10 +24,12 @@ from tests.helpers import (
 )
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import JobState
-from worker.pipeline import Outcome, process_job, sweep_provider
+from worker.job import process_job
+from worker.outcomes import Outcome
 from worker.simulators.blobs import chunks_of
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server
+from worker.sweep import sweep_provider
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -138,7 +140,7 @@ def rt(scenario: Scenario, s3_server: S3Server, sqlite_url: str) -> Iterator[Run
 
 
 def state(rt: Runtime, provider: str, job_id: str) -> JobState:
-    row = rt.ledger.get(provider, job_id)
+    row = rt.ledger.query.get(provider, job_id)
     assert row is not None
     return row.state
 
@@ -159,7 +161,7 @@ def test_a_truncated_download_is_never_followed_by_a_delete(
         for k in objects(s3, scenario.bucket)
     )
     assert multipart_uploads(s3, scenario.bucket) == []
-    row = rt.ledger.get("daily", job_id)
+    row = rt.ledger.query.get("daily", job_id)
     assert row is not None
     assert row.state == JobState.PENDING
     assert row.last_error
@@ -183,7 +185,7 @@ def test_a_lost_delete_answer_is_resent_once_and_recorded_as_gone(
     assert result.outcome == Outcome.DELETED
     assert scenario.daily.deletes_of(job_id) == 2
     assert [s.fault for s in scenario.daily.seen("DELETE", job_id)] == ["drop", None]
-    row = rt.ledger.get("daily", job_id)
+    row = rt.ledger.query.get("daily", job_id)
     assert row is not None
     assert row.delete_answer["result"] == "already_gone"
 
@@ -196,12 +198,12 @@ def test_a_job_archived_in_read_only_mode_waits_and_a_later_hold_keeps_it(
     job_id = scenario.ids["finished"]
     assert process_job(read_only, "daily", job_id).outcome == Outcome.ARCHIVED
     assert folder("daily", job_id) + "manifest.json" in objects(s3, scenario.bucket)
-    read_only.ledger.set_hold("daily", job_id, held=True, now=read_only.clock())
+    read_only.ledger.operator.set_hold("daily", job_id, held=True, now=read_only.clock())
     read_only.close()
 
     rt = build_runtime(settings_of(scenario.config(sqlite_url, s3_server.endpoint_url)))
     assert process_job(rt, "daily", job_id).outcome == Outcome.HELD
-    rt.ledger.set_hold("daily", job_id, held=False, now=rt.clock())
+    rt.ledger.operator.set_hold("daily", job_id, held=False, now=rt.clock())
     downloads = len(scenario.daily.seen("GET", "^/files/"))
     assert process_job(rt, "daily", job_id).outcome == Outcome.DELETED
     assert len(scenario.daily.seen("GET", "^/files/")) == downloads  # not archived twice
@@ -234,7 +236,7 @@ def test_a_job_whose_archive_lost_something_is_archived_again_before_any_delete(
     assert "vanished" in (result.error or "")
     assert scenario.daily.deletes_of(job_id) == 0
     assert state(rt, "daily", job_id) == JobState.PENDING
-    events = [e["event"] for e in rt.ledger.audit_trail("daily", job_id)]
+    events = [e["event"] for e in rt.ledger.query.audit_trail("daily", job_id)]
     assert events[-1] == "reopened"
 
     # and the next attempt restores the archive, then deletes once
@@ -280,11 +282,11 @@ def test_max_deletes_per_sweep_stops_the_sweep_with_a_clear_message(
     )
     rt = build_runtime(settings_of(data))
     report = sweep_provider(rt, "daily")
-    assert report.summary()["deleted"] == 2
+    assert report.summary().deleted == 2
     assert report.stopped_reason
     assert "max_deletes_per_sweep (2)" in report.stopped_reason
     assert len(scenario.daily.deleted) == 2
-    assert sweep_provider(rt, "daily").summary()["deleted"] == 2
+    assert sweep_provider(rt, "daily").summary().deleted == 2
     rt.close()
 
 
@@ -315,19 +317,19 @@ def test_without_redis_the_sweep_lease_is_kept_in_the_ledger(
     )
     rt = build_runtime(settings_of(data))
     assert rt.redis is None
-    rt.ledger.set_hold("daily", scenario.ids["held"], held=True, now=rt.clock())
+    rt.ledger.operator.set_hold("daily", scenario.ids["held"], held=True, now=rt.clock())
     other = rt.sweep_lease("daily", timedelta(minutes=5))
     assert other.where == "ledger"
     assert other.acquire()
     assert sweep_provider(rt, "daily").busy
     other.release()
-    assert sweep_provider(rt, "daily").summary()["deleted"] == 4
+    assert sweep_provider(rt, "daily").summary().deleted == 4
     rt.close()
 
 
 def test_a_job_someone_else_deleted_is_recorded_as_gone(scenario: Scenario, rt: Runtime) -> None:
     job_id = scenario.ids["finished"]
-    rt.ledger.track("daily", [job_id], now=rt.clock())
+    rt.ledger.operator.track("daily", [job_id], now=rt.clock())
     scenario.daily.jobs.pop(job_id)
     assert process_job(rt, "daily", job_id).outcome == Outcome.GONE
     assert state(rt, "daily", job_id) == JobState.GONE
@@ -452,7 +454,7 @@ def test_untouched_jobs_stay_untouched_when_nothing_is_due(
     rt = build_runtime(settings_of(data))
     summary = sweep_provider(rt, "daily").summary()
     rt.close()
-    assert summary["archived"] == summary["deleted"] == 0
+    assert summary.archived == summary.deleted == 0
     assert scenario.daily.seen("DELETE") == []
     assert_untouched(scenario, objects(s3, scenario.bucket))
 

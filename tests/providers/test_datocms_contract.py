@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from tests.helpers import config_data, settings_of
-from worker import pipeline
+from tests.helpers import config_data, process_again, settings_of
+from worker import job as job_path
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -42,7 +42,8 @@ from worker.errors import (
     RateLimited,
     UnsafeInput,
 )
-from worker.pipeline import Outcome, process_job, sweep_provider
+from worker.job import process_job
+from worker.outcomes import Outcome
 from worker.providers.datocms import (
     DatoCmsProvider,
     api_errors,
@@ -55,6 +56,7 @@ from worker.providers.datocms import (
 from worker.settings import DatoCmsSettings
 from worker.simulators.datocms import DatoCmsSimulator, Failure, error_document
 from worker.simulators.s3server import S3Server
+from worker.sweep import sweep_provider
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -592,19 +594,19 @@ def test_a_sweep_deletes_due_tracks_once_and_leaves_the_rest_untouched(
     tracked = dato_sim.add_track(other, "ready")
     untouched.append(dato_sim.add_track(other, "ready"))
     rt = runtime_of(upload_ids=[listed])
-    rt.ledger.track("dato", [tracked], now=rt.clock())
+    rt.ledger.operator.track("dato", [tracked], now=rt.clock())
 
     # When the provider is swept
     report = sweep_provider(rt, "dato")
 
     # Then each due track was deleted by one request, polled to completion
     summary = report.summary()
-    assert (summary["archived"], summary["deleted"], summary["failed"]) == (3, 3, 0)
+    assert (summary.archived, summary.deleted, summary.failed) == (3, 3, 0)
     assert sorted(dato_sim.deleted) == sorted([ready, errored, tracked])
     for job_id in (ready, errored, tracked):
         assert dato_sim.deletes_of(job_id) == 1
         assert dato_sim.polls_of(job_id) == 1
-        row = rt.ledger.get("dato", job_id)
+        row = rt.ledger.query.get("dato", job_id)
         assert row is not None
         assert (row.state, row.delete_handle) == (JobState.DELETED, dato_sim.handles_of(job_id)[0])
     # and the track record is what the manifest keeps
@@ -622,7 +624,7 @@ def test_a_sweep_deletes_due_tracks_once_and_leaves_the_rest_untouched(
     for job_id in untouched:
         assert dato_sim.deletes_of(job_id) == 0
         assert dato_sim.has_track(job_id)
-    assert rt.ledger.get("dato", untouched[-1]) is None
+    assert rt.ledger.query.get("dato", untouched[-1]) is None
 
 
 class Crash(BaseException):
@@ -636,16 +638,16 @@ def test_a_crash_while_polling_resumes_the_polling_without_a_second_delete(
     dato_sim.pending_polls = 0
     job_id = dato_sim.add_track(dato_sim.add_upload())
     first = runtime_of()
-    first.ledger.track("dato", [job_id], now=first.clock())
+    first.ledger.operator.track("dato", [job_id], now=first.clock())
 
     def die(_seconds: float) -> None:
         raise Crash
 
-    monkeypatch.setattr(pipeline, "time", SimpleNamespace(monotonic=time.monotonic, sleep=die))
+    monkeypatch.setattr(job_path, "time", SimpleNamespace(monotonic=time.monotonic, sleep=die))
     with pytest.raises(Crash):
         process_job(first, "dato", job_id)
     monkeypatch.undo()
-    row = first.ledger.get("dato", job_id)
+    row = first.ledger.query.get("dato", job_id)
     assert row is not None
     assert (row.state, row.delete_handle) == (JobState.DELETING, dato_sim.handles_of(job_id)[0])
     assert (dato_sim.deletes_of(job_id), dato_sim.polls_of(job_id)) == (1, 0)
@@ -662,13 +664,13 @@ def test_a_crash_while_polling_resumes_the_polling_without_a_second_delete(
 def test_a_delete_still_running_when_the_run_ends_is_polled_by_later_runs(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pipeline, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
     dato_sim.pending_polls = 1
     job_id = dato_sim.add_track(dato_sim.add_upload())
     rt = runtime_of()
-    rt.ledger.track("dato", [job_id], now=rt.clock())
+    rt.ledger.operator.track("dato", [job_id], now=rt.clock())
 
-    outcomes = [process_job(rt, "dato", job_id).outcome for _ in range(3)]
+    outcomes = [process_again(rt, "dato", job_id).outcome for _ in range(3)]
 
     assert outcomes == [Outcome.DEFERRED, Outcome.DEFERRED, Outcome.DELETED]
     assert (dato_sim.deletes_of(job_id), dato_sim.polls_of(job_id)) == (1, 2)
@@ -679,19 +681,19 @@ def test_a_delete_job_that_failed_is_dropped_and_a_new_delete_sent(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: DatoCMS finishes the first delete job with a failure
-    monkeypatch.setattr(pipeline, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
     dato_sim.pending_polls = 0
     dato_sim.delete_failure = Failure(422, "MUX_ERROR")
     job_id = dato_sim.add_track(dato_sim.add_upload())
     rt = runtime_of()
-    rt.ledger.track("dato", [job_id], now=rt.clock())
+    rt.ledger.operator.track("dato", [job_id], now=rt.clock())
 
     # when: runs follow one another, and the failure clears after the first delete
-    first = process_job(rt, "dato", job_id)
-    failed = process_job(rt, "dato", job_id)
+    first = process_again(rt, "dato", job_id)
+    failed = process_again(rt, "dato", job_id)
     dato_sim.delete_failure = None
-    resent = process_job(rt, "dato", job_id)
-    done = process_job(rt, "dato", job_id)
+    resent = process_again(rt, "dato", job_id)
+    done = process_again(rt, "dato", job_id)
 
     # then: the spent handle was dropped and one new delete sent, which completed
     assert [r.outcome for r in (first, failed, resent, done)] == [
@@ -702,7 +704,7 @@ def test_a_delete_job_that_failed_is_dropped_and_a_new_delete_sent(
     ]
     assert "MUX_ERROR" in (failed.error or "")
     assert dato_sim.deletes_of(job_id) == 2
-    events = [e["event"] for e in rt.ledger.audit_trail("dato", job_id)]
+    events = [e["event"] for e in rt.ledger.query.audit_trail("dato", job_id)]
     assert events.count("delete_handle_dropped") == 1
     assert events[-1] == "deleted"
 
@@ -711,24 +713,24 @@ def test_a_delete_pending_too_long_is_checked_against_the_track_itself(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: a delete job that never finishes (its result expired, say)
-    monkeypatch.setattr(pipeline, "ASYNC_DELETE_POLL_SECONDS", 0.0)
-    monkeypatch.setattr(pipeline, "ASYNC_DELETE_STALE", timedelta(0))
+    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(job_path, "ASYNC_DELETE_STALE", timedelta(0))
     dato_sim.pending_polls = 1_000_000
     job_id = dato_sim.add_track(dato_sim.add_upload())
     rt = runtime_of()
-    rt.ledger.track("dato", [job_id], now=rt.clock())
-    assert process_job(rt, "dato", job_id).outcome == Outcome.DEFERRED
+    rt.ledger.operator.track("dato", [job_id], now=rt.clock())
+    assert process_again(rt, "dato", job_id).outcome == Outcome.DEFERRED
 
     # when the track is still there: the handle is dropped and the delete sent again
-    stale = process_job(rt, "dato", job_id)
+    stale = process_again(rt, "dato", job_id)
     assert stale.outcome == Outcome.DEFERRED
     assert "still pending" in (stale.error or "")
-    process_job(rt, "dato", job_id)
+    process_again(rt, "dato", job_id)
     assert dato_sim.deletes_of(job_id) == 2
 
     # when the track is gone: the job is recorded as deleted
     dato_sim.remove_track(job_id)
-    assert process_job(rt, "dato", job_id).outcome == Outcome.DELETED
-    row = rt.ledger.get("dato", job_id)
+    assert process_again(rt, "dato", job_id).outcome == Outcome.DELETED
+    row = rt.ledger.query.get("dato", job_id)
     assert row is not None
     assert row.delete_answer["result"] == "already_gone"

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import config_data, objects, settings_of, write_to_bucket
+from tests.helpers import config_data, objects, process_again, settings_of, write_to_bucket
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -34,7 +34,7 @@ from worker.errors import (
     RateLimited,
     WorkerError,
 )
-from worker.pipeline import Outcome, process_job, sweep_provider
+from worker.outcomes import Outcome
 from worker.providers import build_provider
 from worker.providers.huawei_mpc import (
     HuaweiMpcProvider,
@@ -52,6 +52,7 @@ from worker.simulators.huawei_mpc import (
     gateway_signature,
 )
 from worker.simulators.s3server import S3Server
+from worker.sweep import sweep_provider
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -755,8 +756,8 @@ def test_a_refusal_or_outage_ends_in_success_on_a_later_attempt(
 
     # when
     try:
-        first = process_job(rt, "mpc", task)
-        second = process_job(rt, "mpc", task)
+        first = process_again(rt, "mpc", task)
+        second = process_again(rt, "mpc", task)
     finally:
         rt.close()
 

@@ -35,8 +35,9 @@ from worker.errors import (
     UnsafeInput,
 )
 from worker.fetch import Fetcher, make_download_client
+from worker.job import process_job
 from worker.keys import archive_keys, job_folder
-from worker.pipeline import Outcome, process_job
+from worker.outcomes import Outcome
 from worker.providers.loom import (
     GONE_CODE,
     LoomProvider,
@@ -806,7 +807,7 @@ def test_a_tracked_loom_job_is_archived_verified_then_deleted_once(
     )
     rt = loom_runtime(loom_sim, bucket, s3_server, tmp_path)
     try:
-        rt.ledger.track("loom", [ref], now=rt.clock())
+        rt.ledger.operator.track("loom", [ref], now=rt.clock())
 
         # when the job is processed
         result = process_job(rt, "loom", ref)
@@ -841,7 +842,7 @@ def test_a_loom_job_whose_download_breaks_is_never_deleted(
     loom_sim.inject("truncate", path="^/files/.*call.mp3")
     rt = loom_runtime(loom_sim, bucket, s3_server, tmp_path)
     try:
-        rt.ledger.track("loom", [ref], now=rt.clock())
+        rt.ledger.operator.track("loom", [ref], now=rt.clock())
 
         # when the job is processed
         result = process_job(rt, "loom", ref)

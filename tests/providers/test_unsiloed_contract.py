@@ -35,7 +35,8 @@ from worker.errors import (
     WorkerError,
 )
 from worker.fetch import Download, Fetcher, check_response, make_download_client
-from worker.pipeline import Outcome, process_job
+from worker.job import process_job
+from worker.outcomes import Outcome
 from worker.providers import base, build_provider
 from worker.providers.base import HttpApi
 from worker.providers.unsiloed import UnsiloedProvider, error_detail_for, phase_of
@@ -642,7 +643,7 @@ def test_a_tracked_completed_job_is_archived_exactly_then_deleted(
     # given a tracked completed job whose result has a layout of its own
     served = b'{"job_id": "J1",  "file_name": "inv.pdf", "file_url": "{{file_url}}"}\n'
     job_id = sim.add_job("COMPLETED", job_id="J1", result=served, document=PDF)
-    rt.ledger.track("unsiloed", [job_id], now=datetime.now(UTC))
+    rt.ledger.operator.track("unsiloed", [job_id], now=datetime.now(UTC))
 
     # when the pipeline carries it
     result = process_job(rt, "unsiloed", job_id)
@@ -672,7 +673,7 @@ def test_a_failed_job_is_archived_as_its_record_alone(
     sim: UnsiloedSimulator, rt: Runtime, s3: S3Client, bucket: str
 ) -> None:
     job_id = sim.add_job("failed", error="OCR engine timeout", document=PDF)
-    rt.ledger.track("unsiloed", [job_id], now=datetime.now(UTC))
+    rt.ledger.operator.track("unsiloed", [job_id], now=datetime.now(UTC))
 
     result = process_job(rt, "unsiloed", job_id)
 
@@ -688,7 +689,7 @@ def test_a_failed_job_is_archived_as_its_record_alone(
 
 def test_a_job_in_review_is_left_alone(sim: UnsiloedSimulator, rt: Runtime) -> None:
     job_id = sim.add_job("review", result={"x": 1})
-    rt.ledger.track("unsiloed", [job_id], now=datetime.now(UTC))
+    rt.ledger.operator.track("unsiloed", [job_id], now=datetime.now(UTC))
     result = process_job(rt, "unsiloed", job_id)
     assert result.outcome == Outcome.NOT_TERMINAL
     assert sim.deleted == []

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from worker.domain import JobSnapshot, JobState, ListedJob, Phase
+from worker.domain import OPEN_STATES, JobSnapshot, JobState, ListedJob, Phase
 from worker.errors import LedgerError
 from worker.ledger import OPEN_JOBS, SCHEMA_REVISION, FileRecord, Ledger, metadata
 
@@ -61,10 +61,10 @@ def test_opening_twice_migrates_once(ledger_url: str) -> None:
 @RETURNING
 def test_a_claim_is_exclusive_until_released_or_expired(ledger_url: str, returning: bool) -> None:
     ledger = open_ledger(ledger_url, returning=returning)
-    assert ledger.claim("daily", "j", owner="a", ttl=TTL, now=NOW) is not None
-    assert ledger.claim("daily", "j", owner="b", ttl=TTL, now=NOW) is None
-    assert ledger.claim("daily", "j", owner="b", ttl=TTL, now=NOW + TTL + timedelta(seconds=1))
-    row = ledger.get("daily", "j")
+    assert ledger.jobs.claim("daily", "j", owner="a", ttl=TTL, now=NOW) is not None
+    assert ledger.jobs.claim("daily", "j", owner="b", ttl=TTL, now=NOW) is None
+    assert ledger.jobs.claim("daily", "j", owner="b", ttl=TTL, now=NOW + TTL + timedelta(seconds=1))
+    row = ledger.query.get("daily", "j")
     assert row is not None
     assert row.lease_owner == "b"
 
@@ -72,21 +72,21 @@ def test_a_claim_is_exclusive_until_released_or_expired(ledger_url: str, returni
 @RETURNING
 def test_a_worker_that_lost_its_claim_cannot_move_the_job(ledger_url: str, returning: bool) -> None:
     ledger = open_ledger(ledger_url, returning=returning)
-    row = ledger.claim("daily", "j", owner="a", ttl=TTL, now=NOW)
+    row = ledger.jobs.claim("daily", "j", owner="a", ttl=TTL, now=NOW)
     assert row is not None
     later = NOW + TTL + timedelta(seconds=1)
-    assert ledger.claim("daily", "j", owner="b", ttl=TTL, now=later) is not None
+    assert ledger.jobs.claim("daily", "j", owner="b", ttl=TTL, now=later) is not None
     with pytest.raises(LedgerError, match="no longer holds"):
-        ledger.record_status(row, finished("j"), owner="a", now=later)
+        ledger.jobs.record_status(row, finished("j"), owner="a", now=later)
 
 
 def archived(ledger: Ledger, job_id: str, owner: str = "w") -> None:
-    row = ledger.claim("daily", job_id, owner=owner, ttl=TTL, now=NOW)
+    row = ledger.jobs.claim("daily", job_id, owner=owner, ttl=TTL, now=NOW)
     assert row is not None
-    row = ledger.record_status(row, finished(job_id), owner=owner, now=NOW)
+    row = ledger.jobs.record_status(row, finished(job_id), owner=owner, now=NOW)
     record = FileRecord("k", 1, "0" * 64, "src", "etag", None, None, None)
-    ledger.record_file(row, record, owner=owner, now=NOW)
-    ledger.mark_archived(row, owner=owner, manifest_key="m", files=[record], now=NOW)
+    ledger.jobs.record_file(row, record, owner=owner, now=NOW)
+    ledger.jobs.mark_archived(row, owner=owner, manifest_key="m", files=[record], now=NOW)
 
 
 @RETURNING
@@ -94,43 +94,43 @@ def test_the_delete_gate_opens_only_for_an_archived_unheld_claimed_job(
     ledger_url: str, returning: bool
 ) -> None:
     ledger = open_ledger(ledger_url, returning=returning)
-    pending = ledger.claim("daily", "pending", owner="w", ttl=TTL, now=NOW)
+    pending = ledger.jobs.claim("daily", "pending", owner="w", ttl=TTL, now=NOW)
     assert pending is not None
     with pytest.raises(LedgerError, match="gate stayed shut"):
-        ledger.open_delete_gate(pending, owner="w", now=NOW)
+        ledger.jobs.open_delete_gate(pending, owner="w", now=NOW)
 
     archived(ledger, "held")
-    ledger.set_hold("daily", "held", held=True, now=NOW)
-    held = ledger.get("daily", "held")
+    ledger.operator.set_hold("daily", "held", held=True, now=NOW)
+    held = ledger.query.get("daily", "held")
     assert held is not None
     with pytest.raises(LedgerError, match="gate stayed shut"):
-        ledger.open_delete_gate(held, owner="w", now=NOW)
+        ledger.jobs.open_delete_gate(held, owner="w", now=NOW)
 
     archived(ledger, "ok")
-    ok = ledger.get("daily", "ok")
+    ok = ledger.query.get("daily", "ok")
     assert ok is not None
     with pytest.raises(LedgerError):
-        ledger.open_delete_gate(ok, owner="someone-else", now=NOW)
-    assert ledger.open_delete_gate(ok, owner="w", now=NOW).state == JobState.DELETING
-    events = [e["event"] for e in ledger.audit_trail("daily", "ok")]
+        ledger.jobs.open_delete_gate(ok, owner="someone-else", now=NOW)
+    assert ledger.jobs.open_delete_gate(ok, owner="w", now=NOW).state == JobState.DELETING
+    events = [e["event"] for e in ledger.query.audit_trail("daily", "ok")]
     assert events == ["archived", "delete_requested"]
 
 
 def test_a_hold_on_an_unseen_job_survives_its_discovery(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
-    assert ledger.set_hold("daily", "future", held=True, now=NOW, reason="case 42")
-    ledger.record_listing("daily", [ListedJob("future", "finished", Phase.SUCCEEDED)], NOW)
-    row = ledger.get("daily", "future")
+    assert ledger.operator.set_hold("daily", "future", held=True, now=NOW, reason="case 42")
+    ledger.jobs.record_listing("daily", [ListedJob("future", "finished", Phase.SUCCEEDED)], NOW)
+    row = ledger.query.get("daily", "future")
     assert row is not None
     assert row.held
     assert row.terminal_at == NOW
-    assert ledger.candidates("daily", now=NOW, due_cutoff=NOW, refreshed_since=NOW) == []
+    assert ledger.query.candidates("daily", now=NOW, due_cutoff=NOW, refreshed_since=NOW) == []
 
 
 def test_candidates_are_due_resumable_or_stale_and_never_held(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
     earlier = NOW - timedelta(days=10)
-    ledger.record_listing(
+    ledger.jobs.record_listing(
         "daily",
         [
             ListedJob("old", "finished", Phase.SUCCEEDED),
@@ -138,50 +138,46 @@ def test_candidates_are_due_resumable_or_stale_and_never_held(ledger_url: str) -
         ],
         earlier,
     )
-    ledger.record_listing("daily", [ListedJob("fresh", "finished", Phase.SUCCEEDED)], NOW)
-    ledger.track("daily", ["tracked"], now=NOW)
+    ledger.jobs.record_listing("daily", [ListedJob("fresh", "finished", Phase.SUCCEEDED)], NOW)
+    ledger.operator.track("daily", ["tracked"], now=NOW)
     cutoff = NOW - timedelta(days=7)
-    found = ledger.candidates("daily", now=NOW, due_cutoff=cutoff, refreshed_since=NOW)
-    assert {c.job_id: c.may_delete for c in found} == {
-        "old": True,
-        "running": False,
-        "tracked": False,
-    }
+    found = ledger.query.candidates("daily", now=NOW, due_cutoff=cutoff, refreshed_since=NOW)
+    assert {c.job_id for c in found} == {"old", "running", "tracked"}
 
 
 def test_a_sweep_lease_excludes_a_second_sweep_until_it_expires(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
-    assert ledger.acquire_lease("sweep:daily", owner="a", ttl=TTL, now=NOW)
-    assert not ledger.acquire_lease("sweep:daily", owner="b", ttl=TTL, now=NOW)
-    assert not ledger.renew_lease("sweep:daily", owner="b", ttl=TTL, now=NOW)
-    ledger.release_lease("sweep:daily", owner="b")  # not b's to release
-    assert not ledger.acquire_lease("sweep:daily", owner="b", ttl=TTL, now=NOW)
-    assert ledger.acquire_lease("sweep:daily", owner="b", ttl=TTL, now=NOW + TTL * 2)
+    assert ledger.coord.acquire("sweep:daily", owner="a", ttl=TTL, now=NOW)
+    assert not ledger.coord.acquire("sweep:daily", owner="b", ttl=TTL, now=NOW)
+    assert not ledger.coord.renew("sweep:daily", owner="b", ttl=TTL, now=NOW)
+    ledger.coord.release("sweep:daily", owner="b")  # not b's to release
+    assert not ledger.coord.acquire("sweep:daily", owner="b", ttl=TTL, now=NOW)
+    assert ledger.coord.acquire("sweep:daily", owner="b", ttl=TTL, now=NOW + TTL * 2)
 
 
 def test_a_dry_run_never_creates_or_changes_the_ledger(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/missing.db"
     ledger = Ledger.open(url, read_only=True)
-    assert ledger.get("daily", "x") is None
+    assert ledger.query.get("daily", "x") is None
     with pytest.raises(LedgerError, match="read-only"):
-        ledger.track("daily", ["x"], now=NOW)
+        ledger.operator.track("daily", ["x"], now=NOW)
     assert not (tmp_path / "missing.db").exists()
 
 
 def test_status_reports_overdue_and_failed_jobs(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
-    ledger.record_listing(
+    ledger.jobs.record_listing(
         "daily", [ListedJob("late", "finished", Phase.SUCCEEDED)], NOW - timedelta(days=9)
     )
-    row = ledger.claim("daily", "bad", owner="w", ttl=TTL, now=NOW)
+    row = ledger.jobs.claim("daily", "bad", owner="w", ttl=TTL, now=NOW)
     assert row is not None
-    ledger.fail(row, "daily job bad: it broke. Do this", owner="w", now=NOW)
-    (status,) = ledger.status({"daily": 7}, now=NOW)
+    ledger.jobs.fail(row, "daily job bad: it broke. Do this", owner="w", now=NOW)
+    (status,) = ledger.query.status({"daily": 7}, now=NOW)
     assert status.overdue_count == 1
-    assert status.overdue[0]["job_id"] == "late"
-    assert status.failed[0]["last_error"] == "daily job bad: it broke. Do this"
-    assert ledger.retry("daily", "bad", now=NOW)
-    bad = ledger.get("daily", "bad")
+    assert status.overdue[0].job_id == "late"
+    assert status.failed[0].last_error == "daily job bad: it broke. Do this"
+    assert ledger.operator.retry("daily", "bad", now=NOW)
+    bad = ledger.query.get("daily", "bad")
     assert bad is not None
     assert bad.state == JobState.PENDING
 
@@ -189,20 +185,20 @@ def test_status_reports_overdue_and_failed_jobs(ledger_url: str) -> None:
 def test_naive_datetimes_are_refused(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
     with pytest.raises(sa.exc.StatementError):
-        ledger.track("daily", ["x"], now=datetime(2026, 1, 1))
+        ledger.operator.track("daily", ["x"], now=datetime(2026, 1, 1))
 
 
 @pytest.mark.postgres
 def test_a_claim_on_postgresql_skips_a_row_another_transaction_holds(postgres_url: str) -> None:
     ledger = Ledger.open(postgres_url)
-    ledger.track("daily", ["j"], now=NOW)
+    ledger.operator.track("daily", ["j"], now=NOW)
     with ledger.engine.connect() as other:
         other.execute(sa.text("SELECT id FROM jobs WHERE job_id = 'j' FOR UPDATE"))
         started = time.monotonic()
-        assert ledger.claim("daily", "j", owner="w", ttl=TTL, now=NOW) is None
+        assert ledger.jobs.claim("daily", "j", owner="w", ttl=TTL, now=NOW) is None
         assert time.monotonic() - started < 2
         other.rollback()
-    assert ledger.claim("daily", "j", owner="w", ttl=TTL, now=NOW) is not None
+    assert ledger.jobs.claim("daily", "j", owner="w", ttl=TTL, now=NOW) is not None
 
 
 def test_a_listed_finish_time_starts_the_clock_but_never_later_than_our_sighting(
@@ -210,7 +206,7 @@ def test_a_listed_finish_time_starts_the_clock_but_never_later_than_our_sighting
 ) -> None:
     ledger = Ledger.open(ledger_url)
     last_month = NOW - timedelta(days=30)
-    ledger.record_listing(
+    ledger.jobs.record_listing(
         "mpc",
         [
             ListedJob("old", "SUCCEEDED", Phase.SUCCEEDED, finished_at=last_month),
@@ -220,15 +216,19 @@ def test_a_listed_finish_time_starts_the_clock_but_never_later_than_our_sighting
         NOW,
     )
     terminal = {
-        j: getattr(ledger.get("mpc", j), "terminal_at", None) for j in ("old", "ahead", "plain")
+        j: getattr(ledger.query.get("mpc", j), "terminal_at", None)
+        for j in ("old", "ahead", "plain")
     }
     assert terminal == {"old": last_month, "ahead": NOW, "plain": NOW}
-    due = ledger.candidates("mpc", now=NOW, due_cutoff=NOW - timedelta(days=7), refreshed_since=NOW)
+    due = ledger.query.candidates(
+        "mpc", now=NOW, due_cutoff=NOW - timedelta(days=7), refreshed_since=NOW
+    )
     assert [c.job_id for c in due] == ["old"]
 
 
 def test_the_open_jobs_index_covers_exactly_the_states_a_sweep_acts_on() -> None:
     closed = {JobState.DELETED, JobState.GONE, JobState.FAILED}
+    assert closed == set(JobState) - OPEN_STATES
     named = set(re.findall(r"'([a-z]+)'", str(OPEN_JOBS)))
     assert named == {s.value for s in JobState if s not in closed}
 
@@ -236,7 +236,7 @@ def test_the_open_jobs_index_covers_exactly_the_states_a_sweep_acts_on() -> None
 def test_the_migrated_open_jobs_index_is_partial(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
     with ledger.engine.connect() as conn:
-        if ledger.is_postgres:
+        if ledger.db.is_postgres:
             definition = conn.exec_driver_sql("SELECT pg_get_indexdef('ix_jobs_open'::regclass)")
         else:
             definition = conn.exec_driver_sql(
@@ -249,13 +249,13 @@ def test_the_migrated_open_jobs_index_is_partial(ledger_url: str) -> None:
 
 def test_picking_a_batch_reads_the_open_jobs_index(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
-    query = ledger.candidates_query(
+    query = ledger.query.candidates_query(
         "daily", now=NOW, due_cutoff=NOW, refreshed_since=NOW, after_pk=0, limit=500
     )
-    explain = "EXPLAIN QUERY PLAN " if not ledger.is_postgres else "EXPLAIN "
+    explain = "EXPLAIN QUERY PLAN " if not ledger.db.is_postgres else "EXPLAIN "
     compiled = query.compile(ledger.engine, compile_kwargs={"literal_binds": True})
     with ledger.engine.connect() as conn:
-        if ledger.is_postgres:
+        if ledger.db.is_postgres:
             conn.exec_driver_sql("SET enable_seqscan = off")
         plan = " ".join(str(row) for row in conn.exec_driver_sql(f"{explain}{compiled}"))
     assert "ix_jobs_open" in plan

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from worker.ledger import metadata
+from worker.ledger.schema import metadata
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
-from worker.ledger import OPEN_JOBS
+# The open states as this revision knew them; 0003 adds `kept`. A migration never reads the
+# current code's sets, so it creates the same index whenever it runs.
+OPEN_JOBS = sa.text("state IN ('pending', 'archived', 'deleting', 'cleaning')")
 
 revision: str = "0002"
 down_revision: str | None = "0001"

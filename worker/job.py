@@ -1,0 +1,729 @@
+"""One job, from a fresh status read to its deletion receipt, under a claim on its row.
+
+    read status fresh ─▶ terminal? due? not held? ─▶ fresh links ─▶ stream each file into S3,
+    hashing ─▶ verify each object (fresh HEAD) ─▶ write the manifest ─▶ ARCHIVED
+    ─▶ delete gate ─▶ provider DELETE ─▶ custom-bucket cleanup ─▶ receipt ─▶ DELETED
+
+``process_job`` carries out ``domain.next_step`` until the job can go no further now;
+``plan_job`` (the dry run) asks the same function and reports its answer instead.
+
+The one rule lives in ``delete_job``, the only function that calls a provider's delete. It
+re-reads the manifest from the archive, checks that it lists every file the ledger verified
+and that each is still stored unchanged, opens the ledger's delete gate (one conditional
+UPDATE, which also takes one delete from the sweep's budget), and sends the delete only
+while this worker's claim surely holds. Any error before that point leaves the job at the
+provider and records why.
+
+Every step is idempotent, so a job interrupted anywhere is resumed by the next sweep: files
+already verified are not fetched again, a written manifest is not rewritten, and a delete
+whose answer was lost is sent once more (the provider then answers "gone").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from worker import metrics
+from worker.domain import (
+    MAX_BACKOFF,
+    PAST_GATE_STATES,
+    AlreadyGone,
+    Artifact,
+    BucketOrigin,
+    DeleteAnswer,
+    Deleted,
+    DeletePending,
+    JobGone,
+    JobRow,
+    JobSnapshot,
+    JobState,
+    LinkOrigin,
+    ProviderOrigin,
+    Step,
+    StepKind,
+    due_at,
+    next_step,
+    retry_delay,
+)
+from worker.errors import (
+    BadResponse,
+    BrakeEngaged,
+    DeleteFailed,
+    Kept,
+    LedgerError,
+    ProviderUnavailable,
+    RateLimited,
+    UnsafeInput,
+    VerifyError,
+    WorkerError,
+)
+from worker.fetch import Download, check_response
+from worker.keys import MANIFEST_NAME, RECEIPT_NAME, archive_keys, job_folder
+from worker.leases import Claim
+from worker.ledger import FileRecord
+from worker.logging import get_logger, scrubbed
+from worker.manifest import ManifestFile, build_manifest, build_receipt, parse_manifest
+from worker.outcomes import JobResult, Outcome, PlannedFile
+from worker.providers.base import Provider, send_guard
+from worker.settings import ProviderPolicy
+
+if TYPE_CHECKING:
+    from worker.bootstrap import Runtime
+    from worker.sweep import LocalBudget
+
+log = get_logger("worker.job")
+
+# How long one run polls an asynchronous delete before deferring it to the next sweep.
+ASYNC_DELETE_POLL_SECONDS = 60.0
+# An asynchronous delete still pending after this long is suspect (the provider may have
+# expired its result): the job itself is looked up instead.
+ASYNC_DELETE_STALE = timedelta(hours=1)
+# A job goes READ, ARCHIVE, DELETE, FINISH at most: more steps than this is a bug.
+MAX_STEPS = 8
+
+
+def process_job(
+    rt: Runtime, provider_name: str, job_id: str, *, budget: str | None = None
+) -> JobResult:
+    """Carry one job as far as it may go now. Never raises for the job's own failures.
+
+    ``budget`` names the sweep's delete budget (``max_deletes_per_sweep``), taken from at the
+    delete gate; None for a job processed outside a sweep.
+    """
+    started = time.monotonic()
+    policy = rt.settings.policy(provider_name)
+    provider = rt.provider(provider_name)
+    result = JobResult(provider_name, job_id, Outcome.BUSY)
+    ttl = timedelta(seconds=rt.settings.worker.job_lease_seconds)
+    with Claim(rt.ledger, provider_name, job_id, ttl=ttl, clock=rt.clock) as claim:
+        if claim.row is not None:
+            # carry_out fills in the result as it goes, so a failure after the archive step
+            # still reports what was archived.
+            try:
+                carry_out(rt, provider, policy, claim, result, budget)
+            except WorkerError as exc:
+                _record_failure(rt, claim, exc.for_job(provider_name, job_id), result)
+            except Exception as exc:  # a bug must defer the job, never crash the sweep
+                log.exception("job_crashed", provider=provider_name, job_id=job_id)
+                error = WorkerError(
+                    f"unexpected {type(exc).__name__}: {exc}", provider=provider_name, job_id=job_id
+                )
+                _record_failure(rt, claim, error, result)
+    result.duration_ms = int((time.monotonic() - started) * 1000)
+    row = claim.row
+    _log_result(result, row.state if row else None)
+    due_seconds = None
+    if result.deleted and row is not None and row.terminal_at is not None:
+        due_seconds = (rt.clock() - due_at(row.terminal_at, policy.retain_days)).total_seconds()
+    metrics.record_job(result, due_seconds=due_seconds)
+    return result
+
+
+def carry_out(
+    rt: Runtime,
+    provider: Provider,
+    policy: ProviderPolicy,
+    claim: Claim,
+    result: JobResult,
+    budget: str | None,
+) -> None:
+    """Do what ``next_step`` says, step after step, until it says to stop for now."""
+    snapshot: JobSnapshot | JobGone | None = None
+    for _ in range(MAX_STEPS):
+        claim.check()
+        step = next_step(claim.current, snapshot, policy, rt.clock())
+        result.due_at = step.due_at or result.due_at
+        if step.kind == StepKind.SKIP:
+            assert step.outcome is not None
+            result.outcome = step.outcome
+            result.error = step.reason if step.outcome != Outcome.HELD else None
+            if step.outcome == Outcome.ARCHIVED and claim.current.state == JobState.ARCHIVED:
+                log.info("delete_skipped_read_only", provider=policy.name, job_id=claim.job_id)
+            return
+        if step.kind == StepKind.READ:
+            snapshot = _read(rt, provider, claim)
+            continue
+        if step.kind == StepKind.GONE:
+            assert isinstance(snapshot, JobGone)
+            claim.row = rt.ledger.jobs.mark_gone(
+                claim.current, dict(snapshot.answer), owner=claim.owner, now=rt.clock()
+            )
+            log.info("job_gone", provider=policy.name, job_id=claim.job_id)
+            result.outcome = Outcome.GONE
+            return
+        if step.kind == StepKind.DEFER:
+            raise BadResponse(step.reason or "the job cannot be decided on now")
+        if step.kind == StepKind.ARCHIVE:
+            assert isinstance(snapshot, JobSnapshot)
+            files = archive_job(rt, provider, claim, snapshot)
+            result.archived = True
+            result.files = len(files)
+            result.bytes = sum(f.size for f in files)
+            continue
+        if step.kind == StepKind.DELETE:
+            row = delete_job(rt, provider, claim, budget=budget)
+            if row.state == JobState.DELETING:  # an asynchronous delete still running
+                result.outcome = Outcome.DEFERRED
+                result.error = "the provider is still carrying out the delete"
+                now = rt.clock()
+                claim.row = rt.ledger.jobs.defer(
+                    row, result.error, owner=claim.owner, now=now, retry_at=now + retry_delay(1)
+                )
+                return
+            continue
+        if step.kind == StepKind.FINISH:
+            finish_deletion(rt, provider, claim)
+            result.deleted = True
+            result.outcome = Outcome.DELETED
+            return
+    raise WorkerError(f"the job did not settle within {MAX_STEPS} steps", permanent=False)
+
+
+def _read(rt: Runtime, provider: Provider, claim: Claim) -> JobSnapshot | JobGone:
+    snapshot = provider.get_job(claim.job_id)
+    if isinstance(snapshot, JobSnapshot):
+        claim.row = rt.ledger.jobs.record_status(
+            claim.current, snapshot, owner=claim.owner, now=rt.clock()
+        )
+        log.info(
+            "job_status",
+            provider=provider.name,
+            job_id=claim.job_id,
+            status=snapshot.status,
+            phase=snapshot.phase.value,
+        )
+    return snapshot
+
+
+def _log_result(result: JobResult, state: JobState | None) -> None:
+    attention = (Outcome.FAILED, Outcome.DEFERRED, Outcome.KEPT, Outcome.STOPPED)
+    event = log.warning if result.outcome in attention else log.info
+    event(
+        "job_finished",
+        provider=result.provider,
+        job_id=result.job_id,
+        outcome=result.outcome.value,
+        state=state.value if state else None,
+        archived=result.archived,
+        deleted=result.deleted,
+        files=result.files,
+        bytes=result.bytes,
+        duration_ms=result.duration_ms,
+        error=result.error,
+        kept_reason=result.kept_reason,
+    )
+
+
+def _record_failure(rt: Runtime, claim: Claim, exc: WorkerError, result: JobResult) -> None:
+    """Record why the job stopped: kept, stopped by the brake, failed or deferred."""
+    row = claim.current
+    now = rt.clock()
+    message = str(exc)
+    result.error = message
+    try:
+        if isinstance(exc, BrakeEngaged):
+            # The gate changed nothing: the job stays archived, due, and first in line.
+            result.outcome = Outcome.STOPPED
+        elif isinstance(exc, Kept) and row.state == JobState.PENDING:
+            claim.row = rt.ledger.jobs.keep(row, exc.reason, message, owner=claim.owner, now=now)
+            result.outcome = Outcome.KEPT
+            result.kept_reason = exc.reason
+        elif exc.permanent and row.state not in PAST_GATE_STATES:
+            claim.row = rt.ledger.jobs.fail(row, message, owner=claim.owner, now=now)
+            result.outcome = Outcome.FAILED
+        else:
+            delay = retry_delay(row.attempts + 1)
+            if isinstance(exc, RateLimited) and exc.retry_after:
+                # A provider's wait is honoured, never past the longest backoff: a broken
+                # or hostile header must not park a job for years.
+                asked = timedelta(seconds=min(exc.retry_after, MAX_BACKOFF.total_seconds()))
+                delay = max(delay, asked)
+            claim.row = rt.ledger.jobs.defer(
+                row, message, owner=claim.owner, now=now, retry_at=now + delay
+            )
+            result.outcome = Outcome.DEFERRED
+    except LedgerError:
+        # We lost the claim; whoever holds it now records the job's fate.
+        result.outcome = Outcome.BUSY
+
+
+# -- the archive ---------------------------------------------------------------------------
+
+
+def archive_job(
+    rt: Runtime, provider: Provider, claim: Claim, snapshot: JobSnapshot
+) -> list[FileRecord]:
+    """Store and verify every file the delete would destroy, then write the manifest."""
+    row = claim.current
+    name = provider.name
+    folder = job_folder(rt.settings.archive.prefix, name, row.job_id)
+    artifacts = provider.artifacts(snapshot)
+    keys = archive_keys(folder, [a.name for a in artifacts])
+    known = rt.ledger.query.files(row.pk)
+    records: list[FileRecord] = []
+    for artifact, key in zip(artifacts, keys, strict=True):
+        claim.check()
+        record = known.get(key)
+        if record is not None and _still_archived(rt, record, artifact):
+            records.append(record)
+            log.info(
+                "file_already_archived",
+                provider=name,
+                job_id=row.job_id,
+                key=key,
+                bytes=record.size,
+            )
+            continue
+        started = time.monotonic()
+        record = store_artifact(rt, provider, artifact, key)
+        rt.ledger.jobs.record_file(row, record, owner=claim.owner, now=rt.clock())
+        log.info(
+            "file_archived",
+            provider=name,
+            job_id=row.job_id,
+            key=key,
+            bytes=record.size,
+            sha256=record.sha256,
+            source=record.source,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+        records.append(record)
+    claim.check()
+    now = rt.clock()
+    manifest_key = folder + MANIFEST_NAME
+    manifest = build_manifest(
+        provider=name,
+        provider_type=provider.type,
+        job_id=row.job_id,
+        archived_at=now,
+        job=scrubbed(dict(snapshot.record)),
+        files=[ManifestFile(r.key, r.size, r.sha256, r.source, r.version_id) for r in records],
+    )
+    # A manifest this job wrote in an interrupted earlier attempt is kept if it lists the same
+    # files (archived objects are never overwritten).
+    rt.archive.put_json(
+        manifest_key,
+        manifest,
+        same=lambda existing: (
+            _same_job(existing, manifest) and existing.get("files") == manifest["files"]
+        ),
+    )
+    claim.row = rt.ledger.jobs.mark_archived(
+        row, owner=claim.owner, manifest_key=manifest_key, files=records, now=now
+    )
+    log.info(
+        "manifest_written",
+        provider=name,
+        job_id=row.job_id,
+        key=manifest_key,
+        files=len(records),
+        bytes=sum(r.size for r in records),
+    )
+    return records
+
+
+def _same_job(existing: Any, ours: dict[str, Any]) -> bool:
+    return (
+        isinstance(existing, dict)
+        and existing.get("provider") == ours["provider"]
+        and existing.get("job_id") == ours["job_id"]
+    )
+
+
+def _still_archived(rt: Runtime, record: FileRecord, artifact: Artifact) -> bool:
+    if artifact.size is not None and artifact.size != record.size:
+        return False
+    if artifact.sha256 is not None and artifact.sha256 != record.sha256:
+        return False
+    return rt.archive.exists_unchanged(
+        record.key, size=record.size, etag=record.etag, version_id=record.version_id
+    )
+
+
+def store_artifact(rt: Runtime, provider: Provider, artifact: Artifact, key: str) -> FileRecord:
+    """Stream (or copy) one artifact into ``key``; the archive verifies what it stored."""
+    origin = artifact.origin
+    archive = rt.archive
+    if isinstance(origin, BucketOrigin):
+        source = rt.source_bucket(provider.name)
+        if source.same_endpoint:
+            found = source.head(origin.bucket, origin.key)
+            stored = archive.copy_from(found, key)
+        else:
+            with source.open(origin.bucket, origin.key) as (chunks, found):
+                stored = archive.store_stream(
+                    key, chunks, size_hint=found.size, content_type=found.content_type
+                )
+        record = FileRecord(
+            key=key,
+            size=stored.size,
+            sha256=stored.sha256,
+            source=artifact.source,
+            etag=stored.etag,
+            version_id=stored.version_id,
+            origin_bucket=origin.bucket,
+            origin_key=origin.key,
+            origin_etag=found.etag or None,
+            origin_version_id=found.version_id,
+        )
+    else:
+        if isinstance(origin, LinkOrigin):
+            opener = rt.fetcher.open(origin.url, expected_size=artifact.size)
+        elif isinstance(origin, ProviderOrigin):
+            opener = _open_provider_artifact(rt, provider, artifact)
+        else:  # pragma: no cover - the Origin union is closed
+            raise UnsafeInput(f"unknown origin {type(origin).__name__}")
+        with opener as download:
+            stored = archive.store_stream(
+                key,
+                download.chunks(),
+                size_hint=download.size_hint,
+                content_type=download.content_type,
+                content_encoding=download.content_encoding,
+            )
+        record = FileRecord(
+            key=key,
+            size=stored.size,
+            sha256=stored.sha256,
+            source=artifact.source,
+            etag=stored.etag,
+            version_id=stored.version_id,
+        )
+    _check_declared(artifact, record)
+    return record
+
+
+def _check_declared(artifact: Artifact, record: FileRecord) -> None:
+    """What was stored must be what the provider declared: its size, and its digest."""
+    if artifact.size is not None and record.size != artifact.size:
+        raise VerifyError(
+            f"{artifact.source} holds {record.size} bytes; the provider declared {artifact.size}"
+        )
+    if artifact.sha256 is not None and record.sha256 != artifact.sha256.lower():
+        raise Kept(
+            f"the archived {artifact.name} has SHA-256 {record.sha256[:16]}..., but the "
+            f"provider declares {artifact.sha256[:16]}... for it: nothing deleted",
+            reason="hash_mismatch",
+            hint="Compare the two by hand; the job stays at the provider until they agree",
+        )
+
+
+@contextlib.contextmanager
+def _open_provider_artifact(
+    rt: Runtime, provider: Provider, artifact: Artifact
+) -> Iterator[Download]:
+    deadline = time.monotonic() + rt.settings.downloads.max_seconds
+    with provider.open_artifact(artifact) as response:
+        check_response(response, artifact.source)
+        yield Download(
+            response, source=artifact.source, expected_size=artifact.size, deadline=deadline
+        )
+
+
+# -- the delete ----------------------------------------------------------------------------
+
+
+def delete_job(
+    rt: Runtime, provider: Provider, claim: Claim, *, budget: str | None = None
+) -> JobRow:
+    """The only caller of a provider's delete.
+
+    It calls it only when all of these hold, in this order:
+    1. the ledger shows the job ARCHIVED (or DELETING: a delete whose answer was lost) with a
+       manifest key;
+    2. that manifest, read fresh from the archive, is this job's; it lists every file the
+       ledger recorded as verified, each with the same size and SHA-256; and each is still
+       in the bucket unchanged;
+    3. the ledger's delete gate opens: one conditional UPDATE that also requires the job not
+       held and still claimed by this worker, and takes one delete from the sweep's budget;
+    4. right before the request leaves, this worker's claim surely still holds (a worker
+       paused past its lease sends nothing).
+    """
+    # Checked again even when resending a delete whose answer was lost: if that first request
+    # never arrived, the provider still holds the only other copy.
+    files = _recheck_archive(rt, provider, claim)
+    resend = claim.current.state == JobState.DELETING
+    claim.check()
+    row = claim.row = rt.ledger.jobs.open_delete_gate(
+        claim.current, owner=claim.owner, now=rt.clock(), budget=budget
+    )
+    if row.delete_handle:
+        answer = _poll(rt, provider, claim, row.delete_handle)
+    else:
+        log.info(
+            "delete_requested",
+            provider=provider.name,
+            job_id=row.job_id,
+            manifest_key=row.manifest_key,
+            files=len(files),
+            resend=resend,
+        )
+        with send_guard(claim.check):
+            answer = provider.delete(row.job_id)
+    deadline = time.monotonic() + ASYNC_DELETE_POLL_SECONDS
+    pause = 1.0
+    while isinstance(answer, DeletePending):
+        if row.delete_handle != answer.handle:
+            row = claim.row = rt.ledger.jobs.record_delete_pending(
+                row, answer.handle, _answer_record(answer), owner=claim.owner, now=rt.clock()
+            )
+        if time.monotonic() + pause > deadline:
+            return row
+        time.sleep(pause)
+        pause = min(pause * 2, 15.0)
+        claim.check()
+        answer = _poll(rt, provider, claim, answer.handle)
+    row = claim.row = rt.ledger.jobs.record_provider_deleted(
+        row, _answer_record(answer), owner=claim.owner, now=rt.clock()
+    )
+    log.info(
+        "provider_deleted",
+        provider=provider.name,
+        job_id=row.job_id,
+        status_code=answer.status_code,
+        already_gone=isinstance(answer, AlreadyGone),
+    )
+    return row
+
+
+def _poll(rt: Runtime, provider: Provider, claim: Claim, handle: str) -> DeleteAnswer:
+    """One poll of an asynchronous delete; a spent or stale handle is dropped, so the next
+    attempt sends a new delete (after the archive is checked again)."""
+    row = claim.current
+    try:
+        answer = provider.poll_delete(row.job_id, handle)
+    except DeleteFailed as exc:
+        claim.row = rt.ledger.jobs.forget_delete_handle(
+            row, str(exc), owner=claim.owner, now=rt.clock()
+        )
+        raise
+    asked = row.delete_requested_at
+    if not isinstance(answer, DeletePending) or asked is None:
+        return answer
+    if rt.clock() - asked < ASYNC_DELETE_STALE:
+        return answer
+    current = provider.get_job(row.job_id)
+    if isinstance(current, JobGone):
+        return AlreadyGone(status_code=404, body=dict(current.answer))
+    reason = f"the delete was still pending {rt.clock() - asked} after it was asked for"
+    claim.row = rt.ledger.jobs.forget_delete_handle(row, reason, owner=claim.owner, now=rt.clock())
+    raise ProviderUnavailable(reason, hint="A new delete is sent on the next attempt")
+
+
+def _recheck_archive(rt: Runtime, provider: Provider, claim: Claim) -> list[ManifestFile]:
+    """Read the manifest fresh and check it against the ledger and the bucket.
+
+    The manifest must list exactly the files the ledger recorded as verified, with their
+    sizes and digests (a manifest that lists fewer keeps the gate shut), and each must still
+    be stored as verified. If anything vanished, the job goes back to be archived again
+    (the provider still has it) and the delete waits: VerifyError.
+    """
+    row = claim.current
+    if row.manifest_key is None:  # the gate checks this too; say it clearly here
+        raise LedgerError(
+            "the job has no manifest on record", provider=provider.name, job_id=row.job_id
+        )
+    document = rt.archive.get_json(row.manifest_key)
+    missing: list[str] = []
+    files: list[ManifestFile] = []
+    if document is None:
+        missing = [row.manifest_key]
+    else:
+        files = parse_manifest(
+            document, provider=provider.name, job_id=row.job_id, key=row.manifest_key
+        )
+        records = rt.ledger.query.files(row.pk)
+        _match_ledger(files, records, row.manifest_key)
+        for entry in files:
+            record = records[entry.key]
+            if not rt.archive.exists_unchanged(
+                entry.key, size=record.size, etag=record.etag, version_id=record.version_id
+            ):
+                missing.append(entry.key)
+    if missing:
+        _archive_lost(rt, provider, claim, missing)
+    return files
+
+
+def _match_ledger(files: list[ManifestFile], records: dict[str, FileRecord], key: str) -> None:
+    listed = {entry.key for entry in files}
+    for entry in files:
+        record = records.get(entry.key)
+        if record is None or record.size != entry.size or record.sha256 != entry.sha256:
+            raise VerifyError(
+                f"the manifest lists {entry.key}, which the ledger does not "
+                "record as verified with that size and SHA-256",
+                permanent=True,
+                hint="Investigate before deleting anything",
+            )
+    unlisted = sorted(set(records) - listed)
+    if unlisted:
+        raise VerifyError(
+            f"the manifest {key} lists {len(files)} file(s), but the ledger verified "
+            f"{len(records)}: {', '.join(unlisted[:3])} missing from it",
+            permanent=True,
+            hint="The delete gate stays shut; investigate before deleting anything",
+        )
+
+
+def _archive_lost(rt: Runtime, provider: Provider, claim: Claim, missing: list[str]) -> None:
+    row = claim.current
+    reason = f"{len(missing)} archived object(s) vanished: {', '.join(missing[:3])}"
+    if row.state != JobState.ARCHIVED:
+        raise VerifyError(
+            reason,
+            hint="A delete was already sent, so the job cannot be archived again; restore the "
+            "objects (bucket versions) and the delete will be confirmed on the next sweep",
+        )
+    claim.row = rt.ledger.jobs.reopen(row, missing, reason, owner=claim.owner, now=rt.clock())
+    log.warning("archive_reopened", provider=provider.name, job_id=row.job_id, missing=missing)
+    raise VerifyError(
+        reason,
+        hint="The job stays at the provider and will be archived again; check the bucket's "
+        "lifecycle rules",
+    )
+
+
+def _answer_record(answer: Deleted | AlreadyGone | DeletePending) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "result": {Deleted: "deleted", AlreadyGone: "already_gone", DeletePending: "pending"}[
+            type(answer)
+        ],
+        "status_code": answer.status_code,
+        "body": scrubbed({"body": answer.body})["body"],
+    }
+    if isinstance(answer, DeletePending):
+        record["handle"] = answer.handle
+    return record
+
+
+def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
+    """After the provider's delete: remove outputs from custom buckets, write the receipt.
+
+    Only the archived object is removed (its version, or its ETag): one written at the key
+    since is left where it is, and the receipt and the log say so.
+    """
+    row = claim.current
+    source = rt.source_bucket(provider.name)
+    removals = [
+        source.remove(
+            record.origin_bucket,
+            record.origin_key,
+            etag=record.origin_etag,
+            version_id=record.origin_version_id,
+        )
+        for record in rt.ledger.query.files(row.pk).values()
+        if record.origin_bucket and record.origin_key
+    ]
+    for removal in removals:
+        (log.info if removal.removed else log.warning)(
+            "custom_object_deleted" if removal.removed else "custom_object_left",
+            provider=provider.name,
+            job_id=row.job_id,
+            bucket=removal.bucket,
+            key=removal.key,
+            reason=removal.left_because,
+        )
+    removed = [r.receipt_entry() for r in removals if r.removed]
+    left = [r.receipt_entry() for r in removals if not r.removed]
+    if removals:
+        rt.ledger.jobs.audit_event(
+            row,
+            "custom_objects_deleted",
+            {"objects": removed, "left": left},
+            owner=claim.owner,
+            now=rt.clock(),
+        )
+    now = rt.clock()
+    assert row.manifest_key is not None
+    receipt_key = row.manifest_key[: -len(MANIFEST_NAME)] + RECEIPT_NAME
+    receipt = build_receipt(
+        provider=provider.name,
+        provider_type=provider.type,
+        job_id=row.job_id,
+        manifest_key=row.manifest_key,
+        delete_requested_at=row.delete_requested_at,
+        deleted_at=row.provider_deleted_at or now,
+        answer=row.delete_answer,
+        custom_objects_deleted=removed,
+        custom_objects_left=left,
+    )
+    rt.archive.put_json(receipt_key, receipt, same=lambda existing: _same_job(existing, receipt))
+    claim.row = rt.ledger.jobs.mark_deleted(
+        row, receipt_key=receipt_key, owner=claim.owner, now=now
+    )
+    log.info("receipt_written", provider=provider.name, job_id=row.job_id, key=receipt_key)
+
+
+# -- the dry run ---------------------------------------------------------------------------
+
+
+def plan_job(
+    rt: Runtime, provider_name: str, job_id: str, *, budget: LocalBudget | None = None
+) -> JobResult:
+    """What ``process_job`` would do now, read from the provider and the ledger; no writes.
+
+    The same ``next_step`` decides; where the real run would act, this reports.
+    """
+    policy = rt.settings.policy(provider_name)
+    provider = rt.provider(provider_name)
+    result = JobResult(provider_name, job_id, Outcome.DONE)
+    row = rt.ledger.query.get(provider_name, job_id)
+    snapshot: JobSnapshot | JobGone | None = None
+    try:
+        for _ in range(MAX_STEPS):
+            step = next_step(row, snapshot, policy, rt.clock())
+            result.due_at = step.due_at or result.due_at
+            if step.kind == StepKind.READ:
+                snapshot = provider.get_job(job_id)
+                continue
+            _report(rt, provider, step, snapshot, row.manifest_key if row else None, result)
+            if result.outcome == Outcome.WOULD_DELETE and budget is not None and not budget.take():
+                result.outcome = Outcome.STOPPED
+            return result
+    except Kept as exc:
+        result.outcome = Outcome.KEPT
+        result.kept_reason = exc.reason
+        result.error = str(exc.for_job(provider_name, job_id))
+    except WorkerError as exc:
+        exc.for_job(provider_name, job_id)
+        result.outcome = Outcome.FAILED if exc.permanent else Outcome.DEFERRED
+        result.error = str(exc)
+    return result
+
+
+def _report(
+    rt: Runtime,
+    provider: Provider,
+    step: Step,
+    snapshot: JobSnapshot | JobGone | None,
+    manifest_key: str | None,
+    result: JobResult,
+) -> None:
+    """Fill ``result`` with what carrying out ``step`` would do."""
+    if step.kind == StepKind.SKIP:
+        assert step.outcome is not None
+        result.outcome = step.outcome
+        result.error = step.reason if step.outcome != Outcome.HELD else None
+    elif step.kind == StepKind.GONE:
+        result.outcome = Outcome.GONE
+    elif step.kind == StepKind.DEFER:
+        result.outcome = Outcome.DEFERRED
+        result.error = step.reason
+    elif step.kind == StepKind.ARCHIVE:
+        assert isinstance(snapshot, JobSnapshot)
+        artifacts = provider.artifacts(snapshot)
+        folder = job_folder(rt.settings.archive.prefix, provider.name, result.job_id)
+        keys = archive_keys(folder, [a.name for a in artifacts])
+        result.plan = [
+            PlannedFile(key, a.source, a.size) for a, key in zip(artifacts, keys, strict=True)
+        ]
+        result.files = len(keys)
+        result.outcome = Outcome.WOULD_DELETE if step.then_delete else Outcome.WOULD_ARCHIVE
+    else:  # DELETE or FINISH: archived already, the delete (or its end) is next
+        result.outcome = Outcome.WOULD_DELETE
+        result.manifest_key = manifest_key

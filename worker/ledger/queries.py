@@ -1,0 +1,330 @@
+"""What the ledger answers: a job, its files and trail, a sweep's candidates, the status and
+report a person reads. Nothing here writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from worker.domain import RESUMABLE_STATES, JobRow, JobState, due_at
+from worker.ledger.database import Database
+from worker.ledger.schema import (
+    OPEN_JOBS,
+    FileRecord,
+    archive_files,
+    audit_events,
+    file_record,
+    job_row,
+    jobs,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    pk: int
+    job_id: str
+    state: JobState
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueJob:
+    """Due and not deleted yet, with the last error if an attempt failed."""
+
+    job_id: str
+    state: str
+    due_at: str | None
+    attempts: int
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FailedJob:
+    job_id: str
+    attempts: int
+    last_error: str | None
+    failed_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeptJob:
+    """Kept at the provider on purpose: ``reason`` says why and what to do."""
+
+    job_id: str
+    reason: str | None
+    kept_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderStatus:
+    provider: str
+    states: dict[str, int]
+    held: int
+    overdue: list[OverdueJob]
+    overdue_count: int
+    failed: list[FailedJob]
+    kept: list[KeptJob]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+_RESUMABLE = sorted(RESUMABLE_STATES)
+
+
+class Queries:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def get(self, provider: str, job_id: str) -> JobRow | None:
+        with self.db.read() as conn:
+            row = conn.execute(
+                sa.select(jobs).where(jobs.c.provider == provider, jobs.c.job_id == job_id)
+            ).first()
+        return None if row is None else job_row(row)
+
+    def files(self, pk: int) -> dict[str, FileRecord]:
+        with self.db.read() as conn:
+            rows = conn.execute(sa.select(archive_files).where(archive_files.c.job_pk == pk)).all()
+        return {r.key: file_record(r) for r in rows}
+
+    def audit_trail(self, provider: str, job_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                sa.select(audit_events)
+                .where(audit_events.c.provider == provider, audit_events.c.job_id == job_id)
+                .order_by(audit_events.c.id)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def deleted_jobs(
+        self, *, since: datetime, provider: str | None = None, batch: int = 500
+    ) -> Iterator[tuple[JobRow, list[str]]]:
+        """Jobs deleted since ``since``, oldest first, each with its archived file keys.
+
+        Read in batches, so a report over years of deletions never holds them all at once.
+        """
+        c = jobs.c
+        after = 0
+        while True:
+            query = sa.select(jobs).where(
+                c.state == JobState.DELETED, c.deleted_at >= since, c.id > after
+            )
+            if provider is not None:
+                query = query.where(c.provider == provider)
+            with self.db.read() as conn:
+                rows = [job_row(r) for r in conn.execute(query.order_by(c.id).limit(batch))]
+                keys: dict[int, list[str]] = {}
+                if rows:
+                    for pk, key in conn.execute(
+                        sa.select(archive_files.c.job_pk, archive_files.c.key)
+                        .where(archive_files.c.job_pk.in_([r.pk for r in rows]))
+                        .order_by(archive_files.c.id)
+                    ):
+                        keys.setdefault(pk, []).append(key)
+            if not rows:
+                return
+            for row in rows:
+                yield row, keys.get(row.pk, [])
+            after = rows[-1].pk
+
+    def candidates(
+        self,
+        provider: str,
+        *,
+        now: datetime,
+        due_cutoff: datetime,
+        refreshed_since: datetime,
+        resume: bool = True,
+        after_pk: int = 0,
+        limit: int = 500,
+    ) -> list[Candidate]:
+        """The next batch of jobs a sweep should look at, in primary-key order.
+
+        * jobs past the archive step (resume the delete), unless ``resume`` is off (a
+          read-only sweep has nothing to do for them);
+        * terminal jobs whose retention clock started before ``due_cutoff`` (due);
+        * jobs whose status is unknown or not terminal and that this sweep's listing did not
+          already refresh (their status must be read fresh), and kept jobs due a new look.
+
+        Held jobs and jobs deferred into the future are left out.
+        """
+        query = self.candidates_query(
+            provider,
+            now=now,
+            due_cutoff=due_cutoff,
+            refreshed_since=refreshed_since,
+            resume=resume,
+            after_pk=after_pk,
+            limit=limit,
+        )
+        with self.db.read() as conn:
+            rows = conn.execute(query).all()
+        return [Candidate(pk=r.id, job_id=r.job_id, state=JobState(r.state)) for r in rows]
+
+    @staticmethod
+    def candidates_query(
+        provider: str,
+        *,
+        now: datetime,
+        due_cutoff: datetime,
+        refreshed_since: datetime,
+        after_pk: int,
+        limit: int,
+        resume: bool = True,
+    ) -> sa.Select[Any]:
+        """The query behind ``candidates``: a range scan of the ``ix_jobs_open`` index."""
+        c = jobs.c
+        due = sa.and_(
+            c.state == JobState.PENDING, c.terminal_at.is_not(None), c.terminal_at <= due_cutoff
+        )
+        stale = sa.and_(
+            c.state == JobState.PENDING,
+            c.terminal_at.is_(None),
+            sa.or_(c.last_checked_at.is_(None), c.last_checked_at < refreshed_since),
+        )
+        wanted = [due, stale, c.state == JobState.KEPT]
+        if resume:
+            wanted.append(c.state.in_(_RESUMABLE))
+        return (
+            sa.select(c.id, c.job_id, c.state)
+            .where(
+                c.provider == provider,
+                OPEN_JOBS,
+                c.held.is_(False),
+                c.id > after_pk,
+                sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+                sa.or_(*wanted),
+            )
+            .order_by(c.id)
+            .limit(limit)
+        )
+
+    def stale(
+        self,
+        provider: str,
+        *,
+        refreshed_since: datetime,
+        now: datetime,
+        after_pk: int = 0,
+        limit: int = 100,
+    ) -> list[tuple[int, str]]:
+        """Pending jobs whose status is unknown or running and was not read since
+        ``refreshed_since``: (pk, job_id) in primary-key order, for batch lookups."""
+        c = jobs.c
+        query = (
+            sa.select(c.id, c.job_id)
+            .where(
+                c.provider == provider,
+                c.state == JobState.PENDING,
+                c.held.is_(False),
+                c.terminal_at.is_(None),
+                c.id > after_pk,
+                sa.or_(c.last_checked_at.is_(None), c.last_checked_at < refreshed_since),
+                sa.or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now),
+            )
+            .order_by(c.id)
+            .limit(limit)
+        )
+        with self.db.read() as conn:
+            return [(r.id, r.job_id) for r in conn.execute(query)]
+
+    def waiting(self, provider: str, *, due_cutoff: datetime) -> tuple[int, int]:
+        """(held, not yet due) among the provider's pending jobs: what a sweep leaves alone."""
+        c = jobs.c
+        pending = sa.and_(c.provider == provider, c.state == JobState.PENDING)
+        with self.db.read() as conn:
+            held = conn.execute(
+                sa.select(sa.func.count()).where(pending, c.held.is_(True))
+            ).scalar_one()
+            not_due = conn.execute(
+                sa.select(sa.func.count()).where(
+                    pending,
+                    c.held.is_(False),
+                    c.terminal_at.is_not(None),
+                    c.terminal_at > due_cutoff,
+                )
+            ).scalar_one()
+        return int(held), int(not_due)
+
+    def status(
+        self, retain_days: dict[str, int], *, now: datetime, limit: int = 20
+    ) -> list[ProviderStatus]:
+        """Counts by provider and state, and the jobs that need a look: overdue (due, not
+        deleted), kept at the provider (with why), and failed."""
+        c = jobs.c
+        out: list[ProviderStatus] = []
+        with self.db.read() as conn:
+            counts: dict[str, dict[str, int]] = {}
+            for provider, state, n in conn.execute(
+                sa.select(c.provider, c.state, sa.func.count()).group_by(c.provider, c.state)
+            ):
+                counts.setdefault(provider, {})[state] = n
+            held: dict[str, int] = {
+                provider: int(n)
+                for provider, n in conn.execute(
+                    sa.select(c.provider, sa.func.count())
+                    .where(c.held.is_(True))
+                    .group_by(c.provider)
+                )
+            }
+            for provider in sorted(set(counts) | set(retain_days)):
+                days = retain_days.get(provider, 0)
+                overdue_where = sa.and_(
+                    c.provider == provider,
+                    c.held.is_(False),
+                    sa.or_(
+                        c.state.in_(_RESUMABLE),
+                        sa.and_(
+                            c.state.in_([JobState.PENDING, JobState.KEPT]),
+                            c.terminal_at.is_not(None),
+                            c.terminal_at <= now - timedelta(days=days),
+                        ),
+                    ),
+                )
+                overdue_count = conn.execute(
+                    sa.select(sa.func.count()).where(overdue_where)
+                ).scalar_one()
+                overdue = [
+                    OverdueJob(
+                        job_id=r.job_id,
+                        state=r.state,
+                        due_at=_iso(due_at(r.terminal_at, days)) if r.terminal_at else None,
+                        attempts=r.attempts,
+                        last_error=r.last_error,
+                    )
+                    for r in conn.execute(
+                        sa.select(c.job_id, c.state, c.terminal_at, c.attempts, c.last_error)
+                        .where(overdue_where)
+                        .order_by(c.terminal_at)
+                        .limit(limit)
+                    )
+                ]
+                failed, kept = (
+                    conn.execute(
+                        sa.select(c.job_id, c.attempts, c.last_error, c.last_error_at)
+                        .where(c.provider == provider, c.state == state)
+                        .order_by(c.last_error_at.desc())
+                        .limit(limit)
+                    ).all()
+                    for state in (JobState.FAILED, JobState.KEPT)
+                )
+                out.append(
+                    ProviderStatus(
+                        provider=provider,
+                        states=counts.get(provider, {}),
+                        held=int(held.get(provider, 0)),
+                        overdue=overdue,
+                        overdue_count=int(overdue_count),
+                        failed=[
+                            FailedJob(r.job_id, r.attempts, r.last_error, _iso(r.last_error_at))
+                            for r in failed
+                        ],
+                        kept=[KeptJob(r.job_id, r.last_error, _iso(r.last_error_at)) for r in kept],
+                    )
+                )
+        return out
