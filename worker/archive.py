@@ -177,7 +177,9 @@ class _Part:
     crc32: bytes
 
 
-def part_size_for(size_hint: int | None, part_number: int, base: int) -> int:
+def part_size_for(
+    size_hint: int | None, part_number: int, base: int, max_buffer: int | None = None
+) -> int:
     """The size of part ``part_number`` (1-based): fits 10,000 parts in the least memory.
 
     With a size hint, every part has the same size, the smallest that fits the hint in
@@ -185,15 +187,47 @@ def part_size_for(size_hint: int | None, part_number: int, base: int) -> int:
     ``(max_concurrency + 1) x part``. Should the stream run past its hint, the parts after
     the planned ones double every 100, which fits a stream of 1.6 times its hint in the
     500 parts left. Without a hint, parts start at ``base`` and double every 1,000.
+
+    The hint is a server's claim (a Content-Length, a provider's declared size), so it never
+    sizes a part past the memory budget: with one part filling while at least one uploads, a
+    part is at most half of ``max_buffer`` (or ``base``, if the operator configured a larger
+    part). Growing parts stop growing there. A hint that needs larger parts, or more than
+    S3 holds (10,000 parts of 5 GiB), raises ``ArchiveError`` before anything is read.
+    ``max_buffer=None`` applies S3's limits only; ``Archive`` always passes its budget.
     """
+    largest = MAX_PART_SIZE
+    if max_buffer is not None:
+        largest = min(MAX_PART_SIZE, max(base, max_buffer // 2))
     if size_hint:
+        if size_hint > MAX_PARTS * MAX_PART_SIZE:
+            raise ArchiveError(
+                f"its declared size, {size_hint} bytes ({size_hint / 1024**4:.1f} TiB), is "
+                f"more than S3 holds in one object ({MAX_PARTS} parts of 5 GiB); nothing "
+                "was read or uploaded",
+                hint="The size comes from the download's Content-Length or the provider's "
+                "declared size; the job stays at the provider and will be tried again",
+            )
         needed = -(-size_hint // (MAX_PARTS - 500))  # ceil, with a margin of 500 parts
         fixed = max(base, -(-needed // MiB) * MiB)
+        if fixed > largest:
+            if size_hint > MAX_PARTS * largest:
+                at_least = -(-size_hint // MAX_PARTS)
+                raise ArchiveError(
+                    f"its declared size, {size_hint} bytes ({size_hint / GiB:.1f} GiB), needs "
+                    f"parts of {at_least / MiB:.1f} MiB to fit in {MAX_PARTS} parts, and the "
+                    f"memory budget allows parts of {largest / MiB:.1f} MiB; nothing was "
+                    "read or uploaded",
+                    hint="If the size is real, raise [archive] max_buffer_mib to at least "
+                    f"{-(-2 * at_least // MiB)}; the job stays at the provider and will be "
+                    "tried again",
+                )
+            fixed = largest  # the margin for a stream that runs long is given up, not memory
         planned = -(-size_hint // fixed)
         if part_number <= planned:
-            return min(MAX_PART_SIZE, fixed)
-        return min(MAX_PART_SIZE, fixed << (1 + (part_number - planned - 1) // 100))
-    return min(MAX_PART_SIZE, base << ((part_number - 1) // 1000))
+            return fixed
+        doublings = 1 + (part_number - planned - 1) // 100
+        return min(largest, fixed << min(doublings, 32))
+    return min(largest, base << min((part_number - 1) // 1000, 32))
 
 
 def parts_in_flight(part: int, *, max_concurrency: int, max_buffer: int) -> int:
@@ -253,7 +287,11 @@ class Archive:
     ) -> StoredObject:
         """Stream ``chunks`` into ``key`` and verify the stored object."""
         reader = _Reader(chunks)
-        first_size = part_size_for(size_hint, 1, self.part_size)
+        # Sized before anything is read: a hostile size is refused here, with no upload.
+        try:
+            first_size = part_size_for(size_hint, 1, self.part_size, self.max_buffer)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{key}: {exc.message}", hint=exc.hint) from None
         first = reader.read(first_size)
         headers: dict[str, Any] = {}
         if content_type:
@@ -329,10 +367,14 @@ class Archive:
                     inflight.append((future, data))
                     number += 1
                     if number > MAX_PARTS:
-                        raise ArchiveError(f"{key} would need more than {MAX_PARTS} parts")
-                    data = self._next_part(
-                        reader, part_size_for(size_hint, number, self.part_size), free
-                    )
+                        raise ArchiveError(
+                            f"{key} runs past {MAX_PARTS} parts (the last of "
+                            f"{len(data) / MiB:.1f} MiB); nothing was stored",
+                            hint="Raise [archive] max_buffer_mib for outputs this large; the "
+                            "job will be tried again",
+                        )
+                    size = part_size_for(size_hint, number, self.part_size, self.max_buffer)
+                    data = self._next_part(reader, size, free)
                 parts.extend(f.result() for f, _ in inflight)
             completed = [
                 {"PartNumber": p.number, "ETag": p.etag}

@@ -11,9 +11,14 @@ The shared ``HttpApi``:
   is not the JSON we expect is ``BadResponse``;
 * retries the transient ones a few times within a short budget, honouring ``Retry-After``
   and ``X-RateLimit-Reset`` (tenacity). Longer outages defer the job to a later sweep;
+* reads every wait a provider asks for with one parser, ``retry_after_seconds``: seconds or
+  an HTTP date, never more than ``MAX_DEFERRAL`` (6 h) whatever the header says, and waited
+  inline only up to ``MAX_INLINE_WAIT`` (60 s); a longer wait defers the job instead;
 * caps the size of every body it reads and the nesting depth of every JSON document, so a
   hostile or broken answer cannot exhaust memory or the stack;
-* takes a token from the provider's rate limiter before every request.
+* takes a token from the provider's rate limiter before every request;
+* consults the current ``send_guard`` right before every request goes out, retries included,
+  so the pipeline can stop a delete whose claim it no longer holds.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypedDict, TypeVar
 
 import httpx
@@ -58,7 +67,11 @@ log = get_logger(__name__)
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_JSON_DEPTH = 64
 # A wait a provider asks for beyond this defers the job instead of holding a worker.
-MAX_INLINE_WAIT = 30.0
+MAX_INLINE_WAIT = 60.0
+# The longest a provider's Retry-After or X-RateLimit-Reset may defer a job: the pipeline's
+# longest backoff. A broken or hostile header once parked a job until 2036, and a large
+# enough one overflowed the timedelta the deferral is computed with.
+MAX_DEFERRAL = 6 * 3600.0
 
 
 class Provider(Protocol):
@@ -248,19 +261,53 @@ class ApiResponse:
     raw: bytes = field(repr=False)
 
 
-def _retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds the provider asked us to wait: Retry-After, else X-RateLimit-Reset."""
+# delay-seconds is 1*DIGIT (RFC 9110 10.2.3); a fraction is tolerated because some APIs send
+# one. Signs, exponents, "inf" and "nan" are not numbers here: float() would take them all.
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+# Above this, X-RateLimit-Reset is an epoch timestamp rather than seconds (some APIs send one).
+_EPOCH_AFTER = 10 * 365 * 86400.0
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: datetime) -> float | None:
+    """Seconds a provider asked us to wait, from ``Retry-After``, else ``X-RateLimit-Reset``.
+
+    Either header may be a number of seconds or an HTTP date (RFC 9110); X-RateLimit-Reset
+    may also be an epoch timestamp. The answer is finite, between 0 and ``MAX_DEFERRAL``
+    whatever the header says: a date in the past is 0, a date years ahead (or a number too
+    large for a float) is ``MAX_DEFERRAL``. A value that is none of these is skipped, and
+    ``None`` means no usable wait was given. Never raises. ``headers`` is looked up by
+    lower-case name (``httpx.Headers`` is case-insensitive); ``now`` is read as UTC if naive.
+    """
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
     for name in ("retry-after", "x-ratelimit-reset"):
         value = headers.get(name)
         if value is None:
             continue
-        with contextlib.suppress(ValueError):
-            seconds = float(value)
-            # Some APIs send an epoch timestamp in X-RateLimit-Reset.
-            if seconds > 10 * 365 * 86400:
-                seconds -= time.time()
-            return max(0.0, seconds)
+        seconds = _header_seconds(value.strip(), now, epoch_allowed=name == "x-ratelimit-reset")
+        if seconds is not None:
+            return seconds
     return None
+
+
+def _header_seconds(value: str, now: datetime, *, epoch_allowed: bool) -> float | None:
+    if _SECONDS.fullmatch(value):
+        seconds = float(value)  # digits only: inf at worst, never an error or a nan
+        if epoch_allowed and seconds > _EPOCH_AFTER and math.isfinite(seconds):
+            seconds -= now.timestamp()
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None  # neither a number nor a date: no usable wait
+        if when.tzinfo is None:  # "-0000" or no zone: RFC 9110 dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    return min(max(seconds, 0.0), MAX_DEFERRAL)
+
+
+def _retry_after(headers: httpx.Headers) -> float | None:
+    return retry_after_seconds(headers, datetime.now(UTC))
 
 
 def _wait(state: tenacity.RetryCallState) -> float:
@@ -272,9 +319,64 @@ def _wait(state: tenacity.RetryCallState) -> float:
 
 
 def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, _GuardRefused):
+        return False
     if isinstance(exc, RateLimited):
         return exc.retry_after is None or exc.retry_after <= MAX_INLINE_WAIT
     return isinstance(exc, ProviderUnavailable)
+
+
+# -- the send guard ------------------------------------------------------------------------
+
+# A check the pipeline sets around a dangerous call (the provider's delete): it raises when
+# the job's claim is no longer ours. A context variable so that it belongs to the job that
+# set it, in its own thread, and follows no other job's requests.
+_send_guard: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "retention_send_guard", default=None
+)
+
+
+@contextlib.contextmanager
+def send_guard(check: Callable[[], None]) -> Iterator[None]:
+    """Run ``check`` right before every request ``HttpApi`` sends inside this block.
+
+    It runs after the rate limiter's token is taken and after any pacing wait, immediately
+    before the request goes out, and again before each retry: the moment that matters is
+    when the request leaves, not when it was queued, and a worker paused past its lease (a
+    long GC, a stopped VM, a rate-limit wait) must not send a delete when it wakes. If
+    ``check`` raises, the request is not sent and the exception propagates unchanged; it is
+    never retried. Guards nest: an inner guard adds to the outer one, never replaces it.
+    """
+    outer = _send_guard.get()
+    if outer is None:
+        combined = check
+    else:
+
+        def combined() -> None:
+            outer()
+            check()
+
+    token = _send_guard.set(combined)
+    try:
+        yield
+    finally:
+        _send_guard.reset(token)
+
+
+def _consult_send_guard() -> None:
+    """Run the current guard, if any; whatever it raises propagates as it is."""
+    guard = _send_guard.get()
+    if guard is not None:
+        guard()
+
+
+class _GuardRefused(Exception):
+    """Carries a guard's exception through tenacity, which must not retry it whatever its
+    type (a guard may well raise a ProviderError); ``request`` re-raises the original."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
 
 
 ErrorDetail = Callable[[int, Any], str | None]
@@ -347,18 +449,24 @@ class HttpApi:
             reraise=True,
             before_sleep=self._log_retry(label),
         )
-        result: ApiResponse = retrying(
-            self._once,
-            method,
-            path,
-            params,
-            json_body,
-            tuple(ok),
-            tuple(accept),
-            label,
-            max_body or self.max_body,
-        )
-        return result
+        try:
+            result: ApiResponse = retrying(
+                self._once,
+                method,
+                path,
+                params,
+                json_body,
+                tuple(ok),
+                tuple(accept),
+                label,
+                max_body or self.max_body,
+            )
+        except _GuardRefused as refused:
+            original = refused.original
+        else:
+            return result
+        # Raised outside the handler so the guard's error keeps its own context, unchanged.
+        raise original
 
     def _log_retry(self, label: str) -> Callable[[tenacity.RetryCallState], None]:
         def before_sleep(state: tenacity.RetryCallState) -> None:
@@ -388,6 +496,10 @@ class HttpApi:
         self._wait_for_window()
         if self.limiter is not None:
             self.limiter.acquire()
+        try:
+            _consult_send_guard()
+        except Exception as exc:
+            raise _GuardRefused(exc) from None
         try:
             with self.client.stream(method, path, params=params, json=json_body) as response:
                 raw = self._read_capped(response, label, max_body)
@@ -442,6 +554,7 @@ class HttpApi:
         self._wait_for_window()
         if self.limiter is not None:
             self.limiter.acquire()
+        _consult_send_guard()
         try:
             with self.client.stream(
                 method, path, headers={"Accept-Encoding": "identity"}
@@ -454,10 +567,21 @@ class HttpApi:
             raise ProviderUnavailable(f"{what} failed: {type(exc).__name__}") from exc
 
     def _wait_for_window(self) -> None:
+        """Wait out a window the provider said is spent, if it ends within the inline cap.
+
+        A window that ends later is not slept through: holding a worker for it only to send a
+        request that would be refused helps no one. The job is deferred until it ends.
+        """
         with self._pace_lock:
             pause = self._not_before - time.monotonic()
+        if pause > MAX_INLINE_WAIT:
+            raise RateLimited(
+                f"{self.provider}'s rate-limit window has no requests left for {pause:.0f} s more",
+                retry_after=min(pause, MAX_DEFERRAL),
+                hint="Nothing was sent; the job will be tried again once the window resets",
+            )
         if pause > 0:
-            time.sleep(min(pause, MAX_INLINE_WAIT))
+            time.sleep(pause)
 
     def _note_window(self, headers: httpx.Headers) -> None:
         remaining = headers.get("x-ratelimit-remaining")
@@ -467,6 +591,7 @@ class HttpApi:
             httpx.Headers({"x-ratelimit-reset": headers.get("x-ratelimit-reset", "1")})
         )
         with self._pace_lock:
+            # reset is at most MAX_DEFERRAL; _wait_for_window decides to sleep or defer.
             self._not_before = max(self._not_before, time.monotonic() + (reset or 1.0))
 
     def _read_capped(self, response: httpx.Response, label: str, max_body: int) -> bytes:
