@@ -611,21 +611,3 @@ class HttpApi:
 def raise_for_job(exc: ProviderError, provider: str, job_id: str) -> ProviderError:
     exc.for_job(provider, job_id)
     return exc
-
-
-# -- the send guard ------------------------------------------------------------------------
-
-_SEND_GUARD: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
-    "send_guard", default=None
-)
-
-
-@contextlib.contextmanager
-def send_guard(check: Callable[[], None]) -> Iterator[None]:
-    """Run ``check`` right before each request of this block is sent; if it raises, the
-    request is not sent. The pipeline guards a provider's delete with its job claim."""
-    token = _SEND_GUARD.set(check)
-    try:
-        yield
-    finally:
-        _SEND_GUARD.reset(token)
