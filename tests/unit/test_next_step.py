@@ -1,0 +1,223 @@
+"""`next_step`, the one decision about a job, for every branch and on both sides of each
+boundary. The real run carries these steps out and the dry run reports them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from worker.domain import (
+    JobGone,
+    JobRow,
+    JobSnapshot,
+    JobState,
+    Phase,
+    Step,
+    StepKind,
+    next_step,
+)
+from worker.outcomes import Outcome
+
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+WEEK = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class Policy:
+    retain_days: int = 7
+    read_only: bool = False
+
+
+def row(state: JobState = JobState.PENDING, **fields: object) -> JobRow:
+    base = JobRow(
+        pk=1,
+        provider="daily",
+        job_id="j",
+        state=state,
+        tracked=False,
+        held=False,
+        provider_status=None,
+        phase=None,
+        first_seen_at=NOW - WEEK * 4,
+        last_checked_at=None,
+        finished_at=None,
+        terminal_at=None,
+        attempts=0,
+        last_error=None,
+        next_attempt_at=None,
+        lease_owner=None,
+        lease_expires_at=None,
+        archived_at=None,
+        manifest_key=None,
+        files_count=None,
+        bytes_archived=None,
+        delete_requested_at=None,
+        delete_handle=None,
+        delete_answer=None,
+        provider_deleted_at=None,
+        deleted_at=None,
+        receipt_key=None,
+    )
+    return replace(base, **fields)  # type: ignore[arg-type]
+
+
+def snap(phase: Phase, *, finished_at: datetime | None = None, status: str = "x") -> JobSnapshot:
+    return JobSnapshot("j", status, phase, finished_at, {"id": "j"})
+
+
+GONE = JobGone("j", {"status_code": 404})
+ARCHIVE = Step(StepKind.ARCHIVE, then_delete=True)
+
+
+def skip(outcome: Outcome, reason: str | None = None) -> Step:
+    return Step(StepKind.SKIP, outcome, reason)
+
+
+CASES: list[tuple[str, JobRow | None, JobSnapshot | JobGone | None, Policy, Step]] = [
+    # Before any read: the status must be read fresh.
+    ("unknown to the ledger, not read yet", None, None, Policy(), Step(StepKind.READ)),
+    ("pending, not read yet", row(), None, Policy(), Step(StepKind.READ)),
+    ("kept, due a new look", row(JobState.KEPT), None, Policy(), Step(StepKind.READ)),
+    # Nothing to do, whatever the provider says.
+    ("held", row(held=True), None, Policy(), skip(Outcome.HELD)),
+    ("held though archived", row(JobState.ARCHIVED, held=True), None, Policy(), skip(Outcome.HELD)),
+    ("deleted", row(JobState.DELETED), None, Policy(), skip(Outcome.DONE)),
+    ("gone", row(JobState.GONE), None, Policy(), skip(Outcome.DONE)),
+    (
+        "failed, waiting for a person",
+        row(JobState.FAILED, last_error="it broke"),
+        None,
+        Policy(),
+        skip(Outcome.DONE, "it broke"),
+    ),
+    # The backoff, one second on either side.
+    (
+        "deferred, next attempt a second away",
+        row(next_attempt_at=NOW + SECOND, last_error="503"),
+        None,
+        Policy(),
+        skip(Outcome.WAITING, "503"),
+    ),
+    ("deferred, next attempt now", row(next_attempt_at=NOW), None, Policy(), Step(StepKind.READ)),
+    (
+        "deferred, next attempt a second ago",
+        row(next_attempt_at=NOW - SECOND),
+        None,
+        Policy(),
+        Step(StepKind.READ),
+    ),
+    (
+        "kept, not due a new look yet",
+        row(JobState.KEPT, next_attempt_at=NOW + SECOND, last_error="unrecognised output"),
+        None,
+        Policy(),
+        skip(Outcome.WAITING, "unrecognised output"),
+    ),
+    # After the read.
+    ("the provider no longer has it", row(), GONE, Policy(), Step(StepKind.GONE)),
+    ("still running", row(), snap(Phase.RUNNING), Policy(), skip(Outcome.NOT_TERMINAL)),
+    # Due, one second on either side (the clock started a week ago by our own sighting).
+    (
+        "terminal, a second short of due",
+        row(terminal_at=NOW - WEEK + SECOND),
+        snap(Phase.SUCCEEDED),
+        Policy(),
+        Step(StepKind.SKIP, Outcome.NOT_DUE, due_at=NOW + SECOND),
+    ),
+    (
+        "terminal, due this second",
+        row(terminal_at=NOW - WEEK),
+        snap(Phase.SUCCEEDED),
+        Policy(),
+        replace(ARCHIVE, due_at=NOW),
+    ),
+    (
+        "failed at the provider, due",
+        row(terminal_at=NOW - WEEK - SECOND),
+        snap(Phase.FAILED),
+        Policy(),
+        replace(ARCHIVE, due_at=NOW - SECOND),
+    ),
+    (
+        "the provider's finish time starts the clock before our sighting",
+        row(terminal_at=NOW),
+        snap(Phase.SUCCEEDED, finished_at=NOW - WEEK),
+        Policy(),
+        replace(ARCHIVE, due_at=NOW),
+    ),
+    (
+        "first seen terminal now, retain 0 days",
+        None,
+        snap(Phase.SUCCEEDED),
+        Policy(retain_days=0),
+        replace(ARCHIVE, due_at=NOW),
+    ),
+    (
+        "first seen terminal now, retain 1 day",
+        None,
+        snap(Phase.SUCCEEDED),
+        Policy(retain_days=1),
+        Step(StepKind.SKIP, Outcome.NOT_DUE, due_at=NOW + timedelta(days=1)),
+    ),
+    (
+        "due, read-only: archive, never delete",
+        row(terminal_at=NOW - WEEK),
+        snap(Phase.SUCCEEDED),
+        Policy(read_only=True),
+        Step(StepKind.ARCHIVE, due_at=NOW, then_delete=False),
+    ),
+    # Past the archive step: resume.
+    ("archived", row(JobState.ARCHIVED), None, Policy(), Step(StepKind.DELETE)),
+    (
+        "a delete whose answer was lost",
+        row(JobState.DELETING),
+        None,
+        Policy(),
+        Step(StepKind.DELETE),
+    ),
+    ("the provider confirmed", row(JobState.CLEANING), None, Policy(), Step(StepKind.FINISH)),
+    (
+        "archived, read-only",
+        row(JobState.ARCHIVED),
+        None,
+        Policy(read_only=True),
+        skip(Outcome.ARCHIVED),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("current", "snapshot", "policy", "expected"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_the_next_step(
+    current: JobRow | None,
+    snapshot: JobSnapshot | JobGone | None,
+    policy: Policy,
+    expected: Step,
+) -> None:
+    assert next_step(current, snapshot, policy, NOW) == expected
+
+
+@pytest.mark.parametrize("days", [0, 7, 10_000])
+def test_a_status_word_nobody_knows_is_deferred_however_old(days: int) -> None:
+    step = next_step(
+        row(terminal_at=NOW - timedelta(days=days)),
+        snap(Phase.UNKNOWN, status="archiving"),
+        Policy(retain_days=0),
+        NOW,
+    )
+    assert step.kind == StepKind.DEFER
+    assert step.reason is not None
+    assert "'archiving' is not one this worker knows" in step.reason
+
+
+def test_a_held_job_is_never_read_archived_or_deleted_whatever_the_provider_says() -> None:
+    for state in (JobState.PENDING, JobState.KEPT, JobState.ARCHIVED, JobState.DELETING):
+        for snapshot in (None, GONE, snap(Phase.SUCCEEDED, finished_at=NOW - WEEK * 10)):
+            step = next_step(row(state, held=True), snapshot, Policy(retain_days=0), NOW)
+            assert step == skip(Outcome.HELD)
