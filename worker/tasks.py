@@ -13,7 +13,7 @@ from worker.bootstrap import Runtime, process_runtime
 from worker.celery_app import app, schedule_of, shortest_period, sweep_lease_ttl
 from worker.job import process_job
 from worker.settings import load_settings
-from worker.sweep import sweep_provider
+from worker.sweep import Dispatch, sweep_provider
 
 # The ledger or the broker being briefly unreachable is worth a retry of the task itself;
 # a provider's or the archive's errors are handled per job in the ledger instead.
@@ -42,12 +42,23 @@ def runtime() -> Runtime:
 )
 def sweep(provider: str) -> dict[str, Any]:
     rt = runtime()
-    policy = rt.settings.policy(provider)
-    period = shortest_period(schedule_of(policy.schedule))
+    period = shortest_period(schedule_of(rt.settings.policy(provider).schedule))
+    longest = timedelta(seconds=rt.settings.worker.sweep_lease_seconds)
+    report = sweep_provider(
+        rt,
+        provider,
+        dispatch=job_dispatcher(rt, provider, period),
+        lease_ttl=sweep_lease_ttl(period, longest),
+    )
+    return report.summary().to_dict()
+
+
+def job_dispatcher(rt: Runtime, provider: str, period: timedelta) -> Dispatch:
+    """Fan a sweep's jobs out as ``retention.process_job`` tasks, each with the sweep's
+    delete budget. A task left in the queue longer than one schedule period expires: the
+    next sweep dispatches the job again if it still needs it."""
 
     def dispatch(job_id: str, budget: str | None) -> None:
-        # A job task left in the queue longer than a period is superseded by the next sweep,
-        # which dispatches the job again if it still needs it.
         process_job_task.apply_async(
             (provider, job_id),
             {"budget": budget},
@@ -55,11 +66,7 @@ def sweep(provider: str) -> dict[str, Any]:
             expires=period.total_seconds(),
         )
 
-    longest = timedelta(seconds=rt.settings.worker.sweep_lease_seconds)
-    report = sweep_provider(
-        rt, provider, dispatch=dispatch, lease_ttl=sweep_lease_ttl(period, longest)
-    )
-    return report.summary().to_dict()
+    return dispatch
 
 
 @app.task(
