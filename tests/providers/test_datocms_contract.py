@@ -37,6 +37,7 @@ from worker.domain import (
 from worker.errors import (
     BadResponse,
     DeleteFailed,
+    Kept,
     ProviderRejected,
     ProviderUnavailable,
     RateLimited,
@@ -213,6 +214,72 @@ def test_a_track_has_no_files_so_only_its_record_is_archived(dato_sim: DatoCmsSi
     provider = adapter(dato_sim)
     job_id = dato_sim.add_track(dato_sim.add_upload())
     assert provider.artifacts(snapshot(provider, job_id)) == []
+
+
+def serve_track(sim: DatoCmsSimulator, job_id: str, **changes: Any) -> None:
+    """The next listing of the track's upload shows the track with ``changes`` merged in:
+    ``attributes`` entries into its attributes, anything else at the top level."""
+    upload_id, track = job_id.split("/")
+    resource = sim._track_json(sim.uploads[upload_id].tracks[track])
+    resource["attributes"].update(changes.pop("attributes", {}))
+    resource.update(changes)
+    sim.inject(method="GET", path="/tracks$", status=200, body={"data": [resource]})
+
+
+def test_a_track_that_names_a_file_keeps_the_job(dato_sim: DatoCmsSimulator) -> None:
+    # given DatoCMS starts describing a track with a link to its media
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    media = "https://stream.mux.example/text/abc.vtt?token=mux-t0k3n"
+    serve_track(dato_sim, job_id, attributes={"url": media})
+    provider = adapter(dato_sim)
+
+    # when its outputs are asked for
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, job_id))
+
+    # then it is kept, naming the attribute, without the link
+    assert caught.value.reason == "unrecognised_output"
+    message = str(caught.value)
+    assert message.startswith(f"dato job {job_id}: unrecognised output `attributes.url`")
+    assert '"url" to ignore_outputs' in message
+    assert "mux-t0k3n" not in message
+
+
+def test_a_track_attribute_named_in_ignore_outputs_is_not_a_reason_to_keep(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    serve_track(dato_sim, job_id, attributes={"url": "https://stream.mux.example/a.vtt"})
+    provider = adapter(dato_sim, ignore_outputs=["url"])
+    assert provider.artifacts(snapshot(provider, job_id)) == []
+
+
+def test_json_api_links_and_relationships_are_not_files(dato_sim: DatoCmsSimulator) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    upload_id = job_id.split("/")[0]
+    serve_track(
+        dato_sim,
+        job_id,
+        links={"self": f"https://site-api.datocms.com/uploads/{upload_id}/tracks/x"},
+        relationships={
+            "upload": {
+                "data": {"type": "upload", "id": upload_id},
+                "links": {"related": f"https://site-api.datocms.com/uploads/{upload_id}"},
+            }
+        },
+    )
+    provider = adapter(dato_sim)
+    assert provider.artifacts(snapshot(provider, job_id)) == []
+
+
+def test_a_404_without_datocms_not_found_on_delete_is_not_already_gone(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    dato_sim.inject(method="DELETE", path="/tracks/", status=404, body=b"")
+    with pytest.raises(ProviderRejected, match=r"answered 404.*base_url"):
+        adapter(dato_sim).delete(job_id)
+    assert dato_sim.seen("DELETE")[0].status == 404
 
 
 # -- delete ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from worker.domain import (
 )
 from worker.errors import (
     BadResponse,
+    Kept,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
@@ -408,6 +409,74 @@ def test_the_task_record_is_what_is_archived_and_nothing_is_downloaded(
     assert snap.record["output"]["object"] == f"out/{task}"
     assert snap.record["output_file_name"] == ["ok_7000523.mp4"]
     assert len(mpc_sim.requests) == 1
+
+
+OBS = {"bucket": "out-bkt", "location": "cn-north-4", "object": "out/thumbs"}
+
+
+def test_every_field_naming_the_users_obs_objects_is_known_not_to_be_destroyed(
+    mpc_sim: HuaweiMpcSimulator,
+) -> None:
+    # given a task whose record names files in every documented OBS field
+    task = mpc_sim.add_task(
+        "SUCCEEDED",
+        output_file_name=["ok_7000523.mp4", "ok_thumb.jpg"],
+        extra={
+            "thumbnail_output": OBS,
+            "thumbnail_outputname": "thumbs.zip",
+            "output_url": "https://out-bkt.obs.cn-north-4.myhuaweicloud.com/out/qc.json",
+            "pic_info": [{"pic_name": "1.jpg", "pic_url": "https://out-bkt.obs.example/1.jpg"}],
+            "transcode_detail": {
+                "multitrans_info": [{"output_file_name": "ok_7000523.mp4", "status": "ok"}]
+            },
+            "user_data": "callback https://acme.example/hook",
+        },
+    )
+    provider = adapter(mpc_sim)
+
+    # when its outputs are asked for, then there is nothing to archive and nothing kept
+    assert provider.artifacts(snapshot(provider, task)) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ({"download_url": "https://mpc.example/dl/3273178.mp4?token=t0k3n"}, "download_url"),
+        ({"audit_report": {"report_url": "https://mpc.example/audit/1.json"}}, "audit_report"),
+        ({"preview": "https://mpc-cdn.example/preview.mp4"}, "preview"),
+    ],
+)
+def test_a_task_that_names_a_file_outside_its_obs_fields_keeps_the_task(
+    mpc_sim: HuaweiMpcSimulator, extra: dict[str, Any], path: str
+) -> None:
+    # given a task whose record carries a link to data MPC might host
+    task = mpc_sim.add_task("SUCCEEDED", output_file_name=["ok.mp4"], extra=extra)
+    provider = adapter(mpc_sim)
+
+    # when its outputs are asked for
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, task))
+
+    # then the task is kept, naming the field, without the link itself
+    assert caught.value.reason == "unrecognised_output"
+    message = str(caught.value)
+    assert message.startswith(f"mpc job {task}: unrecognised output `{path}")
+    assert "t0k3n" not in message
+    assert "https://" not in message
+
+    # and once the operator accepts losing that field, the record alone is archived
+    accepted = adapter(mpc_sim, ignore_outputs=[path])
+    assert accepted.artifacts(snapshot(accepted, task)) == []
+
+
+def test_a_bare_404_on_reading_a_task_is_never_taken_for_gone(
+    mpc_sim: HuaweiMpcSimulator,
+) -> None:
+    # MPC says "no such task" with an empty task_array; a 404 is refused, never gone.
+    task = mpc_sim.add_task("SUCCEEDED")
+    mpc_sim.inject(method="GET", path="/transcodings$", status=404, body="<html>404</html>")
+    with pytest.raises(ProviderRejected, match="404"):
+        adapter(mpc_sim).get_job(task)
 
 
 def test_the_outputs_in_the_users_obs_bucket_outlive_the_delete(

@@ -27,7 +27,9 @@ from worker.domain import (
 )
 from worker.errors import (
     BadResponse,
+    DeleteIncomplete,
     DownloadError,
+    Kept,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
@@ -45,10 +47,18 @@ from worker.providers.loom import (
     finished_at_of,
     read_delete,
     read_details,
+    unrecognised_of,
 )
+from worker.providers.outputs import dotted, references
 from worker.settings import DownloadSettings, LoomSettings
 from worker.simulators.blobs import Blob
-from worker.simulators.loom import ALREADY_DELETED_MSG, DELETED_MSG, LoomSimulator
+from worker.simulators.loom import (
+    ALREADY_DELETED_MSG,
+    DELETE_PARTS,
+    DELETED_MSG,
+    LoomSimulator,
+    delete_message,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -510,6 +520,26 @@ def test_delete_removes_the_job_then_a_second_delete_is_already_gone(
     assert isinstance(provider.get_job(ref), JobGone)
 
 
+def test_the_already_deleted_answer_is_gone_only_once_loom_confirms_the_job_is_not_found(
+    loom_sim: LoomSimulator, adapter: Adapter
+) -> None:
+    # given a job deleted once already
+    ref = loom_sim.add_job(inputs=[("a.mp3", "audio", b"a")])
+    provider = adapter()
+    assert isinstance(provider.delete(ref), Deleted)
+    reads_before = len(loom_sim.seen("POST", "/details$"))
+
+    # when it is deleted again and Loom says every part was "not deleted"
+    again = provider.delete(ref)
+
+    # then the adapter read the job's details, and only their "not found" made it gone
+    assert isinstance(again, AlreadyGone)
+    (confirm,) = loom_sim.seen("POST", "/details$")[reads_before:]
+    assert confirm.status == 400
+    delete_at = loom_sim.seen("POST", "/delete$")[-1].at
+    assert confirm.at >= delete_at
+
+
 @pytest.mark.parametrize("not_found_status", [400, 200])
 def test_deleting_an_unknown_job_is_already_gone(adapter: Adapter, not_found_status: int) -> None:
     with running(not_found_status=not_found_status) as sim:
@@ -519,25 +549,57 @@ def test_deleting_an_unknown_job_is_already_gone(adapter: Adapter, not_found_sta
         assert sim.deleted == []
 
 
-def test_a_delete_that_left_some_files_is_recorded_with_a_warning(
+def test_a_loom_delete_that_left_some_parts_is_incomplete_not_deleted(
     loom_sim: LoomSimulator, adapter: Adapter
 ) -> None:
     # given Loom deletes the transcripts but reports an error for the audio
-    ref = loom_sim.add_job()
-    partial = (
-        "SUCCESS: Finished Transcript deleted.\nFormatted Transcript deleted.\n"
-        "NOTICE: Unexpected error during delete.\nAudio file not deleted. "
-    )
-    loom_sim.inject(path="/delete$", status=200, body={"msg": partial})
+    # (this used to count as deleted, with a warning: a partial delete is not a delete)
+    ref = loom_sim.add_job(inputs=[("a.mp3", "audio", b"a")], transcripts=[("t.txt", b"t")])
+    loom_sim.fail_next_delete(ref, ["Audio file"])
+    provider = adapter()
 
     # when the job is deleted
-    answer = adapter().delete(ref)
+    with pytest.raises(DeleteIncomplete) as caught:
+        provider.delete(ref)
 
-    # then it counts as deleted, with a warning naming what was left
-    assert isinstance(answer, Deleted)
-    assert answer.warning is not None
-    assert "Audio file" in answer.warning
-    assert "Finished Transcript" not in answer.warning
+    # then the delete is not taken as done: transient, naming what was not deleted
+    assert not caught.value.permanent
+    message = str(caught.value)
+    assert message.startswith(f"loom job {ref}: Loom deleted only part of job {ref}")
+    assert "did not delete: Audio file" in message
+    assert "Finished Transcript" not in message
+    assert "sent again" in message
+    assert ref in loom_sim.jobs
+    # and the delete sent again ends the job
+    assert isinstance(provider.delete(ref), Deleted)
+    assert loom_sim.deleted == [ref]
+
+
+def test_a_loom_delete_that_deleted_nothing_while_the_job_is_there_is_incomplete(
+    loom_sim: LoomSimulator, adapter: Adapter
+) -> None:
+    # given a delete that fails for every part: it reads like "already deleted"
+    ref = loom_sim.add_job(inputs=[("a.mp3", "audio", b"a")], transcripts=[("t.txt", b"t")])
+    loom_sim.fail_next_delete(ref, DELETE_PARTS)
+    provider = adapter()
+
+    # when the job is deleted
+    with pytest.raises(DeleteIncomplete) as caught:
+        provider.delete(ref)
+
+    # then the details read after it still show the job, so it is not gone
+    assert not caught.value.permanent
+    assert "every part not deleted" in str(caught.value)
+    assert "still describes the job" in str(caught.value)
+    assert ref in loom_sim.jobs
+    assert loom_sim.deleted == []
+
+
+def test_a_partial_delete_answer_is_incomplete_as_a_pure_read() -> None:
+    with pytest.raises(DeleteIncomplete, match="not delete: Formatted Transcript, Audio file"):
+        read_delete("R1", 200, {"msg": delete_message(["Formatted Transcript", "Audio file"])})
+    assert isinstance(read_delete("R1", 200, {"msg": delete_message(DELETE_PARTS)}), AlreadyGone)
+    assert isinstance(read_delete("R1", 200, {"msg": delete_message(())}), Deleted)
 
 
 def test_a_delete_loom_refuses_is_rejected_with_its_message(
@@ -781,6 +843,101 @@ def test_a_malformed_file_list_is_a_bad_response_before_anything_is_decided(
         read_details("R1", 200, record)
 
 
+# -- the whole record: what the delete would destroy must be known ------------------------
+
+
+def test_an_output_files_key_loom_does_not_document_keeps_the_job(
+    loom_sim: LoomSimulator, adapter: Adapter
+) -> None:
+    # given a completed job whose output_files gains a "captions" list
+    ref = loom_sim.add_job(
+        transcripts=[("t.txt", b"t")],
+        extra_outputs={"captions": [("a.vtt", b"WEBVTT"), ("b.vtt", b"WEBVTT")]},
+    )
+    provider = adapter()
+
+    # when its outputs are asked for
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, ref))
+
+    # then it is kept, naming both captions by path, and no signed link
+    assert caught.value.reason == "unrecognised_output"
+    message = str(caught.value)
+    assert message.startswith(f"loom job {ref}: unrecognised outputs ")
+    assert "`job_data.job_files.output_files.captions[1].download_url`" in message
+    assert '"captions" to ignore_outputs' in message
+    assert not any(sig in message for sig in loom_sim.issued_signatures)
+    assert loom_sim.deleted == []
+
+
+def test_an_output_files_key_named_in_ignore_outputs_is_not_archived_nor_a_reason_to_keep(
+    loom_sim: LoomSimulator, adapter: Adapter
+) -> None:
+    ref = loom_sim.add_job(
+        transcripts=[("t.txt", b"t")], extra_outputs={"captions": [("a.vtt", b"WEBVTT")]}
+    )
+    provider = adapter(ignore_outputs=["captions"])
+    artifacts = provider.artifacts(snapshot(provider, ref))
+    assert [a.name for a in artifacts] == ["transcripts/t.txt"]
+
+
+def test_a_documented_section_named_in_ignore_outputs_is_not_archived(
+    loom_sim: LoomSimulator, adapter: Adapter
+) -> None:
+    ref = loom_sim.add_job(
+        inputs=[("a.mp3", "audio", b"a")],
+        transcripts=[("t.txt", b"t")],
+        processed=[("m.mp3", b"m")],
+    )
+    provider = adapter(ignore_outputs=["processed_input_media"])
+    artifacts = provider.artifacts(snapshot(provider, ref))
+    assert [a.name for a in artifacts] == ["inputs/a.mp3", "transcripts/t.txt"]
+
+
+@pytest.mark.parametrize(
+    ("record", "paths"),
+    [
+        # an undocumented key without a link is still an output nobody archived
+        (
+            details(output_files={"captions": [{"filename": "a.vtt"}]}),
+            ["job_data.job_files.output_files.captions"],
+        ),
+        (
+            details(output_files={"summary": {"text": "no file"}}),
+            ["job_data.job_files.output_files.summary"],
+        ),
+        # a second link in a documented item
+        (
+            details(
+                output_files={
+                    "transcripts": [
+                        {"filename": "t.txt", "download_url": "u", "docx_url": "https://d/x"}
+                    ]
+                }
+            ),
+            ["job_data.job_files.output_files.transcripts[0].docx_url"],
+        ),
+        # a link outside job_files, and a job_files list Loom does not document
+        (
+            details(
+                attachments=[{"filename": "x.pdf", "download_url": "https://d/x"}],
+            )
+            | {"audio_url": "https://loom.example/a.mp3"},
+            ["job_data.job_files.attachments[0].download_url", "audio_url"],
+        ),
+    ],
+)
+def test_every_file_reference_loom_does_not_document_is_unrecognised(
+    record: dict[str, Any], paths: list[str]
+) -> None:
+    assert [dotted(p) for p in unrecognised_of(record)] == paths
+
+
+def test_empty_or_null_undocumented_keys_are_not_outputs() -> None:
+    record = details(output_files={"captions": [], "summary": None, "transcripts": []})
+    assert unrecognised_of(record) == []
+
+
 # -- through the pipeline ------------------------------------------------------------------
 
 
@@ -964,6 +1121,11 @@ def test_any_record_either_parses_or_is_a_bad_response(record: object, status: i
             if read.finished_at is not None:
                 assert read.terminal
                 assert read.finished_at.tzinfo is not None
-    # and as a delete answer, it parses, is a BadResponse, or is Loom refusing the delete
-    with contextlib.suppress(BadResponse, ProviderRejected):
+            # and a record the walk accepts has no reference the files do not account for
+            if not unrecognised_of(read.record):
+                claimed = {file.path for file in files_of(read.record)}
+                assert {path for path, _value in references(read.record)} <= claimed
+    # and as a delete answer, it parses, is a BadResponse, is Loom refusing the delete, or
+    # is a partial delete
+    with contextlib.suppress(BadResponse, ProviderRejected, DeleteIncomplete):
         read_delete("R1", status, record)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,6 +20,7 @@ from tests.helpers import config_data, objects, settings_of
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
+    Artifact,
     Deleted,
     JobGone,
     JobSnapshot,
@@ -28,6 +31,7 @@ from worker.domain import (
 from worker.errors import (
     BadResponse,
     DownloadError,
+    Kept,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
@@ -39,10 +43,15 @@ from worker.job import process_job
 from worker.outcomes import Outcome
 from worker.providers import base, build_provider
 from worker.providers.base import HttpApi
-from worker.providers.unsiloed import UnsiloedProvider, error_detail_for, phase_of
+from worker.providers.unsiloed import (
+    UnsiloedProvider,
+    error_detail_for,
+    phase_of,
+    sha256_of,
+)
 from worker.settings import DownloadSettings, UnsiloedSettings
 from worker.simulators.blobs import Blob
-from worker.simulators.unsiloed import UnsiloedSimulator
+from worker.simulators.unsiloed import ErrorShape, UnknownRoute, UnsiloedSimulator
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -73,10 +82,10 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def adapter(
-    sim: UnsiloedSimulator, *, key: str = KEY, attempts: int | None = None
+    sim: UnsiloedSimulator, *, key: str = KEY, attempts: int | None = None, **extra: Any
 ) -> UnsiloedProvider:
     settings = UnsiloedSettings.model_validate(
-        {"type": "unsiloed", "base_url": sim.base_url, "api_key": key}
+        {"type": "unsiloed", "base_url": sim.base_url, "api_key": key, **extra}
     )
     provider = UnsiloedProvider.build("unsiloed", settings)
     BUILT.append(provider)
@@ -353,12 +362,32 @@ def test_the_source_document_is_named_from_the_best_name_given(
     assert document.name == f"source/{name}"
 
 
-def test_a_failed_job_has_no_artifacts_and_its_result_is_never_asked_for(
-    sim: UnsiloedSimulator,
-) -> None:
-    sim.status_case = "status-page"
+def test_a_failed_unsiloed_job_is_kept_by_default(sim: UnsiloedSimulator) -> None:
+    # given a failed job: no result, and a source document the delete would remove
     job_id = sim.add_job("failed", document=PDF)
     provider = adapter(sim)
+
+    # when its outputs are asked for
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, job_id))
+
+    # then it is kept, saying how to let such jobs be deleted, and no result was asked for
+    assert caught.value.reason == "failed_job"
+    assert not caught.value.permanent
+    message = str(caught.value)
+    assert message.startswith(f"unsiloed job {job_id}: the job failed")
+    assert "nothing deleted" in message
+    assert "delete_failed_jobs = true" in message
+    assert sim.seen("GET", "/result$") == []
+
+
+def test_a_failed_job_may_be_deleted_with_its_record_alone_when_the_operator_says_so(
+    sim: UnsiloedSimulator,
+) -> None:
+    # (before delete_failed_jobs, every failed job was deleted this way)
+    sim.status_case = "status-page"
+    job_id = sim.add_job("failed", document=PDF)
+    provider = adapter(sim, delete_failed_jobs=True)
     snap = snapshot(provider, job_id)
     assert snap.status == "FAILED"
     assert provider.artifacts(snap) == []
@@ -389,6 +418,133 @@ def test_the_simulator_can_refuse_to_delete_a_running_job(sim: UnsiloedSimulator
     answer = httpx.delete(f"{sim.base_url}/jobs/{job_id}", headers={"X-API-Key": KEY})
     assert answer.status_code == 409
     assert sim.deleted == []
+
+
+def test_the_source_document_carries_the_sha256_unsiloed_declared(sim: UnsiloedSimulator) -> None:
+    # given a completed job whose record says pdf_hash "sha256:<hex>" of its document
+    job_id = sim.add_job("completed", result={}, document=PDF)
+    provider = adapter(sim)
+    snap = snapshot(provider, job_id)
+    assert snap.record["pdf_hash"] == "sha256:" + hashlib.sha256(PDF).hexdigest()
+
+    # when its outputs are listed
+    result, document = provider.artifacts(snap)
+
+    # then the document carries the digest for the pipeline to check; the result none
+    assert document.sha256 == hashlib.sha256(PDF).hexdigest()
+    assert result.sha256 is None
+
+
+def test_a_blob_documents_real_sha256_is_declared_when_the_simulator_hashes_blobs() -> None:
+    blob = Blob(2 * 1024 * 1024 + 3, seed=9)
+    server = UnsiloedSimulator(KEY, hash_blobs=True)
+    server.start()
+    try:
+        job_id = server.add_job("completed", result={}, document=blob)
+        provider = adapter(server)
+        (_, document) = provider.artifacts(snapshot(provider, job_id))
+        assert document.sha256 == hashlib.sha256(blob.read()).hexdigest()
+        provider.close()
+    finally:
+        server.stop()
+
+
+DIGEST = hashlib.sha256(PDF).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("pdf_hash", "expected"),
+    [
+        ("sha256:" + DIGEST.upper(), DIGEST),
+        ("SHA256:" + DIGEST, DIGEST),
+        (DIGEST, DIGEST),
+        (DIGEST.upper(), DIGEST),
+        ("sha256:abc123...", None),
+        ("md5:" + hashlib.md5(PDF).hexdigest(), None),  # noqa: S324 - another algorithm, on purpose
+        ("sha1:" + DIGEST[:40], None),
+        ("sha512:" + DIGEST + DIGEST, None),
+        (None, None),
+    ],
+)
+def test_only_a_sha256_pdf_hash_is_declared_and_always_in_lowercase(
+    sim: UnsiloedSimulator, pdf_hash: str | None, expected: str | None
+) -> None:
+    job_id = sim.add_job("completed", result={}, document=PDF, pdf_hash=pdf_hash)
+    provider = adapter(sim)
+    (_, document) = provider.artifacts(snapshot(provider, job_id))
+    assert document.sha256 == expected
+
+
+def test_a_pdf_hash_that_is_not_text_declares_nothing() -> None:
+    assert sha256_of(12345) is None
+    assert sha256_of({"sha256": DIGEST}) is None
+
+
+def test_a_result_larger_than_max_result_mib_is_refused_naming_the_setting(
+    sim: UnsiloedSimulator,
+) -> None:
+    # given a result of about 1.3 MiB and a cap of 1 MiB
+    pages = [{"page_no": i, "text": "x" * 1000} for i in range(1300)]
+    job_id = sim.add_job("completed", result={"pages": pages}, document=PDF)
+    provider = adapter(sim, max_result_mib=1)
+
+    # when its outputs are asked for
+    with pytest.raises(ProviderError) as caught:
+        provider.artifacts(snapshot(provider, job_id))
+
+    # then it is refused for good, naming the provider, the job and the setting to raise
+    assert caught.value.permanent
+    message = str(caught.value)
+    assert message.startswith(f"unsiloed job {job_id}: the result is larger than")
+    assert "max_result_mib (1 MiB)" in message
+    assert "Raise max_result_mib for provider unsiloed" in message
+    assert not any(sig in message for sig in sim.issued_signatures)
+    # and with the cap raised it is read
+    assert len(adapter(sim, max_result_mib=2).artifacts(snapshot(provider, job_id))) == 2
+
+
+def test_a_link_in_the_result_beyond_file_url_keeps_the_job(sim: UnsiloedSimulator) -> None:
+    # given a result in the older shape, with visualisations hosted by Unsiloed
+    served = (
+        b'{"job_id": "J", "file_url": "{{file_url}}", "data": {}, '
+        b'"visualization_paths": ["https://vis.unsiloed.example/J/p1.png?sig=abc"]}'
+    )
+    job_id = sim.add_job("completed", job_id="J", result=served, document=PDF)
+    provider = adapter(sim)
+
+    # when its outputs are asked for, then it is kept, naming the link by its path
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, job_id))
+    assert caught.value.reason == "unrecognised_output"
+    message = str(caught.value)
+    assert "unrecognised output `result_json.visualization_paths[0]`" in message
+    assert '"visualization_paths" to ignore_outputs' in message
+    assert "sig=abc" not in message
+
+    # and once the operator accepts losing them, the result and document are archived
+    accepted = adapter(sim, ignore_outputs=["visualization_paths"])
+    assert len(accepted.artifacts(snapshot(accepted, job_id))) == 2
+
+
+def test_urls_inside_the_extracted_values_are_content_not_outputs(sim: UnsiloedSimulator) -> None:
+    result = {
+        "website": {"value": "https://acme.example", "score": 0.9},
+        "logo_url": {"value": "https://acme.example/logo.png", "score": 0.8},
+    }
+    job_id = sim.add_job("completed", result=result, document=PDF)
+    provider = adapter(sim)
+    assert len(provider.artifacts(snapshot(provider, job_id))) == 2
+
+
+def test_a_file_reference_in_the_unsiloed_job_record_keeps_the_job(
+    sim: UnsiloedSimulator,
+) -> None:
+    job_id = sim.add_job("completed", job_id="J", result={}, document=PDF)
+    record = {**sim._job_json(sim.jobs[job_id]), "thumbnail_url": "https://u.example/t.png"}
+    sim.inject(method="GET", path="/jobs/J$", status=200, body=record)
+    provider = adapter(sim)
+    with pytest.raises(Kept, match=re.escape("unrecognised output `job.thumbnail_url`")):
+        provider.artifacts(snapshot(provider, job_id))
 
 
 def test_a_result_that_vanished_after_completion_is_tried_again_later(
@@ -450,6 +606,79 @@ def test_only_the_jobs_creator_may_delete_it(sim: UnsiloedSimulator) -> None:
     assert caught.value.permanent
     assert KEY not in str(caught.value)
     assert sim.deleted == []
+
+
+@pytest.mark.parametrize("shape", ["detail", "error", "message"])
+def test_each_unsiloed_error_shape_on_a_404_means_gone(
+    sim: UnsiloedSimulator, shape: ErrorShape
+) -> None:
+    sim.error_shape = shape
+    job_id = sim.add_job("completed")
+    provider = adapter(sim)
+    assert isinstance(provider.delete(job_id), Deleted)
+    assert isinstance(provider.get_job(job_id), JobGone)
+    assert isinstance(provider.delete(job_id), AlreadyGone)
+
+
+BARE_404_BODIES = ["<html><body>404 Not Found</body></html>", b"", {"status": 404}, []]
+
+
+@pytest.mark.parametrize("body", BARE_404_BODIES)
+def test_a_bare_404_on_reading_an_unsiloed_job_is_not_gone(
+    sim: UnsiloedSimulator, body: object
+) -> None:
+    job_id = sim.add_job("completed")
+    sim.inject(method="GET", path=f"/jobs/{job_id}$", status=404, body=body)
+    with pytest.raises(BadResponse, match="not Unsiloed's") as caught:
+        adapter(sim).get_job(job_id)
+    assert not caught.value.permanent
+    assert caught.value.job_id == job_id
+    assert "base_url" in str(caught.value)
+
+
+@pytest.mark.parametrize("body", BARE_404_BODIES)
+def test_a_bare_404_on_deleting_an_unsiloed_job_is_not_already_gone(
+    sim: UnsiloedSimulator, body: object
+) -> None:
+    job_id = sim.add_job("completed")
+    sim.inject(method="DELETE", path=f"/jobs/{job_id}$", status=404, body=body)
+    with pytest.raises(BadResponse, match="not Unsiloed's"):
+        adapter(sim).delete(job_id)
+    assert job_id in sim.jobs
+
+
+def test_an_unsiloed_404_on_delete_is_confirmed_by_reading_the_job(
+    sim: UnsiloedSimulator,
+) -> None:
+    # given the delete route answers FastAPI's 404 although the job is there
+    job_id = sim.add_job("completed")
+    sim.inject(method="DELETE", path=f"/jobs/{job_id}$", status=404, body={"detail": "Not Found"})
+
+    # when the job is deleted, then the read that follows contradicts the 404
+    with pytest.raises(BadResponse, match="still describes the job") as caught:
+        adapter(sim).delete(job_id)
+    assert not caught.value.permanent
+    assert job_id in sim.jobs
+    assert len(sim.seen("GET", f"/jobs/{job_id}$")) == 1
+
+
+@pytest.mark.parametrize("unknown_route", ["html", "empty"])
+def test_a_wrong_base_url_never_marks_an_unsiloed_job_gone(
+    sim: UnsiloedSimulator, unknown_route: UnknownRoute
+) -> None:
+    # given a base URL that reaches a server, but not Unsiloed's API
+    sim.unknown_route = unknown_route
+    job_id = sim.add_job("completed")
+    provider = adapter(sim, base_url=f"{sim.base_url}/v2")
+
+    # when the job is read and deleted, or the key checked, then nothing reads as "gone"
+    with pytest.raises(BadResponse, match="base_url"):
+        provider.get_job(job_id)
+    with pytest.raises(BadResponse, match="base_url"):
+        provider.delete(job_id)
+    with pytest.raises(BadResponse, match="base_url"):
+        provider.check_credentials()
+    assert job_id in sim.jobs
 
 
 @pytest.mark.usefixtures("quick_retries")
@@ -669,13 +898,34 @@ def test_a_tracked_completed_job_is_archived_exactly_then_deleted(
     assert not any(sig.encode() in body for body in ours for sig in sim.issued_signatures)
 
 
-def test_a_failed_job_is_archived_as_its_record_alone(
-    sim: UnsiloedSimulator, rt: Runtime, s3: S3Client, bucket: str
+def test_a_failed_job_is_archived_as_its_record_alone_when_failed_jobs_may_be_deleted(
+    sim: UnsiloedSimulator, s3_server: S3Server, bucket: str, sqlite_url: str, s3: S3Client
 ) -> None:
+    # given a worker whose operator lets failed jobs be deleted with their record alone
+    config = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=sqlite_url,
+        providers={
+            "unsiloed": {
+                "type": "unsiloed",
+                "base_url": sim.base_url,
+                "api_key": KEY,
+                "delete_failed_jobs": True,
+            }
+        },
+    )
+    rt = build_runtime(settings_of(config))
     job_id = sim.add_job("failed", error="OCR engine timeout", document=PDF)
-    rt.ledger.operator.track("unsiloed", [job_id], now=datetime.now(UTC))
+    try:
+        rt.ledger.operator.track("unsiloed", [job_id], now=datetime.now(UTC))
 
-    result = process_job(rt, "unsiloed", job_id)
+        # when the pipeline carries a failed job
+        result = process_job(rt, "unsiloed", job_id)
+    finally:
+        rt.close()
+
+    # then only its record is archived, and it is deleted
 
     assert result.outcome == Outcome.DELETED, result.error
     folder = f"archive/unsiloed/{job_id}/"
@@ -736,6 +986,7 @@ def mostly(usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 job_records = st.fixed_dictionaries(
     {"status": mostly(st.sampled_from(["completed", "COMPLETED", "failed", "review", "odd"]))},
     optional={
+        "pdf_hash": mostly(st.sampled_from(["sha256:" + "Ab" * 32, "f" * 64, "md5:00", ""])),
         "id": mostly(st.sampled_from(["J", "K"])),
         "job_id": mostly(st.just("J")),
         "updated_at": mostly(st.sampled_from(["2024-01-15T10:30:00.000Z", "2024-01-15"])),
@@ -783,6 +1034,16 @@ def _mock_provider() -> UnsiloedProvider:
 MOCK = _mock_provider()
 
 
+def _artifacts_or_why_not(snap: JobSnapshot) -> list[Artifact] | Kept | None:
+    """The artifacts, the Kept error, or None for a BadResponse."""
+    try:
+        return MOCK.artifacts(snap)
+    except BadResponse:
+        return None
+    except Kept as kept:
+        return kept
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(record=mostly(job_records), result=mostly(results))
 def test_any_record_shape_either_parses_or_is_a_bad_response(record: Any, result: Any) -> None:
@@ -797,14 +1058,20 @@ def test_any_record_shape_either_parses_or_is_a_bad_response(record: Any, result
     assert snap.finished_at is None or snap.finished_at.tzinfo is not None
     if not snap.terminal:
         return
-    try:
-        artifacts = MOCK.artifacts(snap)
-    except BadResponse:
+    artifacts = _artifacts_or_why_not(snap)
+    if artifacts is None:
         return
+    if isinstance(artifacts, Kept):
+        # a failed job (delete_failed_jobs is off), or a file reference nobody claims
+        assert artifacts.reason in ("failed_job", "unrecognised_output")
+        assert (artifacts.reason == "failed_job") == (snap.phase == Phase.FAILED)
+        return
+    assert snap.phase == Phase.SUCCEEDED
     names = [a.name for a in artifacts]
-    assert names in ([], ["result.json"]) or (
+    assert names == ["result.json"] or (
         names[0] == "result.json" and len(names) == 2 and names[1].startswith("source/")
     )
     for artifact in artifacts[1:]:
         assert isinstance(artifact.origin, LinkOrigin)
         assert "?" not in artifact.source
+        assert artifact.sha256 is None or re.fullmatch("[0-9a-f]{64}", artifact.sha256)

@@ -8,20 +8,47 @@
 * Status: ``submitted`` and ``processing`` run; ``finished`` and ``error`` are terminal. Any
   other word is unknown and never terminal. Daily returns no timestamps, so the retention
   clock starts when the worker first sees the job terminal.
-* Outputs: every object under ``output`` that has an ``s3Config`` (``transcription[]``,
-  ``summary``, ``soap`` and any section Daily adds later, since its delete destroys them
-  all). Files in Daily's bucket are fetched through ``GET /batch-processor/:id/access-link``,
-  which Daily answers with 400 unless the job is ``finished``. Files in one of the user's
-  ``custom_buckets`` are read from that bucket directly.
-* Delete: ``DELETE /batch-processor/:id`` answers with the job (200 [I]); a 404 means gone.
-  Its ``error`` field can report a partial failure ("Failed to delete transcriptions"),
-  which is kept in the receipt as a warning.
+* Outputs: the items of the documented ``output`` sections (``transcription[]``, ``summary``
+  and ``soap``), each located by its ``s3Config``. Files in Daily's bucket are fetched through
+  ``GET /batch-processor/:id/access-link``, which Daily answers with 400 unless the job is
+  ``finished``. Files in one of the user's ``custom_buckets`` are read from that bucket
+  directly.
+* What the delete destroys, and so what the whole-record walk (``providers/outputs.py``)
+  must account for: the job and every object of its ``output`` in Daily's bucket [V D-del].
+  The walk's verdicts:
+
+  - an ``output`` item with an ``s3Config`` in a documented section is archived; a ``link``
+    or ``url`` beside that ``s3Config`` names the same file;
+  - an ``output`` item without an ``s3Config`` (only a ``link`` or ``url``), an output
+    section the adapter does not know (``recording``), and a file reference anywhere else in
+    the record are unrecognised: ``Kept(reason="unrecognised_output")``, naming each by its
+    JSON path, unless its section (the ``output`` key, or the top-level field for a
+    reference elsewhere) is in ``ignore_outputs``, whose files are neither archived nor a
+    reason to keep;
+  - ``input`` (``uri``, ``recordingId``) is what the user submitted. Daily's delete deletes
+    the job and the objects of its output; it does not mention the source, which Daily never
+    owned (a URL the user supplied) or which is a recording with a lifecycle of its own [I].
+    It is left out of the walk;
+  - the access-link answer must not name a section the record does not (that file would be
+    one nobody archived).
+
+  A ``finished`` job whose ``output`` is missing, null or lists nothing is suspicious (a
+  finished transcription produced something): ``Kept(reason="no_output")``. An ``error``
+  job without output is explained by its status and has nothing to archive.
+* Delete: ``DELETE /batch-processor/:id`` answers with the job (200 [I]). A non-empty
+  ``error`` in that answer ("Failed to delete transcriptions") means part of the job was not
+  deleted: ``DeleteIncomplete``, so the delete is sent again, never recorded as done.
+* "Gone" needs Daily's own words: a 404 whose body has Daily's error shape. On ``GET`` that
+  is enough; a ``DELETE`` answered so is confirmed by a ``GET`` that answers the same (the
+  delete route could be wrong while the job is there). A bare 404 (HTML, an empty body, JSON
+  without ``error``: a gateway or a wrong ``base_url``) is ``BadResponse``: the job stays.
 * Errors: ``{"error": "<type>", "info": "<text>"}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -37,9 +64,11 @@ from worker.domain import (
     ListedJob,
     Phase,
 )
-from worker.errors import BadResponse, ProviderRejected
+from worker.errors import BadResponse, DeleteIncomplete, Kept, ProviderRejected
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, HttpApi, need
+from worker.providers.outputs import Path, references, unclaimed, unrecognised
+from worker.redact import Redactor
 from worker.settings import DailySettings
 
 STATUSES = {
@@ -48,12 +77,29 @@ STATUSES = {
     "finished": Phase.SUCCEEDED,
     "error": Phase.FAILED,
 }
+# The output sections Daily documents (soap in the newer get-job page).
+KNOWN_SECTIONS = ("transcription", "summary", "soap")
+OUTPUT: Path = ("output",)
+# What the user submitted; Daily's delete does not destroy it [I].
+NOT_DESTROYED: tuple[Path, ...] = (("input",),)
+# Fields beside an s3Config that name the same file.
+SAME_FILE = ("link", "url")
+# The access-link answer's own fields.
+LINK_ANSWER_FIELDS = ("id", "preset", "status")
 # A listing longer than this is a cursor loop, not a real account.
 MAX_PAGES = 100_000
+# Daily's error text goes into messages: short, and without anything shaped like a credential.
+MAX_DETAIL_CHARS = 200
+_PLAIN = Redactor()
 
 
 def phase_of(status: str) -> Phase:
     return STATUSES.get(status.lower(), Phase.UNKNOWN) if isinstance(status, str) else Phase.UNKNOWN
+
+
+def is_daily_error(data: Any) -> bool:
+    """Whether a body has Daily's error shape, ``{"error": "<type>", "info": ...}``."""
+    return isinstance(data, Mapping) and isinstance(data.get("error"), str) and bool(data["error"])
 
 
 def error_detail(status: int, data: Any) -> str | None:
@@ -63,29 +109,123 @@ def error_detail(status: int, data: Any) -> str | None:
     return None
 
 
-def outputs_of(record: Any) -> list[tuple[str, int, str | None, dict[str, Any]]]:
-    """Every output with an s3Config: (section, position, format, s3Config)."""
-    output = record.get("output") if isinstance(record, dict) else None
+def _shown(text: str) -> str:
+    return " ".join(_PLAIN.scrub(text).split())[:MAX_DETAIL_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class DailyOutput:
+    """One ``output`` item that has an ``s3Config``."""
+
+    section: str
+    position: int
+    path: Path  # of the item: ("output", "transcription", 1) or ("output", "summary")
+    format: str | None
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        key: str = self.config["key"]
+        return key
+
+    @property
+    def bucket(self) -> Any:
+        return self.config.get("bucket")
+
+
+def _output_section(record: Any) -> dict[str, Any] | None:
+    output = record.get("output") if isinstance(record, Mapping) else None
     if output is None:
-        return []
+        return None
     if not isinstance(output, dict):
         raise BadResponse("the job's 'output' is not an object")
-    found: list[tuple[str, int, str | None, dict[str, Any]]] = []
+    return output
+
+
+def items_of(record: Any) -> list[tuple[str, Path, Any]]:
+    """Every item of every ``output`` section: ``(section, path, item)``. A section holds a
+    list of items or one object; anything else non-null is one item too (never skipped)."""
+    output = _output_section(record)
+    if output is None:
+        return []
+    found: list[tuple[str, Path, Any]] = []
     for section, value in output.items():
-        items = value if isinstance(value, list) else [value]
-        for position, item in enumerate(items):
-            if not isinstance(item, dict) or "s3Config" not in item:
-                continue
-            config = item["s3Config"]
-            key = config.get("key") if isinstance(config, dict) else None
-            if not isinstance(key, str) or not key:
-                raise BadResponse(f"output {section}[{position}] has no s3Config.key")
-            bucket = config.get("bucket")
-            if bucket is not None and not isinstance(bucket, str):
-                raise BadResponse(f"output {section}[{position}] has a non-string bucket")
-            fmt = item.get("format")
-            found.append((section, position, fmt if isinstance(fmt, str) else None, config))
+        if isinstance(value, list):
+            found.extend(
+                (section, (*OUTPUT, section, position), item)
+                for position, item in enumerate(value)
+                if item is not None
+            )
+        elif value is not None and value not in ({}, ""):
+            found.append((section, (*OUTPUT, section), value))
     return found
+
+
+def outputs_of(record: Any) -> list[DailyOutput]:
+    """Every output item that has an ``s3Config``, checked; BadResponse for a malformed one."""
+    found: list[DailyOutput] = []
+    for section, path, item in items_of(record):
+        if not isinstance(item, dict) or "s3Config" not in item:
+            continue
+        position = path[-1] if isinstance(path[-1], int) else 0
+        where = f"output {section}[{position}]"
+        config = item["s3Config"]
+        key = config.get("key") if isinstance(config, dict) else None
+        if not isinstance(key, str) or not key:
+            raise BadResponse(f"{where} has no s3Config.key")
+        bucket = config.get("bucket")
+        if bucket is not None and not isinstance(bucket, str):
+            raise BadResponse(f"{where} has a non-string bucket")
+        fmt = item.get("format")
+        found.append(
+            DailyOutput(section, position, path, fmt if isinstance(fmt, str) else None, config)
+        )
+    return found
+
+
+def unrecognised_of(record: Any, ignored: Collection[str] = ()) -> list[Path]:
+    """The file references of a job record that the adapter cannot archive: items without
+    an ``s3Config``, sections it does not know, and references anywhere else in the record.
+    Sections in ``ignored`` are left out, as is ``input`` (not destroyed by the delete)."""
+    found: list[Path] = []
+    claimed: set[Path] = set()
+    for section, path, item in items_of(record):
+        if section in ignored:
+            continue
+        located = isinstance(item, dict) and item.get("s3Config") not in (None, {}, "")
+        if section not in KNOWN_SECTIONS or not located:
+            found.append(path)
+            continue
+        claimed.add((*path, "s3Config"))
+        claimed.update((*path, name) for name in SAME_FILE)
+        found.extend(p for p, _v in references(item, path) if p not in claimed)
+    outside = unclaimed(record, known=(OUTPUT, *NOT_DESTROYED), ignored=ignored)
+    return found + outside
+
+
+def lists_no_output(record: Any) -> bool:
+    """Whether a job's ``output`` is missing, null, ``{}`` or has only empty sections."""
+    return not items_of(record)
+
+
+def no_output(status: str) -> Kept:
+    return Kept(
+        f"Daily reports the job {status!r} but its record lists no output at all: nothing deleted",
+        reason="no_output",
+        hint="A finished job should have produced files; check the job at Daily. If it "
+        "really produced nothing, delete it there by hand or hold it",
+    )
+
+
+def extra_link_sections(answer: Any, record_sections: Collection[str]) -> list[Path]:
+    """References in an access-link answer under a section the job record does not name."""
+    if not isinstance(answer, Mapping):
+        return []
+    return [
+        path
+        for path, _value in references(dict(answer))
+        if path and path[0] not in LINK_ANSWER_FIELDS and path[0] not in record_sections
+    ]
 
 
 def _links_of(answer: Any, section: str) -> list[tuple[str | None, str]]:
@@ -101,6 +241,29 @@ def _links_of(answer: Any, section: str) -> list[tuple[str | None, str]]:
         fmt = item.get("format")
         links.append((fmt if isinstance(fmt, str) else None, link))
     return links
+
+
+def read_delete(job_id: str, status_code: int, data: Any) -> Deleted:
+    """A 2xx answer to a delete as our types. A non-empty ``error`` (Daily's "Failed to delete
+    transcriptions") means part of the job was not deleted: DeleteIncomplete."""
+    error = data.get("error") if isinstance(data, Mapping) else None
+    if error is None or error == "":
+        return Deleted(status_code=status_code, body=data)
+    said = _shown(error) if isinstance(error, str) else "an error Daily did not put in words"
+    raise DeleteIncomplete(
+        f"Daily answered the delete of job {job_id} with {status_code} and the error "
+        f"{said!r}: part of the job may still be at Daily",
+        hint="The delete is not recorded as done; it is sent again on a later sweep",
+    )
+
+
+def not_dailys(what: str, base_url: str) -> BadResponse:
+    return BadResponse(
+        f'{what} answered 404 without Daily\'s error body ({{"error", "info"}}): the '
+        "answer is not Daily's",
+        hint=f"Check base_url ({base_url}); nothing is marked gone, and the job is read "
+        "again on a later sweep",
+    )
 
 
 class DailyProvider(BaseProvider[DailySettings]):
@@ -150,10 +313,11 @@ class DailyProvider(BaseProvider[DailySettings]):
         raise BadResponse(f"the job listing ran past {MAX_PAGES} pages")
 
     def get_job(self, job_id: str) -> JobSnapshot | JobGone:
-        answer = self.api.request(
-            "GET", self._path(job_id), accept=(404,), what=f"reading job {job_id}"
-        )
+        what = f"reading job {job_id}"
+        answer = self.api.request("GET", self._path(job_id), accept=(404,), what=what)
         if answer.status == 404:
+            if not is_daily_error(answer.data):
+                raise not_dailys(what, self.settings.base_url).for_job(self.name, job_id)
             return JobGone(job_id=job_id, answer={"status_code": 404, "body": answer.data})
         record = answer.data
         returned = need(record, "id", str, what=f"job {job_id}")
@@ -170,28 +334,30 @@ class DailyProvider(BaseProvider[DailySettings]):
         )
 
     def artifacts(self, snapshot: JobSnapshot) -> list[Artifact]:
-        outputs = outputs_of(snapshot.record)
-        own = [o for o in outputs if o[3].get("bucket") in self.custom_buckets]
-        hosted = [o for o in outputs if o[3].get("bucket") not in self.custom_buckets]
+        record = snapshot.record
+        ignored = frozenset(self.settings.ignore_outputs)
+        if snapshot.phase == Phase.SUCCEEDED and lists_no_output(record):
+            raise no_output(snapshot.status).for_job(self.name, snapshot.job_id)
+        unknown = unrecognised_of(record, ignored)
+        if unknown:
+            raise unrecognised(unknown, containers=(OUTPUT,)).for_job(self.name, snapshot.job_id)
+        outputs = [o for o in outputs_of(record) if o.section not in ignored]
+        own = [o for o in outputs if o.bucket in self.custom_buckets]
+        hosted = [o for o in outputs if o.bucket not in self.custom_buckets]
         artifacts = [
             Artifact(
-                name=config["key"],
-                source=f"s3://{config['bucket']}/{config['key']}",
-                origin=BucketOrigin(
-                    bucket=config["bucket"], key=config["key"], region=config.get("region")
-                ),
+                name=o.key,
+                source=f"s3://{o.bucket}/{o.key}",
+                origin=BucketOrigin(bucket=o.bucket, key=o.key, region=o.config.get("region")),
             )
-            for _section, _pos, _fmt, config in own
+            for o in own
         ]
         if hosted:
             artifacts.extend(self._linked(snapshot, outputs, hosted))
         return artifacts
 
     def _linked(
-        self,
-        snapshot: JobSnapshot,
-        outputs: list[tuple[str, int, str | None, dict[str, Any]]],
-        hosted: list[tuple[str, int, str | None, dict[str, Any]]],
+        self, snapshot: JobSnapshot, outputs: list[DailyOutput], hosted: list[DailyOutput]
     ) -> list[Artifact]:
         job_id = snapshot.job_id
         answer = self.api.request(
@@ -206,9 +372,15 @@ class DailyProvider(BaseProvider[DailySettings]):
                 f"that still has {len(hosted)} output(s) in Daily's bucket",
                 hint="Download them by hand, then delete the job at Daily, or hold it",
             )
+        output = _output_section(snapshot.record) or {}
+        extra = extra_link_sections(answer.data, output.keys() | self.settings.ignore_outputs)
+        if extra:
+            raise unrecognised(
+                [("access-link", *p) for p in extra], containers=(("access-link",),)
+            ).for_job(self.name, job_id)
         artifacts: list[Artifact] = []
-        for section in dict.fromkeys(o[0] for o in hosted):
-            in_section = [o for o in outputs if o[0] == section]
+        for section in dict.fromkeys(o.section for o in hosted):
+            in_section = [o for o in outputs if o.section == section]
             needed = [o for o in in_section if o in hosted]
             links = _links_of(answer.data, section)
             if len(links) == len(in_section):
@@ -222,31 +394,38 @@ class DailyProvider(BaseProvider[DailySettings]):
                     f"the access-link answer has {len(links)} {section} link(s) for "
                     f"{len(needed)} output(s)"
                 )
-            for (sec, pos, fmt, config), (link_fmt, link) in pairs:
-                if fmt and link_fmt and fmt != link_fmt:
+            for out, (link_fmt, link) in pairs:
+                if out.format and link_fmt and out.format != link_fmt:
                     raise BadResponse(
-                        f"the access-link for {sec}[{pos}] is a {link_fmt!r} file, "
-                        f"the output is {fmt!r}"
+                        f"the access-link for {out.section}[{out.position}] is a {link_fmt!r} "
+                        f"file, the output is {out.format!r}"
                     )
                 artifacts.append(
-                    Artifact(
-                        name=config["key"], source=strip_query(link), origin=LinkOrigin(url=link)
-                    )
+                    Artifact(name=out.key, source=strip_query(link), origin=LinkOrigin(url=link))
                 )
         return artifacts
 
     def delete(self, job_id: str) -> DeleteAnswer:
-        answer = self.api.request(
-            "DELETE", self._path(job_id), accept=(404,), what=f"deleting job {job_id}"
-        )
+        what = f"deleting job {job_id}"
+        answer = self.api.request("DELETE", self._path(job_id), accept=(404,), what=what)
         if answer.status == 404:
-            return AlreadyGone(status_code=404, body=answer.data)
-        warning = answer.data.get("error") if isinstance(answer.data, dict) else None
-        return Deleted(
-            status_code=answer.status,
-            body=answer.data,
-            warning=warning if isinstance(warning, str) and warning else None,
-        )
+            if not is_daily_error(answer.data):
+                raise not_dailys(what, self.settings.base_url).for_job(self.name, job_id)
+            # Confirmed by a read: a wrong delete route answers 404 while the job is there.
+            if isinstance(self.get_job(job_id), JobGone):
+                return AlreadyGone(status_code=404, body=answer.data)
+            raise BadResponse(
+                f"Daily answered the delete of job {job_id} with 404, yet still describes the "
+                "job when asked",
+                provider=self.name,
+                job_id=job_id,
+                hint=f"Check base_url ({self.settings.base_url}); the delete is sent again on "
+                "a later sweep",
+            )
+        try:
+            return read_delete(job_id, answer.status, answer.data)
+        except DeleteIncomplete as exc:
+            raise exc.for_job(self.name, job_id) from None
 
     def check_credentials(self) -> None:
         self.api.request(

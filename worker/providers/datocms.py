@@ -15,6 +15,13 @@
   first sees one terminal.
 * Archive: the track resource (JSON:API) goes into the manifest. There are no files: the
   track's media is served by DatoCMS/Mux and is not what the delete destroys [I].
+* The whole-record walk (``providers/outputs.py``) makes that verdict explicit and keeps it
+  honest: the documented track attributes (``type``, ``name``, ``language_code``,
+  ``closed_captions``, ``status``, ``error``) name no file, and JSON:API's ``links`` and
+  ``relationships`` point at API resources (the upload), not at files. Any other file
+  reference, such as a future ``attributes.url`` to the track's media, would be a file the
+  delete may destroy: ``Kept(reason="unrecognised_output")``, naming its JSON path, unless
+  the attribute (or top-level member) is in ``ignore_outputs``.
 * Delete: ``DELETE /uploads/:upload_id/tracks/:track_id`` answers 202 ``{data: {type: "job",
   id}}``; the job id is the handle the pipeline stores before it polls. ``GET
   /job-results/:id`` answers 404 while the job runs, then 200 with ``attributes.status`` (the
@@ -61,6 +68,7 @@ from worker.errors import (
 )
 from worker.logging import get_logger
 from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
+from worker.providers.outputs import Path, unclaimed, unrecognised
 from worker.settings import DatoCmsSettings
 
 log = get_logger(__name__)
@@ -71,6 +79,10 @@ STATUSES = {
     "errored": Phase.FAILED,
 }
 NOT_FOUND = "NOT_FOUND"
+# JSON:API members that point at API resources, not at files.
+NOT_FILES: tuple[Path, ...] = (("links",), ("relationships",))
+# ignore_outputs names an attribute, or a top-level member.
+ATTRIBUTES: tuple[Path, ...] = (("attributes",),)
 # Every client error is read here rather than in HttpApi, so that DatoCMS's `transient` flag
 # and its NOT_FOUND code decide; 429 stays with HttpApi, which waits and retries it.
 CLIENT_ERRORS = tuple(status for status in range(400, 500) if status != 429)
@@ -177,6 +189,11 @@ def _related_upload(item: dict[str, Any]) -> str | None:
     data = upload.get("data") if isinstance(upload, dict) else None
     owner = data.get("id") if isinstance(data, dict) else None
     return owner if isinstance(owner, str) else None
+
+
+def unrecognised_of(track: Any, ignored: frozenset[str] = frozenset()) -> list[Path]:
+    """File references in a track resource, less the attributes named in ``ignored``."""
+    return unclaimed(track, known=NOT_FILES, ignored=ignored, containers=ATTRIBUTES)
 
 
 def job_of(answer: Any) -> str:
@@ -292,6 +309,9 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
         )
 
     def artifacts(self, snapshot: JobSnapshot) -> list[Artifact]:
+        unknown = unrecognised_of(snapshot.record, frozenset(self.settings.ignore_outputs))
+        if unknown:
+            raise unrecognised(unknown, containers=ATTRIBUTES).for_job(self.name, snapshot.job_id)
         return []
 
     def delete(self, job_id: str) -> DeleteAnswer:

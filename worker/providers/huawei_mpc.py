@@ -16,6 +16,16 @@
 * Outputs: nothing to download. MPC stores nothing itself: a task's outputs are objects in
   the user's own OBS bucket, and deleting the task removes only its record [I]. The task
   record is what the manifest keeps.
+* The whole-record walk (``providers/outputs.py``) makes that verdict explicit. The fields
+  of a task (Huawei's SDK, ``QueryTranscodingsTaskResponse``) that name files all name
+  objects in the user's OBS bucket, which the delete does not touch [I]: ``input``,
+  ``output`` and ``thumbnail_output`` (OBS bucket and object), ``output_file_name[]`` and
+  ``thumbnail_outputname`` (names under ``output``), ``output_url`` (the quality-check file's
+  output path), ``pic_info[]`` (screenshot files) and ``transcode_detail`` (per-template
+  outputs). ``user_data`` is the user's own text, kept in the manifest with the record. A
+  file reference anywhere else (``audit_report``, or a future ``download_url`` to data MPC
+  hosts) is unrecognised: ``Kept(reason="unrecognised_output")``, naming its JSON path,
+  unless its top-level field is in ``ignore_outputs``.
 * Delete: ``DELETE /v1/{project_id}/transcodings/task?task_id=N`` answers 204. A 400
   ``MPC.10213`` (the task is not in a final state) defers the job; it is not a failure. What
   MPC answers for a task it does not know is not documented [?] (400 ``MPC.10202`` or 404):
@@ -52,6 +62,7 @@ from worker.domain import (
 )
 from worker.errors import BadResponse, ProviderError, ProviderRejected
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, HttpApi, need
+from worker.providers.outputs import Path, unclaimed, unrecognised
 from worker.settings import HuaweiMpcSettings
 
 STATUSES = {
@@ -72,6 +83,22 @@ END_TIME_FORMAT = "%Y%m%d%H%M%S"
 # Task ids are longs: the integer text, without sign or leading zeros.
 _TASK_ID = re.compile(r"0|[1-9][0-9]{0,18}")
 _END_TIME = re.compile(r"[0-9]{14}")
+# Task fields that name objects in the user's own OBS bucket, or the user's own text: the
+# delete removes the task record, not these [I].
+IN_USERS_BUCKET: tuple[Path, ...] = tuple(
+    (name,)
+    for name in (
+        "input",
+        "output",
+        "thumbnail_output",
+        "output_file_name",
+        "thumbnail_outputname",
+        "output_url",
+        "pic_info",
+        "transcode_detail",
+        "user_data",
+    )
+)
 
 # -- SDK-HMAC-SHA256 -------------------------------------------------------------------------
 
@@ -263,6 +290,12 @@ def tasks_of(data: Any, *, what: str, paged: bool) -> tuple[list[Task], bool]:
     return tasks, more
 
 
+def unrecognised_of(record: Any, ignored: frozenset[str] = frozenset()) -> list[Path]:
+    """File references in a task record outside the fields that name the user's own OBS
+    objects, less the top-level fields in ``ignored``."""
+    return unclaimed(record, known=IN_USERS_BUCKET, ignored=ignored)
+
+
 def error_code_of(data: Any) -> str | None:
     code = data.get("error_code") if isinstance(data, dict) else None
     return code if isinstance(code, str) and code else None
@@ -421,7 +454,11 @@ class HuaweiMpcProvider(BaseProvider[HuaweiMpcSettings]):
     def artifacts(self, snapshot: JobSnapshot) -> list[Artifact]:
         # MPC hosts no files: outputs are objects in the user's own OBS bucket
         # (output.bucket/output.object/output_file_name), and deleting the task removes only
-        # its record [I]. The record, kept in the manifest, says where they are.
+        # its record [I]. The record, kept in the manifest, says where they are. A file the
+        # record names anywhere else could be MPC's to destroy: that keeps the task.
+        unknown = unrecognised_of(snapshot.record, frozenset(self.settings.ignore_outputs))
+        if unknown:
+            raise unrecognised(unknown).for_job(self.name, snapshot.job_id)
         return []
 
     def delete(self, job_id: str) -> DeleteAnswer:

@@ -14,9 +14,24 @@
   ``extracted_fields_url``, because the delete removes audio, documents and transcripts
   alike (a failed job's inputs too). Links expire (TTL [?]), so ``artifacts`` reads the
   details again for fresh ones; each input is checked against its ``file_size``.
+* The whole-record walk (``providers/outputs.py``) over those fresh details: Loom's delete
+  "deletes all job data" [V L-delete], so nothing in the record is known to survive it. Each
+  item's ``download_url`` and the ``extracted_fields_url`` map to the artifacts above; every
+  other file reference is unrecognised and keeps the job (``Kept(reason=
+  "unrecognised_output")``, naming its JSON path): an ``output_files`` key other than the
+  three documented ones (any non-empty value, with or without links, is an output nobody
+  archived), a second link in a known item, a link anywhere else. An ``output_files`` key
+  named in ``ignore_outputs`` is neither archived nor a reason to keep (that includes the
+  known ones: the operator said so); so is a ``job_files`` key (``input_files`` included),
+  or the top-level field for a reference outside ``job_files``.
 * Delete: ``POST {base_url}/jobs/{ref}/delete`` is synchronous. ``SUCCESS: ... deleted``
-  is a delete; the documented "already deleted" answer is a ``SUCCESS:`` message whose every
-  part says "NOTICE: Unexpected error during delete ... not deleted".
+  is a delete. A ``SUCCESS:`` message that says some parts were "NOTICE: Unexpected error
+  during delete ... not deleted" and others deleted is a partial delete:
+  ``DeleteIncomplete``, so the delete is sent again, never recorded as done. When every part
+  says "not deleted" it is the documented answer for a job already deleted, or a delete that
+  failed throughout: the adapter reads the details again, and only Loom's "Job data not
+  found" (``ERR_C_TA_DJTA_001``) makes it ``AlreadyGone``; details that still show the job
+  are ``DeleteIncomplete``.
 * Errors: 400 "Unexpected error occurred", 401 "User not authorized", 500. Bodies carry a
   ``msg`` with its prefix and sometimes an ``err_code``; ``ERR_C_TA_DJTA_001`` ("Job data
   not found") means the job does not exist. Its HTTP status is not documented [I: 400], so
@@ -43,9 +58,10 @@ from worker.domain import (
     Phase,
     is_terminal,
 )
-from worker.errors import BadResponse, ProviderError, ProviderRejected
+from worker.errors import BadResponse, DeleteIncomplete, ProviderError, ProviderRejected
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
+from worker.providers.outputs import Path, unclaimed, unrecognised, within
 from worker.settings import LoomSettings
 
 GONE_CODE = "ERR_C_TA_DJTA_001"
@@ -63,6 +79,13 @@ _TIMESTAMP = re.compile(
 )
 _PART = re.compile(r"([A-Za-z][A-Za-z ]*?)\s+(not\s+)?deleted\b", re.IGNORECASE)
 _MAX_DETAIL = 200
+JOB_FILES: Path = ("job_data", "job_files")
+OUTPUT_FILES: Path = (*JOB_FILES, "output_files")
+# The output_files keys Loom documents: lists of files, and one link.
+OUTPUT_LISTS = ("transcripts", "processed_input_media")
+FIELDS_URL = "extracted_fields_url"
+# Where ignore_outputs names sections: an output_files key, else a job_files key.
+CONTAINERS: tuple[Path, ...] = (OUTPUT_FILES, JOB_FILES)
 
 
 def prefix_of(msg: str) -> str:
@@ -164,6 +187,10 @@ class LoomFile:
     name: str  # the artifact name: "<section>/<filename>"
     url: str
     size: int | None
+    # Where its link is in the details, e.g. job_data.job_files.input_files[0].download_url.
+    path: Path = ()
+    # The job_files key for inputs, the output_files key for outputs.
+    section: str = ""
 
 
 def _link(item: Any, key: str, *, what: str) -> str:
@@ -202,25 +229,52 @@ def files_of(record: Any) -> list[LoomFile]:
         size = need(item, "file_size", int, what=what)
         if size < 0:
             raise BadResponse(f"{what} declares a negative file_size")
-        found.append(LoomFile(f"inputs/{name}", url, size))
+        path = (*JOB_FILES, "input_files", position, "download_url")
+        found.append(LoomFile(f"inputs/{name}", url, size, path, "input_files"))
     outputs = job_files.get("output_files")
     if outputs is None:
         return found
     if not isinstance(outputs, dict):
         raise BadResponse("the job's output_files is neither null nor an object")
-    for section in ("transcripts", "processed_input_media"):
+    for section in OUTPUT_LISTS:
         for position, item in enumerate(
             _entries(outputs, section, what="the job's output_files", required=False)
         ):
             what = f"output_files.{section}[{position}]"
             name = _filename(item, what=what)
-            found.append(
-                LoomFile(f"{section}/{name}", _link(item, "download_url", what=what), None)
-            )
-    if outputs.get("extracted_fields_url") is not None:
-        url = _link(outputs, "extracted_fields_url", what="the job's output_files")
-        found.append(LoomFile("extracted_fields.json", url, None))
+            url = _link(item, "download_url", what=what)
+            path = (*OUTPUT_FILES, section, position, "download_url")
+            found.append(LoomFile(f"{section}/{name}", url, None, path, section))
+    if outputs.get(FIELDS_URL) is not None:
+        url = _link(outputs, FIELDS_URL, what="the job's output_files")
+        path = (*OUTPUT_FILES, FIELDS_URL)
+        found.append(LoomFile("extracted_fields.json", url, None, path, FIELDS_URL))
     return found
+
+
+def unrecognised_of(record: Any, ignored: frozenset[str] = frozenset()) -> list[Path]:
+    """The file references in a job's details that ``files_of`` does not account for, less
+    the sections in ``ignored``. An ``output_files`` key Loom does not document is an output
+    even when it carries no link: its own path stands for it then."""
+    claimed = {file.path for file in files_of(record)}
+    found = unclaimed(record, claimed=claimed, ignored=ignored, containers=CONTAINERS)
+    outputs = record["job_data"]["job_files"].get("output_files") or {}
+    for key, value in outputs.items():
+        if key in (*OUTPUT_LISTS, FIELDS_URL) or key in ignored:
+            continue
+        path = (*OUTPUT_FILES, key)
+        if value not in (None, "", [], {}) and not any(within(p, path) for p in found):
+            found.append(path)
+    return found
+
+
+def parts_of(msg: str) -> tuple[list[str], list[str]]:
+    """The parts a delete message names: ``(deleted, not deleted)``."""
+    deleted: list[str] = []
+    kept: list[str] = []
+    for name, negated in _PART.findall(msg):
+        (kept if negated else deleted).append(" ".join(name.split()))
+    return deleted, kept
 
 
 def read_details(
@@ -282,17 +336,17 @@ def read_delete(
         )
     if prefix != "success":
         raise BadResponse(f"the answer to deleting job {job_id} is not documented: {detail}")
-    parts = _PART.findall(msg)
-    kept = [" ".join(name.split()) for name, negated in parts if negated]
+    deleted, kept = parts_of(msg)
     if DELETE_NOTICE.lower() not in msg.lower() or not kept:
         return Deleted(status_code=status_code, body=data)
-    if len(kept) == len(parts):
-        # Nothing was there to delete: the documented answer for a job already deleted.
+    if not deleted:
+        # The documented answer for a job already deleted; a delete that failed for every
+        # part reads the same, so the adapter confirms it (LoomProvider.delete).
         return AlreadyGone(status_code=status_code, body=data)
-    return Deleted(
-        status_code=status_code,
-        body=data,
-        warning=f"Loom reported an unexpected error and did not delete: {', '.join(kept)}",
+    raise DeleteIncomplete(
+        f"Loom deleted only part of job {job_id}; it reported an unexpected error and did "
+        f"not delete: {_shorten(_blank(', '.join(kept), secrets))}",
+        hint="The delete is not recorded as done; it is sent again on a later sweep",
     )
 
 
@@ -360,6 +414,10 @@ class LoomProvider(BaseProvider[LoomSettings]):
                 hint="Nothing was deleted; the job will be read again on a later sweep",
                 permanent=False,
             )
+        ignored = frozenset(self.settings.ignore_outputs)
+        unknown = unrecognised_of(fresh.record, ignored)
+        if unknown:
+            raise unrecognised(unknown, containers=CONTAINERS).for_job(self.name, job_id)
         return [
             Artifact(
                 name=file.name,
@@ -368,6 +426,7 @@ class LoomProvider(BaseProvider[LoomSettings]):
                 size=file.size,
             )
             for file in files_of(fresh.record)
+            if file.section not in ignored
         ]
 
     def delete(self, job_id: str) -> DeleteAnswer:
@@ -378,7 +437,29 @@ class LoomProvider(BaseProvider[LoomSettings]):
             accept=(400,),
             what=f"deleting job {job_id}",
         )
-        return read_delete(job_id, answer.status, answer.data, secrets=self._secrets())
+        try:
+            result = read_delete(job_id, answer.status, answer.data, secrets=self._secrets())
+        except DeleteIncomplete as exc:
+            raise exc.for_job(self.name, job_id) from None
+        if isinstance(result, AlreadyGone) and not is_gone(answer.data):
+            return self._confirm_gone(job_id, result)
+        return result
+
+    def _confirm_gone(self, job_id: str, answer: AlreadyGone) -> AlreadyGone:
+        """Every part "not deleted": gone only if Loom no longer has the job's data."""
+        fresh = self._details(job_id, f"checking job {job_id} after Loom deleted none of it")
+        if isinstance(fresh, JobGone):
+            return answer
+        _deleted, kept = parts_of(answer.body["msg"])
+        raise DeleteIncomplete(
+            f"Loom answered the delete with every part not deleted "
+            f"({_shorten(_blank(', '.join(kept), self._secrets()))}), yet still describes "
+            f"the job (status {fresh.status!r})",
+            provider=self.name,
+            job_id=job_id,
+            hint="The delete is not recorded as done; it is sent again on a later sweep. If "
+            "this repeats, check the job at Loom",
+        )
 
     def check_credentials(self) -> None:
         # Loom has no list or account endpoint. A 401 means a bad key or secret; "Job data

@@ -14,13 +14,41 @@
   fetched with the API key at archive time and stored byte for byte as Unsiloed returned
   them, including the presigned ``file_url`` inside (it expires about an hour after the
   read, so the archived copy holds a dead link, not a usable credential); and, when
-  ``file_url`` is present, the source document it points to, as ``source/<file_name>``. A
-  failed job has no result: only its record is archived, in the manifest.
-* Delete: ``DELETE /jobs/{id}`` answers 200 ``{"message": ...}``; 404 means already gone;
-  403 means the key is not the job's creator [I], the only one allowed to delete it.
-* Errors: the body shape is undocumented [?]; ``{"detail": ...}`` (as FastAPI answers) and
-  ``{"error": ...}`` are both read. What the API answers for ``/result`` before completion
-  is undocumented too [?]; the adapter never asks before ``completed``.
+  ``file_url`` is present, the source document it points to, as ``source/<file_name>``.
+* The result is read once in ``artifacts`` to learn ``file_url`` and the names, under
+  ``max_result_mib`` (64 MiB by default): reading stops at the cap and a larger answer is
+  refused (permanently, naming the setting to raise). ``HttpApi`` holds the raw bytes and
+  the parsed JSON together for a moment (a 62 MiB text-heavy result peaked at about 200 MiB;
+  a 52 MiB one dense with numbers at about 400 MiB); the adapter drops the raw bytes as soon
+  as it has the parsed answer, and both before returning.
+* The source document's ``Artifact.sha256`` comes from the record's ``pdf_hash`` when it is
+  ``sha256:<64 hex>`` (the documented shape) or a bare 64-hex digest, lowercased; the
+  pipeline checks the archived bytes against it. That ``pdf_hash`` is the digest of the very
+  bytes ``file_url`` serves is an inference [I]: if it is not, the check fails and the job is
+  kept, the safe direction. Any other form (another algorithm, a truncated digest, not a
+  string) leaves ``sha256`` None: nothing is checked beyond the download's own size.
+* What the delete destroys: "the job and all associated data including results" [V U-del]:
+  the result and the source document. The whole-record walk (``providers/outputs.py``):
+  the job record's fields (``id``, ``status``, ``type``, timestamps, ``pdf_name``,
+  ``pdf_hash``, ``user_id``, ``error``) name no file, so any file reference in the record is
+  unrecognised; in the result, ``file_url`` maps to the source document, and ``result`` and
+  ``data`` (the extracted values, shaped by the user's schema, archived inside result.json)
+  and ``metadata.schema`` are content, not walked [I]. Any other reference in the result
+  (the older shape's ``visualization_paths``, a future ``*_url``) is unrecognised and keeps
+  the job (``Kept(reason="unrecognised_output")``) unless its top-level key is in
+  ``ignore_outputs``.
+* A failed job has no result, and its delete removes the source document, which the worker
+  cannot fetch: by default such a job is kept (``Kept(reason="failed_job")``). With
+  ``delete_failed_jobs = true`` it is deleted with only its record archived, in the manifest.
+* Delete: ``DELETE /jobs/{id}`` answers 200 ``{"message": ...}``; 403 means the key is not
+  the job's creator [I], the only one allowed to delete it.
+* "Gone" needs Unsiloed's own words: a 404 whose JSON body has Unsiloed's error shape. That
+  shape is undocumented [?]; ``{"detail": ...}`` (FastAPI's), ``{"error": ...}`` and
+  ``{"message": ...}`` count. On ``GET`` that is enough; a ``DELETE`` answered so is
+  confirmed by a ``GET`` that answers the same. A bare 404 (HTML, an empty body, JSON of
+  another shape: a gateway or a wrong ``base_url``) is ``BadResponse``: the job stays.
+* Errors: the same three shapes are read for messages. What the API answers for ``/result``
+  before completion is undocumented too [?]; the adapter never asks before ``completed``.
 * Rate limits: 100 requests a minute on standard plans. Whether a 429 carries Retry-After is
   undocumented [?]; without it ``HttpApi`` backs off exponentially.
 """
@@ -28,7 +56,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -46,9 +76,10 @@ from worker.domain import (
     Phase,
     ProviderOrigin,
 )
-from worker.errors import BadResponse, ProviderError, ProviderRejected, WorkerError
+from worker.errors import BadResponse, Kept, ProviderError, ProviderRejected, WorkerError
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
+from worker.providers.outputs import Path, unclaimed, unrecognised
 from worker.redact import Redactor
 from worker.settings import UnsiloedSettings
 
@@ -59,9 +90,16 @@ STATUSES = {
     "completed": Phase.SUCCEEDED,
     "failed": Phase.FAILED,
 }
-# An extraction result with visualisations and citations for a long document runs to tens of
-# megabytes; HttpApi's default cap is for API answers, not documents.
-MAX_RESULT_BYTES = 256 * 1024 * 1024
+MIB = 1024 * 1024
+# The fields of Unsiloed's error bodies (undocumented [?]).
+ERROR_FIELDS = ("detail", "error", "message")
+# Parts of a result that are the extraction's content, archived inside result.json: values
+# shaped by the user's schema, which may hold any URL the document mentions [I].
+RESULT_CONTENT: tuple[Path, ...] = (("result",), ("data",), ("metadata", "schema"))
+FILE_URL: Path = ("file_url",)
+# Messages name a reference by the answer that holds it: `job.x` or `result_json.x`.
+ANSWERS: tuple[Path, ...] = (("job",), ("result_json",))
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 # A provider's error text is shown to people; a page of HTML or a stack trace is not useful.
 MAX_DETAIL_CHARS = 300
 # No job has this id; reading it is the cheapest request that needs the key [I].
@@ -117,6 +155,33 @@ def error_detail_for(api_key: str) -> ErrorDetail:
     return detail
 
 
+def is_unsiloed_error(data: Any) -> bool:
+    """Whether a body has one of the shapes Unsiloed's errors are read in."""
+    if not isinstance(data, Mapping):
+        return False
+    return any(isinstance(data.get(f), str | list) and data.get(f) for f in ERROR_FIELDS)
+
+
+def sha256_of(pdf_hash: Any) -> str | None:
+    """The lowercase hex digest of ``sha256:<hex>`` or a bare 64-hex digest; None otherwise."""
+    if not isinstance(pdf_hash, str):
+        return None
+    text = pdf_hash.strip()
+    if text[:7].lower() == "sha256:":
+        text = text[7:]
+    return text.lower() if _SHA256.fullmatch(text) else None
+
+
+def failed_job() -> Kept:
+    return Kept(
+        "the job failed, so it has no result, and Unsiloed's delete would also remove its "
+        "source document, which the worker cannot fetch: nothing deleted",
+        reason="failed_job",
+        hint="Set delete_failed_jobs = true for this provider to delete failed jobs anyway, "
+        "with only their record archived; until then the job stays at Unsiloed",
+    )
+
+
 def record_of(job_id: str, data: Any) -> tuple[str, dict[str, Any]]:
     """The status and record of ``GET /jobs/{id}``, or BadResponse."""
     what = f"Unsiloed's record of job {job_id}"
@@ -130,8 +195,17 @@ def record_of(job_id: str, data: Any) -> tuple[str, dict[str, Any]]:
     return status, dict(data)
 
 
-def source_of(job_id: str, result: Any, record: Mapping[str, Any]) -> tuple[str, str] | None:
-    """``(artifact name, link)`` of the source document a result points to, if it has one."""
+@dataclass(frozen=True, slots=True)
+class Source:
+    """The source document a result points to."""
+
+    name: str  # the artifact name: "source/<file_name>"
+    link: str  # presigned: never logged or recorded whole
+
+
+def source_of(job_id: str, result: Any, record: Mapping[str, Any]) -> Source | None:
+    """The source document a result points to, if it has one; BadResponse for a result that
+    is not Unsiloed's. Reads only ``job_id``, ``file_url``, ``file_name`` and ``pdf_name``."""
     what = f"Unsiloed's result of job {job_id}"
     if not isinstance(result, Mapping):
         raise BadResponse(f"{what} is not a JSON object")
@@ -145,8 +219,19 @@ def source_of(job_id: str, result: Any, record: Mapping[str, Any]) -> tuple[str,
         raise BadResponse(f"{what} has a file_url that is not a string")
     for candidate in (result.get("file_name"), result.get("pdf_name"), record.get("pdf_name")):
         if isinstance(candidate, str) and candidate.strip("/ "):
-            return f"source/{candidate}", link
-    return "source/document", link
+            return Source(f"source/{candidate}", link)
+    return Source("source/document", link)
+
+
+def unrecognised_of(
+    record: Mapping[str, Any], result: Any, ignored: frozenset[str] = frozenset()
+) -> list[Path]:
+    """File references in the job record, or in the result beyond ``file_url`` and the
+    extracted content, less the top-level keys in ``ignored``. The record's are prefixed
+    ``job.``, the result's ``result_json.`` so a message says which answer holds them."""
+    in_record = unclaimed(dict(record), ignored=ignored)
+    in_result = unclaimed(result, claimed={FILE_URL}, known=RESULT_CONTENT, ignored=ignored)
+    return [("job", *p) for p in in_record] + [("result_json", *p) for p in in_result]
 
 
 class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
@@ -164,11 +249,23 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
     def _path(self, job_id: str, suffix: str = "") -> str:
         return f"/jobs/{quote(job_id, safe='')}{suffix}"
 
-    def get_job(self, job_id: str) -> JobSnapshot | JobGone:
-        answer = self.api.request(
-            "GET", self._path(job_id), accept=(404,), what=f"reading job {job_id}"
+    def _not_unsiloeds(self, what: str, job_id: str | None = None) -> BadResponse:
+        error = BadResponse(
+            f'{what} answered 404 without an Unsiloed error body ({{"detail": ...}}): the '
+            "answer is not Unsiloed's",
+            hint=f"Check base_url ({self.settings.base_url}); nothing is marked gone, and the "
+            "job is read again on a later sweep",
         )
+        if job_id is not None:
+            error.for_job(self.name, job_id)
+        return error
+
+    def get_job(self, job_id: str) -> JobSnapshot | JobGone:
+        what = f"reading job {job_id}"
+        answer = self.api.request("GET", self._path(job_id), accept=(404,), what=what)
         if answer.status == 404:
+            if not is_unsiloed_error(answer.data):
+                raise self._not_unsiloeds(what, job_id)
             return JobGone(job_id=job_id, answer={"status_code": 404, "body": answer.data})
         status, record = record_of(job_id, answer.data)
         return JobSnapshot(
@@ -180,8 +277,14 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
         )
 
     def artifacts(self, snapshot: JobSnapshot) -> list[Artifact]:
+        ignored = frozenset(self.settings.ignore_outputs)
         if snapshot.phase == Phase.FAILED:
-            # A failed job has no result; its record goes into the manifest.
+            if not self.settings.delete_failed_jobs:
+                raise failed_job().for_job(self.name, snapshot.job_id)
+            # The operator accepted losing the source: only the record, in the manifest.
+            unknown = unrecognised_of(snapshot.record, None, ignored)
+            if unknown:
+                raise unrecognised(unknown, containers=ANSWERS).for_job(self.name, snapshot.job_id)
             return []
         if snapshot.phase != Phase.SUCCEEDED:
             # "Nothing to archive" would open the delete gate: never say it of a live job.
@@ -194,25 +297,19 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
             )
         job_id = snapshot.job_id
         path = self._path(job_id, "/result")
-        # Read once to learn where the source document is; result.json itself is fetched
-        # again at archive time so the stored bytes are exactly the ones served then.
-        answer = self.api.request(
-            "GET",
-            path,
-            accept=(400, 404, 409),
-            what=f"reading the result of job {job_id}",
-            max_body=MAX_RESULT_BYTES,
-        )
-        if answer.status != 200:
+        status, source, unknown = self._read_result(job_id, path, snapshot.record, ignored)
+        if status != 200:
             # The job said completed a moment ago: most likely it was deleted or cleaned up
             # in between. The next sweep reads its status again and finds out.
             raise ProviderError(
-                f"Unsiloed answered {answer.status} for the result of a completed job",
+                f"Unsiloed answered {status} for the result of a completed job",
                 provider=self.name,
                 job_id=job_id,
                 hint="The job will be read again on a later sweep",
                 permanent=False,
             )
+        if unknown:
+            raise unrecognised(unknown, containers=ANSWERS).for_job(self.name, job_id)
         artifacts = [
             Artifact(
                 name=RESULT_NAME,
@@ -220,11 +317,53 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
                 origin=ProviderOrigin(path=path),
             )
         ]
-        source = source_of(job_id, answer.data, snapshot.record)
         if source is not None:
-            name, link = source
-            artifacts.append(Artifact(name=name, source=strip_query(link), origin=LinkOrigin(link)))
+            artifacts.append(
+                Artifact(
+                    name=source.name,
+                    source=strip_query(source.link),
+                    origin=LinkOrigin(source.link),
+                    sha256=sha256_of(snapshot.record.get("pdf_hash")),
+                )
+            )
         return artifacts
+
+    def _read_result(
+        self, job_id: str, path: str, record: Mapping[str, Any], ignored: frozenset[str]
+    ) -> tuple[int, Source | None, list[Path]]:
+        """Read the result once, under ``max_result_mib``, for what ``artifacts`` needs: its
+        status, the source document, and the references nobody claims. result.json itself is
+        fetched again at archive time, so the stored bytes are exactly the ones served then.
+        """
+        cap = self.settings.max_result_mib * MIB
+        try:
+            answer = self.api.request(
+                "GET",
+                path,
+                accept=(400, 404, 409),
+                what=f"reading the result of job {job_id}",
+                max_body=cap,
+            )
+        except BadResponse as exc:
+            if f"larger than {cap} bytes" not in exc.message:
+                raise
+            raise ProviderError(
+                f"the result is larger than max_result_mib ({self.settings.max_result_mib} "
+                "MiB), so the worker did not read it: nothing deleted",
+                provider=self.name,
+                job_id=job_id,
+                hint=f"Raise max_result_mib for provider {self.name} above the result's "
+                "size (memory use grows with it), then `retention retry` the job",
+                permanent=True,
+            ) from None
+        if answer.status != 200:
+            return answer.status, None, []
+        data = answer.data
+        # The raw bytes are no longer needed; only the parsed answer is, and only for the walk.
+        del answer
+        source = source_of(job_id, data, record)
+        unknown = unrecognised_of(record, data, ignored)
+        return 200, source, unknown
 
     def open_artifact(
         self, artifact: Artifact
@@ -239,15 +378,23 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
         return self.api.stream("GET", origin.path, what=f"downloading {artifact.source}")
 
     def delete(self, job_id: str) -> DeleteAnswer:
+        what = f"deleting job {job_id}"
         answer = self.api.request(
-            "DELETE",
-            self._path(job_id),
-            ok=(200,),
-            accept=(403, 404),
-            what=f"deleting job {job_id}",
+            "DELETE", self._path(job_id), ok=(200,), accept=(403, 404), what=what
         )
         if answer.status == 404:
-            return AlreadyGone(status_code=404, body=answer.data)
+            if not is_unsiloed_error(answer.data):
+                raise self._not_unsiloeds(what, job_id)
+            # Confirmed by a read: a wrong delete route answers 404 while the job is there.
+            if isinstance(self.get_job(job_id), JobGone):
+                return AlreadyGone(status_code=404, body=answer.data)
+            raise BadResponse(
+                "Unsiloed answered the delete with 404, yet still describes the job when asked",
+                provider=self.name,
+                job_id=job_id,
+                hint=f"Check base_url ({self.settings.base_url}); the delete is sent again on "
+                "a later sweep",
+            )
         if answer.status == 403:
             detail = self.api.error_detail(403, answer.data) if self.api.error_detail else None
             raise ProviderRejected(
@@ -262,7 +409,8 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
 
     def check_credentials(self) -> None:
         # With no list endpoint, reading a job that cannot exist is the cheapest request that
-        # needs the key: 404 means the key was accepted.
-        self.api.request(
-            "GET", self._path(PROBE_JOB_ID), accept=(404,), what="checking the API key"
-        )
+        # needs the key: Unsiloed's own 404 means the key was accepted.
+        what = "checking the API key"
+        answer = self.api.request("GET", self._path(PROBE_JOB_ID), accept=(404,), what=what)
+        if answer.status == 404 and not is_unsiloed_error(answer.data):
+            raise self._not_unsiloeds(what)

@@ -17,6 +17,18 @@ Faithful where the docs are clear, configurable where they are not:
 * errors are ``{"error", "info"}``; 429 and 5xx on demand through ``inject`` or
   ``rate_limit``.
 
+Shapes the docs do not show, served on demand so adapters can be tested against them:
+
+* output items that carry only a ``link`` (no ``s3Config``), and output sections Daily does
+  not document (``add_job(linked=..., extra=...)``);
+* a finished job whose ``output`` is ``{}``, null or absent (``add_job(output_as=...)``);
+* a delete that answers 200 with Daily's partial-failure ``error`` ("Failed to delete
+  transcriptions", ``fail_next_delete``); whether Daily then keeps the job record is [?],
+  ``keeps_job`` chooses;
+* what a path Daily does not serve answers (``unknown_route``): Daily's error shape by
+  default, or a bare 404 (HTML or an empty body) as a gateway or a wrong base URL would give.
+  A bare 404 on a real route comes from ``inject(status=404, body="<html>...")``.
+
 Downloads are served under ``/files/`` on the same port, like a CDN, and need no
 credentials; the request log records whether a download carried any.
 """
@@ -27,9 +39,9 @@ import hmac
 import itertools
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from worker.simulators.blobs import Content
 from worker.simulators.files import SignedFiles
@@ -37,6 +49,9 @@ from worker.simulators.http import Request, Response, SimServer, route
 
 # Writes a custom-bucket object: (bucket, key, content).
 BucketWriter = Callable[[str, str, Content], None]
+OutputAs = Literal["object", "null", "absent"]
+UnknownRoute = Literal["daily", "html", "empty"]
+PARTIAL_DELETE_ERROR = "Failed to delete transcriptions"
 
 
 @dataclass
@@ -47,6 +62,8 @@ class SimOutput:
     bucket: str
     region: str
     content: Content
+    # False: the item carries only a signed ``link``, no s3Config (an undocumented shape).
+    located: bool = True
 
 
 @dataclass
@@ -58,6 +75,8 @@ class SimJob:
     outputs: list[SimOutput] = field(default_factory=list)
     error: str | None = None
     input: dict[str, Any] = field(default_factory=dict)
+    # How an empty output is served: {}, null, or no "output" key at all.
+    output_as: OutputAs = "object"
 
 
 def _daily_error(kind: str, info: str, status: int) -> Response:
@@ -75,6 +94,7 @@ class DailySimulator(SimServer):
         link_ttl: float = 3600.0,
         bucket_writer: BucketWriter | None = None,
         links_for_custom_buckets: bool = False,
+        unknown_route: UnknownRoute = "daily",
         port: int = 0,
     ) -> None:
         super().__init__(port=port)
@@ -84,6 +104,9 @@ class DailySimulator(SimServer):
         self.region = region
         self.bucket_writer = bucket_writer
         self.links_for_custom_buckets = links_for_custom_buckets
+        self.unknown_route: UnknownRoute = unknown_route
+        # job id -> (error, keeps_job) for its next delete.
+        self.failing_deletes: dict[str, tuple[str, bool]] = {}
         self.jobs: dict[str, SimJob] = {}
         self.deleted: list[str] = []
         self._seq = itertools.count()
@@ -105,20 +128,33 @@ class DailySimulator(SimServer):
         transcription: Sequence[tuple[str, Content]] = (),
         summary: tuple[str, Content] | None = None,
         extra: dict[str, tuple[str, Content]] | None = None,
+        linked: Mapping[str, Sequence[tuple[str, Content]]] | None = None,
+        output_as: OutputAs = "object",
         bucket: str | None = None,
         error: str | None = None,
         job_id: str | None = None,
     ) -> str:
-        """Add a job. Outputs go to Daily's bucket unless ``bucket`` names a custom one."""
+        """Add a job. Outputs go to Daily's bucket unless ``bucket`` names a custom one.
+
+        ``extra`` adds one-object sections with an s3Config (``soap``, or one Daily does not
+        document); ``linked`` adds sections of list items that carry only a ``link`` (kept in
+        Daily's bucket). ``output_as`` says how a job without outputs serves ``output``.
+        """
         job_id = job_id or str(uuid.uuid4())
         target = bucket or self.daily_bucket
         outputs: list[SimOutput] = []
 
-        def add(section: str, fmt: str, content: Content, index: int) -> None:
+        def add(
+            section: str, fmt: str, content: Content, index: int, *, located: bool = True
+        ) -> None:
             folder = "summary" if section == "summary" else "transcript"
-            name = f"out-{index}.{fmt}" if section == "transcription" else f"{section}.{fmt}"
+            listed = section == "transcription" or not located
+            name = f"out-{index}.{fmt}" if listed else f"{section}.{fmt}"
+            if not located:
+                name = f"{section}-{name}"
             key = f"{self.domain}/{job_id}/{folder}/{name}"
-            outputs.append(SimOutput(section, fmt, key, target, self.region, content))
+            where = target if located else self.daily_bucket
+            outputs.append(SimOutput(section, fmt, key, where, self.region, content, located))
 
         for index, (fmt, content) in enumerate(transcription):
             add("transcription", fmt, content, index)
@@ -126,6 +162,9 @@ class DailySimulator(SimServer):
             add("summary", summary[0], summary[1], 0)
         for section, (fmt, content) in (extra or {}).items():
             add(section, fmt, content, 0)
+        for section, items in (linked or {}).items():
+            for index, (fmt, content) in enumerate(items):
+                add(section, fmt, content, index, located=False)
         job = SimJob(
             job_id,
             preset,
@@ -134,6 +173,7 @@ class DailySimulator(SimServer):
             outputs,
             error,
             {"sourceType": "uri", "uri": "https://example.invalid/recording.mp4"},
+            output_as,
         )
         with self._state:
             self.jobs[job_id] = job
@@ -147,6 +187,15 @@ class DailySimulator(SimServer):
     def set_status(self, job_id: str, status: str) -> None:
         with self._state:
             self.jobs[job_id].status = status
+
+    def fail_next_delete(
+        self, job_id: str, error: str = PARTIAL_DELETE_ERROR, *, keeps_job: bool = False
+    ) -> None:
+        """The job's next delete answers 200 with ``error`` set, as Daily does when the storage
+        cleanup partly fails [V D-del]. Its files stay in Daily's bucket; with ``keeps_job``
+        the job record stays too (which Daily does is [?])."""
+        with self._state:
+            self.failing_deletes[job_id] = (error, keeps_job)
 
     def deletes_of(self, job_id: str) -> int:
         return len(self.seen("DELETE", f"/batch-processor/{job_id}$"))
@@ -164,12 +213,13 @@ class DailySimulator(SimServer):
     def _job_json(self, job: SimJob) -> dict[str, Any]:
         output: dict[str, Any] = {}
         for out in job.outputs:
-            entry = {
-                "format": out.format,
-                "s3Config": {"key": out.key, "bucket": out.bucket, "region": out.region},
-            }
-            if out.section == "transcription":
-                output.setdefault("transcription", []).append(entry)
+            entry: dict[str, Any] = {"format": out.format}
+            if out.located:
+                entry["s3Config"] = {"key": out.key, "bucket": out.bucket, "region": out.region}
+            else:
+                entry["link"] = self.files.sign(out.key)
+            if out.section == "transcription" or not out.located:
+                output.setdefault(out.section, []).append(entry)
             else:
                 output[out.section] = entry
         body: dict[str, Any] = {
@@ -177,8 +227,11 @@ class DailySimulator(SimServer):
             "preset": job.preset,
             "status": job.status,
             "input": job.input,
-            "output": output,
         }
+        if output or job.output_as == "object":
+            body["output"] = output
+        elif job.output_as == "null":
+            body["output"] = None
         if job.error:
             body["error"] = job.error
         return body
@@ -257,8 +310,8 @@ class DailySimulator(SimServer):
                 if out.bucket != self.daily_bucket and not self.links_for_custom_buckets:
                     continue
                 entry = {"format": out.format, "link": self.files.sign(out.key)}
-                if out.section == "transcription":
-                    body.setdefault("transcription", []).append(entry)
+                if out.section == "transcription" or not out.located:
+                    body.setdefault(out.section, []).append(entry)
                 else:
                     body[out.section] = entry
         return Response.json(body)
@@ -268,7 +321,13 @@ class DailySimulator(SimServer):
         if (denied := self._auth(request)) is not None:
             return denied
         with self._state:
-            job = self.jobs.pop(request.params["job_id"], None)
+            job_id = request.params["job_id"]
+            failing = self.failing_deletes.pop(job_id, None)
+            if failing is not None and job_id in self.jobs:
+                error, keeps_job = failing
+                partly = self.jobs[job_id] if keeps_job else self.jobs.pop(job_id)
+                return Response.json({**self._job_json(partly), "error": error})
+            job = self.jobs.pop(job_id, None)
             if job is None:
                 return _daily_error("not-found", "job not found", 404)
             for out in job.outputs:
@@ -276,6 +335,14 @@ class DailySimulator(SimServer):
                     self.files.drop(out.key)
             self.deleted.append(job.id)
             return Response.json(self._job_json(job))
+
+    def not_found(self, request: Request) -> Response:
+        if self.unknown_route == "html":
+            page = b"<html><body><h1>404 Not Found</h1></body></html>"
+            return Response(404, page, {"Content-Type": "text/html"})
+        if self.unknown_route == "empty":
+            return Response(404, b"")
+        return super().not_found(request)
 
     # -- downloads -------------------------------------------------------------------------
 

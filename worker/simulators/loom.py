@@ -18,6 +18,15 @@ Faithful where the docs are clear, configurable where they are not:
 * every API answer waits ``latency`` seconds first (the docs expect up to about 30 s);
 * no rate limit is documented [?]: ``rate_limit`` and ``inject`` give 429 and 5xx on demand.
 
+Shapes the docs do not show, served on demand so adapters can be tested against them:
+
+* ``output_files`` keys Loom does not document (``add_job(extra_outputs=...)``), each a list
+  of ``{filename, download_url}`` like the documented ones;
+* a delete that fails for some parts (``fail_next_delete``): Loom's ``SUCCESS:`` message with
+  "NOTICE: Unexpected error during delete ... not deleted" for those parts and "deleted" for
+  the others, while the job stays (its details still answer). With every part failing it
+  reads exactly like the documented answer for a job already deleted.
+
 Files are served under ``/files/`` on the same port, like S3, through signed links that need
 no credentials and expire after ``link_ttl`` seconds (the TTL is [?]). Every details or poll
 answer mints fresh links; ``issued_signatures`` keeps every signature handed out.
@@ -36,7 +45,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -61,6 +70,20 @@ ALREADY_DELETED_MSG = (
     "NOTICE: Unexpected error during delete.\nAudio file not deleted. "
 )
 NOT_FOUND_MSG = "ERROR: Unexpected error occured. ERROR: Job data not found. "
+# The parts a delete answer names, in the documented order.
+DELETE_PARTS = ("Finished Transcript", "Formatted Transcript", "Audio file")
+DOCUMENTED_OUTPUTS = ("transcripts", "processed_input_media")
+
+
+def delete_message(not_deleted: Sequence[str]) -> str:
+    """A delete answer naming each part deleted or, with Loom's notice, not deleted."""
+    lines = [
+        f"NOTICE: Unexpected error during delete.\n{part} not deleted."
+        if part in not_deleted
+        else f"{part} deleted."
+        for part in DELETE_PARTS
+    ]
+    return "SUCCESS: " + "\n".join(lines) + " "
 
 
 class _Default(enum.Enum):
@@ -95,6 +118,8 @@ class SimJob:
     profile_name: str = "General Transcription"
     error_message: str | None = None
     seq: int = 0
+    # output_files keys Loom does not document, in the order given.
+    extra_sections: tuple[str, ...] = ()
 
     def in_section(self, section: str) -> list[SimFile]:
         return [f for f in self.files if f.section == section]
@@ -136,6 +161,8 @@ class LoomSimulator(SimServer):
         self.time_format = time_format
         self.jobs: dict[str, SimJob] = {}
         self.deleted: list[str] = []
+        # ref -> the parts its next delete reports not deleted (the job then stays).
+        self.failing_deletes: dict[str, tuple[str, ...]] = {}
         self.urls_with_credentials: list[str] = []
         self._seq = itertools.count(1)
         self._state = threading.RLock()
@@ -154,6 +181,7 @@ class LoomSimulator(SimServer):
         transcripts: Sequence[tuple[str, Content]] = (),
         processed: Sequence[tuple[str, Content]] = (),
         extracted_fields: Content | None = None,
+        extra_outputs: Mapping[str, Sequence[tuple[str, Content]]] | None = None,
         completed_at: str | _Default | None = DEFAULT,
         msg: str | None = None,
         success: bool | None = None,
@@ -165,6 +193,7 @@ class LoomSimulator(SimServer):
         ``state`` is "completed", "in_progress" or "error"; any other state needs ``msg``.
         Outputs are listed only for a "completed" job, as Loom does. ``completed_at``
         defaults to the submission time, as in every example of the docs.
+        ``extra_outputs`` adds ``output_files`` keys Loom does not document.
         """
         if msg is None and state not in MESSAGES:
             raise ValueError(f"state {state!r} needs a msg")
@@ -185,6 +214,9 @@ class LoomSimulator(SimServer):
             add("processed_input_media", filename, content, file_subtype="merged_filename")
         if extracted_fields is not None:
             add("extracted_fields", "extracted_fields.json", extracted_fields)
+        for section, items in (extra_outputs or {}).items():
+            for filename, content in items:
+                add(section, filename, content)
         job = SimJob(
             ref=ref,
             name=name or f"job-{seq}",
@@ -195,6 +227,7 @@ class LoomSimulator(SimServer):
             msg=msg,
             success=success,
             seq=seq,
+            extra_sections=tuple(extra_outputs or ()),
         )
         with self._state:
             self.jobs[ref] = job
@@ -214,6 +247,12 @@ class LoomSimulator(SimServer):
             for file in self.jobs[ref].in_section("input_files"):
                 if file.filename == filename:
                     file.declared_size = size
+
+    def fail_next_delete(self, ref: str, parts: Sequence[str] = ("Audio file",)) -> None:
+        """The job's next delete reports ``parts`` not deleted (of ``DELETE_PARTS``) and the
+        rest deleted, and the job stays: its details still answer."""
+        with self._state:
+            self.failing_deletes[ref] = tuple(parts)
 
     def deletes_of(self, ref: str) -> int:
         return len(self.seen("POST", f"/jobs/{quote(ref, safe='')}/delete$"))
@@ -271,7 +310,7 @@ class LoomSimulator(SimServer):
                     }
                     for f in job.in_section(section)
                 ]
-                for section in ("transcripts", "processed_input_media")
+                for section in (*DOCUMENTED_OUTPUTS, *job.extra_sections)
             }
             output_files["extracted_fields_url"] = (
                 self.files.sign(fields[0].path) if fields else None
@@ -350,6 +389,9 @@ class LoomSimulator(SimServer):
             return denied
         ref = unquote(request.params["ref"])
         with self._state:
+            failing = self.failing_deletes.pop(ref, None)
+            if failing is not None and ref in self.jobs:
+                return Response.json({"msg": delete_message(failing)})
             job = self.jobs.pop(ref, None)
             if job is None:
                 if ref in self.deleted:

@@ -19,9 +19,16 @@ Faithful where the docs are clear, configurable where they are not:
   ``other_keys`` belong to teammates: they can read every job but only its creator may
   delete it (403 [I]). Whether a running job can be deleted is undocumented [?]:
   ``delete_while_running``;
-* errors are ``{"detail": "..."}`` or ``{"error": "..."}`` as ``error_shape`` says [?]; 429
-  (with ``rate_limit_headers``, none by default [?]) and 5xx on demand through ``inject`` or
-  ``rate_limit``.
+* errors are ``{"detail": "..."}``, ``{"error": "..."}`` or ``{"message": "..."}`` as
+  ``error_shape`` says [?]; 429 (with ``rate_limit_headers``, none by default [?]) and 5xx on
+  demand through ``inject`` or ``rate_limit``;
+* ``pdf_hash`` is ``sha256:<hex>`` of the document, the documented shape. For a ``Blob``
+  document the digest is a stand-in unless ``hash_blobs`` is on (hashing gigabytes takes
+  time); ``add_job(pdf_hash=...)`` serves any other value (a bare digest, another
+  algorithm, a wrong digest) or none;
+* a path Unsiloed does not serve answers FastAPI's ``{"detail": "Not Found"}``, or a bare
+  404 (HTML or an empty body, as a gateway or a wrong base URL would give) as
+  ``unknown_route`` says. A bare 404 on a real route comes from ``inject``.
 
 Source documents are served under ``/files/`` on the same port, like S3, and need no
 credentials; every signature handed out is kept in ``issued_signatures``.
@@ -29,6 +36,7 @@ credentials; every signature handed out is kept in ``issued_signatures``.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import json
@@ -44,7 +52,15 @@ from worker.simulators.files import SignedFiles
 from worker.simulators.http import Request, Response, SimServer, route
 
 StatusCase = Literal["lower", "upper", "status-page", "as-given"]
-ErrorShape = Literal["detail", "error"]
+ErrorShape = Literal["detail", "error", "message"]
+UnknownRoute = Literal["api", "html", "empty"]
+
+
+class _Default(enum.Enum):
+    TOKEN = 0
+
+
+DEFAULT = _Default.TOKEN
 # In a result given as bytes, this stands for the freshly signed file_url (inside quotes).
 FILE_URL = b"{{file_url}}"
 RESULT_READY = frozenset({"completed", "review"})
@@ -64,6 +80,8 @@ class SimJob:
     result: dict[str, Any] | bytes | None
     document: Content | None
     error: str | None
+    # What the record's pdf_hash says; None leaves it out.
+    pdf_hash: str | None = None
 
 
 def iso(moment: datetime) -> str:
@@ -88,6 +106,8 @@ class UnsiloedSimulator(SimServer):
         delete_while_running: bool = True,
         rate_limit_headers: dict[str, str] | None = None,
         link_ttl: float = 3600.0,
+        hash_blobs: bool = False,
+        unknown_route: UnknownRoute = "api",
         port: int = 0,
     ) -> None:
         super().__init__(port=port)
@@ -100,6 +120,8 @@ class UnsiloedSimulator(SimServer):
         self.result_not_ready_status = result_not_ready_status
         self.delete_while_running = delete_while_running
         self.rate_limit_headers = dict(rate_limit_headers or {})
+        self.hash_blobs = hash_blobs
+        self.unknown_route: UnknownRoute = unknown_route
         self.jobs: dict[str, SimJob] = {}
         self.deleted: list[str] = []
         # (job id, body) of every /result answer, so tests can compare what was stored.
@@ -129,9 +151,11 @@ class UnsiloedSimulator(SimServer):
         error: str | None = None,
         owner: str | None = None,
         job_id: str | None = None,
+        pdf_hash: str | _Default | None = DEFAULT,
     ) -> str:
         """Add a job. ``result`` as a dict is wrapped in Unsiloed's result envelope; as bytes
-        it is served verbatim, with ``{{file_url}}`` replaced by a fresh signed link."""
+        it is served verbatim, with ``{{file_url}}`` replaced by a fresh signed link.
+        ``pdf_hash`` defaults to ``sha256:<hex>`` of ``document`` (none without one)."""
         job_id = job_id or str(uuid.uuid4())
         now = datetime.now(UTC)
         stamp = {
@@ -140,6 +164,8 @@ class UnsiloedSimulator(SimServer):
         }
         if error is None and status.lower() == "failed":
             error = "Processing failed: the document could not be parsed"
+        if isinstance(pdf_hash, _Default):
+            pdf_hash = None if document is None else "sha256:" + self._digest(document)
         job = SimJob(
             id=job_id,
             status=status,
@@ -152,6 +178,7 @@ class UnsiloedSimulator(SimServer):
             result=result,
             document=document,
             error=error,
+            pdf_hash=pdf_hash,
         )
         with self._state:
             self.jobs[job_id] = job
@@ -179,7 +206,20 @@ class UnsiloedSimulator(SimServer):
         )
 
     def not_found(self, request: Request) -> Response:
+        if self.unknown_route == "html":
+            page = b"<html><body><h1>404 Not Found</h1></body></html>"
+            return Response(404, page, {"Content-Type": "text/html"})
+        if self.unknown_route == "empty":
+            return Response(404, b"")
         return self._error(404, "Not Found")
+
+    def _digest(self, content: Content) -> str:
+        if isinstance(content, Blob) and not self.hash_blobs:
+            # A stand-in: hashing a multi-gigabyte blob costs seconds per job.
+            return hashlib.sha256(f"blob:{content.size}:{content.seed}".encode()).hexdigest()
+        if isinstance(content, Blob):
+            return content.sha256()
+        return hashlib.sha256(content).hexdigest()
 
     def _served_status(self, status: str) -> str:
         if self.status_case == "lower":
@@ -204,8 +244,8 @@ class UnsiloedSimulator(SimServer):
         }
         if job.pdf_name is not None:
             record["pdf_name"] = job.pdf_name
-        if job.document is not None:
-            record["pdf_hash"] = "sha256:" + _digest(job.document)
+        if job.pdf_hash is not None:
+            record["pdf_hash"] = job.pdf_hash
         if job.error is not None and job.status.lower() == "failed":
             record["error"] = job.error
         return record
@@ -312,10 +352,3 @@ class UnsiloedSimulator(SimServer):
     @route("GET", "/files/(?P<key>.+)")
     def download(self, request: Request) -> Response:
         return self.files.serve(request, request.params["key"])
-
-
-def _digest(content: Content) -> str:
-    if isinstance(content, Blob):
-        # Hashing a multi-gigabyte blob to fill in a display field is not worth the time.
-        return hashlib.sha256(f"blob:{content.size}:{content.seed}".encode()).hexdigest()
-    return hashlib.sha256(content).hexdigest()
