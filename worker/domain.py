@@ -236,8 +236,6 @@ class Deleted:
 
     status_code: int
     body: Any = field(repr=False)
-    # Set when the provider said "deleted" but also reported a problem (Daily's ``error``).
-    warning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

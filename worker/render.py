@@ -68,7 +68,9 @@ def job_line(result: JobResult, *, dry_run: bool) -> list[str]:
             "not deleted (read_only)"
         ]
     if outcome in (Outcome.FAILED, Outcome.DEFERRED, Outcome.KEPT, Outcome.STOPPED):
-        return [f"{outcome.value} {where}: {result.error}"]
+        # Errors name the provider and the job themselves.
+        error = result.error or ""
+        return [f"{outcome.value} {error if error.startswith(where) else f'{where}: {error}'}"]
     if outcome == Outcome.GONE:
         return [f"gone {where} (no longer at the provider)"]
     if dry_run and outcome == Outcome.NOT_DUE and result.due_at:

@@ -244,7 +244,9 @@ def build(sims: Sims, bucket: str) -> Fleet:
         updated_at=LONG_AGO,
     )
     due("unsiloed", done, {"source/invoice.pdf": document}, tracked=True)
-    due(
+    # A failed job: its delete would destroy the source document, which the worker cannot
+    # fetch, so it is kept at Unsiloed (delete_failed_jobs is off).
+    alone(
         "unsiloed",
         f.unsiloed.add_job("failed", error="unreadable", updated_at=LONG_AGO),
         tracked=True,

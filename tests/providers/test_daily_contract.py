@@ -8,8 +8,8 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import SecretStr
 
+from tests.providers.contract import ECHOED_KEY_SHOWN, Call, Contract, Description, WrongKey
 from worker.domain import (
     AlreadyGone,
     BucketOrigin,
@@ -24,8 +24,6 @@ from worker.errors import (
     DeleteIncomplete,
     Kept,
     ProviderRejected,
-    ProviderUnavailable,
-    RateLimited,
 )
 from worker.fetch import Fetcher, make_download_client
 from worker.providers.base import RateLimiter
@@ -52,6 +50,40 @@ def snapshot(provider: DailyProvider, job_id: str) -> JobSnapshot:
     snap = provider.get_job(job_id)
     assert isinstance(snap, JobSnapshot)
     return snap
+
+
+# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+
+CONTRACT_KEY = "daily-contract-key-8c41d2e7"
+
+
+class TestDailyContract(Contract):
+    description = Description[DailySimulator](
+        name="daily",
+        simulator=lambda: DailySimulator(CONTRACT_KEY),
+        settings=lambda sim: {"type": "daily", "base_url": sim.base_url, "api_key": CONTRACT_KEY},
+        secrets=(CONTRACT_KEY,),
+        wrong_keys=(
+            WrongKey(
+                "wrong key",
+                {"api_key": "wrong-key-123456"},
+                says=("401: authentication-error", "credentials"),
+            ),
+        ),
+        add_finished_job=lambda sim: sim.add_job(
+            "finished", transcription=[("txt", b"hello")], summary=("txt", b"sum")
+        ),
+        add_job_saying=lambda sim, word: sim.add_job(word, transcription=[("txt", b"x")]),
+        read=Call("GET", "^/v1/batch-processor/[^/]+$"),
+        delete=Call("DELETE", "^/v1/batch-processor/[^/]+$"),
+        error_body=lambda code: {"error": code, "info": "simulated"},
+        bare_404=BadResponse,
+        bare_404_says=r"^daily job {job}: .*not Daily's.*base_url",
+        # Kong's answer for a route it does not know: JSON, but not Daily's shape.
+        bare_404_bodies=({"message": "no Route matched with those values"},),
+        downloads="^/files/",
+        gaps={"test_a_refusal_that_echoes_the_key_back_never_shows_it": ECHOED_KEY_SHOWN},
+    )
 
 
 def test_the_listing_walks_every_page_newest_first(daily_sim: DailySimulator) -> None:
@@ -315,7 +347,6 @@ def test_delete_answers_with_the_job_then_gone(daily_sim: DailySimulator) -> Non
     first = provider.delete(job_id)
     assert isinstance(first, Deleted)
     assert first.body["id"] == job_id
-    assert first.warning is None
     assert isinstance(provider.delete(job_id), AlreadyGone)
 
 
@@ -343,6 +374,28 @@ def test_a_daily_delete_that_reports_an_error_is_incomplete_not_deleted(
     assert isinstance(again, Deleted if keeps_job else AlreadyGone)
 
 
+@pytest.mark.parametrize("keeps_job", [False, True])
+def test_a_failed_jobs_own_error_in_the_delete_answer_is_told_apart_by_a_read(
+    daily_sim: DailySimulator, keeps_job: bool
+) -> None:
+    # given: a job that failed processing; Daily's delete answers with its record, whose
+    # `error` is the processing error (the field a failed cleanup also uses)
+    reason = "Error: Failed to transcribe. May be invalid audio"
+    job_id = daily_sim.add_job("error", error=reason)
+    if keeps_job:
+        daily_sim.fail_next_delete(job_id, reason, keeps_job=True)
+    provider = adapter(daily_sim)
+
+    # when / then: gone afterwards is a delete; still described is not
+    if keeps_job:
+        with pytest.raises(DeleteIncomplete):
+            provider.delete(job_id)
+    else:
+        answer = provider.delete(job_id)
+        assert isinstance(answer, Deleted)
+        assert answer.body["error"] == reason
+
+
 def test_a_daily_delete_error_that_is_not_text_is_still_incomplete(
     daily_sim: DailySimulator,
 ) -> None:
@@ -351,38 +404,6 @@ def test_a_daily_delete_error_that_is_not_text_is_still_incomplete(
     daily_sim.inject(method="DELETE", path=f"/{job_id}$", status=200, body=body)
     with pytest.raises(DeleteIncomplete, match="did not put in words"):
         adapter(daily_sim).delete(job_id)
-
-
-BARE_404_BODIES = [
-    "<html><body>404 Not Found</body></html>",
-    b"",
-    {"message": "no Route matched with those values"},
-]
-
-
-@pytest.mark.parametrize("body", BARE_404_BODIES)
-def test_a_bare_404_on_reading_a_daily_job_is_not_gone(
-    daily_sim: DailySimulator, body: object
-) -> None:
-    job_id = daily_sim.add_job(transcription=[("txt", b"x")])
-    daily_sim.inject(method="GET", path=f"/{job_id}$", status=404, body=body)
-    with pytest.raises(BadResponse, match="not Daily's") as caught:
-        adapter(daily_sim).get_job(job_id)
-    assert not caught.value.permanent
-    assert caught.value.job_id == job_id
-    assert "base_url" in str(caught.value)
-
-
-@pytest.mark.parametrize("body", BARE_404_BODIES)
-def test_a_bare_404_on_deleting_a_daily_job_is_not_already_gone(
-    daily_sim: DailySimulator, body: object
-) -> None:
-    job_id = daily_sim.add_job(transcription=[("txt", b"x")])
-    daily_sim.inject(method="DELETE", path=f"/{job_id}$", status=404, body=body)
-    with pytest.raises(BadResponse, match="not Daily's") as caught:
-        adapter(daily_sim).delete(job_id)
-    assert not caught.value.permanent
-    assert job_id in daily_sim.jobs
 
 
 def test_a_daily_404_on_delete_is_confirmed_by_reading_the_job(daily_sim: DailySimulator) -> None:
@@ -420,66 +441,8 @@ def test_a_wrong_base_url_never_marks_a_daily_job_gone(
     assert job_id in daily_sim.jobs
 
 
-def test_a_wrong_key_is_rejected_with_advice_and_without_the_key(daily_sim: DailySimulator) -> None:
-    settings = DailySettings(
-        type="daily", base_url=daily_sim.base_url, api_key=SecretStr("wrong-key-123456")
-    )
-    with pytest.raises(ProviderRejected, match="401: authentication-error") as caught:
-        DailyProvider.build("daily", settings).check_credentials()
-    assert "wrong-key-123456" not in str(caught.value)
-    assert "credentials" in str(caught.value)
-
-
-def test_a_429_is_retried_after_the_wait_it_asks_for(daily_sim: DailySimulator) -> None:
+def test_an_answer_about_another_job_is_a_bad_response(daily_sim: DailySimulator) -> None:
     job_id = daily_sim.add_job()
-    daily_sim.inject(
-        path=f"/{job_id}$",
-        status=429,
-        headers={"Retry-After": "1"},
-        body={"error": "rate-limit-error"},
-    )
-    started = time.monotonic()
-    assert isinstance(adapter(daily_sim).get_job(job_id), JobSnapshot)
-    assert time.monotonic() - started >= 0.9
-
-
-def test_a_long_429_wait_defers_instead_of_holding_a_worker(daily_sim: DailySimulator) -> None:
-    daily_sim.inject(
-        path="/v1/batch-processor",
-        status=429,
-        headers={"Retry-After": "3600"},
-        body={"error": "rate-limit-error"},
-    )
-    with pytest.raises(RateLimited) as caught:
-        adapter(daily_sim).check_credentials()
-    assert caught.value.retry_after == 3600
-
-
-def test_transient_5xx_answers_are_retried(daily_sim: DailySimulator) -> None:
-    job_id = daily_sim.add_job()
-    daily_sim.inject(path=f"/{job_id}$", status=503, times=2, body={"error": "server-error"})
-    assert isinstance(adapter(daily_sim).get_job(job_id), JobSnapshot)
-
-
-def test_a_provider_that_keeps_failing_is_unavailable_not_fatal(daily_sim: DailySimulator) -> None:
-    job_id = daily_sim.add_job()
-    daily_sim.inject(path=f"/{job_id}$", status=500, times=10, body={"error": "server-error"})
-    with pytest.raises(ProviderUnavailable) as caught:
-        adapter(daily_sim).get_job(job_id)
-    assert not caught.value.permanent
-
-
-def test_a_dropped_connection_is_retried(daily_sim: DailySimulator) -> None:
-    job_id = daily_sim.add_job()
-    daily_sim.inject("reset", path=f"/{job_id}$")
-    assert isinstance(adapter(daily_sim).get_job(job_id), JobSnapshot)
-
-
-def test_malformed_answers_are_bad_responses(daily_sim: DailySimulator) -> None:
-    job_id = daily_sim.add_job()
-    daily_sim.inject(path=f"/{job_id}$", status=200, body="{not json")
-    with pytest.raises(BadResponse, match="not valid JSON"):
-        adapter(daily_sim).get_job(job_id)
     daily_sim.inject(path=f"/{job_id}$", status=200, body={"id": "someone-else"})
     with pytest.raises(BadResponse, match="answered with job someone-else"):
         adapter(daily_sim).get_job(job_id)

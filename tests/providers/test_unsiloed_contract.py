@@ -587,7 +587,6 @@ def test_delete_answers_with_a_message_then_gone(sim: UnsiloedSimulator) -> None
     assert isinstance(first, Deleted)
     assert first.status_code == 200
     assert first.body == {"message": f"Job {job_id} deleted"}
-    assert first.warning is None
     assert isinstance(second, AlreadyGone)
     assert sim.deleted == [job_id]
     assert sim.deletes_of(job_id) == 2

@@ -422,8 +422,15 @@ class DailyProvider(BaseProvider[DailySettings]):
                 hint=f"Check base_url ({self.settings.base_url}); the delete is sent again on "
                 "a later sweep",
             )
+        data = answer.data
+        if isinstance(data, Mapping) and data.get("status") == "error" and data.get("error"):
+            # The answer is the job record, and a job that failed carries its processing error
+            # in the same field a failed cleanup uses: only a read can tell them apart. Gone
+            # is a delete; a job still described is not.
+            if isinstance(self.get_job(job_id), JobGone):
+                return Deleted(status_code=answer.status, body=data)
         try:
-            return read_delete(job_id, answer.status, answer.data)
+            return read_delete(job_id, answer.status, data)
         except DeleteIncomplete as exc:
             raise exc.for_job(self.name, job_id) from None
 
