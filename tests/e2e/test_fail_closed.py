@@ -451,3 +451,160 @@ def test_a_job_task_expires_after_one_schedule_period(
     dispatch("job-1", "budget-1")
     rt.close()
     assert sent[0]["expires"] == 15 * 60
+
+
+# -- every output the delete would destroy is accounted for --------------------------------
+
+
+def test_an_output_the_worker_does_not_recognise_keeps_the_job_until_it_is_accepted(
+    daily_sim: DailySimulator,
+    bucket: str,
+    s3: S3Client,
+    s3_server: S3Server,
+    sqlite_url: str,
+    tmp_path: Path,
+) -> None:
+    # given: a finished Daily job with a transcript and a section the adapter does not know
+    job_id = daily_sim.add_job(
+        "finished",
+        transcription=[("txt", b"hello\n")],
+        linked={"recording": [("mp4", b"a recording")]},
+    )
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=sqlite_url,
+        providers={"daily": daily_provider(daily_sim)},
+    )
+    config = write_config(tmp_path / "retention.toml", data)
+
+    # when: it is swept
+    run = run_cli("sweep", "--json", config=config)
+
+    # then: nothing is deleted or archived, and the job is kept with the field named
+    assert run.code == 0, run.stderr
+    assert run.last_json()["kept"] == 1
+    assert daily_sim.seen("DELETE") == []
+    assert objects(s3, bucket) == {}
+    status = run_cli("status", config=config)
+    assert f"kept    {job_id}" in status.stdout
+    assert "output.recording[0]" in status.stdout
+    assert "nothing deleted" in status.stdout
+    kept = [e for e in run.log_events() if e["event"] == "job_finished" and e["outcome"] == "kept"]
+    assert kept[0]["kept_reason"] == "unrecognised_output"
+
+    # and once the operator accepts that section on purpose and puts the job back in line,
+    # the next sweep archives the rest and deletes
+    data["providers"]["daily"]["ignore_outputs"] = ["recording"]
+    write_config(config, data)
+    assert run_cli("retry", "daily", job_id, config=config).code == 0
+    again = run_cli("sweep", "--json", config=config)
+    assert again.last_json()["deleted"] == 1, again.stdout
+    archived = objects(s3, bucket)
+    assert not any("recording" in key for key in archived)
+    assert any(key.endswith("out-0.txt") for key in archived)
+
+
+def test_the_metric_counts_each_kept_job_by_reason(
+    unsiloed: UnsiloedSimulator, bucket: str, s3_server: S3Server, sqlite_url: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    def kept(reason: str) -> float:
+        labels = {"provider": "unsiloed", "reason": reason}
+        return REGISTRY.get_sample_value("retention_jobs_kept_total", labels) or 0.0
+
+    # given: a failed Unsiloed job (its source document cannot be fetched), and a completed
+    # one whose source document does not match the hash Unsiloed declares for it
+    rt = unsiloed_runtime(unsiloed, bucket, s3_server, sqlite_url)
+    failed = unsiloed.add_job("failed", error="unreadable", updated_at=LONG_AGO)
+    mismatch = unsiloed.add_job(
+        "completed", document=b"%PDF-1.4", pdf_hash="sha256:" + "0" * 64, updated_at=LONG_AGO
+    )
+    rt.ledger.operator.track("unsiloed", [failed, mismatch], now=rt.clock())
+    before = kept("failed_job"), kept("hash_mismatch")
+
+    # when
+    report = sweep_provider(rt, "unsiloed")
+    rt.close()
+
+    # then: both are kept, counted by reason, and nothing is deleted
+    assert unsiloed.deleted == []
+    assert report.summary().kept == 2
+    assert (kept("failed_job"), kept("hash_mismatch")) == (before[0] + 1, before[1] + 1)
+
+
+def test_deleting_failed_unsiloed_jobs_is_an_explicit_choice(
+    unsiloed: UnsiloedSimulator, bucket: str, s3_server: S3Server, sqlite_url: str
+) -> None:
+    rt = unsiloed_runtime(unsiloed, bucket, s3_server, sqlite_url, delete_failed_jobs=True)
+    failed = unsiloed.add_job("failed", error="unreadable", updated_at=LONG_AGO)
+    rt.ledger.operator.track("unsiloed", [failed], now=rt.clock())
+    assert process_job(rt, "unsiloed", failed).outcome == Outcome.DELETED
+    rt.close()
+    assert unsiloed.deleted == [failed]
+
+
+def test_a_partial_delete_stays_deleting_is_retried_and_never_recorded_deleted(
+    bucket: str, s3_server: S3Server, sqlite_url: str
+) -> None:
+    from tests.helpers import process_again
+    from worker.simulators.loom import LoomSimulator
+
+    # given: a Loom job whose first delete leaves the audio behind
+    sim = LoomSimulator("loom-fail-closed-key", "loom-fail-closed-secret")
+    sim.start()
+    provider = {"type": "loom", "base_url": sim.base_url, "key": sim.key, "secret": sim.secret}
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=sqlite_url,
+        providers={"loom": provider},
+    )
+    rt = build_runtime(settings_of(data))
+    ref = sim.add_job(inputs=[("a.mp3", "audio", b"audio")], transcripts=[("t.txt", b"text")])
+    rt.ledger.operator.track("loom", [ref], now=rt.clock())
+    sim.fail_next_delete(ref, ("Audio file",))
+    try:
+        # when: the job is processed, then tried again later
+        first = process_job(rt, "loom", ref)
+        between = state(rt, "loom", ref)
+        status = rt.ledger.query.status({"loom": 0}, now=rt.clock())
+        second = process_again(rt, "loom", ref)
+    finally:
+        rt.close()
+        sim.stop()
+
+    # then: the first is no delete, the job stays past the gate and is reported; the retry
+    # deletes it
+    assert first.outcome == Outcome.DEFERRED
+    assert "Audio file" in (first.error or "")
+    assert between == JobState.DELETING
+    (loom,) = status
+    assert [job.job_id for job in loom.overdue] == [ref]
+    assert "did not delete: Audio file" in (loom.overdue[0].last_error or "")
+    assert second.outcome == Outcome.DELETED
+
+
+def test_a_bare_404_is_not_taken_for_gone(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, sqlite_url: str
+) -> None:
+    # given: a gateway answers the job's read with an HTML 404
+    job_id = daily_sim.add_job("finished", transcription=[("txt", b"x\n")])
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=sqlite_url,
+        providers={"daily": daily_provider(daily_sim)},
+    )
+    rt = build_runtime(settings_of(data))
+    rt.ledger.operator.track("daily", [job_id], now=rt.clock())
+    daily_sim.inject(method="GET", path=f"{job_id}$", status=404, body="<html>404</html>", times=9)
+
+    # when
+    result = process_job(rt, "daily", job_id)
+
+    # then: the job is not recorded gone; it is read again later
+    assert result.outcome == Outcome.DEFERRED
+    assert state(rt, "daily", job_id) == JobState.PENDING
+    rt.close()
