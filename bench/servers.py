@@ -248,9 +248,12 @@ class SimProcess:
         line = self.process.stdout.readline()
         if not line:
             raise RuntimeError("the simulator process did not start")
-        self.port = int(json.loads(line)["port"])
+        ready = json.loads(line)
+        self.port = int(ready["port"])
         self.origin = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.origin}/v1"
+        # The account's [providers.NAME] table, as the simulator itself gives it.
+        self.table: dict[str, Any] = ready["table"]
         self.pid = self.process.pid
 
     def call(self, method: str, path: str, **params: Any) -> Any:
@@ -313,12 +316,7 @@ def base_settings(
     """A configuration as a dict (``Settings.model_validate`` reads it)."""
     providers: dict[str, Any] = {}
     if sim is not None:
-        daily: dict[str, Any] = {
-            "type": "daily",
-            "base_url": sim.base_url,
-            "api_key": API_KEY,
-            "rate_limit": rate_limit,
-        }
+        daily: dict[str, Any] = {**sim.table, "rate_limit": rate_limit}
         if concurrency is not None:
             daily["concurrency"] = concurrency
         providers["daily"] = daily

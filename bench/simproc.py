@@ -1,6 +1,7 @@
 """The Daily simulator in a process of its own, with routes only the benchmarks use.
 
-``python -m bench.simproc`` prints ``{"port": N}`` and serves until its stdin closes.
+``python -m bench.simproc`` prints ``{"port": N, "table": {...}}`` (the account's provider
+table) and serves until its stdin closes.
 
 Bench-only routes (no credentials; loopback only):
     POST /bench/jobs?count=N&status=finished&outputs=1   add N jobs (two small outputs each)
@@ -138,7 +139,7 @@ class BenchDaily(DailySimulator):
 def main() -> None:
     sim = BenchDaily()
     sim.start()
-    print(json.dumps({"port": sim.port}), flush=True)
+    print(json.dumps({"port": sim.port, "table": sim.provider_table()}), flush=True)
     done = threading.Event()
 
     def watch() -> None:

@@ -69,7 +69,7 @@ def config_data(
 
 
 def daily_provider(sim: DailySimulator, **extra: Any) -> dict[str, Any]:
-    return {"type": "daily", "base_url": sim.base_url, "api_key": sim.api_key, **extra}
+    return sim.provider_table(**extra)
 
 
 def settings_of(data: Mapping[str, Any]) -> Settings:

@@ -8,12 +8,14 @@ and a second sweep, then shows what was archived where and what was deleted. Not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +39,10 @@ from worker.simulators.seed import (
 from worker.simulators.unsiloed import UnsiloedSimulator
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
     from worker.outcomes import JobResult
+    from worker.settings import Settings
 
 ARCHIVE_BUCKET = "acme-vendor-archive"
 
@@ -81,26 +86,6 @@ def _accounts(write: Callable[[str, str, Content], None]) -> list[Account]:
     return accounts
 
 
-def _provider_table(account: Account) -> dict[str, Any]:
-    sim = account.sim
-    if isinstance(sim, DailySimulator):
-        return {"type": "daily", "base_url": sim.base_url, "api_key": sim.api_key}
-    if isinstance(sim, LoomSimulator):
-        return {"type": "loom", "base_url": sim.base_url, "key": sim.key, "secret": sim.secret}
-    if isinstance(sim, HuaweiMpcSimulator):
-        return {
-            "type": "huawei_mpc",
-            "base_url": sim.base_url,
-            "project_id": MPC_PROJECT,
-            "access_key": "DEMOAKDEMOAKDEMOAK01",
-            "secret_key": "demo-secret-key-for-sdk-hmac-sha256",
-        }
-    if isinstance(sim, UnsiloedSimulator):
-        return {"type": "unsiloed", "base_url": sim.base_url, "api_key": sim.api_key}
-    assert isinstance(sim, DatoCmsSimulator)
-    return {"type": "datocms", "base_url": sim.base_url, "api_token": sim.api_token}
-
-
 def _toml_value(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
@@ -126,7 +111,7 @@ def _write_config(path: Path, endpoint: str, workdir: Path, accounts: list[Accou
     ]
     for account in accounts:
         lines.append(f"[providers.{account.name}]")
-        table = {**_provider_table(account), **account.table}
+        table = account.sim.provider_table(**account.table)
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
         lines.append("")
     path.write_text("\n".join(lines))
@@ -137,24 +122,33 @@ def _section(title: str) -> None:
     click.echo(f"== {title}")
 
 
-def run_demo(*, keep: bool = False) -> None:
+@dataclass
+class World:
+    """What the demo runs against: a local S3 server with three buckets, the simulated
+    accounts, and the configuration that names them."""
+
+    workdir: Path
+    client: S3Client
+    accounts: list[Account]
+    settings: Settings
+
+    def account(self, name: str) -> Account:
+        return next(a for a in self.accounts if a.name == name)
+
+    def deletes(self) -> int:
+        """Delete requests the simulated providers have received so far."""
+        return sum(a.deletes(j) for a in self.accounts for j in a.jobs)
+
+    def label_of(self, result: JobResult) -> str:
+        return self.account(result.provider).jobs.get(result.job_id, ("", ""))[1]
+
+
+@contextlib.contextmanager
+def _world(workdir: Path) -> Iterator[World]:
+    """Start the S3 server and the simulators, write the configuration; stop them after."""
     import boto3
 
-    from worker.bootstrap import build_runtime
-    from worker.logging import configure_logging
-    from worker.outcomes import Outcome
-    from worker.render import summary_line
     from worker.settings import load_settings
-    from worker.sweep import sweep_provider
-
-    workdir = Path(tempfile.mkdtemp(prefix="retention-demo-"))
-    os.environ.update(LOCAL_CREDENTIALS)
-    log_file = (workdir / "worker.log").open("w")
-    configure_logging(level=logging.INFO, json=True, stream=log_file)
-    click.echo(
-        "retention-worker demo: five simulated providers, a local S3 server, the real pipeline."
-    )
-    click.echo(f"working folder: {workdir}")
 
     s3 = start_s3_server()
     accounts: list[Account] = []
@@ -167,131 +161,202 @@ def run_demo(*, keep: bool = False) -> None:
             client.put_object(Bucket=bucket, Key=key, Body=b"".join(chunks_of(content)))
 
         accounts = _accounts(write)
-        by_name = {a.name: a for a in accounts}
         config = workdir / "retention.toml"
         _write_config(config, s3.endpoint_url, workdir, accounts)
-        settings = load_settings(config)
-
-        _section("Jobs at the simulated providers")
+        yield World(workdir, client, accounts, load_settings(config))
+    finally:
         for account in accounts:
-            for job_id, (status, label) in account.jobs.items():
-                click.echo(f"  {account.name:9} {job_id[:36]:36}  {status:12} {label}")
+            account.sim.stop()
+        s3.stop()
 
-        (held_id,) = by_name["daily"].hold
-        rt = build_runtime(settings)
-        _section("retention track / retention hold")
-        for account in accounts:
+
+def run_demo(*, keep: bool = False) -> None:
+    """The demo's story, one section after another."""
+    from worker.logging import configure_logging
+
+    workdir = Path(tempfile.mkdtemp(prefix="retention-demo-"))
+    os.environ.update(LOCAL_CREDENTIALS)
+    log_file = (workdir / "worker.log").open("w")
+    configure_logging(level=logging.INFO, json=True, stream=log_file)
+    click.echo(
+        "retention-worker demo: five simulated providers, a local S3 server, the real pipeline."
+    )
+    click.echo(f"working folder: {workdir}")
+    try:
+        with _world(workdir) as world:
+            show_the_jobs(world)
+            track_and_hold(world)
+            dry_run(world)
+            sweep(world)
+            show_the_archive(world)
+            show_what_was_deleted(world)
+            sweep_again(world)
+            show_the_status(world)
+        click.echo(f"\nStructured logs of every step: {workdir / 'worker.log'}")
+    finally:
+        log_file.close()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            click.echo("(working folder removed; run `retention demo --keep` to keep it)")
+
+
+def show_the_jobs(world: World) -> None:
+    _section("Jobs at the simulated providers")
+    for account in world.accounts:
+        for job_id, (status, label) in account.jobs.items():
+            click.echo(f"  {account.name:9} {job_id[:36]:36}  {status:12} {label}")
+
+
+def track_and_hold(world: World) -> None:
+    """Loom and Unsiloed have no list endpoint; a legal hold may come before the worker has
+    ever seen the job."""
+    from worker.bootstrap import build_runtime
+
+    _section("retention track / retention hold")
+    rt = build_runtime(world.settings)
+    try:
+        for account in world.accounts:
             if account.track:
                 rt.ledger.operator.track(account.name, account.track, now=rt.clock())
                 click.echo(
                     f"  tracking {len(account.track)} {account.name} job(s): "
                     "no list endpoint, so the worker is told which jobs to look after"
                 )
+        (held_id,) = world.account("daily").hold
         rt.ledger.operator.set_hold(
             "daily", held_id, held=True, now=rt.clock(), reason="demo: case 42"
         )
         click.echo(f"  daily {held_id} held before the worker has ever seen it")
+    finally:
         rt.close()
 
-        def label_of(result: JobResult) -> str:
-            return by_name[result.provider].jobs.get(result.job_id, ("", ""))[1]
 
-        def printer(result: JobResult) -> None:
-            text = result.outcome.value.replace("_", " ")
-            if result.outcome == Outcome.DELETED:
-                text = f"archived {result.files} file(s), {result.bytes} bytes, then deleted"
-            elif result.due_at is not None and result.outcome == Outcome.NOT_DUE:
-                text = f"not due until {result.due_at:%Y-%m-%d %H:%M} UTC"
-            elif result.outcome == Outcome.WOULD_DELETE:
-                text = f"would archive {result.files} file(s), then delete"
-            if result.error:
-                text += f" ({result.error.split('. ')[0]})"
-            click.echo(
-                f"  {result.provider:9} {result.job_id[:36]:36}  {text}  [{label_of(result)}]"
-            )
+def dry_run(world: World) -> None:
+    from worker.bootstrap import build_runtime
+    from worker.sweep import sweep_provider
 
-        _section("retention sweep --dry-run (changes nothing)")
-        dry = build_runtime(settings, dry_run=True)
-        for name in settings.providers:
-            sweep_provider(dry, name, on_result=printer)
-        dry.close()
+    _section("retention sweep --dry-run (changes nothing)")
+    rt = build_runtime(world.settings, dry_run=True)
+    try:
+        for name in world.settings.providers:
+            sweep_provider(rt, name, on_result=_printer(world))
+    finally:
+        rt.close()
+    click.echo(f"  deletes the providers received so far: {world.deletes()}")
+
+
+def sweep(world: World) -> None:
+    from worker.bootstrap import build_runtime
+    from worker.render import summary_line
+    from worker.sweep import sweep_provider
+
+    _section("retention sweep")
+    rt = build_runtime(world.settings)
+    try:
+        show = _quiet(_printer(world))
+        reports = [sweep_provider(rt, name, on_result=show) for name in world.settings.providers]
+    finally:
+        rt.close()
+    for report in reports:
+        click.echo("  " + summary_line(report.summary()))
+
+
+def show_the_archive(world: World) -> None:
+    _section(f"What is in s3://{ARCHIVE_BUCKET}/archive/ (one folder per job)")
+    listing = world.client.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix="archive/")
+    folders: dict[str, list[int]] = {}
+    for obj in listing.get("Contents", []):
+        parts = obj["Key"].split("/")
+        job_depth = 3 if parts[1] != "dato" else 4  # DatoCMS ids are UPLOAD/TRACK
+        folders.setdefault("/".join(parts[:job_depth]) + "/", []).append(obj["Size"])
+    for folder, sizes in folders.items():
         click.echo(
-            "  deletes the providers received so far: "
-            f"{sum(a.deletes(j) for a in accounts for j in a.jobs)}"
+            f"  {folder}  {len(sizes) - 2} file(s) + manifest.json + deletion.json, "
+            f"{sum(sizes)} bytes"
         )
+    manifests = [
+        o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("manifest.json")
+    ]
+    documents = {
+        key: json.loads(world.client.get_object(Bucket=ARCHIVE_BUCKET, Key=key)["Body"].read())
+        for key in manifests
+    }
+    if documents:
+        richest = max(documents, key=lambda key: len(documents[key]["files"]))
+        click.echo(f"\n  {richest} lists:")
+        for f in documents[richest]["files"]:
+            click.echo(f"    {f['key']}  {f['size']} bytes  sha256 {f['sha256'][:16]}...")
 
-        _section("retention sweep")
-        rt = build_runtime(settings)
-        reports = [
-            sweep_provider(rt, name, on_result=_quiet(printer)) for name in settings.providers
-        ]
-        for report in reports:
-            click.echo("  " + summary_line(report.summary()))
 
-        _section(f"What is in s3://{ARCHIVE_BUCKET}/archive/ (one folder per job)")
-        listing = client.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix="archive/")
-        folders: dict[str, list[int]] = {}
-        for obj in listing.get("Contents", []):
-            parts = obj["Key"].split("/")
-            provider = parts[1]
-            job_depth = 3 if provider != "dato" else 4  # DatoCMS ids are UPLOAD/TRACK
-            folder = "/".join(parts[:job_depth]) + "/"
-            folders.setdefault(folder, []).append(obj["Size"])
-        for folder, sizes in folders.items():
-            click.echo(
-                f"  {folder}  {len(sizes) - 2} file(s) + manifest.json + deletion.json, "
-                f"{sum(sizes)} bytes"
-            )
-        manifests = [
-            o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("manifest.json")
-        ]
-        documents = {
-            key: json.loads(client.get_object(Bucket=ARCHIVE_BUCKET, Key=key)["Body"].read())
-            for key in manifests
-        }
-        if documents:
-            richest = max(documents, key=lambda key: len(documents[key]["files"]))
-            click.echo(f"\n  {richest} lists:")
-            for f in documents[richest]["files"]:
-                click.echo(f"    {f['key']}  {f['size']} bytes  sha256 {f['sha256'][:16]}...")
+def show_what_was_deleted(world: World) -> None:
+    _section("What was deleted")
+    for account in world.accounts:
+        gone = [j for j in account.jobs if account.deletes(j)]
+        kept = [label for j, (_s, label) in account.jobs.items() if not account.deletes(j)]
+        click.echo(
+            f"  {account.name}: {len(gone)} deleted; still there: " + (", ".join(kept) or "nothing")
+        )
+    left = world.client.list_objects_v2(Bucket=CUSTOM_BUCKET).get("KeyCount", 0)
+    click.echo(f"  objects left in your own bucket {CUSTOM_BUCKET}: {left}")
 
-        _section("What was deleted")
-        for account in accounts:
-            gone = [j for j in account.jobs if account.deletes(j)]
-            kept = [label for j, (_s, label) in account.jobs.items() if not account.deletes(j)]
-            click.echo(
-                f"  {account.name}: {len(gone)} deleted; still there: "
-                + (", ".join(kept) or "nothing")
-            )
-        left = client.list_objects_v2(Bucket=CUSTOM_BUCKET).get("KeyCount", 0)
-        click.echo(f"  objects left in your own bucket {CUSTOM_BUCKET}: {left}")
 
-        _section("retention sweep, again (nothing is archived or deleted twice)")
-        before = sum(a.deletes(j) for a in accounts for j in a.jobs)
-        for name in settings.providers:
+def sweep_again(world: World) -> None:
+    from worker.bootstrap import build_runtime
+    from worker.render import summary_line
+    from worker.sweep import sweep_provider
+
+    _section("retention sweep, again (nothing is archived or deleted twice)")
+    before = world.deletes()
+    rt = build_runtime(world.settings)
+    try:
+        for name in world.settings.providers:
             click.echo("  " + summary_line(sweep_provider(rt, name).summary()))
-        after = sum(a.deletes(j) for a in accounts for j in a.jobs)
-        click.echo(f"  delete requests the providers received: {before} before, {after} after")
+    finally:
+        rt.close()
+    click.echo(
+        f"  delete requests the providers received: {before} before, {world.deletes()} after"
+    )
 
-        _section("retention status")
-        for summary in rt.ledger.query.status(
-            {n: settings.policy(n).retain_days for n in settings.providers}, now=rt.clock()
-        ):
+
+def show_the_status(world: World) -> None:
+    from worker.bootstrap import build_runtime
+
+    _section("retention status")
+    settings = world.settings
+    rt = build_runtime(settings)
+    try:
+        days = {n: settings.policy(n).retain_days for n in settings.providers}
+        for summary in rt.ledger.query.status(days, now=rt.clock()):
             states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))
             click.echo(
                 f"  {summary.provider}: {states}; held {summary.held}; "
                 f"overdue {summary.overdue_count}"
             )
-        rt.close()
-        click.echo(f"\nStructured logs of every step: {workdir / 'worker.log'}")
     finally:
-        for account in accounts:
-            account.sim.stop()
-        s3.stop()
-        log_file.close()
-        if not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-            click.echo("(working folder removed; run `retention demo --keep` to keep it)")
+        rt.close()
+
+
+def _printer(world: World) -> Callable[[JobResult], None]:
+    """One line per job: what became of it, and what the job is."""
+    from worker.outcomes import Outcome
+
+    def show(result: JobResult) -> None:
+        text = result.outcome.value.replace("_", " ")
+        if result.outcome == Outcome.DELETED:
+            text = f"archived {result.files} file(s), {result.bytes} bytes, then deleted"
+        elif result.due_at is not None and result.outcome == Outcome.NOT_DUE:
+            text = f"not due until {result.due_at:%Y-%m-%d %H:%M} UTC"
+        elif result.outcome == Outcome.WOULD_DELETE:
+            text = f"would archive {result.files} file(s), then delete"
+        if result.error:
+            # The error names the job itself; the line already does.
+            reason = result.error.removeprefix(f"{result.provider} job {result.job_id}: ")
+            text += f" ({reason.split('. ')[0]})"
+        click.echo(
+            f"  {result.provider:9} {result.job_id[:36]:36}  {text}  [{world.label_of(result)}]"
+        )
+
+    return show
 
 
 def _quiet(printer: Callable[[JobResult], None]) -> Callable[[JobResult], None]:

@@ -92,41 +92,17 @@ class Fleet:
         return getattr(self.sims, provider)
 
     def config(self, ledger_url: str, endpoint_url: str, **extra: Any) -> dict[str, Any]:
-        mpc = {"type": "huawei_mpc", "project_id": PROJECT}
         return config_data(
             bucket=self.bucket,
             endpoint_url=endpoint_url,
             ledger_url=ledger_url,
             providers={
                 "daily": daily_provider(self.daily, page_size=2),
-                "loom": {
-                    "type": "loom",
-                    "base_url": self.loom.base_url,
-                    "key": self.loom.key,
-                    "secret": self.loom.secret,
-                },
-                "mpc_ak": {
-                    **mpc,
-                    "base_url": self.mpc_ak.base_url,
-                    "access_key": "QTWAOYTTINDUT2QVKYUC",
-                    "secret_key": "MFyfvK41ba2giqM7Uio6PznpdUKGpownRZlmVmHc",
-                },
-                "mpc_token": {
-                    **mpc,
-                    "base_url": self.mpc_token.base_url,
-                    "token": "MIIT-fleet-iam-token-7f3a",
-                },
-                "unsiloed": {
-                    "type": "unsiloed",
-                    "base_url": self.unsiloed.base_url,
-                    "api_key": self.unsiloed.api_key,
-                },
-                "dato": {
-                    "type": "datocms",
-                    "base_url": self.dato.base_url,
-                    "api_token": self.dato.api_token,
-                    "upload_ids": [self.dato_upload],
-                },
+                "loom": self.loom.provider_table(),
+                "mpc_ak": self.mpc_ak.provider_table(),
+                "mpc_token": self.mpc_token.provider_table(),
+                "unsiloed": self.unsiloed.provider_table(),
+                "dato": self.dato.provider_table(upload_ids=[self.dato_upload]),
             },
             **extra,
         )

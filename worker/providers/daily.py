@@ -423,12 +423,12 @@ class DailyProvider(BaseProvider[DailySettings]):
                 "a later sweep",
             )
         data = answer.data
-        if isinstance(data, Mapping) and data.get("status") == "error" and data.get("error"):
-            # The answer is the job record, and a job that failed carries its processing error
-            # in the same field a failed cleanup uses: only a read can tell them apart. Gone
-            # is a delete; a job still described is not.
-            if isinstance(self.get_job(job_id), JobGone):
-                return Deleted(status_code=answer.status, body=data)
+        # The answer is the job record, and a job that failed carries its processing error in
+        # the same field a failed cleanup uses: only a read can tell them apart. Gone is a
+        # delete; a job still described is not.
+        failed_job = isinstance(data, Mapping) and data.get("status") == "error"
+        if failed_job and data.get("error") and isinstance(self.get_job(job_id), JobGone):
+            return Deleted(status_code=answer.status, body=data)
         try:
             return read_delete(job_id, answer.status, data)
         except DeleteIncomplete as exc:

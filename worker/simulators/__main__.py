@@ -132,29 +132,16 @@ def start_accounts(
         for sim in started:
             sim.stop()
         raise
-    # Each table is what a [providers.NAME] table of the configuration needs.
+    # Each simulator gives its own [providers.NAME] table; the extra keys are the account's.
     accounts = [
-        Account("daily", daily, {"type": "daily", "api_key": DAILY_API_KEY}),
-        Account("loom", loom, {"type": "loom", "key": LOOM_KEY, "secret": LOOM_SECRET}),
-        Account(
-            "mpc",
-            mpc,
-            {
-                "type": "huawei_mpc",
-                "project_id": MPC_PROJECT,
-                "access_key": MPC_ACCESS_KEY,
-                "secret_key": MPC_SECRET_KEY,
-            },
-        ),
-        Account("unsiloed", unsiloed, {"type": "unsiloed", "api_key": UNSILOED_API_KEY}),
-        Account(
-            "datocms",
-            dato,
-            {"type": "datocms", "api_token": DATOCMS_API_TOKEN, "upload_ids": [DATOCMS_UPLOAD]},
-        ),
+        Account("daily", daily),
+        Account("loom", loom),
+        Account("mpc", mpc),
+        Account("unsiloed", unsiloed),
+        Account("datocms", dato, {"upload_ids": [DATOCMS_UPLOAD]}),
     ]
     for account in accounts:
-        account.table["base_url"] = account.sim.base_url
+        account.table = account.sim.provider_table(**account.table)
         account.sim.start()
     return accounts
 

@@ -118,6 +118,11 @@ class DailySimulator(SimServer):
     def base_url(self) -> str:
         return f"{self.origin}/v1"
 
+    def provider_table(self, **extra: Any) -> dict[str, Any]:
+        """This account's ``[providers.NAME]`` table: type, base URL and credentials, plus
+        ``extra`` keys (the registry every configuration of a simulated account reads)."""
+        return {"type": "daily", "base_url": self.base_url, "api_key": self.api_key, **extra}
+
     # -- arranging state -------------------------------------------------------------------
 
     def add_job(

@@ -170,6 +170,12 @@ class DatoCmsSimulator(SimServer):
     def base_url(self) -> str:
         return self.origin
 
+    def provider_table(self, **extra: Any) -> dict[str, Any]:
+        """This account's ``[providers.NAME]`` table: type, base URL and credentials, plus
+        ``extra`` keys (the registry every configuration of a simulated account reads)."""
+        table = {"type": "datocms", "base_url": self.base_url, "api_token": self.api_token}
+        return {**table, **extra}
+
     # -- arranging state -------------------------------------------------------------------
 
     def add_upload(self, upload_id: str | None = None, *, filename: str = "talk.mp4") -> str:

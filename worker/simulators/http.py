@@ -153,6 +153,10 @@ class SimServer:
     def port(self) -> int:
         return int(self._httpd.server_address[1])
 
+    def provider_table(self, **extra: Any) -> dict[str, Any]:
+        """This account's ``[providers.NAME]`` table (each provider's simulator says)."""
+        raise NotImplementedError(f"{type(self).__name__} names no provider table")
+
     @property
     def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"

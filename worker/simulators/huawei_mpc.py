@@ -231,6 +231,20 @@ class HuaweiMpcSimulator(SimServer):
     def base_url(self) -> str:
         return self.origin
 
+    def provider_table(self, **extra: Any) -> dict[str, Any]:
+        """This account's ``[providers.NAME]`` table: type, base URL and credentials, plus
+        ``extra`` keys (the registry every configuration of a simulated account reads)."""
+        table: dict[str, Any] = {
+            "type": "huawei_mpc",
+            "base_url": self.base_url,
+            "project_id": self.project_id,
+        }
+        if self.access_key and self.secret_key:
+            table |= {"access_key": self.access_key, "secret_key": self.secret_key}
+        else:
+            table["token"] = self.token
+        return {**table, **extra}
+
     # -- arranging state -------------------------------------------------------------------
 
     def add_task(

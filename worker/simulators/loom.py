@@ -171,6 +171,12 @@ class LoomSimulator(SimServer):
     def base_url(self) -> str:
         return f"{self.origin}/api"
 
+    def provider_table(self, **extra: Any) -> dict[str, Any]:
+        """This account's ``[providers.NAME]`` table: type, base URL and credentials, plus
+        ``extra`` keys (the registry every configuration of a simulated account reads)."""
+        table = {"type": "loom", "base_url": self.base_url, "key": self.key}
+        return {**table, "secret": self.secret, **extra}
+
     # -- arranging state -------------------------------------------------------------------
 
     def add_job(

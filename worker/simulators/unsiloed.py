@@ -135,6 +135,11 @@ class UnsiloedSimulator(SimServer):
     def base_url(self) -> str:
         return self.origin
 
+    def provider_table(self, **extra: Any) -> dict[str, Any]:
+        """This account's ``[providers.NAME]`` table: type, base URL and credentials, plus
+        ``extra`` keys (the registry every configuration of a simulated account reads)."""
+        return {"type": "unsiloed", "base_url": self.base_url, "api_key": self.api_key, **extra}
+
     # -- arranging state -------------------------------------------------------------------
 
     def add_job(
