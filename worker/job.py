@@ -5,7 +5,7 @@
     ─▶ delete gate ─▶ provider DELETE ─▶ custom-bucket cleanup ─▶ receipt ─▶ DELETED
 
 ``process_job`` carries out ``domain.next_step`` until the job can go no further now;
-``plan_job`` (the dry run) asks the same function and reports its answer instead.
+``dry_run.plan_job`` asks the same function and reports its answer instead.
 
 The one rule lives in ``delete_job``, the only function that calls a provider's delete. It
 re-reads the manifest from the archive, checks that it lists every file the ledger verified
@@ -43,7 +43,6 @@ from worker.domain import (
     JobState,
     LinkOrigin,
     ProviderOrigin,
-    Step,
     StepKind,
     due_at,
     next_step,
@@ -67,13 +66,12 @@ from worker.leases import Claim
 from worker.ledger import FileRecord
 from worker.logging import get_logger, scrubbed
 from worker.manifest import ManifestFile, build_manifest, build_receipt, parse_manifest
-from worker.outcomes import JobResult, Outcome, PlannedFile
+from worker.outcomes import JobResult, Outcome
 from worker.providers.base import Provider, send_guard
 from worker.settings import ProviderPolicy
 
 if TYPE_CHECKING:
     from worker.bootstrap import Runtime
-    from worker.sweep import LocalBudget
 
 log = get_logger("worker.job")
 
@@ -657,73 +655,3 @@ def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
         row, receipt_key=receipt_key, owner=claim.owner, now=now
     )
     log.info("receipt_written", provider=provider.name, job_id=row.job_id, key=receipt_key)
-
-
-# -- the dry run ---------------------------------------------------------------------------
-
-
-def plan_job(
-    rt: Runtime, provider_name: str, job_id: str, *, budget: LocalBudget | None = None
-) -> JobResult:
-    """What ``process_job`` would do now, read from the provider and the ledger; no writes.
-
-    The same ``next_step`` decides; where the real run would act, this reports.
-    """
-    policy = rt.settings.policy(provider_name)
-    provider = rt.provider(provider_name)
-    result = JobResult(provider_name, job_id, Outcome.DONE)
-    row = rt.ledger.query.get(provider_name, job_id)
-    snapshot: JobSnapshot | JobGone | None = None
-    try:
-        for _ in range(MAX_STEPS):
-            step = next_step(row, snapshot, policy, rt.clock())
-            result.due_at = step.due_at or result.due_at
-            if step.kind == StepKind.READ:
-                snapshot = provider.get_job(job_id)
-                continue
-            _report(rt, provider, step, snapshot, row.manifest_key if row else None, result)
-            if result.outcome == Outcome.WOULD_DELETE and budget is not None and not budget.take():
-                result.outcome = Outcome.STOPPED
-            return result
-    except Kept as exc:
-        result.outcome = Outcome.KEPT
-        result.kept_reason = exc.reason
-        result.error = str(exc.for_job(provider_name, job_id))
-    except WorkerError as exc:
-        exc.for_job(provider_name, job_id)
-        result.outcome = Outcome.FAILED if exc.permanent else Outcome.DEFERRED
-        result.error = str(exc)
-    return result
-
-
-def _report(
-    rt: Runtime,
-    provider: Provider,
-    step: Step,
-    snapshot: JobSnapshot | JobGone | None,
-    manifest_key: str | None,
-    result: JobResult,
-) -> None:
-    """Fill ``result`` with what carrying out ``step`` would do."""
-    if step.kind == StepKind.SKIP:
-        assert step.outcome is not None
-        result.outcome = step.outcome
-        result.error = step.reason if step.outcome != Outcome.HELD else None
-    elif step.kind == StepKind.GONE:
-        result.outcome = Outcome.GONE
-    elif step.kind == StepKind.DEFER:
-        result.outcome = Outcome.DEFERRED
-        result.error = step.reason
-    elif step.kind == StepKind.ARCHIVE:
-        assert isinstance(snapshot, JobSnapshot)
-        artifacts = provider.artifacts(snapshot)
-        folder = job_folder(rt.settings.archive.prefix, provider.name, result.job_id)
-        keys = archive_keys(folder, [a.name for a in artifacts])
-        result.plan = [
-            PlannedFile(key, a.source, a.size) for a, key in zip(artifacts, keys, strict=True)
-        ]
-        result.files = len(keys)
-        result.outcome = Outcome.WOULD_DELETE if step.then_delete else Outcome.WOULD_ARCHIVE
-    else:  # DELETE or FINISH: archived already, the delete (or its end) is next
-        result.outcome = Outcome.WOULD_DELETE
-        result.manifest_key = manifest_key

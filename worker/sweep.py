@@ -10,7 +10,7 @@
   at the delete gate by every worker that serves the sweep, so every job that ends in a
   delete counts, tracked or listed, here or on another host. Once it is spent, the sweep
   stops dispatching and says so; a job past it stays archived for the next sweep.
-* **Dry run.** The same candidates, planned by ``job.plan_job``; nothing is written.
+* **Dry run.** The same candidates, planned by ``dry_run.plan_job``; nothing is written.
 
 Where things go: a new kind of candidate is a condition in ``Queries.candidates_query``; a
 new sweep-wide limit is checked in ``_dispatch_all``.
@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING
 
 from worker import metrics
 from worker.domain import JobState, ListedJob, Phase
+from worker.dry_run import plan_job
 from worker.errors import WorkerError
-from worker.job import plan_job, process_job
+from worker.job import process_job
 from worker.leases import Heartbeat
 from worker.ledger import Candidate
 from worker.logging import get_logger
@@ -255,7 +256,7 @@ def _real_sweep(
     listing_started = rt.clock()
 
     def fold(page: list[ListedJob]) -> None:
-        report.new += rt.ledger.jobs.record_listing(provider.name, page, rt.clock())
+        report.new += rt.ledger.discovery.record_listing(provider.name, page, rt.clock())
         # Listed as running: its status is fresh and it is not dispatched, but it was looked at.
         report.count(Outcome.NOT_TERMINAL, sum(i.phase == Phase.RUNNING for i in page))
 
@@ -274,54 +275,18 @@ def _real_sweep(
     if not policy.read_only:
         budget = uuid.uuid4().hex
         rt.ledger.coord.open_budget(budget, provider.name, policy.max_deletes_per_sweep, now=start)
-    stopped = threading.Event()
-    done = _reporter(report, on_result)
-
-    def seen(result: JobResult) -> None:
-        if result.outcome == Outcome.STOPPED:
-            stopped.set()
-        done(result)
-
-    runner = None
-    if dispatch is None:
-        local = runner = _Runner(
-            policy.concurrency,
-            lambda job_id: process_job(rt, provider.name, job_id, budget=budget),
-            seen,
-        )
-
-        def dispatch(job_id: str, _budget: str | None) -> None:
-            local.submit(job_id)
-
-    try:
-        candidates = _candidates(
-            rt,
-            provider.name,
-            start=start,
-            cutoff=cutoff,
-            refreshed_since=listing_started,
-            resume=not policy.read_only,
-        )
-        for n, candidate in enumerate(candidates):
-            if lease_lost.is_set():
-                report.stopped_reason = (
-                    "the sweep lost its lease (another sweep took over, or the lease store "
-                    "was unreachable); it stopped dispatching"
-                )
-                log.warning("sweep_lease_lost", provider=provider.name)
-                break
-            spent = budget is not None and (
-                stopped.is_set()
-                or (n and n % BUDGET_CHECK_EVERY == 0 and rt.ledger.coord.budget_left(budget) == 0)
-            )
-            if spent:
-                break
-            report.dispatched += 1
-            dispatch(candidate.job_id, budget)
-    finally:
-        if runner is not None:
-            runner.close()
-    if budget is not None and (stopped.is_set() or report.counts[Outcome.STOPPED]):
+    candidates = _candidates(
+        rt,
+        provider.name,
+        start=start,
+        cutoff=cutoff,
+        refreshed_since=listing_started,
+        resume=not policy.read_only,
+    )
+    braked = _dispatch_all(
+        rt, provider.name, policy, report, candidates, dispatch, on_result, budget, lease_lost
+    )
+    if braked:
         report.stopped_reason = report.stopped_reason or _brake_message(
             policy.max_deletes_per_sweep
         )
@@ -331,6 +296,61 @@ def _real_sweep(
     held, not_due = rt.ledger.query.waiting(provider.name, due_cutoff=cutoff)
     report.count(Outcome.HELD, held)
     report.count(Outcome.NOT_DUE, not_due)
+
+
+def _dispatch_all(
+    rt: Runtime,
+    provider: str,
+    policy: ProviderPolicy,
+    report: SweepReport,
+    candidates: Iterator[Candidate],
+    dispatch: Dispatch | None,
+    on_result: OnResult | None,
+    budget: str | None,
+    lease_lost: threading.Event,
+) -> bool:
+    """Hand each candidate out (to this process's pool unless ``dispatch`` fans out), until
+    they run out, the lease is lost, or the delete budget is spent; True if it was."""
+    braked = threading.Event()
+    done = _reporter(report, on_result)
+
+    def seen(result: JobResult) -> None:
+        if result.outcome == Outcome.STOPPED:
+            braked.set()
+        done(result)
+
+    runner = None
+    if dispatch is None:
+        local = runner = _Runner(
+            policy.concurrency,
+            lambda job_id: process_job(rt, provider, job_id, budget=budget),
+            seen,
+        )
+
+        def dispatch(job_id: str, _budget: str | None) -> None:
+            local.submit(job_id)
+
+    try:
+        for n, candidate in enumerate(candidates):
+            if lease_lost.is_set():
+                report.stopped_reason = (
+                    "the sweep lost its lease (another sweep took over, or the lease store "
+                    "was unreachable); it stopped dispatching"
+                )
+                log.warning("sweep_lease_lost", provider=provider)
+                break
+            # Under Celery no result comes back here: ask the ledger now and then.
+            ask = budget is not None and n > 0 and n % BUDGET_CHECK_EVERY == 0
+            if ask and budget is not None and rt.ledger.coord.budget_left(budget) == 0:
+                braked.set()
+            if braked.is_set():
+                break
+            report.dispatched += 1
+            dispatch(candidate.job_id, budget)
+    finally:
+        if runner is not None:
+            runner.close()
+    return braked.is_set() or bool(report.counts[Outcome.STOPPED])
 
 
 def _dry_sweep(

@@ -119,7 +119,7 @@ def test_the_delete_gate_opens_only_for_an_archived_unheld_claimed_job(
 def test_a_hold_on_an_unseen_job_survives_its_discovery(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
     assert ledger.operator.set_hold("daily", "future", held=True, now=NOW, reason="case 42")
-    ledger.jobs.record_listing("daily", [ListedJob("future", "finished", Phase.SUCCEEDED)], NOW)
+    ledger.discovery.record_listing("daily", [ListedJob("future", "finished", Phase.SUCCEEDED)], NOW)
     row = ledger.query.get("daily", "future")
     assert row is not None
     assert row.held
@@ -130,7 +130,7 @@ def test_a_hold_on_an_unseen_job_survives_its_discovery(ledger_url: str) -> None
 def test_candidates_are_due_resumable_or_stale_and_never_held(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
     earlier = NOW - timedelta(days=10)
-    ledger.jobs.record_listing(
+    ledger.discovery.record_listing(
         "daily",
         [
             ListedJob("old", "finished", Phase.SUCCEEDED),
@@ -138,7 +138,7 @@ def test_candidates_are_due_resumable_or_stale_and_never_held(ledger_url: str) -
         ],
         earlier,
     )
-    ledger.jobs.record_listing("daily", [ListedJob("fresh", "finished", Phase.SUCCEEDED)], NOW)
+    ledger.discovery.record_listing("daily", [ListedJob("fresh", "finished", Phase.SUCCEEDED)], NOW)
     ledger.operator.track("daily", ["tracked"], now=NOW)
     cutoff = NOW - timedelta(days=7)
     found = ledger.query.candidates("daily", now=NOW, due_cutoff=cutoff, refreshed_since=NOW)
@@ -166,7 +166,7 @@ def test_a_dry_run_never_creates_or_changes_the_ledger(tmp_path: Path) -> None:
 
 def test_status_reports_overdue_and_failed_jobs(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
-    ledger.jobs.record_listing(
+    ledger.discovery.record_listing(
         "daily", [ListedJob("late", "finished", Phase.SUCCEEDED)], NOW - timedelta(days=9)
     )
     row = ledger.jobs.claim("daily", "bad", owner="w", ttl=TTL, now=NOW)
@@ -206,7 +206,7 @@ def test_a_listed_finish_time_starts_the_clock_but_never_later_than_our_sighting
 ) -> None:
     ledger = Ledger.open(ledger_url)
     last_month = NOW - timedelta(days=30)
-    ledger.jobs.record_listing(
+    ledger.discovery.record_listing(
         "mpc",
         [
             ListedJob("old", "SUCCEEDED", Phase.SUCCEEDED, finished_at=last_month),

@@ -6,7 +6,8 @@ SQLite by default, PostgreSQL for several hosts, both through SQLAlchemy Core. O
 * ``jobs`` (writes.py): claims, the fenced transitions of the lifecycle, the delete gate;
 * ``query`` (queries.py): a job, its files, a sweep's candidates, status and report;
 * ``operator`` (operator.py): track, hold, release, retry;
-* ``coord`` (coordination.py): sweep leases (when no Redis answers) and delete budgets.
+* ``coord`` (coordination.py): sweep leases (when no Redis answers) and delete budgets;
+* ``discovery`` (discovery.py): a provider's listing folded in, in bulk.
 
 The tables, engines and migrations are in schema.py.
 
@@ -25,6 +26,7 @@ from sqlalchemy.engine import Engine
 from worker.errors import ConfigError
 from worker.ledger.coordination import Coordination, LeaseState
 from worker.ledger.database import Database
+from worker.ledger.discovery import Discovery
 from worker.ledger.operator import OperatorCommands
 from worker.ledger.queries import Candidate, FailedJob, KeptJob, OverdueJob, ProviderStatus, Queries
 from worker.ledger.schema import (
@@ -47,6 +49,7 @@ class Ledger:
         self.query = Queries(self.db)
         self.operator = OperatorCommands(self.db)
         self.coord = Coordination(self.db)
+        self.discovery = Discovery(self.db)
 
     @property
     def read_only(self) -> bool:
@@ -125,6 +128,7 @@ __all__ = [
     "SCHEMA_REVISION",
     "Candidate",
     "Coordination",
+    "Discovery",
     "FailedJob",
     "FileRecord",
     "JobWrites",
