@@ -51,7 +51,6 @@ from worker.domain import (
 )
 from worker.errors import (
     BadResponse,
-    ProviderError,
     ProviderRejected,
     ProviderUnavailable,
     RateLimited,
@@ -229,7 +228,7 @@ def _depth_ok(value: Any, limit: int) -> bool:
     return True
 
 
-def parse_json(body: bytes, *, what: str) -> Any:
+def parse_json(body: bytes | bytearray, *, what: str) -> Any:
     try:
         value = json.loads(body)
     except (ValueError, RecursionError):
@@ -258,7 +257,6 @@ class ApiResponse:
     status: int
     headers: httpx.Headers
     data: Any = field(repr=False)
-    raw: bytes = field(repr=False)
 
 
 # delay-seconds is 1*DIGIT (RFC 9110 10.2.3); a fraction is tolerated because some APIs send
@@ -514,14 +512,14 @@ class HttpApi:
         status = response.status_code
         data: Any = None
         content_type = response.headers.get("content-type", "")
-        if raw and ("json" in content_type or raw[:1] in (b"{", b"[")):
+        if raw and ("json" in content_type or raw.startswith((b"{", b"["))):
             try:
                 data = parse_json(raw, what=f"the answer to {label}")
             except BadResponse:
                 if status in ok:
                     raise
         if status in ok or status in accept:
-            return ApiResponse(status=status, headers=response.headers, data=data, raw=raw)
+            return ApiResponse(status=status, headers=response.headers, data=data)
         detail = self.error_detail(status, data) if self.error_detail else None
         suffix = f": {detail}" if detail else ""
         if status == 429:
@@ -594,20 +592,15 @@ class HttpApi:
             # reset is at most MAX_DEFERRAL; _wait_for_window decides to sleep or defer.
             self._not_before = max(self._not_before, time.monotonic() + (reset or 1.0))
 
-    def _read_capped(self, response: httpx.Response, label: str, max_body: int) -> bytes:
+    def _read_capped(self, response: httpx.Response, label: str, max_body: int) -> bytearray:
+        """The body, refused past ``max_body``; grown in one buffer, so a large answer is held
+        once while it is read (chunks and their join would hold it twice)."""
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body:
             raise BadResponse(f"the answer to {label} is larger than {max_body} bytes")
-        pieces: list[bytes] = []
-        total = 0
+        body = bytearray()
         for chunk in response.iter_bytes():
-            total += len(chunk)
-            if total > max_body:
+            if len(body) + len(chunk) > max_body:
                 raise BadResponse(f"the answer to {label} is larger than {max_body} bytes")
-            pieces.append(chunk)
-        return b"".join(pieces)
-
-
-def raise_for_job(exc: ProviderError, provider: str, job_id: str) -> ProviderError:
-    exc.for_job(provider, job_id)
-    return exc
+            body += chunk
+        return body

@@ -17,10 +17,10 @@
   ``file_url`` is present, the source document it points to, as ``source/<file_name>``.
 * The result is read once in ``artifacts`` to learn ``file_url`` and the names, under
   ``max_result_mib`` (64 MiB by default): reading stops at the cap and a larger answer is
-  refused (permanently, naming the setting to raise). ``HttpApi`` holds the raw bytes and
-  the parsed JSON together for a moment (a 62 MiB text-heavy result peaked at about 200 MiB;
-  a 52 MiB one dense with numbers at about 400 MiB); the adapter drops the raw bytes as soon
-  as it has the parsed answer, and both before returning.
+  refused (permanently, naming the setting to raise). ``HttpApi`` reads the body into one
+  buffer, parses it and lets the bytes go; the adapter keeps the parsed answer only for the
+  walk over it. The parsed JSON is what costs memory (Python objects: a 52 MiB result dense
+  with numbers takes a few hundred MiB), so the cap bounds that.
 * The source document's ``Artifact.sha256`` comes from the record's ``pdf_hash`` when it is
   ``sha256:<64 hex>`` (the documented shape) or a bare 64-hex digest, lowercased; the
   pipeline checks the archived bytes against it. That ``pdf_hash`` is the digest of the very
@@ -359,8 +359,7 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
         if answer.status != 200:
             return answer.status, None, []
         data = answer.data
-        # The raw bytes are no longer needed; only the parsed answer is, and only for the walk.
-        del answer
+        del answer  # only the parsed answer is needed, and only for the walk
         source = source_of(job_id, data, record)
         unknown = unrecognised_of(record, data, ignored)
         return 200, source, unknown
