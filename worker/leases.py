@@ -22,6 +22,7 @@ when its lease ends.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -235,6 +236,7 @@ class Claim:
         self.row: JobRow | None = None
         self._valid_until = 0.0
         self._heartbeat: Heartbeat | None = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> Claim:
         started = time.monotonic()
@@ -243,13 +245,12 @@ class Claim:
         )
         if self.row is not None:
             self._mark_valid(started)
-            self._heartbeat = Heartbeat(self._renew, interval=self.ttl.total_seconds() / 3)
-            self._heartbeat.__enter__()
+            beat = Heartbeat(self._renew, interval=self.ttl.total_seconds() / 3)
+            self._heartbeat = self._stack.enter_context(beat)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.__exit__(*exc)
+        self._stack.close()
         if self.row is not None:
             try:
                 self.ledger.jobs.release(self.row.pk, owner=self.owner)
