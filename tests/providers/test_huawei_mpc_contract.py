@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import config_data, objects, process_again, settings_of, write_to_bucket
+from tests.providers.contract import ECHOED_KEY_SHOWN, Call, Contract, Description, WrongKey
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -31,7 +32,6 @@ from worker.errors import (
     Kept,
     ProviderError,
     ProviderRejected,
-    ProviderUnavailable,
     RateLimited,
     WorkerError,
 )
@@ -142,6 +142,42 @@ def snapshot(provider: HuaweiMpcProvider, job_id: str) -> JobSnapshot:
     snap = provider.get_job(job_id)
     assert isinstance(snap, JobSnapshot)
     return snap
+
+
+# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+
+
+class TestHuaweiMpcContract(Contract):
+    description = Description[HuaweiMpcSimulator](
+        name="mpc",
+        simulator=lambda: HuaweiMpcSimulator(
+            PROJECT, token=TOKEN, access_key=ACCESS_KEY, secret_key=SECRET_KEY
+        ),
+        settings=provider_config,
+        secrets=(TOKEN,),
+        wrong_keys=(
+            WrongKey(
+                "wrong token",
+                {"token": "MIIT-wrong-token-0000aaaa"},
+                says=(r"401: APIGW\.0301", "credentials", "24 hours"),
+            ),
+            WrongKey(
+                "wrong secret key",
+                {"token": None, "access_key": ACCESS_KEY, "secret_key": "sk-wrong-secret-1234"},
+                says=(r"401: APIGW\.0303", "verify signature fail", "credentials"),
+                never_says=(SECRET_KEY, "canonicalRequest", "Signature="),
+            ),
+        ),
+        add_finished_job=lambda sim: sim.add_task("SUCCEEDED"),
+        add_job_saying=lambda sim, word: sim.add_task(word),
+        read=Call("GET", "/transcodings$"),
+        delete=Call("DELETE", "/transcodings/task$"),
+        error_body=lambda code: {"error_code": code, "error_msg": "Simulated."},
+        # MPC says "no such task" with an empty task_array: a 404 is refused, never gone.
+        bare_404=ProviderRejected,
+        bare_404_says=r"task {job}.*404",
+        gaps={"test_a_refusal_that_echoes_the_key_back_never_shows_it": ECHOED_KEY_SHOWN},
+    )
 
 
 # -- signing -------------------------------------------------------------------------------
@@ -469,16 +505,6 @@ def test_a_task_that_names_a_file_outside_its_obs_fields_keeps_the_task(
     assert accepted.artifacts(snapshot(accepted, task)) == []
 
 
-def test_a_bare_404_on_reading_a_task_is_never_taken_for_gone(
-    mpc_sim: HuaweiMpcSimulator,
-) -> None:
-    # MPC says "no such task" with an empty task_array; a 404 is refused, never gone.
-    task = mpc_sim.add_task("SUCCEEDED")
-    mpc_sim.inject(method="GET", path="/transcodings$", status=404, body="<html>404</html>")
-    with pytest.raises(ProviderRejected, match="404"):
-        adapter(mpc_sim).get_job(task)
-
-
 def test_the_outputs_in_the_users_obs_bucket_outlive_the_delete(
     obs_sim: HuaweiMpcSimulator, s3: S3Client, custom_bucket: str
 ) -> None:
@@ -575,37 +601,6 @@ def test_a_404_from_the_gateway_is_not_taken_for_a_deleted_task(
 # -- credentials ---------------------------------------------------------------------------
 
 
-def test_a_wrong_token_is_rejected_with_advice_and_without_echoing_it(
-    mpc_sim: HuaweiMpcSimulator,
-) -> None:
-    wrong = "MIIT-wrong-token-0000aaaa"
-    settings = HuaweiMpcSettings.model_validate({**provider_config(mpc_sim), "token": wrong})
-
-    with pytest.raises(ProviderRejected, match=r"401: APIGW\.0301") as caught:
-        HuaweiMpcProvider.build("mpc", settings).check_credentials()
-
-    message = str(caught.value)
-    assert wrong not in message
-    assert "credentials" in message
-    assert "24 hours" in message
-
-
-def test_a_wrong_secret_key_is_rejected_without_echoing_it(mpc_sim: HuaweiMpcSimulator) -> None:
-    wrong = "sk-wrong-secret-1234567890"
-    settings = HuaweiMpcSettings.model_validate(
-        {**provider_config(mpc_sim, "aksk"), "secret_key": wrong}
-    )
-
-    with pytest.raises(ProviderRejected, match=r"401: APIGW\.0303") as caught:
-        HuaweiMpcProvider.build("mpc", settings).check_credentials()
-
-    message = str(caught.value)
-    assert "verify signature fail" in message
-    assert "credentials" in message
-    for secret in (wrong, SECRET_KEY, ACCESS_KEY, "canonicalRequest", "Signature="):
-        assert secret not in message
-
-
 @pytest.mark.parametrize(("minutes", "accepted"), [(14, True), (16, False)])
 def test_a_signature_more_than_15_minutes_off_is_expired(
     mpc_sim: HuaweiMpcSimulator, minutes: int, accepted: bool
@@ -644,46 +639,12 @@ def test_a_429_is_retried_and_the_retry_is_signed_afresh(mpc_sim: HuaweiMpcSimul
     assert len(set(mpc_sim.seen_signatures)) == 1  # only the retry reached the verifier
 
 
-def test_a_429_that_lasts_is_rate_limited_not_fatal(mpc_sim: HuaweiMpcSimulator) -> None:
-    provider = adapter(mpc_sim)
-    provider.api.attempts = 1
-    mpc_sim.inject(path="/transcodings$", status=429, body=THROTTLED_BODY)
-
-    with pytest.raises(RateLimited, match=r"APIGW\.0308") as caught:
-        provider.check_credentials()
-
-    assert not caught.value.permanent
-
-
-def test_a_transient_5xx_answer_is_retried(mpc_sim: HuaweiMpcSimulator) -> None:
-    task = mpc_sim.add_task("SUCCEEDED")
-    mpc_sim.inject(path="/transcodings$", status=503, body={"error_code": "MPC.10500"})
-
-    assert isinstance(adapter(mpc_sim, "aksk").get_job(task), JobSnapshot)
-
-    assert [s.status for s in mpc_sim.requests] == [503, 200]
-
-
-def test_a_provider_that_keeps_failing_is_unavailable_not_fatal(
-    mpc_sim: HuaweiMpcSimulator,
-) -> None:
-    provider = adapter(mpc_sim)
-    provider.api.attempts = 1
-    mpc_sim.inject(path="/transcodings$", status=500, times=5)
-
-    with pytest.raises(ProviderUnavailable) as caught:
-        provider.check_credentials()
-
-    assert not caught.value.permanent
-
-
 # -- malformed answers ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("{not json", "not valid JSON"),
         ({"tasks": []}, "no list field 'task_array'"),
         ({"task_array": [{"status": "SUCCEEDED"}]}, "no task_id made of digits"),
         ({"task_array": [{"task_id": "12a", "status": "FAILED"}]}, "no task_id made of digits"),
