@@ -67,8 +67,8 @@ class WorkerError(Exception):
             text = f"{text}. {self.hint}"
         return text
 
-    def for_job(self, provider: str, job_id: str) -> WorkerError:
-        """Attach the provider and job when the raiser did not know them."""
+    def for_job(self, provider: str, job_id: str | None = None) -> WorkerError:
+        """Attach the provider (and the job) when the raiser did not know them."""
         if self.provider is None:
             self.provider = provider
         if self.job_id is None:

@@ -41,6 +41,8 @@ PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CRON_FIELD = re.compile(r"^[0-9a-zA-Z*/,-]+$")
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+# Storage classes whose objects cannot be read until a RestoreObject has finished.
+COLD_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _RATE = re.compile(r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|s|m|h|d)s?\s*$")
 
 
@@ -97,14 +99,37 @@ class ArchiveSettings(_Strict):
     sse_kms_key_id: str | None = None
     # The AWS account that must own the bucket (defends against a deleted-and-recreated one).
     expected_bucket_owner: str | None = Field(default=None, pattern=r"^[0-9]{12}$")
-    # STANDARD, STANDARD_IA, GLACIER_IR, DEEP_ARCHIVE...; the bucket's default when unset.
+    # Archived files: STANDARD, STANDARD_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE...; the
+    # bucket's default when unset. The delete gate only HEADs files, so any class works.
     storage_class: str | None = Field(default=None, pattern=r"^[A-Z_]{2,40}$")
+    # manifest.json and deletion.json: the delete gate and `retention restore` read them back,
+    # so they stay in a class that can be read at once (a GET of a GLACIER object fails until
+    # a restore finishes, and that kept every job at the provider).
+    manifest_storage_class: str = Field(default="STANDARD", pattern=r"^[A-Z_]{2,40}$")
+    # How a stored object is proven to hold the bytes streamed: "auto" takes the server's
+    # stored checksum, else an ETag of a recomputable form, else reads the object back;
+    # "checksum" and "etag" accept only that proof; "read_back" always reads it back.
+    verify: Literal["auto", "checksum", "etag", "read_back"] = "auto"
+    # `retention restore` of a file in GLACIER or DEEP_ARCHIVE starts a RestoreObject at this
+    # tier, and the thawed copy stays readable this many days.
+    restore_tier: Literal["Standard", "Bulk", "Expedited"] = "Standard"
+    restore_days: int = Field(default=7, ge=1, le=365)
 
     @model_validator(mode="after")
     def _lock_pair(self) -> ArchiveSettings:
         if (self.object_lock_mode is None) != (self.object_lock_days is None):
             raise ValueError("object_lock_mode and object_lock_days go together")
         return self
+
+    @field_validator("manifest_storage_class")
+    @classmethod
+    def _readable_class(cls, v: str) -> str:
+        if v in COLD_STORAGE_CLASSES:
+            raise ValueError(
+                "must be a class that can be read at once (STANDARD, STANDARD_IA, GLACIER_IR...): "
+                "the delete gate reads every manifest back before a delete"
+            )
+        return v
 
     @field_validator("bucket")
     @classmethod
@@ -223,6 +248,11 @@ class ProviderCommon(_Strict):
 
     def default_rate_limit(self) -> str:
         return "10/second"
+
+    def secret_values(self) -> tuple[str, ...]:
+        """This account's credentials, to keep out of messages."""
+        values = (getattr(self, name) for name in type(self).model_fields)
+        return tuple(v.get_secret_value() for v in values if isinstance(v, SecretStr))
 
 
 class DailySettings(ProviderCommon):

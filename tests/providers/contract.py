@@ -98,12 +98,6 @@ PROVIDER_SETTINGS: TypeAdapter[ProviderSettings] = TypeAdapter(ProviderSettings)
 VENDOR_WORDS = "SIM-FAULT-7"
 # A wait a 429 asks for that is far past MAX_INLINE_WAIT: an hour.
 LONG_WAIT = 3600
-# The reason for a provider's gap in test_a_refusal_that_echoes_the_key_back_never_shows_it.
-ECHOED_KEY_SHOWN = (
-    "the adapter's error_detail copies the vendor's error text as it is, credentials and "
-    "all; Loom and Unsiloed blank them (their error_detail knows the keys), and only the "
-    "log and CLI redactor stands between this one and a leak"
-)
 
 
 @dataclass(frozen=True)
@@ -310,13 +304,6 @@ class Contract:
                     assert secret not in message, (wrong.label, secret)
         assert all(s.authorization for s in simulator.requests)
 
-    @pytest.mark.xfail(
-        raises=AssertionError,
-        strict=True,
-        reason="HttpApi knows its provider (HttpApi.provider) but raises without it, and no "
-        "check_credentials attaches it: the message starts at 'checking the ...'; only "
-        "`retention check` shows the name, beside the message",
-    )
     def test_a_wrong_key_is_refused_in_a_message_that_names_the_provider(
         self, connect: Connect
     ) -> None:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import config_data, process_again, settings_of
-from tests.providers.contract import ECHOED_KEY_SHOWN, Call, Contract, Description, WrongKey
+from tests.providers.contract import Call, Contract, Description, WrongKey
 from worker import job as job_path
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
@@ -120,7 +120,6 @@ class TestDatoCmsContract(Contract):
         error_body=error_document,
         bare_404=ProviderRejected,
         bare_404_says=r"answered 404.*NOT_FOUND.*base_url",
-        gaps={"test_a_refusal_that_echoes_the_key_back_never_shows_it": ECHOED_KEY_SHOWN},
     )
 
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import config_data, objects, process_again, settings_of, write_to_bucket
-from tests.providers.contract import ECHOED_KEY_SHOWN, Call, Contract, Description, WrongKey
+from tests.providers.contract import Call, Contract, Description, WrongKey
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -176,7 +176,6 @@ class TestHuaweiMpcContract(Contract):
         # MPC says "no such task" with an empty task_array: a 404 is refused, never gone.
         bare_404=ProviderRejected,
         bare_404_says=r"task {job}.*404",
-        gaps={"test_a_refusal_that_echoes_the_key_back_never_shows_it": ECHOED_KEY_SHOWN},
     )
 
 

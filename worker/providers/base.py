@@ -30,7 +30,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -57,6 +57,7 @@ from worker.errors import (
     WorkerError,
 )
 from worker.logging import get_logger
+from worker.redact import Redactor
 
 if TYPE_CHECKING:
     from worker.settings import ProviderCommon
@@ -156,6 +157,7 @@ class BaseProvider(Generic[SettingsT]):
             base_url=settings.base_url,
             timeout=settings.timeout,
             limiter=limiter,
+            secrets=settings.secret_values(),
             **cls.api_options(settings),
         )
         return cls(name, settings, api)
@@ -396,8 +398,12 @@ class HttpApi:
         transport: httpx.BaseTransport | None = None,
         attempts: int = 4,
         max_body: int = MAX_BODY_BYTES,
+        secrets: Iterable[str] = (),
     ) -> None:
         self.provider = provider
+        # A provider that repeats a credential back in its error (or a signed link) must not
+        # put it into our messages: every detail taken from an answer passes through this.
+        self.redactor = Redactor(secrets)
         self.limiter = limiter
         self.error_detail = error_detail
         self.attempts = attempts
@@ -461,6 +467,10 @@ class HttpApi:
             )
         except _GuardRefused as refused:
             original = refused.original
+        except WorkerError as exc:
+            # Every error names its provider, even where no job is involved (a credentials
+            # check); the pipeline adds the job.
+            raise exc.for_job(self.provider) from exc.__cause__
         else:
             return result
         # Raised outside the handler so the guard's error keeps its own context, unchanged.
@@ -521,6 +531,7 @@ class HttpApi:
         if status in ok or status in accept:
             return ApiResponse(status=status, headers=response.headers, data=data)
         detail = self.error_detail(status, data) if self.error_detail else None
+        detail = self.redactor.scrub(detail) if detail else None
         suffix = f": {detail}" if detail else ""
         if status == 429:
             raise RateLimited(

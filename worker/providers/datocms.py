@@ -42,7 +42,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -253,7 +253,7 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
         )
         if answer.status in ok or (gone_ok and answer.status == 404 and is_not_found(answer.data)):
             return answer
-        raise refusal(answer.status, answer.data, what)
+        raise self._refusal(answer.status, answer.data, what)
 
     def _tracks(self, upload_id: str) -> ApiResponse:
         return self._call(
@@ -341,7 +341,7 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
         if answer.status == 404:  # DatoCMS's way of saying "still running"
             return DeletePending(handle=handle, status_code=404, body=answer.data)
         if answer.status != 200:
-            raise refusal(answer.status, answer.data, what)
+            raise self._refusal(answer.status, answer.data, what)
         status, payload = job_result_of(answer.data)
         if 200 <= status < 300:
             deleted = payload.get("data") if isinstance(payload, dict) else None
@@ -352,8 +352,14 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
         if status == 404 and is_not_found(payload):
             return AlreadyGone(status_code=404, body=payload)
         # The job is finished and will never change: its handle is spent either way.
-        failure = refusal(status, payload, f"the delete of track {job_id} (job {handle})")
+        failure = self._refusal(status, payload, f"the delete of track {job_id} (job {handle})")
         raise DeleteFailed(failure.message, hint=failure.hint, permanent=failure.permanent)
+
+    def _refusal(self, status: int, data: Any, what: str) -> ProviderError:
+        """``refusal``, naming this account, with any credential DatoCMS repeated blanked."""
+        error = refusal(status, data, what, scrub=self.api.redactor.scrub)
+        error.for_job(self.name)
+        return error
 
     def check_credentials(self) -> None:
         self._call("GET", "/uploads", params={"page[limit]": 1}, what="checking the API token")
@@ -365,10 +371,13 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
             raise exc.for_job(self.name, job_id) from None
 
 
-def refusal(status: int, data: Any, what: str) -> ProviderError:
-    """The error for a DatoCMS error answer: transient when DatoCMS says so, else a refusal."""
+def refusal(
+    status: int, data: Any, what: str, *, scrub: Callable[[str], str] = str
+) -> ProviderError:
+    """The error for a DatoCMS error answer: transient when DatoCMS says so, else a refusal.
+    ``scrub`` blanks what must not be shown (the caller's credentials)."""
     errors = api_errors(data)
-    detail = codes_of(errors)
+    detail = scrub(codes_of(errors))
     if any(e.transient for e in errors) or status >= 500:
         why = "DatoCMS marked the error transient" if status < 500 else "DatoCMS is failing"
         return ProviderUnavailable(
