@@ -22,6 +22,7 @@ whose answer was lost is sent once more (the provider then answers "gone").
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -69,6 +70,7 @@ from worker.manifest import ManifestFile, build_manifest, build_receipt, parse_m
 from worker.outcomes import JobResult, Outcome
 from worker.providers.base import Provider, send_guard
 from worker.settings import ProviderPolicy
+from worker.source_bucket import SourceObject
 
 if TYPE_CHECKING:
     from worker.bootstrap import Runtime
@@ -346,6 +348,7 @@ def store_artifact(rt: Runtime, provider: Provider, artifact: Artifact, key: str
     """Stream (or copy) one artifact into ``key``; the archive verifies what it stored."""
     origin = artifact.origin
     archive = rt.archive
+    found: SourceObject | None = None
     if isinstance(origin, BucketOrigin):
         source = rt.source_bucket(provider.name)
         if source.same_endpoint:
@@ -356,18 +359,6 @@ def store_artifact(rt: Runtime, provider: Provider, artifact: Artifact, key: str
                 stored = archive.store_stream(
                     key, chunks, size_hint=found.size, content_type=found.content_type
                 )
-        record = FileRecord(
-            key=key,
-            size=stored.size,
-            sha256=stored.sha256,
-            source=artifact.source,
-            etag=stored.etag,
-            version_id=stored.version_id,
-            origin_bucket=origin.bucket,
-            origin_key=origin.key,
-            origin_etag=found.etag or None,
-            origin_version_id=found.version_id,
-        )
     else:
         if isinstance(origin, LinkOrigin):
             opener = rt.fetcher.open(origin.url, expected_size=artifact.size)
@@ -383,13 +374,22 @@ def store_artifact(rt: Runtime, provider: Provider, artifact: Artifact, key: str
                 content_type=download.content_type,
                 content_encoding=download.content_encoding,
             )
-        record = FileRecord(
-            key=key,
-            size=stored.size,
-            sha256=stored.sha256,
-            source=artifact.source,
-            etag=stored.etag,
-            version_id=stored.version_id,
+    record = FileRecord(
+        key=key,
+        size=stored.size,
+        sha256=stored.sha256,
+        source=artifact.source,
+        etag=stored.etag,
+        version_id=stored.version_id,
+    )
+    if found is not None:
+        # The user's own object as it was archived: cleanup removes that one only.
+        record = dataclasses.replace(
+            record,
+            origin_bucket=found.bucket,
+            origin_key=found.key,
+            origin_etag=found.etag or None,
+            origin_version_id=found.version_id,
         )
     _check_declared(artifact, record)
     return record
