@@ -241,15 +241,7 @@ def test_a_sweep_killed_while_polling_a_datocms_delete_resumes_without_a_second_
             bucket=bucket,
             endpoint_url=s3_server.endpoint_url,
             ledger_url=sqlite_url,
-            providers={
-                "dato": {
-                    "type": "datocms",
-                    "base_url": sim.base_url,
-                    "api_token": sim.api_token,
-                    "upload_ids": [upload],
-                    "concurrency": 1,
-                }
-            },
+            providers={"dato": sim.provider_table(upload_ids=[upload], concurrency=1)},
             worker=FAST_LEASES,
         ),
     )

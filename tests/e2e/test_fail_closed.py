@@ -52,7 +52,7 @@ def unsiloed() -> Iterator[UnsiloedSimulator]:
 def unsiloed_runtime(
     sim: UnsiloedSimulator, bucket: str, s3_server: S3Server, ledger_url: str, **policy: Any
 ) -> Runtime:
-    provider = {"type": "unsiloed", "base_url": sim.base_url, "api_key": sim.api_key, **policy}
+    provider = sim.provider_table(**policy)
     data = config_data(
         bucket=bucket,
         endpoint_url=s3_server.endpoint_url,
@@ -139,12 +139,7 @@ def test_under_celery_the_brake_is_shared_by_every_worker_of_the_sweep(
     start_worker: Any,
 ) -> None:
     # given: two Celery workers of two processes each, eight due jobs, a brake of three
-    provider = {
-        "type": "unsiloed",
-        "base_url": unsiloed.base_url,
-        "api_key": unsiloed.api_key,
-        "max_deletes_per_sweep": 3,
-    }
+    provider = unsiloed.provider_table(max_deletes_per_sweep=3)
     data = config_data(
         bucket=bucket,
         endpoint_url=s3_server.endpoint_url,
@@ -269,13 +264,7 @@ def test_a_worker_paused_past_its_claim_sends_no_delete(
         bucket=bucket,
         endpoint_url=s3_server.endpoint_url,
         ledger_url=sqlite_url,
-        providers={
-            "unsiloed": {
-                "type": "unsiloed",
-                "base_url": unsiloed.base_url,
-                "api_key": unsiloed.api_key,
-            }
-        },
+        providers={"unsiloed": unsiloed.provider_table()},
         worker={"job_lease_seconds": 1},
     )
     rt = build_runtime(settings_of(data))
@@ -554,7 +543,7 @@ def test_a_partial_delete_stays_deleting_is_retried_and_never_recorded_deleted(
     # given: a Loom job whose first delete leaves the audio behind
     sim = LoomSimulator("loom-fail-closed-key", "loom-fail-closed-secret")
     sim.start()
-    provider = {"type": "loom", "base_url": sim.base_url, "key": sim.key, "secret": sim.secret}
+    provider = sim.provider_table()
     data = config_data(
         bucket=bucket,
         endpoint_url=s3_server.endpoint_url,

@@ -40,9 +40,7 @@ from worker.simulators.daily import DailySimulator, OutputAs, UnknownRoute
 
 
 def adapter(sim: DailySimulator, **extra: object) -> DailyProvider:
-    settings = DailySettings.model_validate(
-        {"type": "daily", "base_url": sim.base_url, "api_key": sim.api_key, **extra}
-    )
+    settings = DailySettings.model_validate(sim.provider_table(**extra))
     return DailyProvider.build("daily", settings)
 
 
@@ -61,7 +59,7 @@ class TestDailyContract(Contract):
     description = Description[DailySimulator](
         name="daily",
         simulator=lambda: DailySimulator(CONTRACT_KEY),
-        settings=lambda sim: {"type": "daily", "base_url": sim.base_url, "api_key": CONTRACT_KEY},
+        settings=lambda sim: sim.provider_table(),
         secrets=(CONTRACT_KEY,),
         wrong_keys=(
             WrongKey(

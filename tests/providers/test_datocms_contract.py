@@ -79,9 +79,7 @@ def dato_sim() -> Iterator[DatoCmsSimulator]:
 
 
 def adapter(sim: DatoCmsSimulator, **extra: object) -> DatoCmsProvider:
-    settings = DatoCmsSettings.model_validate(
-        {"type": "datocms", "base_url": sim.base_url, "api_token": sim.api_token, **extra}
-    )
+    settings = DatoCmsSettings.model_validate(sim.provider_table(**extra))
     return DatoCmsProvider.build("dato", settings)
 
 
@@ -104,7 +102,7 @@ class TestDatoCmsContract(Contract):
         # A window the cases cannot spend: DatoCMS's pacing has tests of its own below, and
         # the contract counts requests.
         simulator=lambda: DatoCmsSimulator(TOKEN, rate_limit=(1_000_000, 3.0)),
-        settings=lambda sim: {"type": "datocms", "base_url": sim.base_url, "api_token": TOKEN},
+        settings=lambda sim: sim.provider_table(),
         secrets=(TOKEN,),
         wrong_keys=(
             WrongKey(
@@ -596,14 +594,7 @@ def runtime_of(
             bucket=bucket,
             endpoint_url=s3_server.endpoint_url,
             ledger_url=sqlite_url,
-            providers={
-                "dato": {
-                    "type": "datocms",
-                    "base_url": dato_sim.base_url,
-                    "api_token": dato_sim.api_token,
-                    **provider,
-                }
-            },
+            providers={"dato": dato_sim.provider_table(**provider)},
         )
         made.append(build_runtime(settings_of(data)))
         return made[-1]

@@ -146,12 +146,7 @@ class TestLoomContract(Contract):
     description = Description[LoomSimulator](
         name="loom",
         simulator=lambda: LoomSimulator(KEY, SECRET),
-        settings=lambda sim: {
-            "type": "loom",
-            "base_url": sim.base_url,
-            "key": KEY,
-            "secret": SECRET,
-        },
+        settings=lambda sim: sim.provider_table(),
         secrets=(KEY, SECRET),
         wrong_keys=(
             WrongKey(
@@ -916,9 +911,7 @@ def loom_runtime(sim: LoomSimulator, bucket: str, s3_server: S3Server, tmp_path:
         bucket=bucket,
         endpoint_url=s3_server.endpoint_url,
         ledger_url=f"sqlite:///{tmp_path}/ledger.db",
-        providers={
-            "loom": {"type": "loom", "base_url": sim.base_url, "key": KEY, "secret": SECRET}
-        },
+        providers={"loom": sim.provider_table()},
     )
     return build_runtime(settings_of(data))
 

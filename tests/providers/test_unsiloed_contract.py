@@ -113,7 +113,7 @@ class TestUnsiloedContract(Contract):
     description = Description[UnsiloedSimulator](
         name="unsiloed",
         simulator=lambda: UnsiloedSimulator(KEY, other_keys=(TEAMMATE,)),
-        settings=lambda sim: {"type": "unsiloed", "base_url": sim.base_url, "api_key": KEY},
+        settings=lambda sim: sim.provider_table(),
         secrets=(KEY,),
         wrong_keys=(
             WrongKey(
@@ -808,7 +808,7 @@ def rt(
         bucket=bucket,
         endpoint_url=s3_server.endpoint_url,
         ledger_url=sqlite_url,
-        providers={"unsiloed": {"type": "unsiloed", "base_url": sim.base_url, "api_key": KEY}},
+        providers={"unsiloed": sim.provider_table()},
     )
     runtime = build_runtime(settings_of(config))
     yield runtime
@@ -855,14 +855,7 @@ def test_a_failed_job_is_archived_as_its_record_alone_when_failed_jobs_may_be_de
         bucket=bucket,
         endpoint_url=s3_server.endpoint_url,
         ledger_url=sqlite_url,
-        providers={
-            "unsiloed": {
-                "type": "unsiloed",
-                "base_url": sim.base_url,
-                "api_key": KEY,
-                "delete_failed_jobs": True,
-            }
-        },
+        providers={"unsiloed": sim.provider_table(delete_failed_jobs=True)},
     )
     rt = build_runtime(settings_of(config))
     job_id = sim.add_job("failed", error="OCR engine timeout", document=PDF)
