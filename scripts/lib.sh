@@ -41,3 +41,26 @@ setup_venv() {
   fi
   export PATH="$VENV/bin:$PATH"
 }
+
+# A second S3 implementation for the archive tests: s3rver from npm, pinned, in .s3rver/ (or
+# $RETENTION_S3RVER_DIR), installed once per version like the venv. Keep the version in step
+# with S3RVER_VERSION in worker/simulators/s3rver.py (a test checks). Without node and npm the
+# tests against s3rver are skipped, and they say so.
+S3RVER_VERSION="3.7.1"
+setup_s3rver() {
+  local dir="${RETENTION_S3RVER_DIR:-$ROOT/.s3rver}" stamp
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    say "node or npm not found: the archive tests will skip s3rver (install Node.js 18+ to run them)"
+    return 0
+  fi
+  stamp="$dir/.installed-s3rver-$S3RVER_VERSION"
+  if [ ! -f "$stamp" ]; then
+    say "installing s3rver $S3RVER_VERSION into $dir with npm"
+    mkdir -p "$dir"
+    npm install --no-audit --no-fund --save-exact --prefix "$dir" "s3rver@$S3RVER_VERSION" \
+      >"$dir/npm.log" 2>&1 || die "npm could not install s3rver $S3RVER_VERSION (see $dir/npm.log)"
+    rm -f "$dir"/.installed-s3rver-*
+    touch "$stamp"
+  fi
+  export RETENTION_S3RVER_DIR="$dir"
+}

@@ -394,15 +394,26 @@ def status(ctx: Context, as_json: bool) -> None:
 @click.option(
     "--skip-providers",
     is_flag=True,
-    help="Do not call the providers' APIs (for a container health check).",
+    help="Do not call the providers' APIs, and write no probe object (a container health check).",
+)
+@click.option(
+    "--no-probe",
+    is_flag=True,
+    help="Write no probe object to the archive bucket (read-only checks only).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @pass_ctx
 @handle_errors
-def check(ctx: Context, skip_providers: bool, as_json: bool) -> None:
-    """Check the configuration, the archive bucket (and its Object Lock), the ledger (and
-    pending migrations), the broker, and each provider's credentials. One line per check;
-    exits 1 if any fails.
+def check(ctx: Context, skip_providers: bool, no_probe: bool, as_json: bool) -> None:
+    """Check the configuration, the archive bucket, the ledger (and pending migrations), the
+    broker, and each provider's credentials. One line per check: "ok", "warn" (works, but
+    the server lacks an optional feature or a setting could be better) or "FAILED"; exits 1
+    if any failed.
+
+    The archive's notes say what its server supports: Object Lock, versioning and, from a
+    probe that writes and removes a few tiny objects under {prefix}.retention-probe/,
+    conditional writes, stored checksums, the multipart ETag form and SSE-KMS. They end with
+    the [archive] settings this server needs.
 
     \b
     Example:
@@ -415,12 +426,20 @@ def check(ctx: Context, skip_providers: bool, as_json: bool) -> None:
     ctx.start_logging(watched=_interactive())
     failed = False
     results = []
-    for result in run_checks(ctx.settings, config_path(ctx.config), providers=not skip_providers):
+    marks = {"ok": "ok", "warn": "warn", "failed": "FAILED"}
+    checks = run_checks(
+        ctx.settings,
+        config_path(ctx.config),
+        providers=not skip_providers,
+        probe=not (skip_providers or no_probe),
+    )
+    for result in checks:
         failed = failed or not result.ok
         results.append(dataclasses.asdict(result))
         if not as_json:
-            mark = "ok" if result.ok else "FAILED"
-            click.echo(f"{mark:<6}  {result.name}: {result.detail}")
+            click.echo(f"{marks[result.level]:<6}  {result.name}: {result.detail}")
+            for note in result.notes:
+                click.echo(f"        {marks[note.level]:<6}  {note.name}: {note.detail}")
     if as_json:
         click.echo(json.dumps({"ok": not failed, "checks": results}, sort_keys=True))
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
@@ -498,43 +517,79 @@ def report(ctx: Context, since: str, provider: str | None, fmt: str) -> None:
     help="Write the job's files (and its manifest and receipt) under DIR.",
 )
 @click.option("--verify-only", is_flag=True, help="Check every file; write nothing.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="For files in GLACIER or DEEP_ARCHIVE: wait for their restore to finish (polling), "
+    "then restore them.",
+)
+@click.option(
+    "--timeout",
+    default="48h",
+    show_default=True,
+    metavar="DURATION",
+    help="With --wait: give up waiting after this long (90s, 15m, 12h, 2d).",
+)
 @pass_ctx
 @handle_errors
-def restore(ctx: Context, provider: str, job_id: str, to: Path | None, verify_only: bool) -> None:
+def restore(
+    ctx: Context,
+    provider: str,
+    job_id: str,
+    to: Path | None,
+    verify_only: bool,
+    wait: bool,
+    timeout: str,
+) -> None:
     """Get an archived job back: each file is read from the archive and checked against the
-    manifest (size and SHA-256). Exits 1 if any file is missing or differs.
+    manifest (size and SHA-256). Exits 1 if any file is missing, differs, or is still
+    thawing.
+
+    A file in a cold storage class (GLACIER, DEEP_ARCHIVE) cannot be read until a restore
+    finishes: one is started for every such file ([archive] restore_tier, restore_days), and
+    the command says when to come back, or with --wait polls until the files are readable.
 
     \b
     Example:
       retention restore daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245 --to ./restored
       retention restore loom R123 --verify-only
+      retention restore daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245 --to ./r --wait --timeout 12h
     """
     if (to is None) == (not verify_only):
         raise click.UsageError("give --to DIR, or --verify-only")
     from worker.archive import Archive, make_s3_client
+    from worker.restore import parse_duration
     from worker.restore import restore as restore_job
 
+    seconds = parse_duration(timeout) if wait else None
     settings = ctx.settings
     settings.provider(provider)
     archive = Archive(make_s3_client(settings.archive), settings.archive)
-    bad = 0
-    total = 0
-    for item in restore_job(archive, settings, provider, job_id, to=None if verify_only else to):
+    bad = thawing = total = 0
+    files = restore_job(
+        archive, settings, provider, job_id, to=None if verify_only else to, wait=seconds
+    )
+    for item in files:
         total += 1
         where = str(item.path) if item.path else item.key
         if item.ok:
             click.echo(f"ok        {where}  {item.size} bytes")
             if item.note:
                 click.echo(f"  note: {item.note}")
+        elif item.waiting:
+            thawing += 1
+            click.echo(f"WAITING   {where}: {item.waiting}")
         else:
             bad += 1
             click.echo(f"PROBLEM   {where}: {item.problem}")
     verb = "verified" if verify_only else "restored"
-    click.echo(
-        f"{provider} job {job_id}: {total - bad} of {total} file(s) {verb}"
-        + ("" if not bad else f"; {bad} missing or different")
-    )
-    sys.exit(EXIT_FAILED if bad else EXIT_OK)
+    summary = f"{provider} job {job_id}: {total - bad - thawing} of {total} file(s) {verb}"
+    if bad:
+        summary += f"; {bad} missing or different"
+    if thawing:
+        summary += f"; {thawing} waiting for a restore from cold storage"
+    click.echo(summary)
+    sys.exit(EXIT_FAILED if bad or thawing else EXIT_OK)
 
 
 @cli.command()

@@ -6,6 +6,7 @@ Only this module, ``archive`` and ``source_bucket`` speak boto3.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,19 @@ if TYPE_CHECKING:
 MISSING = ("404", "NoSuchKey", "NotFound")
 # Answers that mean "the key is taken" (a conditional write met an existing object).
 TAKEN = ("PreconditionFailed", "412")
+# Answers that mean "this server does not implement that": a feature it lacks, not a fault.
+UNSUPPORTED = ("NotImplemented", "MethodNotAllowed", "501", "405")
+# A GET of an object in a cold storage class before a RestoreObject has finished.
+COLD = ("InvalidObjectState",)
 KMS = ("aws:kms", "aws:kms:dsse")
+# The additional checksums S3 defines, as HEAD answers name them.
+CHECKSUM_FIELDS = (
+    "ChecksumCRC32",
+    "ChecksumCRC32C",
+    "ChecksumCRC64NVME",
+    "ChecksumSHA1",
+    "ChecksumSHA256",
+)
 
 
 def error_code(exc: ClientError) -> str:
@@ -34,6 +47,29 @@ def error_code(exc: ClientError) -> str:
 def etag_of(answer: Mapping[str, Any]) -> str:
     """An answer's ETag without the quotes S3 puts around it ("" when there is none)."""
     return str(answer.get("ETag", "")).strip('"')
+
+
+def encrypted(answer: Mapping[str, Any]) -> bool:
+    """SSE-KMS or SSE-C: AWS documents that such an object's ETag is not an MD5 of its bytes."""
+    return answer.get("ServerSideEncryption") in KMS or bool(answer.get("SSECustomerAlgorithm"))
+
+
+def full_object_sha256(answer: Mapping[str, Any]) -> str | None:
+    """The object's SHA-256 (hex) when the answer carries one for the whole object.
+
+    A multipart object's SHA-256 is COMPOSITE (a hash of the parts' hashes, shown with a
+    "-<parts>" suffix on AWS), not the digest of the bytes; it is never taken for one.
+    """
+    value = answer.get("ChecksumSHA256")
+    if not value or "-" in str(value) or answer.get("ChecksumType") == "COMPOSITE":
+        return None
+    if answer.get("ChecksumType") != "FULL_OBJECT" and "-" in etag_of(answer):
+        return None  # a multipart object: composite unless the answer says otherwise
+    try:
+        digest = base64.b64decode(str(value), validate=True)
+    except ValueError:
+        return None
+    return digest.hex() if len(digest) == 32 else None
 
 
 def make_s3_client(
@@ -66,8 +102,8 @@ def _s3_hint(code: str, bucket: str) -> str:
         "403",
     ):
         return (
-            f"Check that the worker's AWS credentials may read and write s3://{bucket} "
-            "(s3:PutObject, s3:GetObject, s3:AbortMultipartUpload)"
+            f"Check that the worker's AWS credentials may read and write s3://{bucket}: "
+            "deploy/iam/ has the policy for each feature you use"
         )
     if code in ("NoSuchBucket", "404"):
         return f"Create the bucket {bucket} or fix [archive] bucket"
@@ -75,6 +111,16 @@ def _s3_hint(code: str, bucket: str) -> str:
         return "S3 is overloaded or failing; the job will be tried again"
     if code in ("PreconditionFailed", "412"):
         return "An object already exists at this key and archived objects are never overwritten"
+    if code in COLD:
+        return (
+            "The object is in a cold storage class (GLACIER, DEEP_ARCHIVE) and cannot be read "
+            "until a restore finishes: `retention restore PROVIDER JOB_ID --wait` starts one"
+        )
+    if code in UNSUPPORTED or code in ("InvalidArgument", "400"):
+        return (
+            "The server may not implement what this request asked for; `retention check` "
+            "probes the bucket and says which [archive] settings it needs"
+        )
     return "The job will be tried again"
 
 

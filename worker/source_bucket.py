@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from worker.errors import ArchiveError
-from worker.s3 import KMS, MISSING, TAKEN, error_code, etag_of, s3_errors
+from worker.s3 import MISSING, TAKEN, encrypted, error_code, etag_of, s3_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -36,7 +36,7 @@ class SourceObject:
     etag: str
     version_id: str | None = None
     content_type: str | None = None
-    # SSE-KMS or SSE-C: its ETag is not an MD5 of its bytes.
+    # SSE-KMS or SSE-C: its ETag is not an MD5 of its bytes, and is never compared as one.
     encrypted: bool = False
 
 
@@ -147,6 +147,5 @@ def _object_of(bucket: str, key: str, answer: dict[str, Any]) -> SourceObject:
         etag=etag_of(answer),
         version_id=answer.get("VersionId"),
         content_type=answer.get("ContentType"),
-        encrypted=answer.get("ServerSideEncryption") in KMS
-        or bool(answer.get("SSECustomerAlgorithm")),
+        encrypted=encrypted(answer),
     )

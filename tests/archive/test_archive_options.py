@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.archive.support import archive_for, chunked, copy_in
+from tests.archive.support import Endpoint, archive_for, chunked, copy_in
 from worker.archive import MiB
 from worker.errors import ArchiveError, VerifyError
 from worker.settings import ArchiveSettings
@@ -118,14 +118,22 @@ def test_sse_kms_objects_are_encrypted_and_verified_by_checksum(
         assert head["SSEKMSKeyId"] == "alias/archive"
 
 
-def test_sse_kms_without_checksums_cannot_be_verified_and_says_so(
+def test_sse_kms_without_checksums_is_read_back_in_auto_and_refused_where_etags_are_required(
     s3_server: S3Server, bucket: str
 ) -> None:
-    archive = archive_for(
-        s3_server, bucket, sse_kms_key_id="alias/archive", checksum_mode="when_required"
-    )
-    with pytest.raises(VerifyError, match="neither a checksum nor an MD5 ETag"):
-        archive.store_stream("k", iter([b"data"]))
+    # given SSE-KMS (whose ETags are not MD5s) and no checksums
+    options: dict[str, Any] = {"sse_kms_key_id": "alias/archive", "checksum_mode": "when_required"}
+
+    # when verify is "auto", the object is read back and hashed
+    stored = archive_for(s3_server, bucket, **options).store_stream("k", iter([b"data"]))
+    assert stored.proof == "read-back"
+
+    # and when ETags are required, verification fails and names the setting
+    strict = archive_for(s3_server, bucket, verify="etag", **options)
+    with pytest.raises(VerifyError, match=r"cannot be verified by ETag.*encrypted") as caught:
+        strict.store_stream("k2", iter([b"data"]))
+    assert not caught.value.permanent
+    assert 'verify = "auto"' in str(caught.value)
 
 
 def test_every_request_to_the_archive_bucket_names_its_expected_owner(
@@ -155,16 +163,18 @@ def test_a_storage_class_is_applied(s3_server: S3Server, s3: S3Client, bucket: s
 
 
 def test_a_server_side_copy_never_overwrites_a_different_object(
-    s3_server: S3Server, s3: S3Client, bucket: str, custom_bucket: str
+    any_s3: Endpoint, any_client: S3Client, any_bucket: str, any_custom_bucket: str
 ) -> None:
-    s3.put_object(Bucket=custom_bucket, Key="src", Body=b"the output")
-    archive = archive_for(s3_server, bucket)
-    first = copy_in(archive, custom_bucket, "src", "dest")
-    assert copy_in(archive, custom_bucket, "src", "dest").sha256 == first.sha256
-    s3.put_object(Bucket=custom_bucket, Key="src", Body=b"changed at the source")
-    with pytest.raises(ArchiveError, match="never overwritten") as caught:
-        copy_in(archive, custom_bucket, "src", "dest")
-    assert caught.value.permanent
+    any_client.put_object(Bucket=any_custom_bucket, Key="src", Body=b"the output")
+    archive = archive_for(any_s3, any_bucket)
+    first = copy_in(archive, any_custom_bucket, "src", "dest")
+    assert copy_in(archive, any_custom_bucket, "src", "dest").sha256 == first.sha256
+    # a change of size, and one of the same size that only the bytes tell apart
+    for changed in (b"changed at the source", b"THE OUTPUT"):
+        any_client.put_object(Bucket=any_custom_bucket, Key="src", Body=changed)
+        with pytest.raises(ArchiveError, match="never overwritten") as caught:
+            copy_in(archive, any_custom_bucket, "src", "dest")
+        assert caught.value.permanent
 
 
 def test_lock_settings_go_together() -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from tests.aws.iam import Need, allows, load_policy
 from tests.helpers import REDIS_URL, ROOT, objects, run_cli
 from worker import metrics as worker_metrics
 from worker.celery_app import celery_config
@@ -243,10 +244,43 @@ def test_the_bucket_is_created_with_object_lock_under_the_configured_name(
     policy = json.loads((DEPLOY / "minio" / "retention-worker-policy.json").read_text())
     resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
     assert {f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"} <= resources
-    # Write once: the worker's own user can never delete from the archive.
+    # Write once: the worker's own user can never delete from the archive, except the objects
+    # `retention check` writes under {prefix}.retention-probe/ to probe the server.
     for statement in policy["Statement"]:
-        if any(r.startswith(f"arn:aws:s3:::{bucket}") for r in statement["Resource"]):
-            assert "s3:DeleteObject" not in statement["Action"]
+        archive = any(r.startswith(f"arn:aws:s3:::{bucket}") for r in statement["Resource"])
+        if archive and any(a.startswith("s3:Delete") for a in statement["Action"]):
+            probes = [r.endswith("/.retention-probe/*") for r in statement["Resource"]]
+            assert all(probes), statement
+
+
+@pytest.mark.parametrize("config", ["retention.toml", "retention.simulators.toml"])
+def test_the_minio_policy_grants_what_the_worker_needs_for_each_deploy_config(
+    config: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given what deploy/iam/ grants for the features this configuration uses
+    settings = load_deploy_config(DEPLOY / config, monkeypatch)
+    archive = settings.archive
+    features = ["base"] + (["object-lock"] if archive.object_lock_mode else [])
+    custom = sorted(
+        bucket
+        for provider in settings.providers.values()
+        for bucket in getattr(provider, "custom_buckets", None) or []
+    )
+    names = {"ARCHIVE_BUCKET": archive.bucket, "ARCHIVE_PREFIX": archive.prefix}
+    wanted = [load_policy(name, names) for name in features]
+    wanted += [load_policy("custom-buckets", {"CUSTOM_BUCKET": b}) for b in custom]
+    minio = json.loads((DEPLOY / "minio" / "retention-worker-policy.json").read_text())
+
+    # then the MinIO user's policy allows each of those actions on a key of each resource
+    missing = [
+        (action, resource)
+        for policy in wanted
+        for statement in policy["Statement"]
+        for action in statement["Action"]
+        for resource in statement["Resource"]
+        if not allows([minio], Need(action, resource.replace("*", "some/key"), config))
+    ]
+    assert missing == []
 
 
 def test_minio_clears_stale_multipart_uploads_as_the_lifecycle_rule_says(

@@ -119,7 +119,9 @@ def test_the_delete_gate_opens_only_for_an_archived_unheld_claimed_job(
 def test_a_hold_on_an_unseen_job_survives_its_discovery(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
     assert ledger.operator.set_hold("daily", "future", held=True, now=NOW, reason="case 42")
-    ledger.discovery.record_listing("daily", [ListedJob("future", "finished", Phase.SUCCEEDED)], NOW)
+    ledger.discovery.record_listing(
+        "daily", [ListedJob("future", "finished", Phase.SUCCEEDED)], NOW
+    )
     row = ledger.query.get("daily", "future")
     assert row is not None
     assert row.held

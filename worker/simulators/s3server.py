@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from worker.errors import ConfigError
@@ -57,7 +58,11 @@ class S3Server:
                 self.process.wait()
 
 
-def start_s3_server(port: int | None = None, *, timeout: float = 30.0) -> S3Server:
+def start_s3_server(
+    port: int | None = None, *, timeout: float = 30.0, env: Mapping[str, str] | None = None
+) -> S3Server:
+    """moto's server on 127.0.0.1; ``env`` adds to its environment (for example
+    ``INITIAL_NO_AUTH_ACTION_COUNT``, which turns on moto's IAM enforcement)."""
     try:
         import moto.server  # noqa: F401
     except ImportError:
@@ -66,12 +71,11 @@ def start_s3_server(port: int | None = None, *, timeout: float = 30.0) -> S3Serv
             hint="Install the demo extra: pip install 'retention-worker[demo]'",
         ) from None
     port = port or free_port()
-    env = {**os.environ, **LOCAL_CREDENTIALS}
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env=env,
+        env={**os.environ, **LOCAL_CREDENTIALS, **(env or {})},
     )
     server = S3Server(port, process)
     deadline = time.monotonic() + timeout
