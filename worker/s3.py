@@ -1,7 +1,7 @@
 """S3 plumbing shared by the archive and the user's own source buckets: one client per
 process, botocore's errors translated at the edge, and what an answer's fields mean.
 
-Only this module, ``archive`` and ``source_bucket`` speak boto3.
+Only this module, the ``archive`` package and ``source_bucket`` speak boto3.
 """
 
 from __future__ import annotations

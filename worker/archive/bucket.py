@@ -1,0 +1,342 @@
+"""The archive bucket's common ground: what every write carries (storage class, encryption,
+retention, the expected owner, ``IfNoneMatch``) and every read (HEAD, a JSON document, a
+hashed read-back, a thaw for cold objects)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.errors import ArchiveError
+from worker.logging import get_logger
+from worker.s3 import (
+    MISSING,
+    UNSUPPORTED,
+    error_code,
+    etag_of,
+    s3_errors,
+)
+from worker.settings import COLD_STORAGE_CLASSES, ArchiveSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+log = get_logger("worker.archive")
+
+
+MiB = 1024 * 1024
+
+
+GiB = 1024 * MiB
+
+
+MAX_PARTS = 10_000
+
+
+MAX_PART_SIZE = 5 * GiB
+
+
+# S3's single CopyObject limit; above it the managed copy switches to UploadPartCopy.
+COPY_MULTIPART_THRESHOLD = 5 * GiB
+
+
+# A manifest or receipt larger than this is not ours.
+MAX_JSON_BYTES = 64 * MiB
+
+
+# Where `retention check` writes its probe objects, under the prefix. Provider names start
+# with a letter, so this folder never meets a job's.
+PROBE_FOLDER = ".retention-probe/"
+
+
+# Intelligent-Tiering's archive tiers also need a RestoreObject before a GET.
+_ARCHIVE_ACCESS = ("ARCHIVE_ACCESS", "DEEP_ARCHIVE_ACCESS")
+
+
+_MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
+
+
+Proof = Literal["checksum", "ETag", "read-back"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    key: str
+    size: int
+    sha256: str
+    etag: str | None
+    version_id: str | None
+    # What proved the stored bytes are the ones streamed (or copied).
+    proof: Proof | None = None
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def _md5() -> Any:
+    # MD5 here is S3's integrity check (Content-MD5, ETags), not a security measure.
+    return hashlib.md5(usedforsecurity=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Thaw:
+    """Whether an archived object can be read now (`retention restore`)."""
+
+    state: Literal["readable", "started", "in_progress"]
+    storage_class: str | None = None
+    tier: str | None = None
+
+
+def _cold(head: dict[str, Any]) -> bool:
+    """True when a GET of this object fails until a RestoreObject has finished."""
+    restore = str(head.get("Restore") or "")
+    if 'ongoing-request="false"' in restore:
+        return False
+    return head.get("StorageClass") in COLD_STORAGE_CLASSES or (
+        head.get("ArchiveStatus") in _ARCHIVE_ACCESS
+    )
+
+
+class _Bucket:
+    """The archive bucket and the settings every call to it carries."""
+
+    def __init__(self, client: S3Client, settings: ArchiveSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.part_size = settings.part_size_mib * MiB
+        self.max_buffer = settings.max_buffer_mib * MiB
+        self.checksums = settings.checksum_mode == "when_supported"
+
+    def _where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def _owner(self) -> dict[str, Any]:
+        """ExpectedBucketOwner, on every call to the archive bucket when configured."""
+        owner = self.settings.expected_bucket_owner
+        return {"ExpectedBucketOwner": owner} if owner else {}
+
+    def _object_args(self, storage_class: str | None) -> dict[str, Any]:
+        """What every new archived object carries: storage class, encryption, retention.
+
+        STANDARD is every S3 server's default class, so it is never sent: some servers (and
+        S3 Express directory buckets) refuse or do not know the header.
+        """
+        s = self.settings
+        args: dict[str, Any] = self._owner()
+        if storage_class and storage_class != "STANDARD":
+            args["StorageClass"] = storage_class
+        if s.sse_kms_key_id:
+            args.update(
+                ServerSideEncryption="aws:kms", SSEKMSKeyId=s.sse_kms_key_id, BucketKeyEnabled=True
+            )
+        if s.object_lock_mode and s.object_lock_days:
+            args.update(
+                ObjectLockMode=s.object_lock_mode, ObjectLockRetainUntilDate=self._retain_until()
+            )
+        return args
+
+    def _retain_until(self) -> datetime:
+        days = self.settings.object_lock_days or 0
+        return datetime.now(UTC) + timedelta(days=days)
+
+    def _conditional(self) -> dict[str, Any]:
+        return {"IfNoneMatch": "*"} if self.settings.if_none_match else {}
+
+    def check_bucket(self) -> str:
+        """Reach the bucket and describe its Object Lock; ArchiveError names what is wrong.
+
+        A server without an Object Lock API (NotImplemented, MethodNotAllowed) lacks a
+        feature: that fails only when ``object_lock_mode`` asks for it.
+        """
+        with s3_errors("reaching", self.bucket):
+            self.client.head_bucket(Bucket=self.bucket, **self._owner())
+        wanted = self.settings.object_lock_mode
+        try:
+            answer = self.client.get_object_lock_configuration(Bucket=self.bucket, **self._owner())
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in UNSUPPORTED:
+                if wanted:
+                    raise ArchiveError(
+                        f"s3://{self.bucket}: the server does not implement Object Lock "
+                        f"(it answered {code}), but [archive] object_lock_mode is {wanted}",
+                        hint="Use a server with Object Lock, or remove object_lock_mode and "
+                        "object_lock_days",
+                        permanent=True,
+                    ) from None
+                return "Object Lock: not supported by this server"
+            if code not in ("ObjectLockConfigurationNotFoundError", "404"):
+                with s3_errors("reading the Object Lock configuration of", self.bucket):
+                    raise
+            lock = None
+        else:
+            lock = answer.get("ObjectLockConfiguration", {})
+        if not lock or lock.get("ObjectLockEnabled") != "Enabled":
+            if wanted:
+                raise ArchiveError(
+                    f"s3://{self.bucket} has no Object Lock, but [archive] object_lock_mode is "
+                    f"{wanted}",
+                    hint="Create the bucket with Object Lock enabled, or remove the setting",
+                    permanent=True,
+                )
+            return "Object Lock: off"
+        default = lock.get("Rule", {}).get("DefaultRetention")
+        text = "Object Lock: on"
+        if default:
+            period = (
+                f"{default['Days']} days" if "Days" in default else f"{default.get('Years')} years"
+            )
+            text += f", default {default.get('Mode')} for {period}"
+        if wanted:
+            text += f"; the worker sets {wanted} for {self.settings.object_lock_days} days"
+        return text
+
+    def versioning(self) -> str:
+        """The bucket's versioning: "Enabled", "Suspended", "off" or "not supported"."""
+        try:
+            answer = self.client.get_bucket_versioning(Bucket=self.bucket, **self._owner())
+        except ClientError as exc:
+            if error_code(exc) in UNSUPPORTED:
+                return "not supported"
+            with s3_errors("reading the versioning of", self.bucket):
+                raise
+        except BotoCoreError:
+            with s3_errors("reading the versioning of", self.bucket):
+                raise
+        return str(answer.get("Status") or "off")
+
+    def _head(
+        self, key: str, *, version_id: str | None = None, checksums: bool = False
+    ) -> dict[str, Any] | None:
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+        if version_id and version_id != "null":
+            args["VersionId"] = version_id
+        # Asked for only in when_supported mode: some servers refuse the header itself.
+        if checksums and self.checksums:
+            args["ChecksumMode"] = "ENABLED"
+        try:
+            return dict(self.client.head_object(**args))
+        except ClientError as exc:
+            if error_code(exc) in MISSING:
+                return None
+            with s3_errors("reading the metadata of", self.bucket, key):
+                raise
+        except BotoCoreError:
+            with s3_errors("reading the metadata of", self.bucket, key):
+                raise
+        return None  # pragma: no cover - s3_errors always raises
+
+    def exists_unchanged(
+        self, key: str, *, size: int, etag: str | None, version_id: str | None = None
+    ) -> bool:
+        """True when ``key`` still holds the object we verified (same size and ETag).
+
+        A HEAD, never a GET: it answers for objects in GLACIER or DEEP_ARCHIVE too, which is
+        what lets the delete gate pass for files archived in a cold class.
+        """
+        head = self._head(key, version_id=version_id)
+        if head is None:
+            return False
+        served = etag_of(head)
+        return head["ContentLength"] == size and (etag is None or served == etag)
+
+    def superseded(self, key: str, version_id: str | None) -> str | None:
+        """Why the object at ``key`` is no longer the version that was verified, or None.
+
+        Only a versioned bucket can say: there a newer version or a delete marker at the key
+        is worth a person's look (the verified version itself is still readable).
+        """
+        if not version_id or version_id == "null":
+            return None
+        head = self._head(key)
+        if head is None:
+            return "the key's current version is a delete marker (or it was deleted)"
+        current = head.get("VersionId")
+        if current and current != version_id:
+            return f"a newer version ({current}) is at the key; the verified one was read"
+        return None
+
+    def get_json(self, key: str, *, version_id: str | None = None) -> Any:
+        """The JSON document at ``key`` (at ``version_id``); None when there is no such
+        object."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+        if version_id and version_id != "null":
+            args["VersionId"] = version_id
+        with s3_errors("reading", self.bucket, key):
+            try:
+                answer = self.client.get_object(**args)
+            except ClientError as exc:
+                if error_code(exc) in MISSING:
+                    return None
+                raise
+            if answer["ContentLength"] > MAX_JSON_BYTES:
+                raise ArchiveError(f"{self._where(key)} is too large to be a manifest")
+            body = answer["Body"].read()
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise ArchiveError(f"{self._where(key)} is not valid JSON") from None
+
+    def read_back_sha256(
+        self, key: str, version_id: str | None = None, *, sink: Callable[[bytes], Any] | None = None
+    ) -> tuple[int, str]:
+        """Read a stored object once and hash it, handing each chunk to ``sink`` if given:
+        verification where no checksum or ETag proves an object, and how `retention restore`
+        writes and verifies."""
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+        if version_id and version_id != "null":
+            args["VersionId"] = version_id
+        sha = hashlib.sha256()
+        size = 0
+        with s3_errors("reading back", self.bucket, key):
+            body = self.client.get_object(**args)["Body"]
+            for chunk in body.iter_chunks(chunk_size=MiB):
+                sha.update(chunk)
+                size += len(chunk)
+                if sink is not None:
+                    sink(chunk)
+        return size, sha.hexdigest()
+
+    def thaw(self, key: str, version_id: str | None = None, *, start: bool = True) -> Thaw | None:
+        """Whether ``key`` (at ``version_id``) can be read now; None when there is no such
+        object. A cold object (GLACIER, DEEP_ARCHIVE, an Intelligent-Tiering archive tier)
+        gets a RestoreObject at ``restore_tier`` for ``restore_days`` unless one is running
+        (or ``start`` is False)."""
+        head = self._head(key, version_id=version_id)
+        if head is None:
+            return None
+        storage_class = head.get("StorageClass")
+        if not _cold(head):
+            return Thaw("readable", storage_class)
+        tier = self.settings.restore_tier
+        if storage_class == "DEEP_ARCHIVE" and tier == "Expedited":
+            tier = "Standard"  # DEEP_ARCHIVE has no Expedited tier
+        if 'ongoing-request="true"' in str(head.get("Restore") or "") or not start:
+            return Thaw("in_progress", storage_class, tier)
+        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": tier}}
+        if head.get("ArchiveStatus") not in _ARCHIVE_ACCESS:
+            # An Intelligent-Tiering restore takes no Days: the object moves back to a
+            # frequent-access tier instead of getting a temporary copy.
+            request["Days"] = self.settings.restore_days
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+        if version_id and version_id != "null":
+            args["VersionId"] = version_id
+        try:
+            self.client.restore_object(RestoreRequest=request, **args)  # type: ignore[arg-type]
+        except ClientError as exc:
+            if error_code(exc) == "RestoreAlreadyInProgress":
+                return Thaw("in_progress", storage_class, tier)
+            with s3_errors("starting a restore of", self.bucket, key):
+                raise
+        return Thaw("started", storage_class, tier)

@@ -1,0 +1,443 @@
+"""Streaming upload: a body read once, hashed as it goes, in parts within a memory budget.
+
+A body is read once. As it streams, the reader computes the SHA-256 that goes into the
+manifest and the whole object's MD5; each part is then uploaded by a small thread pool,
+which computes the part's MD5 (sent as Content-MD5) and, unless ``checksum_mode`` is
+``when_required``, its CRC32 (sent as an additional checksum). At most
+``max_concurrency`` parts are in flight, and no more than fit in ``max_buffer_mib`` with
+the part being filled, so memory is bounded by
+``min((max_concurrency + 1) x part, max(max_buffer_mib, 2 x part))`` whatever the file
+size. The part size grows with a known size so that no object needs more than 10,000
+parts; for an unknown size it doubles every 1,000 parts, and fewer parts go in flight as
+they grow. A failed upload is aborted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from worker.errors import ArchiveError
+from worker.s3 import (
+    TAKEN,
+    error_code,
+    etag_of,
+    s3_errors,
+)
+
+if TYPE_CHECKING:
+    pass
+from worker.archive.bucket import MAX_PART_SIZE, MAX_PARTS, GiB, MiB, StoredObject, _b64, _md5
+from worker.archive.verify import _Expected, _Verification
+
+
+class _Reader:
+    """Reads a chunk iterator in parts of a requested size, hashing everything it reads.
+
+    It keeps the whole object's MD5 as well as its SHA-256: some servers (s3rver) give a
+    multipart object that MD5 as its ETag, and computing it while streaming is cheap next to
+    reading the object back.
+    """
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+        self.sha256 = hashlib.sha256()
+        self.md5 = _md5()
+        self.size = 0
+        self.eof = False
+
+    def _take(self, chunk: bytes) -> None:
+        self.sha256.update(chunk)
+        self.md5.update(chunk)
+        self.size += len(chunk)
+
+    def read(self, n: int) -> bytes:
+        pieces = [self._pending] if self._pending else []
+        have = len(self._pending)
+        self._pending = b""
+        while have < n and not self.eof:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self.eof = True
+                break
+            if chunk:
+                self._take(chunk)
+                pieces.append(chunk)
+                have += len(chunk)
+        if have > n:
+            # Split the last (small) chunk, never the joined part: slicing a part would
+            # copy it a second time, and a part is the unit of memory here.
+            last = pieces[-1]
+            cut = len(last) - (have - n)
+            pieces[-1] = last[:cut]
+            self._pending = last[cut:]
+        return b"".join(pieces)
+
+    def readinto(self, buffer: bytearray) -> int:
+        """Fill ``buffer`` from the stream; the number of bytes written (short at the end).
+
+        The chunks are copied straight into a reused buffer: no part-sized temporary is
+        allocated, so memory stays at the buffers whatever the output's size.
+        """
+        view = memoryview(buffer)
+        want, have = len(buffer), 0
+        while have < want:
+            chunk = self._pending
+            self._pending = b""
+            if not chunk:
+                if self.eof:
+                    break
+                try:
+                    chunk = next(self._chunks)
+                except StopIteration:
+                    self.eof = True
+                    break
+                if not chunk:
+                    continue
+                self._take(chunk)
+            take = min(len(chunk), want - have)
+            view[have : have + take] = chunk[:take] if take < len(chunk) else chunk
+            if take < len(chunk):
+                self._pending = chunk[take:]
+            have += take
+        view.release()
+        return have
+
+    def at_end(self) -> bool:
+        """True when nothing remains; may pull one chunk (kept pending) to find out."""
+        if self._pending:
+            return False
+        while not self.eof:
+            try:
+                chunk = next(self._chunks)
+            except StopIteration:
+                self.eof = True
+                break
+            if chunk:
+                self._take(chunk)
+                self._pending = chunk
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _Part:
+    number: int
+    etag: str
+    md5: bytes
+    crc32: bytes
+
+
+def part_size_for(
+    size_hint: int | None, part_number: int, base: int, max_buffer: int | None = None
+) -> int:
+    """The size of part ``part_number`` (1-based): fits 10,000 parts in the least memory.
+
+    With a size hint, every part has the same size, the smallest that fits the hint in
+    9,500 parts: a 100 GiB output goes in 11 MiB parts, so memory stays near
+    ``(max_concurrency + 1) x part``. Should the stream run past its hint, the parts after
+    the planned ones double every 100, which fits a stream of 1.6 times its hint in the
+    500 parts left. Without a hint, parts start at ``base`` and double every 1,000.
+
+    The hint is a server's claim (a Content-Length, a provider's declared size), so it never
+    sizes a part past the memory budget: with one part filling while at least one uploads, a
+    part is at most half of ``max_buffer`` (or ``base``, if the operator configured a larger
+    part). Growing parts stop growing there. A hint that needs larger parts, or more than
+    S3 holds (10,000 parts of 5 GiB), raises ``ArchiveError`` before anything is read.
+    ``max_buffer=None`` applies S3's limits only; ``Archive`` always passes its budget.
+    """
+    largest = MAX_PART_SIZE
+    if max_buffer is not None:
+        largest = min(MAX_PART_SIZE, max(base, max_buffer // 2))
+    if size_hint:
+        if size_hint > MAX_PARTS * MAX_PART_SIZE:
+            raise ArchiveError(
+                f"its declared size, {size_hint} bytes ({size_hint / 1024**4:.1f} TiB), is "
+                f"more than S3 holds in one object ({MAX_PARTS} parts of 5 GiB); nothing "
+                "was read or uploaded",
+                hint="The size comes from the download's Content-Length or the provider's "
+                "declared size; the job stays at the provider and will be tried again",
+            )
+        needed = -(-size_hint // (MAX_PARTS - 500))  # ceil, with a margin of 500 parts
+        fixed = max(base, -(-needed // MiB) * MiB)
+        if fixed > largest:
+            if size_hint > MAX_PARTS * largest:
+                at_least = -(-size_hint // MAX_PARTS)
+                raise ArchiveError(
+                    f"its declared size, {size_hint} bytes ({size_hint / GiB:.1f} GiB), needs "
+                    f"parts of {at_least / MiB:.1f} MiB to fit in {MAX_PARTS} parts, and the "
+                    f"memory budget allows parts of {largest / MiB:.1f} MiB; nothing was "
+                    "read or uploaded",
+                    hint="If the size is real, raise [archive] max_buffer_mib to at least "
+                    f"{-(-2 * at_least // MiB)}; the job stays at the provider and will be "
+                    "tried again",
+                )
+            fixed = largest  # the margin for a stream that runs long is given up, not memory
+        planned = -(-size_hint // fixed)
+        if part_number <= planned:
+            return fixed
+        doublings = 1 + (part_number - planned - 1) // 100
+        return min(largest, fixed << min(doublings, 32))
+    return min(largest, base << min((part_number - 1) // 1000, 32))
+
+
+def parts_in_flight(part: int, *, max_concurrency: int, max_buffer: int) -> int:
+    """How many parts of ``part`` bytes may upload while the next one fills: at most
+    ``max_concurrency``, and no more than ``max_buffer`` holds with the filling one; at least
+    one."""
+    return max(1, min(max_concurrency, max_buffer // part - 1))
+
+
+class _Uploads(_Verification):
+    """Streams a body into the bucket (one PUT, or a multipart upload) and verifies it."""
+
+    def store_stream(
+        self,
+        key: str,
+        chunks: Iterator[bytes],
+        *,
+        size_hint: int | None = None,
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+    ) -> StoredObject:
+        """Stream ``chunks`` into ``key`` and verify the stored object."""
+        reader = _Reader(chunks)
+        # Sized before anything is read: a hostile size is refused here, with no upload.
+        try:
+            first_size = part_size_for(size_hint, 1, self.part_size, self.max_buffer)
+        except ArchiveError as exc:
+            raise ArchiveError(f"{key}: {exc.message}", hint=exc.hint) from None
+        first = reader.read(first_size)
+        headers: dict[str, Any] = {}
+        if content_type:
+            headers["ContentType"] = content_type
+        if content_encoding:
+            headers["ContentEncoding"] = content_encoding
+        if len(first) < first_size or reader.at_end():
+            return self._put_single(
+                key, first, reader.sha256.hexdigest(), headers, self.settings.storage_class
+            )
+        return self._put_multipart(key, reader, first, size_hint, headers)
+
+    def _put_single(
+        self,
+        key: str,
+        data: bytes,
+        sha256_hex: str,
+        headers: dict[str, Any],
+        storage_class: str | None,
+    ) -> StoredObject:
+        # Content-MD5 is checked by AWS and most servers (not by s3rver: the ETag check
+        # below catches what it lets through), and Object Lock requires it (or an SDK
+        # checksum) on writes that carry retention.
+        md5 = _md5()
+        md5.update(data)
+        args: dict[str, Any] = {
+            "ContentMD5": _b64(md5.digest()),
+            **headers,
+            **self._object_args(storage_class),
+            **self._conditional(),
+        }
+        checksum = None
+        if self.checksums:
+            checksum = ("ChecksumSHA256", _b64(bytes.fromhex(sha256_hex)))
+            args["ChecksumAlgorithm"] = "SHA256"
+            args["ChecksumSHA256"] = checksum[1]
+        expect = _Expected(
+            size=len(data), sha256_hex=sha256_hex, etags=(md5.hexdigest(),), checksum=checksum
+        )
+        try:
+            with s3_errors("writing", self.bucket, key):
+                answer = self.client.put_object(Bucket=self.bucket, Key=key, Body=data, **args)
+        except ArchiveError as exc:
+            if isinstance(exc.__cause__, ClientError) and error_code(exc.__cause__) in TAKEN:
+                return self._adopt_existing(key, expect)
+            raise
+        return self._verify(key, expect, version_id=answer.get("VersionId"))
+
+    def _put_multipart(
+        self,
+        key: str,
+        reader: _Reader,
+        first: bytes,
+        size_hint: int | None,
+        headers: dict[str, Any],
+    ) -> StoredObject:
+        create: dict[str, Any] = {**headers, **self._object_args(self.settings.storage_class)}
+        if self.checksums:
+            create["ChecksumAlgorithm"] = "CRC32"
+        with s3_errors("starting a multipart upload to", self.bucket, key):
+            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **create)[
+                "UploadId"
+            ]
+        parts: list[_Part] = []
+        try:
+            parts = self._upload_parts(key, upload_id, reader, first, size_hint)
+            completed = [
+                {"PartNumber": p.number, "ETag": p.etag}
+                | ({"ChecksumCRC32": _b64(p.crc32)} if self.checksums else {})
+                for p in parts
+            ]
+            with s3_errors("completing the multipart upload of", self.bucket, key):
+                answer = self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": completed},  # type: ignore[typeddict-item]
+                    **self._owner(),
+                    **self._conditional(),
+                )
+        except BaseException as exc:
+            # Never leave parts behind to be billed: abort, and let the lifecycle rule
+            # AbortIncompleteMultipartUpload catch what a killed process could not.
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, **self._owner()
+                )
+            taken = (
+                isinstance(exc, ArchiveError)
+                and isinstance(exc.__cause__, ClientError)
+                and error_code(exc.__cause__) in TAKEN
+            )
+            if not taken:
+                raise
+            answer = None
+        expect = self._multipart_expected(reader, parts)
+        if answer is None:
+            return self._adopt_existing(key, expect)
+        return self._verify(key, expect, version_id=answer.get("VersionId"))
+
+    def _upload_parts(
+        self,
+        key: str,
+        upload_id: str,
+        reader: _Reader,
+        first: bytes,
+        size_hint: int | None,
+    ) -> list[_Part]:
+        """Upload the body's parts, a few at a time, each from a reused buffer."""
+        parts: list[_Part] = []
+        with ThreadPoolExecutor(
+            max_workers=self.settings.max_concurrency, thread_name_prefix="s3-part"
+        ) as pool:
+            # At most max_concurrency parts are uploading while the next one fills, each in a
+            # buffer that is reused once its upload has returned (botocore accepts a
+            # bytearray body and rewinds it itself on a retry). Fresh part-sized buffers per
+            # part would leave the heap fragmented and resident memory growing.
+            inflight: list[tuple[Future[_Part], bytes | bytearray]] = []
+            free: list[bytearray] = []
+            number = 1
+            data: bytes | bytearray = first
+            while data:
+                while len(inflight) >= self.in_flight_limit(len(data)):
+                    done, spent = inflight.pop(0)
+                    parts.append(done.result())
+                    if isinstance(spent, bytearray):
+                        free.append(spent)
+                future = pool.submit(self._upload_part, key, upload_id, number, data)
+                inflight.append((future, data))
+                number += 1
+                if number > MAX_PARTS:
+                    raise ArchiveError(
+                        f"{key} runs past {MAX_PARTS} parts (the last of "
+                        f"{len(data) / MiB:.1f} MiB); nothing was stored",
+                        hint="Raise [archive] max_buffer_mib for outputs this large; the job "
+                        "will be tried again",
+                    )
+                size = part_size_for(size_hint, number, self.part_size, self.max_buffer)
+                data = self._next_part(reader, size, free)
+            parts.extend(f.result() for f, _ in inflight)
+        return parts
+
+    def _multipart_expected(self, reader: _Reader, parts: list[_Part]) -> _Expected:
+        """What the completed object must show, recomputed from the parts sent."""
+        md5_of_md5s = _md5()
+        md5_of_md5s.update(b"".join(p.md5 for p in parts))
+        composite_crc = zlib.crc32(b"".join(p.crc32 for p in parts)).to_bytes(4, "big")
+        return _Expected(
+            size=reader.size,
+            sha256_hex=reader.sha256.hexdigest(),
+            # S3's form, and the whole object's MD5 that s3rver gives a multipart object.
+            etags=(f"{md5_of_md5s.hexdigest()}-{len(parts)}", reader.md5.hexdigest()),
+            checksum=("ChecksumCRC32", _b64(composite_crc)) if self.checksums else None,
+            composite=True,
+        )
+
+    def in_flight_limit(self, part: int) -> int:
+        return parts_in_flight(
+            part, max_concurrency=self.settings.max_concurrency, max_buffer=self.max_buffer
+        )
+
+    @staticmethod
+    def _next_part(reader: _Reader, size: int, free: list[bytearray]) -> bytes | bytearray:
+        """The next part, read into a free buffer of ``size`` bytes (b"" at the end)."""
+        while free and len(free[-1]) != size:  # the part size grew (see part_size_for)
+            free.pop()
+        buffer = free.pop() if free else bytearray(size)
+        filled = reader.readinto(buffer)
+        if filled == size:
+            return buffer
+        # The last, short part: a copy of what was read, once per upload.
+        return bytes(memoryview(buffer)[:filled])
+
+    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> _Part:
+        hasher = _md5()
+        hasher.update(data)
+        md5 = hasher.digest()
+        crc = zlib.crc32(data).to_bytes(4, "big")
+        args: dict[str, Any] = {"ContentMD5": _b64(md5)}
+        if self.checksums:
+            args["ChecksumCRC32"] = _b64(crc)
+        with s3_errors(f"uploading part {number} of", self.bucket, key):
+            answer = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                # botocore's validator takes bytearray for a blob; the stubs name only bytes.
+                Body=data,  # type: ignore[arg-type]
+                **args,
+                **self._owner(),
+            )
+        return _Part(number=number, etag=answer["ETag"], md5=md5, crc32=crc)
+
+    def put_json(
+        self, key: str, payload: Any, *, same: Callable[[Any], bool] | None = None
+    ) -> StoredObject:
+        """Write a JSON document (a manifest, a receipt) in ``manifest_storage_class``. If the
+        key is taken (IfNoneMatch), the existing document is kept when ``same(existing)`` says
+        it records the same thing; else a permanent error."""
+        body = json.dumps(payload, indent=2, sort_keys=True, default=str).encode() + b"\n"
+        sha = hashlib.sha256(body).hexdigest()
+        headers = {"ContentType": "application/json"}
+        try:
+            return self._put_single(key, body, sha, headers, self.settings.manifest_storage_class)
+        except ArchiveError as exc:
+            if not exc.permanent or same is None:
+                raise
+            head = self._head(key)
+            if head is None:
+                raise
+            version = head.get("VersionId")
+            existing = self.get_json(key, version_id=version)
+            if existing is None or not same(existing):
+                raise
+            size, digest = self.read_back_sha256(key, version)
+            return StoredObject(
+                key=key,
+                size=size,
+                sha256=digest,
+                etag=etag_of(head) or None,
+                version_id=version,
+                proof="read-back",
+            )
