@@ -1,6 +1,6 @@
 """Case 3, scale: the candidates query at 1k/10k/100k jobs, and a sweep's memory.
 
-3a. ``Ledger.candidates`` (the next batch of 500 a sweep picks) on SQLite and PostgreSQL,
+3a. ``Queries.candidates`` (the next batch of 500 a sweep picks) on SQLite and PostgreSQL,
     with the schema's indexes and, as the peer, with its secondary indexes dropped. The
     ledger holds a realistic mix: most jobs long deleted, some not due, some running, ~3%
     due, a few failed or held; 80% Daily, 20% another account. The plan is printed.
@@ -156,7 +156,7 @@ def _plan(ledger: Any) -> str:
     raw = ledger.engine.raw_connection()
     try:
         cursor = raw.cursor()
-        if ledger.is_postgres:
+        if ledger.db.is_postgres:
             cursor.execute("EXPLAIN " + statement, parameters)
             lines = [r[0].strip() for r in cursor.fetchall()]
             keep = [ln for ln in lines if "Scan" in ln or "Sort" in ln or "Limit" in ln]
@@ -231,7 +231,7 @@ def query_case(options: Any, work: Path) -> dict[str, Any]:
             }
     print(
         table(
-            f"3a. Picking the next due batch (Ledger.candidates, limit 500), n={repeat} each",
+            f"3a. Picking the next due batch (Queries.candidates, limit 500), n={repeat} each",
             [
                 "ledger",
                 "jobs",
