@@ -15,6 +15,8 @@ into its own process and serves nothing.
     retention_sweep_duration_seconds{provider}          histogram
     retention_last_successful_sweep_timestamp_seconds{provider}
     retention_sweep_period_seconds{provider}            for the dead-man's switch
+    retention_last_clean_scrub_timestamp_seconds        the archive last re-verified whole
+    retention_scrub_findings                            what the last scrub found wrong
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class _Metrics:
     sweep_duration: Histogram
     last_success: Gauge
     sweep_period: Gauge
+    last_clean_scrub: Gauge
+    scrub_findings: Gauge
 
 
 _lock = threading.Lock()
@@ -141,6 +145,16 @@ def metrics() -> _Metrics:
                     labels,
                     multiprocess_mode="max",
                 ),
+                last_clean_scrub=Gauge(
+                    "retention_last_clean_scrub_timestamp_seconds",
+                    "Unix time of the last `retention scrub` that found nothing wrong",
+                    multiprocess_mode="max",
+                ),
+                scrub_findings=Gauge(
+                    "retention_scrub_findings",
+                    "Damaged or missing archive files the last scrub found",
+                    multiprocess_mode="mostrecent",
+                ),
             )
         return _metrics
 
@@ -172,6 +186,14 @@ def record_sweep(provider: str, *, seconds: float, succeeded: bool) -> None:
     m.sweep_duration.labels(provider).observe(seconds)
     if succeeded:
         m.last_success.labels(provider).set(time.time())
+
+
+def record_scrub(*, findings: int) -> None:
+    """A scrub ran to the end: how much it found, and when the archive was last all clean."""
+    m = metrics()
+    m.scrub_findings.set(findings)
+    if findings == 0:
+        m.last_clean_scrub.set(time.time())
 
 
 def record_period(provider: str, seconds: float) -> None:

@@ -26,6 +26,7 @@ from worker.archive.bucket import (
     PROBE_FOLDER,
     GiB,
     MiB,
+    ObjectState,
     StoredObject,
     Thaw,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Capabilities",
     "GiB",
     "MiB",
+    "ObjectState",
     "StoredObject",
     "Thaw",
     "_Expected",

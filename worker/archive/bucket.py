@@ -22,6 +22,7 @@ from worker.s3 import (
     UNSUPPORTED,
     error_code,
     etag_of,
+    full_object_sha256,
     s3_errors,
 )
 from worker.settings import COLD_STORAGE_CLASSES, ArchiveSettings
@@ -105,6 +106,19 @@ def _cold(head: dict[str, Any]) -> bool:
     return head.get("StorageClass") in COLD_STORAGE_CLASSES or (
         head.get("ArchiveStatus") in _ARCHIVE_ACCESS
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectState:
+    """What the server says of a stored object (a HEAD): for `retention scrub`."""
+
+    size: int
+    etag: str
+    # The whole object's SHA-256 (hex), when the server stores one (not a composite).
+    sha256: str | None
+    version_id: str | None
+    # A GET fails until a RestoreObject has finished (GLACIER, DEEP_ARCHIVE...).
+    cold: bool
 
 
 class _Bucket:
@@ -236,6 +250,19 @@ class _Bucket:
             with s3_errors("reading the metadata of", self.bucket, key):
                 raise
         return None  # pragma: no cover - s3_errors always raises
+
+    def stat(self, key: str, *, version_id: str | None = None) -> ObjectState | None:
+        """The stored object at ``key`` (that version), or None when there is none."""
+        head = self._head(key, version_id=version_id, checksums=True)
+        if head is None:
+            return None
+        return ObjectState(
+            size=int(head["ContentLength"]),
+            etag=etag_of(head),
+            sha256=full_object_sha256(head),
+            version_id=head.get("VersionId"),
+            cold=_cold(head),
+        )
 
     def exists_unchanged(
         self, key: str, *, size: int, etag: str | None, version_id: str | None = None

@@ -132,6 +132,26 @@ class Queries:
                 yield row, keys.get(row.pk, [])
             after = rows[-1].pk
 
+    def archived_jobs(
+        self,
+        *,
+        provider: str | None = None,
+        since: datetime | None = None,
+        after_pk: int = 0,
+        limit: int = 200,
+    ) -> list[JobRow]:
+        """Jobs with a written manifest (archived, being deleted, or deleted), in primary-key
+        order, archived since ``since``: what `retention scrub` re-verifies."""
+        c = jobs.c
+        query = sa.select(jobs).where(c.manifest_key.is_not(None), c.id > after_pk)
+        if provider is not None:
+            query = query.where(c.provider == provider)
+        if since is not None:
+            query = query.where(c.archived_at >= since)
+        with self.db.read() as conn:
+            rows = conn.execute(query.order_by(c.id).limit(limit)).all()
+        return [job_row(r) for r in rows]
+
     def candidates(
         self,
         provider: str,
