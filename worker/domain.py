@@ -337,6 +337,11 @@ class JobRow:
     provider_deleted_at: datetime | None
     deleted_at: datetime | None
     receipt_key: str | None
+    # The policy in force when the job was archived: what a report shows, whatever the
+    # configuration says today. None for jobs archived before it was recorded.
+    retain_days: int | None = None
+    due_at: datetime | None = None
+    due_reason: str | None = None
 
 
 class Policy(Protocol):
@@ -369,6 +374,8 @@ class Step:
     due_at: datetime | None = None
     # ARCHIVE: go on to the delete afterwards (not read_only).
     then_delete: bool = False
+    # Why the job is due, in words: when its retention clock started and by whose clock.
+    due_reason: str | None = field(default=None, compare=False)
 
 
 _VERDICT_OUTCOME = {
@@ -426,7 +433,19 @@ def next_step(
     )
     if verdict != Verdict.ACT:
         return Step(StepKind.SKIP, _VERDICT_OUTCOME[verdict], due_at=due)
-    return Step(StepKind.ARCHIVE, due_at=due, then_delete=not policy.read_only)
+    assert since is not None
+    clock = (
+        "the provider's finish time"
+        if snapshot.finished_at is not None and since == snapshot.finished_at
+        else "when the worker first saw it finished"
+    )
+    reason = (
+        f"{snapshot.status} since {since.isoformat(timespec='seconds')} ({clock}); "
+        f"retain_days {policy.retain_days}"
+    )
+    return Step(
+        StepKind.ARCHIVE, due_at=due, then_delete=not policy.read_only, due_reason=reason[:300]
+    )
 
 
 # The longest a job waits between attempts; also the cap on a wait a provider asks for.

@@ -44,6 +44,7 @@ from worker.domain import (
     JobState,
     LinkOrigin,
     ProviderOrigin,
+    Step,
     StepKind,
     due_at,
     next_step,
@@ -159,7 +160,7 @@ def carry_out(
             raise BadResponse(step.reason or "the job cannot be decided on now")
         if step.kind == StepKind.ARCHIVE:
             assert isinstance(snapshot, JobSnapshot)
-            files = archive_job(rt, provider, claim, snapshot)
+            files = archive_job(rt, provider, claim, snapshot, step, policy)
             result.archived = True
             result.files = len(files)
             result.bytes = sum(f.size for f in files)
@@ -255,9 +256,15 @@ def _record_failure(rt: Runtime, claim: Claim, exc: WorkerError, result: JobResu
 
 
 def archive_job(
-    rt: Runtime, provider: Provider, claim: Claim, snapshot: JobSnapshot
+    rt: Runtime,
+    provider: Provider,
+    claim: Claim,
+    snapshot: JobSnapshot,
+    step: Step,
+    policy: ProviderPolicy,
 ) -> list[FileRecord]:
-    """Store and verify every file the delete would destroy, then write the manifest."""
+    """Store and verify every file the delete would destroy, then write the manifest, and
+    record the policy that made the job due (``step``'s due time and reason)."""
     row = claim.current
     name = provider.name
     folder = job_folder(rt.settings.archive.prefix, name, row.job_id)
@@ -313,7 +320,14 @@ def archive_job(
         ),
     )
     claim.row = rt.ledger.jobs.mark_archived(
-        row, owner=claim.owner, manifest_key=manifest_key, files=records, now=now
+        row,
+        owner=claim.owner,
+        manifest_key=manifest_key,
+        files=records,
+        now=now,
+        retain_days=policy.retain_days,
+        due_at=step.due_at,
+        due_reason=step.due_reason,
     )
     log.info(
         "manifest_written",
@@ -649,6 +663,11 @@ def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
         answer=row.delete_answer,
         custom_objects_deleted=removed,
         custom_objects_left=left,
+        policy={
+            "retain_days": row.retain_days,
+            "due_at": row.due_at.isoformat() if row.due_at else None,
+            "due_reason": row.due_reason,
+        },
     )
     rt.archive.put_json(receipt_key, receipt, same=lambda existing: _same_job(existing, receipt))
     claim.row = rt.ledger.jobs.mark_deleted(

@@ -104,6 +104,7 @@ def build_receipt(
     answer: Any,
     custom_objects_deleted: Sequence[dict[str, Any]],
     custom_objects_left: Sequence[dict[str, Any]] = (),
+    policy: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -117,5 +118,7 @@ def build_receipt(
         "custom_bucket_objects_deleted": list(custom_objects_deleted),
         # Objects in the user's own bucket that changed after they were archived: left there.
         "custom_bucket_objects_left": list(custom_objects_left),
+        # The policy in force when the job was archived: retain_days, due_at, due_reason.
+        "policy": policy or {},
         "worker_version": __version__,
     }

@@ -20,6 +20,8 @@ REPORT_FIELDS = (
     "provider",
     "job_id",
     "due_at",
+    "retain_days",
+    "due_reason",
     "archived_at",
     "deleted_at",
     "files",
@@ -49,15 +51,26 @@ def parse_since(text: str, now: datetime) -> datetime:
 def report(
     ledger: Ledger, settings: Settings, *, since: datetime, provider: str | None
 ) -> Iterator[dict[str, Any]]:
+    """Every job deleted since ``since``, with the policy in force when it was archived.
+
+    The due time, retention and reason are the ones stored at archive time, so a later
+    change of configuration (or a provider removed from it) rewrites nothing already
+    reported. A job archived before they were stored shows them computed from today's
+    configuration, and says so in ``due_reason``.
+    """
     for row, keys in ledger.query.deleted_jobs(since=since, provider=provider):
-        retain = (
-            settings.policy(row.provider).retain_days if row.provider in settings.providers else 0
-        )
+        retain, due, reason = row.retain_days, row.due_at, row.due_reason
+        if retain is None and row.terminal_at is not None and row.provider in settings.providers:
+            retain = settings.policy(row.provider).retain_days
+            due = due_at(row.terminal_at, retain)
+            reason = "computed from today's configuration (archived before policies were kept)"
         answer = row.delete_answer if isinstance(row.delete_answer, dict) else {}
         yield {
             "provider": row.provider,
             "job_id": row.job_id,
-            "due_at": _iso(due_at(row.terminal_at, retain)) if row.terminal_at else None,
+            "due_at": _iso(due),
+            "retain_days": retain,
+            "due_reason": reason,
             "archived_at": _iso(row.archived_at),
             "deleted_at": _iso(row.provider_deleted_at or row.deleted_at),
             "files": row.files_count or 0,

@@ -221,3 +221,22 @@ def test_a_held_job_is_never_read_archived_or_deleted_whatever_the_provider_says
         for snapshot in (None, GONE, snap(Phase.SUCCEEDED, finished_at=NOW - WEEK * 10)):
             step = next_step(row(state, held=True), snapshot, Policy(retain_days=0), NOW)
             assert step == skip(Outcome.HELD)
+
+
+def test_the_reason_a_job_is_due_says_whose_clock_started_it() -> None:
+    by_provider = next_step(
+        row(terminal_at=NOW),
+        snap(Phase.SUCCEEDED, finished_at=NOW - WEEK, status="finished"),
+        Policy(),
+        NOW,
+    )
+    by_worker = next_step(
+        row(terminal_at=NOW - WEEK), snap(Phase.FAILED, status="error"), Policy(), NOW
+    )
+    assert by_provider.due_reason == (
+        f"finished since {(NOW - WEEK).isoformat()} (the provider's finish time); retain_days 7"
+    )
+    assert by_worker.due_reason == (
+        f"error since {(NOW - WEEK).isoformat()} (when the worker first saw it finished); "
+        "retain_days 7"
+    )

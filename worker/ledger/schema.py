@@ -23,7 +23,7 @@ from worker.domain import OPEN_STATES, JobRow, JobState, Phase
 
 # The Alembic revision this code expects. A test checks it equals the migrations' head, so
 # "are migrations pending?" is answered without importing Alembic on every command.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -92,6 +92,10 @@ jobs = sa.Table(
     sa.Column("provider_deleted_at", UTCDateTime),
     sa.Column("deleted_at", UTCDateTime),
     sa.Column("receipt_key", sa.String(1100)),
+    # The policy in force when the job was archived (reports never recompute it).
+    sa.Column("retain_days", sa.Integer),
+    sa.Column("due_at", UTCDateTime),
+    sa.Column("due_reason", sa.String(300)),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("provider", "job_id", name="uq_jobs_provider_job"),
     sa.Index("ix_jobs_provider_state_terminal", "provider", "state", "terminal_at"),
@@ -211,6 +215,9 @@ def job_row(row: sa.Row[Any]) -> JobRow:
         provider_deleted_at=m["provider_deleted_at"],
         deleted_at=m["deleted_at"],
         receipt_key=m["receipt_key"],
+        retain_days=m["retain_days"],
+        due_at=m["due_at"],
+        due_reason=m["due_reason"],
     )
 
 

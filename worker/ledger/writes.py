@@ -236,7 +236,11 @@ class JobWrites:
         manifest_key: str,
         files: Sequence[FileRecord],
         now: datetime,
+        retain_days: int | None = None,
+        due_at: datetime | None = None,
+        due_reason: str | None = None,
     ) -> JobRow:
+        """The archive is complete; the policy that made the job due is kept with it."""
         total = sum(f.size for f in files)
         values = {
             "archived_at": now,
@@ -245,6 +249,9 @@ class JobWrites:
             "bytes_archived": total,
             "last_error": None,
             "next_attempt_at": None,
+            "retain_days": retain_days,
+            "due_at": due_at,
+            "due_reason": due_reason,
         }
         detail = {
             "manifest_key": manifest_key,
