@@ -4,7 +4,6 @@ its manifest and the ledger, damage named key by key, a sample read back."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -98,7 +97,7 @@ def test_a_newer_version_at_an_archived_key_is_reported_without_a_read(
 
 
 def test_a_manifest_that_leaves_out_a_verified_file_is_a_finding(
-    scenario: Scenario, s3: S3Client, s3_server: S3Server, sqlite_url: str, tmp_path: Path
+    scenario: Scenario, s3: S3Client, s3_server: S3Server, sqlite_url: str
 ) -> None:
     archived(scenario, s3_server, sqlite_url, "finished")
     key = folder("daily", scenario.ids["finished"]) + "manifest.json"
