@@ -23,6 +23,8 @@ WORKDIR /src
 
 # Dependencies first, in their own layer, so a code change does not reinstall them.
 # --require-hashes: every package, transitive ones included, must match the lock's hashes.
+# requirements.lock holds the runtime dependencies only: the demo's local S3 server (moto, in
+# requirements-demo.lock) and the test tools never reach the image.
 COPY requirements.lock ./
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock

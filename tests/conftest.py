@@ -158,7 +158,7 @@ def start_worker(tmp_path: Path) -> Iterator[StartWorker]:
                     "worker.celery_app",
                     "worker",
                     "--queues",
-                    queue,
+                    f"{queue},{queue}.sweeps",
                     "--concurrency",
                     str(concurrency),
                     "--pool",

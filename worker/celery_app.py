@@ -1,10 +1,13 @@
 """The Celery app: ``celery -A worker.celery_app worker --beat``.
 
-Beat enqueues ``retention.sweep`` for each provider on that provider's cron schedule. A
-sweep folds the provider's listing into the ledger and fans out one
-``retention.process_job`` per due job, so the work spreads over every worker process on
+Beat enqueues ``retention.sweep`` for each provider on that provider's cron schedule, and
+``retention.scrub`` weekly. A sweep folds the provider's listing into the ledger and fans out
+one ``retention.process_job`` per due job, so the work spreads over every worker process on
 every host. There is no chord or group on the delete path: each job's state lives in the
 ledger, and the next sweep reconciles whatever a lost task left behind.
+
+Two queues: jobs in ``[broker] queue``, sweeps and scrubs in ``{queue}.sweeps``, so a sweep
+never waits behind a backlog of jobs. A worker started without ``-Q`` consumes both.
 
 When a worker imports this module it reads the configuration named by ``RETENTION_CONFIG``
 (only the file; no client is built until a task runs in its own process, after the fork).
@@ -15,11 +18,12 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from celery import Celery, signals
 from celery.schedules import crontab
+from kombu import Exchange, Queue
 
 from worker.errors import ConfigError
 from worker.logging import bind, clear, configure_logging, register_secrets
@@ -53,7 +57,16 @@ app.conf.update(
     # Recycle children: a slow leak in a library must not grow a worker forever.
     worker_max_tasks_per_child=1000,
     worker_max_memory_per_child=512 * 1024,  # KiB
+    # Task events (sent, started, succeeded...) go to the broker for Flower and
+    # celery-exporter; without them those tools see the workers but none of their tasks.
+    # Nothing stores them if no monitor listens (a Redis PUBLISH to no one).
+    worker_send_task_events=True,
+    task_send_sent_event=True,
 )
+
+# The weekly re-verification of the whole archive (`retention scrub` without --read-data):
+# Sunday 04:00 UTC, away from the usual business-hours sweeps. HEAD requests only.
+SCRUB_SCHEDULE = "0 4 * * 0"
 
 
 class _CronFields(Protocol):
@@ -77,6 +90,14 @@ def schedule_of(expression: str) -> crontab:
         raise ConfigError(
             f"schedule {expression!r} is not a valid cron expression: {exc}"
         ) from None
+
+
+def next_run_after(schedule: crontab, when: datetime) -> datetime:
+    """The first run ``schedule`` calls for strictly after ``when`` (beat's own arithmetic,
+    Celery's ``crontab.remaining_delta``, so the metrics and beat never disagree)."""
+    start, delta, _ = schedule.remaining_delta(when)
+    due: datetime = start + delta
+    return due
 
 
 def shortest_period(schedule: crontab) -> timedelta:
@@ -105,8 +126,15 @@ def job_time_limits(settings: Settings) -> tuple[float, float]:
     return soft, soft + 120
 
 
+def sweep_queue(settings: Settings) -> str:
+    """Sweeps' (and scrubs') own queue: a sweep must never wait behind a backlog of jobs,
+    which can be hours long after an outage, or the dead-man's switch pages for nothing."""
+    return f"{settings.broker.queue}.sweeps"
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     soft, hard = job_time_limits(settings)
+    jobs, sweeps = settings.broker.queue, sweep_queue(settings)
     # A message not acknowledged within the visibility timeout is delivered again. It must
     # outlast the longest task (its hard limit) plus the longest retry delay, or a running
     # job is handed to a second worker (kombu #337, celery #5935).
@@ -121,11 +149,28 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "schedule": schedule,
             "args": (name,),
             # A sweep still queued when the next one is due is stale: drop it, don't bunch.
-            "options": {"expires": period.total_seconds(), "queue": settings.broker.queue},
+            "options": {"expires": period.total_seconds(), "queue": sweeps},
         }
+    beat["retention-scrub"] = {
+        "task": "retention.scrub",
+        "schedule": schedule_of(SCRUB_SCHEDULE),
+        # A scrub that could not start within a day waits for next week's.
+        "options": {"expires": 86400, "queue": sweeps},
+    }
     return {
         "broker_url": settings.broker.url,
-        "task_default_queue": settings.broker.queue,
+        "task_default_queue": jobs,
+        # Declared, so that `celery worker` without -Q consumes both; each queue's exchange
+        # and routing key are its name, as Celery would create them on first use.
+        "task_queues": tuple(
+            Queue(name, Exchange(name), routing_key=name) for name in (jobs, sweeps)
+        ),
+        # Whoever sends a sweep or a scrub without naming a queue (`celery call`, Flower).
+        "task_routes": {
+            "retention.sweep": {"queue": sweeps},
+            "retention.scrub": {"queue": sweeps},
+            "retention.process_job": {"queue": jobs},
+        },
         # kombu reads the timeout from each of these; with several apps on one Redis the
         # shortest wins, so all three are set (celery #7651).
         "broker_transport_options": {"visibility_timeout": visibility},
@@ -191,10 +236,7 @@ def _serve_metrics(**_: Any) -> None:
     from worker import metrics
 
     metrics.prepare_multiprocess_dir()
-    metrics.serve(settings.metrics.port, settings.metrics.address)
-    for name in settings.providers:
-        period = shortest_period(schedule_of(settings.policy(name).schedule))
-        metrics.record_period(name, period.total_seconds())
+    metrics.serve(settings)
 
 
 @signals.worker_process_shutdown.connect

@@ -15,6 +15,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from worker import metrics
 from worker.errors import ArchiveError
 from worker.settings import ArchiveSettings
 
@@ -136,10 +137,14 @@ def s3_errors(action: str, bucket: str, key: str | None = None) -> Iterator[None
             error.get("Code", "")
             or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "error")
         )
+        # Counted here, where every S3 failure passes once, after botocore's own retries;
+        # the answers callers expect (a missing object) are handled before they get here.
+        metrics.record_s3_error(metrics.operation_of(exc, action), code)
         raise ArchiveError(
             f"S3 answered {code} while {action} {where}", hint=_s3_hint(code, bucket)
         ) from exc
     except BotoCoreError as exc:
+        metrics.record_s3_error(metrics.operation_of(exc, action), type(exc).__name__)
         raise ArchiveError(
             f"S3 could not be reached while {action} {where}: {type(exc).__name__}",
             hint="Check [archive] endpoint_url and the network; the job will be tried again",

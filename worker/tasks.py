@@ -9,11 +9,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from worker import metrics
 from worker.bootstrap import Runtime, process_runtime
 from worker.celery_app import app, schedule_of, shortest_period, sweep_lease_ttl
 from worker.job import process_job
+from worker.logging import get_logger
+from worker.scrub import scrub
 from worker.settings import load_settings
 from worker.sweep import Dispatch, sweep_provider
+
+log = get_logger(__name__)
+# A scrub of a damaged archive can find every file: the log names this many, the count all.
+SCRUB_FINDINGS_LOGGED = 100
 
 # The ledger or the broker being briefly unreachable is worth a retry of the task itself;
 # a provider's or the archive's errors are handled per job in the ledger instead.
@@ -59,6 +66,8 @@ def job_dispatcher(rt: Runtime, provider: str, period: timedelta) -> Dispatch:
     next sweep dispatches the job again if it still needs it."""
 
     def dispatch(job_id: str, budget: str | None) -> None:
+        # Jobs go to the jobs queue, [broker] queue; the sweep itself came from the sweeps
+        # queue, which a backlog of these never holds up.
         process_job_task.apply_async(
             (provider, job_id),
             {"budget": budget},
@@ -81,3 +90,42 @@ def process_job_task(provider: str, job_id: str, budget: str | None = None) -> d
     """One job; ``budget`` is the dispatching sweep's delete budget (max_deletes_per_sweep)."""
     result = process_job(runtime(), provider, job_id, budget=budget)
     return {"provider": provider, "job_id": job_id, "outcome": result.outcome.value}
+
+
+@app.task(
+    name="retention.scrub",
+    autoretry_for=TRANSIENT_INFRA,
+    retry_backoff=True,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    max_retries=3,
+)
+def scrub_task(read_fraction: float = 0.0) -> dict[str, Any]:
+    """`retention scrub` of the whole archive, from beat (weekly): every archived job's
+    manifest against the ledger and each file by HEAD; ``read_fraction`` of them read back.
+
+    Its time limits are the app's, a job's: the visibility timeout is derived from them, so
+    a long scrub is never handed to a second worker while it runs. A scrub that does not
+    finish records nothing, and the dashboard's "last scrub" shows it.
+    """
+    rt = runtime()
+    report = scrub(rt.archive, rt.ledger, read_fraction=read_fraction)
+    metrics.record_scrub(findings=len(report.findings))
+    for finding in report.findings[:SCRUB_FINDINGS_LOGGED]:
+        log.warning(
+            "scrub_finding",
+            provider=finding.provider,
+            job_id=finding.job_id,
+            key=finding.key,
+            problem=finding.problem,
+        )
+    summary = {
+        "jobs": report.jobs,
+        "files": report.files,
+        "read": report.read,
+        "bytes_read": report.bytes_read,
+        "cold_skipped": report.cold_skipped,
+        "findings": len(report.findings),
+    }
+    log.info("scrub_finished", **summary)
+    return summary

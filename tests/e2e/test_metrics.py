@@ -1,4 +1,5 @@
-"""Prometheus metrics from a real Celery worker (prefork pool), scraped while a sweep runs."""
+"""Prometheus metrics from a real Celery worker (prefork pool), scraped while a sweep runs:
+what every process recorded, merged, with the ledger's and the schedule's gauges."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StartWorker
 from tests.helpers import REDIS_URL, config_data, daily_provider, run_cli, write_config
+from worker import __version__
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server, free_port
 
@@ -55,7 +57,8 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
             providers={"daily": daily_provider(daily_sim)},
             broker={"url": REDIS_URL, "queue": celery_queue},
         )
-        | {"metrics": {"port": port, "address": "127.0.0.1"}},
+        # The ledger's gauges are read again within a second, not the default 15.
+        | {"metrics": {"port": port, "address": "127.0.0.1", "ledger_cache_seconds": 1}},
     )
     start_worker(
         config,
@@ -74,13 +77,19 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
         except OSError:
             time.sleep(0.2)
     assert value(samples, "retention_sweep_period_seconds", provider="daily") == 3600
+    assert value(samples, "retention_build_info", version=__version__) == 1
+    hourly = {"provider": "daily", "schedule": "0 * * * *"}
+    first = value(samples, "retention_first_scheduled_sweep_timestamp_seconds", **hourly)
+    assert first == (started // 3600 + 1) * 3600
+    assert value(samples, "retention_ledger_up") == 1
     assert run_cli("sweep", "--enqueue", config=config).code == 0
     seen_during: list[float] = []
     while time.monotonic() < deadline:
         samples = scrape(port)
         deleted = value(samples, "retention_jobs_deleted_total", provider="daily")
         seen_during.append(deleted)
-        if deleted == len(jobs):
+        in_ledger = value(samples, "retention_ledger_jobs", provider="daily", state="deleted")
+        if deleted == in_ledger == len(jobs):
             break
         time.sleep(0.2)
 
@@ -88,7 +97,7 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
     assert any(0 < n < len(jobs) for n in seen_during), seen_during  # scraped mid-sweep
     assert value(samples, "retention_jobs_archived_total", provider="daily") == len(jobs)
     assert value(samples, "retention_jobs_deleted_total", provider="daily") == len(jobs)
-    assert value(samples, "retention_bytes_archived_total", provider="daily") == sum(
+    assert value(samples, "retention_archived_bytes_total", provider="daily") == sum(
         len(f"job {n}") for n in range(len(jobs))
     )
     assert value(samples, "retention_due_to_deleted_seconds_count", provider="daily") == len(jobs)
@@ -96,3 +105,14 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
     last = value(samples, "retention_last_successful_sweep_timestamp_seconds", provider="daily")
     assert started <= last <= time.time()
     assert value(samples, "retention_jobs_failed_total", provider="daily") == 0
+    # and the ledger, read by the serving process, agrees; the next sweep is the next hour's
+    assert value(samples, "retention_ledger_jobs", provider="daily", state="pending") == 0
+    assert value(samples, "retention_ledger_failed_jobs", provider="daily") == 0
+    assert value(samples, "retention_ledger_overdue_jobs", provider="daily") == 0
+    next_sweep = value(samples, "retention_next_sweep_timestamp_seconds", **hourly)
+    assert next_sweep == (last // 3600 + 1) * 3600
+    # and every request to the provider's API was counted, by the process that sent it
+    requests = value(
+        samples, "retention_provider_requests_total", provider="daily", method="GET", outcome="2xx"
+    )
+    assert requests >= len(jobs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from celery import Celery
 
 from tests.helpers import settings_of
 from worker.celery_app import (
@@ -12,6 +13,7 @@ from worker.celery_app import (
     schedule_of,
     shortest_period,
     sweep_lease_ttl,
+    sweep_queue,
 )
 from worker.errors import ConfigError
 
@@ -57,7 +59,8 @@ def test_each_provider_gets_a_beat_entry_that_expires_before_the_next_run() -> N
     assert beat["retention-sweep-daily"]["args"] == ("daily",)
     assert beat["retention-sweep-daily"]["options"]["expires"] == 30 * 60
     assert beat["retention-sweep-daily_eu"]["options"]["expires"] == 3600
-    assert all(entry["task"] == "retention.sweep" for entry in beat.values())
+    sweeps = {name for name, entry in beat.items() if entry["task"] == "retention.sweep"}
+    assert sweeps == {"retention-sweep-daily", "retention-sweep-daily_eu"}
 
 
 def test_the_visibility_timeout_outlasts_the_longest_task_and_retry() -> None:
@@ -86,12 +89,16 @@ def test_the_soft_shutdown_ends_inside_the_orchestrators_grace_period() -> None:
 
 def test_every_task_has_time_limits_and_retries_only_transient_errors() -> None:
     from worker.celery_app import app
-    from worker.tasks import TRANSIENT_INFRA, process_job_task, sweep
+    from worker.tasks import TRANSIENT_INFRA, process_job_task, scrub_task, sweep
 
     assert sweep.soft_time_limit
     assert sweep.time_limit
     assert sweep.soft_time_limit < sweep.time_limit
-    for task in (sweep, process_job_task):
+    # A scrub runs under the app's limits, a job's, which the visibility timeout outlasts: a
+    # limit of its own could outlast it and hand a running scrub to a second worker.
+    assert scrub_task.soft_time_limit is None
+    assert scrub_task.time_limit is None
+    for task in (sweep, process_job_task, scrub_task):
         # Options Celery keeps as plain attributes, which its type stubs do not declare.
         assert getattr(task, "autoretry_for") == TRANSIENT_INFRA  # noqa: B009
         assert getattr(task, "retry_backoff")  # noqa: B009
@@ -100,3 +107,58 @@ def test_every_task_has_time_limits_and_retries_only_transient_errors() -> None:
     assert app.conf.worker_prefetch_multiplier == 1
     assert app.conf.worker_max_tasks_per_child
     assert app.conf.worker_max_memory_per_child
+
+
+def test_sweeps_have_a_queue_of_their_own_that_a_plain_worker_consumes_too() -> None:
+    # given a deployment whose jobs queue is "acme"
+    settings = settings_of(
+        {
+            "archive": {"bucket": "acme-archive"},
+            "broker": {"queue": "acme"},
+            "providers": {"daily": {"type": "daily", "api_key": "k"}},
+        }
+    )
+
+    config = celery_config(settings)
+
+    # then beat sends sweeps and the scrub to acme.sweeps, never behind a backlog of jobs
+    assert sweep_queue(settings) == "acme.sweeps"
+    assert {entry["options"]["queue"] for entry in config["beat_schedule"].values()} == {
+        "acme.sweeps"
+    }
+    assert config["task_routes"]["retention.sweep"] == {"queue": "acme.sweeps"}
+    assert config["task_routes"]["retention.scrub"] == {"queue": "acme.sweeps"}
+    assert config["task_routes"]["retention.process_job"] == {"queue": "acme"}
+    assert config["task_default_queue"] == "acme"
+    # and both are declared, so a worker started without -Q consumes both, each under the
+    # exchange and routing key Celery gives a queue it creates by name
+    queues = {q.name: q for q in config["task_queues"]}
+    assert set(queues) == {"acme", "acme.sweeps"}
+    for name, queue in queues.items():
+        assert (queue.exchange.name, queue.routing_key) == (name, name)
+
+
+def test_a_sweep_the_router_sends_lands_in_the_sweeps_queue() -> None:
+    # A fresh app: Celery caches its router and queues on first use.
+    settings = settings_of({"archive": {"bucket": "acme-archive"}, "broker": {"queue": "acme"}})
+    app = Celery("routing", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    route = app.amqp.router.route({}, "retention.sweep", ("daily",), {})
+    job = app.amqp.router.route({}, "retention.process_job", ("daily", "j"), {})
+    assert route["queue"].name == "acme.sweeps"
+    assert job["queue"].name == "acme"
+
+
+def test_a_weekly_scrub_is_scheduled_that_expires_after_a_day() -> None:
+    settings = settings_of({"archive": {"bucket": "acme-archive"}})
+    entry = celery_config(settings)["beat_schedule"]["retention-scrub"]
+    assert entry["task"] == "retention.scrub"
+    assert entry["schedule"] == schedule_of("0 4 * * 0")
+    assert entry["options"]["expires"] == 86400
+
+
+def test_task_events_are_sent_for_flower_and_celery_exporter() -> None:
+    from worker.celery_app import app
+
+    assert app.conf.worker_send_task_events
+    assert app.conf.task_send_sent_event

@@ -3,7 +3,7 @@ report a person reads. Nothing here writes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +67,19 @@ class ProviderStatus:
     overdue_count: int
     failed: list[FailedJob]
     kept: list[KeptJob]
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderGauges:
+    """What the metrics read from the ledger for one provider (``Queries.gauges``)."""
+
+    provider: str
+    # Every state of the lifecycle, 0 where no job is in it.
+    states: dict[str, int]
+    held: int
+    overdue: int
+    # How long ago the oldest overdue job became due (0 when none is overdue).
+    oldest_overdue_seconds: float
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -345,6 +358,76 @@ class Queries:
                             for r in failed
                         ],
                         kept=[KeptJob(r.job_id, r.last_error, _iso(r.last_error_at)) for r in kept],
+                    )
+                )
+        return out
+
+    def gauges(
+        self,
+        retain_days: Mapping[str, int],
+        *,
+        now: datetime,
+        archived_on_purpose: Collection[str] = (),
+    ) -> list[ProviderGauges]:
+        """Counts for the metrics' gauges, for each provider of ``retain_days`` (the
+        configured ones: jobs of a provider removed from the configuration are nobody's to
+        alert on): jobs by state, held open jobs, and the overdue jobs ``status`` counts,
+        except the archived jobs of the providers in ``archived_on_purpose`` (``read_only``
+        ones), which wait at the provider on purpose.
+
+        Aggregates only (two queries, and one per provider for the overdue), read from the
+        (provider, state, terminal_at) index: the cost does not grow with what is printed.
+        """
+        c = jobs.c
+        names = sorted(retain_days)
+        if not names:
+            return []
+        states: dict[str, dict[str, int]] = {
+            name: {state.value: 0 for state in JobState} for name in names
+        }
+        with self.db.read() as conn:
+            for provider, state, n in conn.execute(
+                sa.select(c.provider, c.state, sa.func.count())
+                .where(c.provider.in_(names))
+                .group_by(c.provider, c.state)
+            ):
+                states[provider][state] = int(n)
+            held: dict[str, int] = {
+                provider: int(n)
+                for provider, n in conn.execute(
+                    sa.select(c.provider, sa.func.count())
+                    .where(c.provider.in_(names), c.held.is_(True), OPEN_JOBS)
+                    .group_by(c.provider)
+                )
+            }
+            out = []
+            for name in names:
+                days = retain_days[name]
+                due = sa.and_(
+                    c.state.in_([JobState.PENDING, JobState.KEPT]),
+                    c.terminal_at.is_not(None),
+                    c.terminal_at <= now - timedelta(days=days),
+                )
+                waiting = (
+                    due if name in archived_on_purpose else sa.or_(c.state.in_(_RESUMABLE), due)
+                )
+                count, oldest = conn.execute(
+                    sa.select(sa.func.count(), sa.func.min(c.terminal_at)).where(
+                        c.provider == name, c.held.is_(False), waiting
+                    )
+                ).one()
+                age = 0.0
+                if count and oldest is not None:
+                    # An archived job can be due later than now if retain_days was raised
+                    # since: it is overdue (resumable) but not late.
+                    age = max(0.0, (now - due_at(oldest, days)).total_seconds())
+                out.append(
+                    ProviderGauges(
+                        provider=name,
+                        states=states[name],
+                        held=held.get(name, 0),
+                        overdue=int(count),
+                        oldest_overdue_seconds=age,
                     )
                 )
         return out

@@ -42,6 +42,7 @@ import tenacity
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from worker import metrics
 from worker.domain import (
     Artifact,
     DeleteAnswer,
@@ -508,17 +509,32 @@ class HttpApi:
             _consult_send_guard()
         except Exception as exc:
             raise _GuardRefused(exc) from None
+        # Counted from here, when the request leaves: waits for a token or a window are ours.
+        sent = time.monotonic()
+        answered: int | None = None
+        failure = "network"
         try:
             with self.client.stream(method, path, params=params, json=json_body) as response:
+                answered = response.status_code
                 raw = self._read_capped(response, label, max_body)
                 self._note_window(response.headers)
         except httpx.TimeoutException as exc:
+            failure = "timeout"
             raise ProviderUnavailable(f"{label} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise ProviderUnavailable(
                 f"{label} failed: {type(exc).__name__}",
                 hint="The provider could not be reached; the job will be tried again",
             ) from exc
+        finally:
+            # Every attempt, retries included: a 429 or a 5xx that tenacity retries is one.
+            metrics.record_provider_request(
+                self.provider,
+                method,
+                status=answered,
+                error=failure,
+                seconds=time.monotonic() - sent,
+            )
         status = response.status_code
         data: Any = None
         content_type = response.headers.get("content-type", "")
@@ -564,15 +580,23 @@ class HttpApi:
         if self.limiter is not None:
             self.limiter.acquire()
         _consult_send_guard()
+        opened = False
         try:
             with self.client.stream(
                 method, path, headers={"Accept-Encoding": "identity"}
             ) as response:
+                # Counted, not timed: the body streams for as long as the file is large.
+                metrics.record_provider_request(self.provider, method, status=response.status_code)
+                opened = True
                 self._note_window(response.headers)
                 yield response
         except httpx.TimeoutException as exc:
+            if not opened:
+                metrics.record_provider_request(self.provider, method, status=None, error="timeout")
             raise ProviderUnavailable(f"{what} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
+            if not opened:
+                metrics.record_provider_request(self.provider, method, status=None, error="network")
             raise ProviderUnavailable(f"{what} failed: {type(exc).__name__}") from exc
 
     def _wait_for_window(self) -> None:
