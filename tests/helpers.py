@@ -91,9 +91,18 @@ class CliRun:
     def last_json(self) -> Any:
         return json.loads(self.stdout.strip().splitlines()[-1])
 
+    def only_json(self) -> Any:
+        """stdout as the one JSON document it must be (--json): nothing before or after."""
+        return json.loads(self.stdout)
+
+    def json_lines(self) -> list[Any]:
+        """stdout as JSON lines (--jsonl), every line one object."""
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
     def log_events(self) -> list[dict[str, Any]]:
+        """The command's JSON log events, which it writes to stderr."""
         events = []
-        for line in self.stdout.splitlines():
+        for line in self.stderr.splitlines():
             if line.startswith("{") and '"event"' in line:
                 events.append(json.loads(line))
         return events

@@ -1,4 +1,8 @@
-"""Structured logs: JSON lines on stdout (readable on a terminal), with secrets scrubbed.
+"""Structured logs: JSON lines (readable on a terminal), with secrets scrubbed.
+
+Where they go: the Celery worker, a service, logs to stdout; the `retention` command logs to
+stderr, so that its stdout holds only results (one JSON document with ``--json``), as
+rclone and restic do.
 
 Every record, ours and the libraries' (httpx, botocore, celery), passes through one stdlib
 handler whose formatter runs the same chain. Redaction happens twice, on purpose:
@@ -10,7 +14,8 @@ handler whose formatter runs the same chain. Redaction happens twice, on purpose
    reach a line some other way: an exception message, a repr, botocore's DEBUG dump of a
    signed request.
 
-``RETENTION_LOG_LEVEL`` sets the level (default INFO).
+``RETENTION_LOG_LEVEL`` sets the level (default INFO; for the command at a terminal,
+WARNING), and the command's ``-v``/``-q`` move it a step at a time from there.
 """
 
 from __future__ import annotations
@@ -87,10 +92,38 @@ def _elide(value: Any, *, depth: int) -> Any:
     return value
 
 
-def _level_from_env() -> int:
-    name = os.environ.get(LEVEL_ENV, "INFO").upper()
-    level = logging.getLevelName(name)
-    return level if isinstance(level, int) else logging.INFO
+def _level_from_env(default: int = logging.INFO) -> int:
+    name = os.environ.get(LEVEL_ENV, "").upper()
+    level = logging.getLevelName(name) if name else default
+    return level if isinstance(level, int) else default
+
+
+_STEPS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
+
+
+def cli_level(verbosity: int, *, at_terminal: bool) -> int:
+    """The command's level: RETENTION_LOG_LEVEL, else INFO (WARNING when a person reads the
+    log at a terminal), then one step down per ``-v`` and up per ``-q``."""
+    base = _level_from_env(logging.WARNING if at_terminal else logging.INFO)
+    index = min(range(len(_STEPS)), key=lambda i: abs(_STEPS[i] - base))
+    return _STEPS[max(0, min(len(_STEPS) - 1, index - verbosity))]
+
+
+class _CurrentStderr:
+    """``sys.stderr`` as it is when a line is written, not when logging was set up: rich's
+    live progress display swaps it for a proxy that prints above the bar."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
+STDERR: Any = _CurrentStderr()
 
 
 def configure_logging(

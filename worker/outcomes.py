@@ -72,6 +72,9 @@ class JobResult:
     manifest_key: str | None = None
     due_at: datetime | None = None
     duration_ms: int = 0
+    # Deferred because the provider or the archive could not be reached (exits.is_unreachable):
+    # when every job a sweep tried says so, the sweep exits 3, not 1.
+    unreachable: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +102,10 @@ class SweepSummary:
     listing_error: str | None
     duration_ms: int
     skipped_by_reason: dict[str, int]
+    # The delete brake (max_deletes_per_sweep) stopped the sweep.
+    braked: bool = False
+    # The listing failed, or every job tried was deferred as unreachable (worker.exits).
+    unreachable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +166,8 @@ class SweepReport:
     stopped_reason: str | None = None
     listing_error: str | None = None
     listing_failed_permanently: bool = False
+    # The delete brake stopped dispatching (a job that met it counts as STOPPED as well).
+    braked: bool = False
     counts: Counter[str] = field(default_factory=Counter)
     bytes_archived: int = 0
     duration_ms: int = 0
@@ -172,6 +181,8 @@ class SweepReport:
                 self.bytes_archived += result.bytes
             if result.deleted:
                 self.counts["deleted_now"] += 1
+            if result.unreachable and result.outcome == Outcome.DEFERRED:
+                self.counts["unreachable"] += 1
 
     def count(self, outcome: Outcome, n: int = 1) -> None:
         with self._lock:
@@ -184,6 +195,7 @@ class SweepReport:
 
     def summary(self) -> SweepSummary:
         c = self.counts
+        tried = sum(c[o] for o in Outcome if o not in SKIPPED)
         return SweepSummary(
             provider=self.provider,
             dry_run=self.dry_run,
@@ -206,4 +218,6 @@ class SweepReport:
             listing_error=self.listing_error,
             duration_ms=self.duration_ms,
             skipped_by_reason={o.value: c[o] for o in sorted(SKIPPED) if c[o]},
+            braked=self.braked or bool(c[Outcome.STOPPED]),
+            unreachable=self.listing_error is not None or (tried > 0 and c["unreachable"] == tried),
         )

@@ -2,14 +2,21 @@
 
 The CLI, the demo and ``terminal`` (rich tables at a terminal) all render from here, so a
 count is named and ordered the same way wherever a person or a script reads it.
+
+For scripts, as restic's ``--json`` does, every JSON object says what it is in
+``message_type``: ``"job"`` for one job's result (a line of ``--jsonl``), ``"summary"`` for
+the whole run (the one document of ``--json``, and the last line of ``--jsonl``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable
+from typing import Any
 
 from worker.outcomes import JobResult, Outcome, SweepSummary, SweepTotals
+from worker.redact import REDACTOR
 
 # The columns of a sweep's summary, in the order they are shown.
 COLUMNS = ("archived", "deleted", "deferred", "failed", "kept", "stopped", "skipped", "gone")
@@ -78,6 +85,24 @@ def job_line(result: JobResult, *, dry_run: bool) -> list[str]:
     return []
 
 
-def json_document(summaries: Iterable[SweepSummary]) -> str:
-    """The whole sweep as one JSON document: the counts added up, and each provider's."""
-    return json.dumps(SweepTotals.of(summaries).to_dict(), sort_keys=True, default=str)
+def job_record(result: JobResult) -> dict[str, Any]:
+    """One job's result, for a line of ``--jsonl``."""
+    record = dataclasses.asdict(result)
+    record["outcome"] = result.outcome.value
+    record["due_at"] = result.due_at.isoformat(timespec="seconds") if result.due_at else None
+    # Errors name no credential by design; scrubbed all the same, as a log line would be.
+    record["error"] = REDACTOR.scrub(result.error) if result.error else None
+    return {"message_type": "job", **record}
+
+
+def json_line(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, default=str)
+
+
+def json_document(summaries: Iterable[SweepSummary], *, exit_code: int | None = None) -> str:
+    """The whole sweep as one JSON document: the counts added up, each provider's, and the
+    exit code the command ends with."""
+    document: dict[str, Any] = {"message_type": "summary", **SweepTotals.of(summaries).to_dict()}
+    if exit_code is not None:
+        document["exit_code"] = exit_code
+    return json_line(document)

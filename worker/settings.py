@@ -2,9 +2,11 @@
 
 The configuration is one TOML file, named by ``--config PATH`` or ``RETENTION_CONFIG``.
 Environment variables ``RETENTION_<SECTION>__<KEY>`` override its keys (for example
-``RETENTION_PROVIDERS__DAILY__API_KEY``), and a string written ``"${NAME}"`` is read from the
-environment variable NAME. A bad configuration raises one ``ConfigError`` that names every
-offending key; the CLI prints it and exits with code 2.
+``RETENTION_PROVIDERS__DAILY__API_KEY``), and so do files named like them in
+``RETENTION_SECRETS_DIR``. In a string, ``${NAME}`` is the environment variable NAME and
+``${NAME:-default}`` falls back when it is unset or empty; a credential may be read from a
+file with ``KEY_file = PATH``. A bad configuration raises one ``ConfigError`` that names every
+offending key, all at once; the CLI prints it and exits with code 2.
 
 This module imports no network client, so that loading settings stays cheap.
 """
@@ -29,7 +31,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from worker.errors import ConfigError
 
@@ -40,7 +48,6 @@ CONFIG_ENV = "RETENTION_CONFIG"
 PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _CRON_FIELD = re.compile(r"^[0-9a-zA-Z*/,-]+$")
-_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # Storage classes whose objects cannot be read until a RestoreObject has finished.
 COLD_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 _RATE = re.compile(r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|s|m|h|d)s?\s*$")
@@ -212,6 +219,30 @@ class MetricsSettings(_Strict):
     enabled: bool = True
     port: int = Field(default=9808, ge=1, le=65535)
     address: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
+    # The ledger's gauges (jobs by state, overdue, failed...) count the whole jobs table: a
+    # worker reads them at most this often (and again as soon as a sweep ends).
+    ledger_cache_seconds: float = Field(default=15.0, ge=0, le=3600)
+    # For `retention sweep` run from cron, which serves nothing: at the end of each run its
+    # metrics are written to this file, for node_exporter's textfile collector (which reads
+    # only *.prom files), added to what the previous runs wrote.
+    textfile: str | None = None
+    # ... and/or pushed to this Pushgateway (http:// or https://, user:password@ allowed),
+    # group job="retention-worker". A secret: it may carry credentials.
+    pushgateway_url: SecretStr | None = None
+
+    @field_validator("textfile")
+    @classmethod
+    def _textfile(cls, v: str | None) -> str | None:
+        if v is not None and not v.endswith(".prom"):
+            raise ValueError("must end in .prom: node_exporter's textfile collector reads no other")
+        return v
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _pushgateway(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not v.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
 
 
 class ProviderCommon(_Strict):
@@ -460,7 +491,8 @@ def _url_password(url: str | None) -> str | None:
 
 
 class _Loader(BaseSettings, Settings):
-    """Settings read from the TOML file (passed as keyword arguments) under the environment."""
+    """Settings read from the TOML file (passed as keyword arguments) under the environment
+    and the secrets directory."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -479,8 +511,54 @@ class _Loader(BaseSettings, Settings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment first, so it overrides the file.
-        return (env_settings, init_settings)
+        # Environment first, then files in RETENTION_SECRETS_DIR named like the environment
+        # variables (RETENTION_PROVIDERS__DAILY__API_KEY), then the file. pydantic-settings'
+        # nested source reads nested keys and skips Kubernetes' hidden ..data entries; its
+        # plain SecretsSettingsSource only knows top-level fields.
+        secrets = NestedSecretsSettingsSource(file_secret_settings, secrets_dir_missing="ok")
+        return (env_settings, secrets, init_settings)
+
+
+# -- loading --------------------------------------------------------------------------------
+
+SECRETS_DIR_ENV = "RETENTION_SECRETS_DIR"
+# ${NAME} and ${NAME:-default} anywhere in a string; $${ is a literal ${. A lone ${ that is
+# neither is refused rather than kept: it is far more often a typo than a value.
+_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}|\$\{")
+# A credential read from a file (KEY_file) is a line or a few. Anything larger is the wrong
+# file, and it is not read whole into memory, nor into a message.
+MAX_SECRET_FILE = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the configuration: which key, and what; never its value."""
+
+    key: str
+    message: str
+    # "providers.daily.api_key refers to ..." reads on; "archive.bucket: is required" does not.
+    sentence: bool = False
+
+    def __str__(self) -> str:
+        if not self.key:
+            return self.message
+        return f"{self.key}{' ' if self.sentence else ': '}{self.message}"
+
+
+@dataclass(frozen=True)
+class ConfigReport:
+    """What reading a configuration found: valid settings, or every problem at once."""
+
+    path: Path
+    settings: Settings | None
+    problems: tuple[Problem, ...]
+    # References to unset variables that were let pass (``allow_unset``), by key.
+    unchecked: tuple[str, ...] = ()
+
+    def message(self) -> str:
+        lines = [f"invalid configuration in {self.path}:"]
+        lines += [f"  {problem}" for problem in self.problems]
+        return "\n".join(lines)
 
 
 def config_path(explicit: str | os.PathLike[str] | None) -> Path:
@@ -494,7 +572,24 @@ def config_path(explicit: str | os.PathLike[str] | None) -> Path:
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
-    """Read, expand, override and validate the configuration, or raise one ConfigError."""
+    """Read, expand, override and validate the configuration, or raise one ConfigError that
+    names every offending key."""
+    report = read_config(path)
+    if report.settings is None:
+        raise ConfigError(report.message())
+    return report.settings
+
+
+def read_config(
+    path: str | os.PathLike[str] | None = None, *, allow_unset: bool = False
+) -> ConfigReport:
+    """Read the file, expand its references and secret files, apply the environment and the
+    secrets directory, and validate, collecting every problem rather than the first.
+
+    Raises ConfigError only when there is no file to read (missing, unreadable, not TOML).
+    ``allow_unset`` lets references to unset variables pass, unchecked (to validate a file
+    where its secrets are not, as in CI). Nothing here touches the network.
+    """
     file = config_path(path)
     try:
         raw = tomllib.loads(file.read_text(encoding="utf-8"))
@@ -502,38 +597,211 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         raise ConfigError(f"configuration file {file} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"cannot read configuration file {file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"configuration file {file} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from None
-    data = _expand_env_refs(raw, os.environ, ())
+    expander = _Expander(os.environ, base=file.parent, allow_unset=allow_unset)
+    data = expander.table(raw, (), Settings)
+    problems = list(expander.problems)
+    secrets_dir = _secrets_dir(problems)
+    settings: Settings | None = None
     try:
-        return _Loader(**data)
+        settings = _Loader(**data, _secrets_dir=secrets_dir)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(file))) from None
+        problems += [
+            p
+            for p in validation_problems(exc, renamed=expander.renamed)
+            if not expander.broke(p.key)
+        ]
+    except SettingsError as exc:  # the secrets directory is too large, or not a directory
+        problems.append(Problem(SECRETS_DIR_ENV, str(exc)))
+    return ConfigReport(
+        file,
+        None if problems else settings,
+        tuple(problems),
+        tuple(sorted(expander.unchecked)),
+    )
 
 
-def _expand_env_refs(value: Any, environ: Mapping[str, str], path: tuple[str, ...]) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand_env_refs(v, environ, (*path, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand_env_refs(v, environ, (*path, str(i))) for i, v in enumerate(value)]
-    if isinstance(value, str):
-        match = _ENV_REF.match(value)
-        if match:
+def _secrets_dir(problems: list[Problem]) -> Path | None:
+    value = os.environ.get(SECRETS_DIR_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_dir():
+        problems.append(
+            Problem(
+                SECRETS_DIR_ENV,
+                f"names {path}, which is not a directory: mount the secrets there, or unset it",
+                sentence=True,
+            )
+        )
+        return None
+    return path
+
+
+def credential_keys(model: type[BaseModel]) -> frozenset[str]:
+    """The keys that may be read from a file (``KEY_file``): credentials, and the settings
+    kept out of reprs because they may carry one (the ledger's and the broker's URLs)."""
+    return frozenset(
+        name
+        for name, info in model.model_fields.items()
+        if not info.repr or SecretStr in (info.annotation, *get_args(info.annotation))
+    )
+
+
+def _section_model(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
+    info = model.model_fields.get(key) if model is not None else None
+    annotation = info.annotation if info is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def _provider_model(table: Any) -> type[BaseModel] | None:
+    kind = table.get("type") if isinstance(table, dict) else None
+    for cls in provider_classes():
+        if get_args(cls.model_fields["type"].annotation)[0] == kind:
+            return cls
+    return None
+
+
+class _Expander:
+    """Expands ``${NAME}`` references and reads ``KEY_file`` files, walking the file's tables
+    alongside the settings models, and notes every problem instead of stopping at one."""
+
+    def __init__(self, environ: Mapping[str, str], *, base: Path, allow_unset: bool) -> None:
+        self.environ = environ
+        self.base = base
+        self.allow_unset = allow_unset
+        self.problems: list[Problem] = []
+        # A key read from a file, by the key that named the file: errors name the latter.
+        self.renamed: dict[str, str] = {}
+        self.unchecked: set[str] = set()
+        # Keys whose value could not be had: validation errors under them would only repeat.
+        self._broken: set[str] = set()
+
+    def broke(self, key: str) -> bool:
+        return any(key == b or key.startswith(b + ".") for b in self._broken)
+
+    def _problem(self, path: tuple[str, ...], message: str, *, sentence: bool = False) -> None:
+        key = ".".join(path)
+        self.problems.append(Problem(key, message, sentence))
+        self._broken.add(key)
+
+    def table(
+        self, table: dict[str, Any], path: tuple[str, ...], model: type[BaseModel] | None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        fields = model.model_fields if model is not None else {}
+        for key, value in table.items():
+            here = (*path, key)
+            if not path and key.startswith("_"):
+                # pydantic-settings reads keyword arguments such as _env_file or _secrets_dir
+                # as its own options: a file must not be able to set them.
+                self._problem(here, _FRIENDLY["extra_forbidden"])
+            elif model is Settings and key == "providers" and isinstance(value, dict):
+                out[key] = {
+                    name: self.value(provider, (*here, name), _provider_model(provider))
+                    for name, provider in value.items()
+                }
+            elif (
+                model is not None
+                and key.endswith("_file")
+                and key not in fields
+                and key[: -len("_file")] in credential_keys(model)
+            ):
+                target = key[: -len("_file")]
+                if target in table:
+                    self._problem(here, f"give {target} or {key}, not both")
+                    self._broken.add(".".join((*path, target)))
+                    continue
+                self.renamed[".".join((*path, target))] = ".".join(here)
+                out[target] = self._read_file(self.value(value, here, None), here)
+            else:
+                out[key] = self.value(value, here, _section_model(model, key))
+        return out
+
+    def value(self, value: Any, path: tuple[str, ...], model: type[BaseModel] | None) -> Any:
+        if isinstance(value, dict):
+            return self.table(value, path, model)
+        if isinstance(value, list):
+            return [self.value(v, (*path, str(i)), None) for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return self._expand(value, path)
+        return value
+
+    def _expand(self, text: str, path: tuple[str, ...]) -> str:
+        found: list[str] = []
+
+        def replace(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in environ:
-                raise ConfigError(
-                    f"{'.'.join(path)} refers to the environment variable {name}, which is not set",
-                    hint=f"Export {name} or write the value in the file",
+            if match.group(0) == "$${":
+                return "${"
+            if name is None:
+                found.append(
+                    "has a '${' that is no reference: write ${NAME} or ${NAME:-default}, "
+                    "or $${ for a literal '${'"
                 )
-            if not environ[name].strip():
-                # An empty line in an env file would otherwise pass every check here and
-                # fail only at the provider, as a wrong key.
-                raise ConfigError(
-                    f"{'.'.join(path)} refers to the environment variable {name}, which is empty",
-                    hint=f"Give {name} a value, or remove the key to use its default",
-                )
-            return environ[name]
-    return value
+                return match.group(0)
+            value = self.environ.get(name)
+            if match.group(2) is not None:  # ${NAME:-default}: unset or empty takes it
+                return value if value and value.strip() else match.group(3)
+            if value is None or not value.strip():
+                if self.allow_unset:
+                    self.unchecked.add(".".join(path))
+                    self._broken.add(".".join(path))
+                elif value is None:
+                    found.append(
+                        f"refers to the environment variable {name}, which is not set: "
+                        f"export {name} or write the value in the file"
+                    )
+                else:
+                    # An empty line in an env file would otherwise pass every check here and
+                    # fail only at the provider, as a wrong key.
+                    found.append(
+                        f"refers to the environment variable {name}, which is empty: give "
+                        f"{name} a value, or remove the key to use its default"
+                    )
+                return match.group(0)
+            return value
+
+        expanded = _REFERENCE.sub(replace, text)
+        for message in found:
+            self._problem(path, message, sentence=message.startswith("refers"))
+        return text if found else expanded
+
+    def _read_file(self, name: Any, path: tuple[str, ...]) -> str:
+        """A credential from a file (Docker and Kubernetes secrets): its text, trailing
+        newlines stripped. A problem leaves an empty placeholder, reported once."""
+        if not isinstance(name, str) or not name:
+            self._problem(path, "must be the path of a file")
+            return ""
+        if self.broke(".".join(path)):
+            return ""
+        file = Path(name).expanduser()
+        file = file if file.is_absolute() else self.base / file
+        try:
+            with file.open("rb") as handle:
+                data = handle.read(MAX_SECRET_FILE + 1)
+        except OSError as exc:
+            self._problem(path, f"cannot read {file} ({exc.strerror or type(exc).__name__})")
+            return ""
+        if len(data) > MAX_SECRET_FILE:
+            self._problem(
+                path, f"{file} is over {MAX_SECRET_FILE // 1024} KiB: is it the right file?"
+            )
+            return ""
+        try:
+            text = data.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError:
+            self._problem(path, f"{file} is not UTF-8 text")
+            return ""
+        if not text.strip():
+            self._problem(path, f"{file} is empty")
+            return ""
+        return text
 
 
 def provider_classes() -> tuple[type[ProviderCommon], ...]:
@@ -553,9 +821,14 @@ _FRIENDLY = {
 }
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One message that names each offending key, without echoing any value (secrets)."""
-    lines = [f"invalid configuration in {source}:"]
+def validation_problems(
+    exc: ValidationError, *, renamed: Mapping[str, str] | None = None
+) -> list[Problem]:
+    """Each offending key and what is wrong with it, without echoing any value (secrets).
+    A key set by an environment variable says which."""
+    problems = []
+    renamed = renamed or {}
+    overrides = {name.upper() for name in os.environ if name.upper().startswith(ENV_PREFIX)}
     for err in exc.errors(include_input=False, include_url=False):
         parts = [str(p) for p in err["loc"]]
         # A tagged union reports providers.NAME.TYPE.key; the type is noise to the reader.
@@ -567,5 +840,15 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             message = f"unknown provider type; expected one of {err['ctx']['expected_tags']}"
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
-        lines.append(f"  {loc}: {message}")
+        variable = ENV_PREFIX + "__".join(parts).upper()
+        if variable in overrides:
+            message += f" (set by {variable})"
+        problems.append(Problem(renamed.get(loc, loc), message))
+    return problems
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One message that names each offending key, without echoing any value (secrets)."""
+    lines = [f"invalid configuration in {source}:"]
+    lines += [f"  {problem}" for problem in validation_problems(exc)]
     return "\n".join(lines)

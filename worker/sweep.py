@@ -287,6 +287,7 @@ def _real_sweep(
         rt, provider.name, policy, report, candidates, dispatch, on_result, budget, lease_lost
     )
     if braked:
+        report.braked = True
         report.stopped_reason = report.stopped_reason or _brake_message(
             policy.max_deletes_per_sweep
         )
@@ -401,7 +402,3 @@ def _dry_sweep(
         runner.close()
     if report.counts[Outcome.STOPPED]:
         report.stopped_reason = _brake_message(policy.max_deletes_per_sweep)
-
-
-def failed_permanently(reports: list[SweepReport]) -> bool:
-    return any(r.failed for r in reports)

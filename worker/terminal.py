@@ -18,8 +18,10 @@ from rich.table import Table
 from worker.render import COLUMNS, counts_of
 
 if TYPE_CHECKING:
+    from worker.domain import JobRow
     from worker.ledger import ProviderStatus
     from worker.outcomes import JobResult, SweepSummary
+    from worker.scrub import Finding
 
 
 def human_bytes(count: int) -> str:
@@ -85,6 +87,41 @@ class SweepProgress:
             self.progress.console.print(
                 f"[red]failed[/] {result.provider} job {result.job_id}: {result.error}"
             )
+
+
+class ScrubProgress:
+    """One live line while a scrub runs: jobs and files looked at, problems found. Each
+    damaged or missing key is printed above it as it is found."""
+
+    def __init__(self) -> None:
+        self.console = Console()
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]scrub"),
+            BarColumn(),
+            TextColumn("{task.completed} jobs  {task.fields[problems]} problem(s)"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self._task = self.progress.add_task("", total=None, problems=0)
+        self._problems = 0
+
+    def __enter__(self) -> ScrubProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        done = self.progress.tasks[self._task].completed or 1
+        self.progress.update(self._task, total=done, completed=done)
+        self.progress.stop()
+
+    def __call__(self, row: JobRow, found: list[Finding], lines: list[str]) -> None:
+        self._problems += len(lines)
+        for line in lines:
+            # Keys are the provider's: no markup in them is interpreted.
+            self.progress.console.print(line, style="red", markup=False, highlight=False)
+        self.progress.update(self._task, advance=1, problems=self._problems)
 
 
 def sweep_table(summaries: Iterable[SweepSummary]) -> None:

@@ -470,8 +470,8 @@ def test_an_output_the_worker_does_not_recognise_keeps_the_job_until_it_is_accep
     # when: it is swept
     run = run_cli("sweep", "--json", config=config)
 
-    # then: nothing is deleted or archived, and the job is kept with the field named
-    assert run.code == 0, run.stderr
+    # then: nothing is deleted or archived, and the job is kept with the field named (exit 1)
+    assert run.code == 1, run.stderr
     assert run.last_json()["kept"] == 1
     assert daily_sim.seen("DELETE") == []
     assert objects(s3, bucket) == {}

@@ -51,9 +51,10 @@ def test_a_cli_sweep_archives_verifies_and_deletes_each_due_job_exactly_once(
 
     run = run_cli("sweep", "--json", config=config)
 
-    assert run.code == 0, run.stderr
-    summary = run.last_json()
-    # The job in an unknown status is deferred (and says why); nothing failed.
+    # The job in an unknown status is deferred (and says why), so the sweep exits 1.
+    assert run.code == 1, run.stderr
+    summary = run.only_json()
+    # Nothing failed.
     assert (summary["archived"], summary["deleted"], summary["deferred"], summary["failed"]) == (
         4,
         4,
@@ -100,18 +101,16 @@ def test_a_dry_run_changes_nothing_anywhere_and_says_what_would_happen(
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     requests_before = len(scenario.daily.requests)
 
-    run = run_cli("sweep", "--dry-run", "--json", config=config)
+    run = run_cli("sweep", "--dry-run", config=config)
 
-    assert run.code == 0, run.stderr
+    assert run.code == 1, run.stderr  # as the real run: the job in an unknown status is deferred
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     assert objects(s3, scenario.bucket) == {}
     assert s3.list_objects_v2(Bucket=scenario.custom_bucket)["KeyCount"] == 2
     new_requests = scenario.daily.requests[requests_before:]
     assert {r.method for r in new_requests} == {"GET"}
     assert not any(r.path.startswith("/files/") for r in new_requests)
-    summary = run.last_json()
-    assert summary["dry_run"]
-    assert (summary["would_delete"], summary["deleted"]) == (4, 0)
+    assert "daily (dry run): would archive 4, would delete 4," in run.stdout
     for label in DUE:
         job_id = scenario.ids[label]
         assert f"would delete daily job {job_id}" in run.stdout
@@ -125,7 +124,7 @@ def test_a_dry_run_with_no_ledger_yet_creates_none(
 ) -> None:
     db = tmp_path / "never.db"
     config = scenario.write(tmp_path / "retention.toml", f"sqlite:///{db}", s3_server.endpoint_url)
-    assert run_cli("sweep", "--dry-run", config=config).code == 0
+    assert run_cli("sweep", "--dry-run", config=config).code == 1  # the unknown job is deferred
     assert not db.exists()
 
 
@@ -350,10 +349,11 @@ def test_an_errored_job_with_unreachable_outputs_fails_permanently_and_exits_1(
         providers={"daily": daily_provider(daily_sim)},
     )
     config = write_config(tmp_path / "r.toml", data)
-    run = run_cli("sweep", "--json", config=config)
+    run = run_cli("sweep", "--jsonl", config=config)
     assert run.code == 1
     assert run.last_json()["failed"] == 1
-    assert f"failed daily job {job_id}" in run.stdout
+    failed = [r for r in run.json_lines() if r["message_type"] == "job"]
+    assert [(r["job_id"], r["outcome"]) for r in failed] == [(job_id, "failed")]
     assert daily_sim.seen("DELETE") == []
     status = run_cli("status", config=config)
     assert "refuses download links" in status.stdout

@@ -1,0 +1,269 @@
+"""The command's contract with cron, CI and runbooks: results alone on stdout, logs on stderr,
+and an exit code for each outcome (0, 1, 2, 3, 4, 130), the most severe winning."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from click.testing import CliRunner
+
+from tests.helpers import ROOT, config_data, daily_provider, run_cli, write_config
+from worker.cli import cli
+from worker.simulators.daily import DailySimulator
+from worker.simulators.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+# A port nothing listens on: the provider there cannot be reached.
+CLOSED = "http://127.0.0.1:9/v1"
+
+
+def config_of(
+    tmp_path: Path,
+    sim: DailySimulator,
+    bucket: str,
+    s3_server: S3Server,
+    *,
+    providers: dict[str, Any] | None = None,
+    **sections: Any,
+) -> Path:
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=f"sqlite:///{tmp_path}/ledger.db",
+        providers=providers or {"daily": daily_provider(sim)},
+        **sections,
+    )
+    return write_config(tmp_path / "retention.toml", data)
+
+
+def test_a_json_sweep_at_debug_prints_one_document_on_stdout_and_every_log_line_on_stderr(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    daily_sim.add_job(transcription=[("txt", b"hello\n")])
+    config = config_of(tmp_path, daily_sim, bucket, s3_server)
+
+    run = run_cli("sweep", "--json", config=config, env={"RETENTION_LOG_LEVEL": "DEBUG"})
+
+    assert run.code == 0, run.stderr[-3000:]
+    summary = run.only_json()  # nothing before it, nothing after it
+    assert (summary["message_type"], summary["deleted"], summary["exit_code"]) == (
+        "summary",
+        1,
+        0,
+    )
+    events = run.log_events()
+    assert {"sweep_started", "job_finished", "sweep_finished"} <= {e["event"] for e in events}
+    assert "debug" in {e["level"] for e in events}
+
+
+def test_the_delete_brake_exits_4_even_when_a_job_was_also_deferred(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    # given: three due jobs, a brake of one delete, and a job in a status nobody knows
+    for n in range(3):
+        daily_sim.add_job(transcription=[("txt", f"job {n}\n".encode())])
+    daily_sim.add_job("paused", transcription=[("txt", b"unknown status\n")])
+    config = config_of(
+        tmp_path, daily_sim, bucket, s3_server, defaults={"max_deletes_per_sweep": 1}
+    )
+
+    # when
+    run = run_cli("sweep", "--jsonl", config=config)
+
+    # then: a line per job, then the totals; 4 wins over 1
+    assert run.code == 4, run.stderr[-3000:]
+    *jobs, summary = run.json_lines()
+    assert {line["message_type"] for line in jobs} == {"job"}
+    assert {line["outcome"] for line in jobs} >= {"deleted", "deferred"}
+    assert (summary["deleted"], summary["deferred"], summary["exit_code"]) == (1, 1, 4)
+    assert summary["providers"]["daily"]["braked"]
+
+
+def test_an_unreachable_provider_exits_3_whatever_else_the_sweep_found(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    # given: one provider that brakes, and one that cannot be reached at all
+    for n in range(2):
+        daily_sim.add_job(transcription=[("txt", f"job {n}\n".encode())])
+    providers = {
+        "daily": daily_provider(daily_sim),
+        "down": {"type": "daily", "base_url": CLOSED, "api_key": "k-unreachable"},
+    }
+    config = config_of(
+        tmp_path,
+        daily_sim,
+        bucket,
+        s3_server,
+        providers=providers,
+        defaults={"max_deletes_per_sweep": 1},
+    )
+
+    # when
+    run = run_cli("sweep", config=config)
+
+    # then: 3 wins over 4, and the plain summary says why
+    assert run.code == 3, run.stderr[-3000:]
+    assert "down: " in run.stdout
+    assert "listing failed:" in run.stdout
+    assert "stopped: max_deletes_per_sweep (1)" in run.stdout
+
+
+def test_an_interrupted_sweep_exits_130_and_says_what_happens_next(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    # given: a sweep whose download is slow
+    daily_sim.add_job(transcription=[("txt", b"slow\n")])
+    daily_sim.inject("delay", path="^/files/", seconds=2)
+    config = config_of(tmp_path, daily_sim, bucket, s3_server)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "--config", str(config), "sweep", "--json"],
+        cwd=ROOT,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    # when: Ctrl-C arrives while the file downloads
+    deadline = time.monotonic() + 30
+    while not daily_sim.seen("GET", "^/files/") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+
+    # then
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted; jobs in flight resume on the next sweep" in stderr
+    assert "Traceback" not in stderr
+    assert stdout == ""
+
+
+def test_a_json_command_that_fails_prints_its_error_as_json_on_stderr(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "r.toml", {"archive": {"bucket": "acme-archive"}})
+    run = run_cli("sweep", "--json", "--provider", "nobody", config=config)
+    assert run.code == 2
+    assert run.stdout == ""
+    error = json.loads(run.stderr)
+    assert (error["message_type"], error["code"]) == ("exit_error", 2)
+    assert "no provider named 'nobody'" in error["message"]
+
+
+# -- config ---------------------------------------------------------------------------------
+
+
+def test_validate_names_every_bad_key_and_exits_2_offline(tmp_path: Path) -> None:
+    # given: a file with an unset reference, a misspelt key and a bad value, whose provider
+    # and archive could never be reached
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        '[archive]\nbucket = "acme-archive"\nendpoint_url = "http://127.0.0.1:9"\n'
+        "[defaults]\nretain_dayz = 3\n"
+        f'[providers.daily]\ntype = "daily"\nbase_url = "{CLOSED}"\n'
+        'api_key = "${RETENTION_TEST_UNSET_KEY}"\npage_size = 500\n'
+    )
+
+    # when
+    run = run_cli("config", "validate", str(config))
+    as_json = run_cli("config", "validate", "--json", str(config))
+
+    # then
+    assert run.code == as_json.code == 2, run.stderr
+    for key in ("defaults.retain_dayz", "providers.daily.api_key", "providers.daily.page_size"):
+        assert key in run.stdout
+    assert {p["key"] for p in as_json.only_json()["problems"]} == {
+        "defaults.retain_dayz",
+        "providers.daily.api_key",
+        "providers.daily.page_size",
+    }
+
+
+def test_show_prints_the_effective_configuration_with_secrets_from_files_masked(
+    tmp_path: Path,
+) -> None:
+    # given: a key in a secret file, another in a secrets directory, a password in a URL
+    (tmp_path / "daily_key").write_text("daily-key-from-a-file\n")
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "RETENTION_PROVIDERS__LOOM__SECRET").write_text("loom-secret-from-the-dir\n")
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        '[archive]\nbucket = "acme-archive"\n'
+        '[ledger]\nurl = "postgresql+psycopg://u:${RETENTION_TEST_PG_PASS}@db/x"\n'
+        "[defaults]\nretain_days = 9\n"
+        '[providers.daily]\ntype = "daily"\napi_key_file = "daily_key"\n'
+        '[providers.loom]\ntype = "loom"\nbase_url = "https://loom.example"\nkey = "loom-key-1"\n'
+    )
+    env = {"RETENTION_SECRETS_DIR": str(secrets), "RETENTION_TEST_PG_PASS": "pg-pass-word"}
+
+    # when
+    run = run_cli("config", "show", "--json", config=config, env=env)
+
+    # then
+    assert run.code == 0, run.stderr
+    shown = run.only_json()
+    assert shown["providers"]["daily"]["retain_days"] == shown["providers"]["loom"]["retain_days"]
+    assert shown["providers"]["daily"]["retain_days"] == 9
+    assert shown["providers"]["loom"]["secret"] == "********"
+    assert shown["ledger"]["url"] == "postgresql+psycopg://u:********@db/x"
+    for secret in ("daily-key-from-a-file", "loom-secret-from-the-dir", "pg-pass-word"):
+        assert secret not in run.stdout + run.stderr
+    assert "loom-key-1" not in run.stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("config",), ("config", "validate"), ("config", "show"), ("config", "schema"), ("scrub",)],
+)
+def test_help_of_each_new_command_shows_an_example(command: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Example:" in result.output
+
+
+# -- scrub ----------------------------------------------------------------------------------
+
+
+def test_scrub_names_each_damaged_or_missing_key_and_exits_1(
+    daily_sim: DailySimulator, bucket: str, s3: S3Client, s3_server: S3Server, tmp_path: Path
+) -> None:
+    # given: three jobs archived and deleted, then one file changed and another removed
+    jobs = [daily_sim.add_job(transcription=[("txt", f"job {n}\n".encode())]) for n in range(3)]
+    config = config_of(tmp_path, daily_sim, bucket, s3_server)
+    assert run_cli("sweep", config=config).code == 0
+    clean = run_cli("scrub", "--read-data", "100%", config=config)
+    assert clean.code == 0, clean.stderr[-3000:]
+    assert "scrubbed 3 job(s), 3 file(s); read back 3" in clean.stdout
+    keys = {
+        job: next(
+            o["Key"]
+            for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"archive/daily/{job}/")["Contents"]
+            if o["Key"].endswith(".txt")
+        )
+        for job in jobs
+    }
+    s3.put_object(Bucket=bucket, Key=keys[jobs[0]], Body=b"changed\n")
+    s3.delete_object(Bucket=bucket, Key=keys[jobs[1]])
+
+    # when
+    plain = run_cli("scrub", config=config)
+    as_json = run_cli("scrub", "--json", config=config)
+
+    # then: a line each, and each in the document
+    assert plain.code == as_json.code == 1, plain.stderr[-3000:]
+    lines = [line for line in plain.stdout.splitlines() if line.startswith(("DAMAGED", "MISSING"))]
+    assert sorted(line.split()[:2] for line in lines) == sorted(
+        [["DAMAGED", f"{keys[jobs[0]]}:"], ["MISSING", f"{keys[jobs[1]]}:"]]
+    )
+    report = as_json.only_json()
+    assert {f["key"] for f in report["findings"]} == {keys[jobs[0]], keys[jobs[1]]}
+    assert (report["jobs"], report["clean"], report["exit_code"]) == (3, False, 1)

@@ -1,0 +1,221 @@
+"""What `retention config` shows: the effective configuration with its secrets masked, and the
+JSON Schema of the file.
+
+The effective configuration is what the worker runs with: the file, under the environment's
+``RETENTION_*`` overrides and ``RETENTION_SECRETS_DIR``, references and ``KEY_file`` files
+resolved, and ``[defaults]`` folded into each provider (``Settings.policy``). Credentials
+(``SecretStr``) and the password of every URL are shown as ``********``; then every
+configured secret is replaced wherever else it might appear, as a last defence.
+
+The schema is pydantic's, of ``worker.settings.Settings``, with the ``KEY_file`` keys the
+loader also accepts for credentials, so an editor neither flags them nor asks for the key
+they replace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, SecretStr
+
+from worker.settings import (
+    CONFIG_ENV,
+    ENV_PREFIX,
+    SECRETS_DIR_ENV,
+    Settings,
+    credential_keys,
+    provider_classes,
+)
+
+MASK = "********"
+SECTIONS = ("archive", "ledger", "broker", "downloads", "worker", "metrics")
+# The provider keys [defaults] supplies, shown first, as the policy resolves them.
+POLICY_KEYS = (
+    "retain_days",
+    "schedule",
+    "max_deletes_per_sweep",
+    "read_only",
+    "concurrency",
+    "rate_limit",
+)
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password, if it has one, replaced by ``********``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
+
+
+def _shown(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return MASK
+    if isinstance(value, BaseModel):
+        return {name: _shown(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, dict):
+        return {str(k): _shown(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_shown(v) for v in value]
+    if isinstance(value, str) and "@" in value and "://" in value:
+        return mask_url(value)
+    return value
+
+
+def _unmasked(value: Any, secrets: set[str]) -> Any:
+    """Every configured secret replaced, wherever it is (a secret that is also a bucket
+    name, a URL's user name...): what is shown never carries one."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: _unmasked(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unmasked(v, secrets) for v in value]
+    return value
+
+
+def overrides(environ: os._Environ[str] | dict[str, str] | None = None) -> list[str]:
+    """The names of the environment variables that override the file's keys."""
+    environ = os.environ if environ is None else environ
+    sections = set(Settings.model_fields)
+    found = []
+    for name in environ:
+        upper = name.upper()
+        if upper in (CONFIG_ENV, SECRETS_DIR_ENV) or not upper.startswith(ENV_PREFIX):
+            continue
+        if upper[len(ENV_PREFIX) :].split("__", 1)[0].lower() in sections:
+            found.append(upper)
+    return sorted(found)
+
+
+def effective_config(settings: Settings, *, source: Path) -> dict[str, Any]:
+    """The configuration the worker runs with, as plain data, secrets masked."""
+    document: dict[str, Any] = {
+        "source": {
+            "file": str(source),
+            "environment_overrides": overrides(),
+            "secrets_dir": os.environ.get(SECRETS_DIR_ENV) or None,
+        }
+    }
+    for section in SECTIONS:
+        document[section] = _shown(getattr(settings, section))
+    providers: dict[str, Any] = {}
+    for name, provider in settings.providers.items():
+        policy = dataclasses.asdict(settings.policy(name))
+        own = _shown(provider)
+        providers[name] = {
+            "type": own.pop("type"),
+            **{key: policy[key] for key in POLICY_KEYS},
+            **{key: value for key, value in own.items() if key not in POLICY_KEYS},
+        }
+    document["providers"] = providers
+    result = _unmasked(document, settings.secret_values())
+    assert isinstance(result, dict)
+    return result
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # A JSON string is a TOML basic string: the same quotes and escapes.
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
+    lines = [f"[{name}]"]
+    for key, value in table.items():
+        if value is None:
+            lines.append(f"# {key} is not set")
+        elif isinstance(value, dict):
+            lines.append(
+                f"{key} = {{ "
+                + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
+                + " }"
+            )
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return lines
+
+
+def render_toml(document: dict[str, Any]) -> str:
+    """The effective configuration as TOML, in the file's own shape, with a header that
+    says where it came from."""
+    source = document["source"]
+    lines = [
+        f"# The effective configuration: {source['file']}",
+        "# with [defaults] folded into each provider, and references resolved.",
+    ]
+    if source["environment_overrides"]:
+        lines.append("# Overridden by " + ", ".join(source["environment_overrides"]) + ".")
+    if source["secrets_dir"]:
+        lines.append(f"# Secrets also read from {source['secrets_dir']}.")
+    lines.append(f"# Secrets are shown as {MASK}.")
+    for section in SECTIONS:
+        lines += ["", *_toml_table(section, document[section])]
+    for name, table in document["providers"].items():
+        lines += ["", *_toml_table(f"providers.{name}", table)]
+    return "\n".join(lines) + "\n"
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of the configuration file (draft 2020-12)."""
+    document = Settings.model_json_schema()
+    models: list[type[BaseModel]] = [*provider_classes()]
+    for info in Settings.model_fields.values():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            models.append(info.annotation)
+    for model in models:
+        definition = document["$defs"].get(model.__name__)
+        if definition is not None:
+            _add_file_keys(definition, sorted(credential_keys(model)))
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "retention-worker configuration",
+        "description": "The TOML file named by --config or RETENTION_CONFIG. Generated by "
+        "`retention config schema`; a test keeps it equal to the code.",
+        **{key: value for key, value in document.items() if key != "title"},
+    }
+
+
+def _add_file_keys(definition: dict[str, Any], keys: list[str]) -> None:
+    """``KEY_file`` next to each credential key; a required key may be given either way."""
+    properties = definition["properties"]
+    required = definition.get("required", [])
+    either = []
+    for key in keys:
+        properties[f"{key}_file"] = {
+            "type": "string",
+            "title": f"{key} from a file",
+            "description": f"A file whose text is {key} (Docker and Kubernetes secrets), "
+            "trailing newlines stripped; relative to the configuration file's folder. "
+            f"Give {key} or {key}_file, not both.",
+        }
+        if key in required:
+            required.remove(key)
+            either.append({"oneOf": [{"required": [key]}, {"required": [f"{key}_file"]}]})
+    if either:
+        definition["allOf"] = [*definition.get("allOf", []), *either]
+    if "required" in definition and not required:
+        del definition["required"]
+
+
+def schema_text() -> str:
+    return json.dumps(schema(), indent=2, ensure_ascii=False) + "\n"
