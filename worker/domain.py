@@ -342,6 +342,10 @@ class JobRow:
     retain_days: int | None = None
     due_at: datetime | None = None
     due_reason: str | None = None
+    # The manifest object as the archive stored it: its ETag, and its version where the
+    # bucket keeps versions. None for jobs archived before it was recorded.
+    manifest_etag: str | None = None
+    manifest_version_id: str | None = None
 
 
 class Policy(Protocol):

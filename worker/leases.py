@@ -251,7 +251,9 @@ class Claim:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
-        if self.row is not None:
+        # A transition into a state no worker acts on (deleted, gone, failed) ended the claim
+        # in its own UPDATE; the row it returned says so, and there is nothing to release.
+        if self.row is not None and self.row.lease_owner == self.owner:
             try:
                 self.ledger.jobs.release(self.row.pk, owner=self.owner)
             except Exception:  # the lease expires by itself; never mask the real outcome

@@ -120,6 +120,7 @@ class Ledger:
             return None if row is None else str(row[0])
 
     def close(self) -> None:
+        self.db.close()
         self.engine.dispose()
 
 

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from worker.domain import RESUMABLE_STATES, JobRow, JobState, due_at
 from worker.ledger.database import Database
 from worker.ledger.schema import (
+    FILE_RECORD_COLUMNS,
     OPEN_JOBS,
     FileRecord,
     archive_files,
     audit_events,
-    file_record,
     job_row,
     jobs,
 )
@@ -94,16 +94,20 @@ class Queries:
         self.db = db
 
     def get(self, provider: str, job_id: str) -> JobRow | None:
-        with self.db.read() as conn:
-            row = conn.execute(
-                sa.select(jobs).where(jobs.c.provider == provider, jobs.c.job_id == job_id)
-            ).first()
-        return None if row is None else job_row(row)
+        with self.db.reading() as tx:
+            return self.db.job(tx, provider, job_id)
 
     def files(self, pk: int) -> dict[str, FileRecord]:
-        with self.db.read() as conn:
-            rows = conn.execute(sa.select(archive_files).where(archive_files.c.job_pk == pk)).all()
-        return {r.key: file_record(r) for r in rows}
+        """The job's verified objects by key (read at every step of a job that has files)."""
+        stmt = self.db.prepared(
+            "files",
+            lambda: sa.select(*FILE_RECORD_COLUMNS).where(
+                archive_files.c.job_pk == sa.bindparam("pk")
+            ),
+        )
+        with self.db.reading() as tx:
+            records = [FileRecord(*values) for values in tx.rows(stmt, {"pk": pk})]
+        return {record.key: record for record in records}
 
     def audit_trail(self, provider: str, job_id: str) -> list[dict[str, Any]]:
         with self.db.read() as conn:

@@ -7,10 +7,11 @@ mirror them, and a test proves the two agree.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +24,7 @@ from worker.domain import OPEN_STATES, JobRow, JobState, Phase
 
 # The Alembic revision this code expects. A test checks it equals the migrations' head, so
 # "are migrations pending?" is answered without importing Alembic on every command.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -46,13 +47,44 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
 
+    # On SQLite a datetime is the text SQLAlchemy's DATETIME writes by default, and reads
+    # back with ``fromisoformat``: "YYYY-MM-DD HH:MM:SS.ffffff". A job's every step binds
+    # a few datetimes and reads a dozen, so on SQLite the conversion is done in one step
+    # here, to and from the very same text (a test compares the two ways).
+
+    def bind_processor(self, dialect: sa.Dialect) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_text
+        return super().bind_processor(dialect)
+
+    def result_processor(self, dialect: sa.Dialect, coltype: Any) -> Callable[[Any], Any] | None:
+        if dialect.name == "sqlite":
+            return _sqlite_datetime
+        return super().result_processor(dialect, coltype)
+
+
+def _sqlite_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+    # Less the "+00:00" of UTC.
+    return value.isoformat(" ", "microseconds")[:-6]
+
+
+def _sqlite_datetime(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value + "+00:00")
+
 
 _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 metadata = sa.MetaData()
 
 
 def open_jobs_condition(states: frozenset[JobState] = OPEN_STATES) -> str:
-    """``state IN (...)`` over the open states, in the lifecycle's order, as SQL text."""
+    """``state IN (...)`` over ``states`` (the open states unless given), in the lifecycle's
+    order, as SQL text."""
     listed = ", ".join(f"'{s.value}'" for s in JobState if s in states)
     return f"state IN ({listed})"
 
@@ -84,6 +116,10 @@ jobs = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime),
     sa.Column("archived_at", UTCDateTime),
     sa.Column("manifest_key", sa.String(1100)),
+    # The manifest object as written (its ETag, and its version where the bucket keeps
+    # versions): which object at manifest_key the job was archived with.
+    sa.Column("manifest_etag", sa.String(128)),
+    sa.Column("manifest_version_id", sa.String(1024)),
     sa.Column("files_count", sa.Integer),
     sa.Column("bytes_archived", sa.BigInteger),
     sa.Column("delete_requested_at", UTCDateTime),
@@ -185,45 +221,40 @@ class FileRecord:
     origin_version_id: str | None = None
 
 
+# The columns a ``JobRow`` is read from, in the order of its fields: a statement that
+# selects (or returns) these builds a JobRow from its row positionally, with no lookups.
+JOB_ROW_COLUMNS: tuple[sa.Column[Any], ...] = tuple(
+    jobs.c.id if name == "pk" else jobs.c[name] for name in JobRow.__dataclass_fields__
+)
+_FIELDS = list(JobRow.__dataclass_fields__)
+_STATE, _PHASE = _FIELDS.index("state"), _FIELDS.index("phase")
+
+
+# The enums by value: a dict lookup, not the Enum's call, for every row read.
+_STATES: dict[str, JobState] = {state.value: state for state in JobState}
+_PHASES: dict[str, Phase] = {phase.value: phase for phase in Phase}
+
+
+def job_row_of(values: Sequence[Any]) -> JobRow:
+    """A JobRow from the values of ``JOB_ROW_COLUMNS``, in that order (a list is reused)."""
+    v = values if isinstance(values, list) else list(values)
+    state = v[_STATE]
+    v[_STATE] = _STATES.get(state) or JobState(state)
+    phase = v[_PHASE]
+    v[_PHASE] = (_PHASES.get(phase) or Phase(phase)) if phase else None
+    return JobRow(*v)
+
+
 def job_row(row: sa.Row[Any]) -> JobRow:
+    """A JobRow from a SQLAlchemy row that has every column of ``JOB_ROW_COLUMNS``."""
     m = row._mapping
-    return JobRow(
-        pk=m["id"],
-        provider=m["provider"],
-        job_id=m["job_id"],
-        state=JobState(m["state"]),
-        tracked=bool(m["tracked"]),
-        held=bool(m["held"]),
-        provider_status=m["provider_status"],
-        phase=Phase(m["phase"]) if m["phase"] else None,
-        first_seen_at=m["first_seen_at"],
-        last_checked_at=m["last_checked_at"],
-        finished_at=m["finished_at"],
-        terminal_at=m["terminal_at"],
-        attempts=m["attempts"],
-        last_error=m["last_error"],
-        next_attempt_at=m["next_attempt_at"],
-        lease_owner=m["lease_owner"],
-        lease_expires_at=m["lease_expires_at"],
-        archived_at=m["archived_at"],
-        manifest_key=m["manifest_key"],
-        files_count=m["files_count"],
-        bytes_archived=m["bytes_archived"],
-        delete_requested_at=m["delete_requested_at"],
-        delete_handle=m["delete_handle"],
-        delete_answer=m["delete_answer"],
-        provider_deleted_at=m["provider_deleted_at"],
-        deleted_at=m["deleted_at"],
-        receipt_key=m["receipt_key"],
-        retain_days=m["retain_days"],
-        due_at=m["due_at"],
-        due_reason=m["due_reason"],
-    )
+    return job_row_of([m[column] for column in JOB_ROW_COLUMNS])
 
 
-def file_record(row: sa.Row[Any]) -> FileRecord:
-    m = row._mapping
-    return FileRecord(**{name: m[name] for name in FileRecord.__dataclass_fields__})
+# The columns a ``FileRecord`` is read from, in the order of its fields.
+FILE_RECORD_COLUMNS: tuple[sa.Column[Any], ...] = tuple(
+    archive_files.c[name] for name in FileRecord.__dataclass_fields__
+)
 
 
 def actor_name() -> str:
@@ -232,6 +263,12 @@ def actor_name() -> str:
 
 
 # -- engines and migrations ----------------------------------------------------------------
+
+
+# JSON for the ledger's JSON columns (an audit event's detail, a provider's answer):
+# anything JSON has no type for (a datetime, say) is stored as its str. What json.dumps(value,
+# default=str) writes, with the encoder made once rather than at every call.
+_json_text = json.JSONEncoder(default=str).encode
 
 
 def make_engine(url: str) -> Engine:
@@ -245,11 +282,13 @@ def make_engine(url: str) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 60},
             pool_size=16,
             max_overflow=16,
+            json_serializer=_json_text,
         )
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # SQLAlchemy, not the sqlite3 module, decides when transactions begin (below).
+            # SQLAlchemy (below) and Database.write, not the sqlite3 module, decide when
+            # transactions begin.
             dbapi_conn.isolation_level = None
             # WAL lets readers proceed while one writer commits; the busy timeout makes a
             # second writer wait instead of failing. Foreign keys are off by default in SQLite.
@@ -269,7 +308,13 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
-    return sa.create_engine(sa_url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return sa.create_engine(
+        sa_url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        json_serializer=_json_text,
+    )
 
 
 _MIGRATE_LOCK = threading.Lock()

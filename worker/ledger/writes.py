@@ -15,16 +15,17 @@ ledger half of the one rule.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import enum
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from worker.domain import (
     KEEP_RECHECK,
     LIFECYCLE,
+    OPEN_STATES,
     Event,
     JobRow,
     JobSnapshot,
@@ -32,13 +33,13 @@ from worker.domain import (
     terminal_since,
 )
 from worker.errors import BrakeEngaged, LedgerError
-from worker.ledger.database import Database, json_safe, new_job
+from worker.ledger.database import Database, Tx, new_job
 from worker.ledger.schema import (
     FileRecord,
     actor_name,
     archive_files,
-    job_row,
     jobs,
+    open_jobs_condition,
     sweep_budgets,
 )
 
@@ -59,6 +60,21 @@ AUDIT_NAMES = {
 }
 _FENCE_REFUSAL = "this worker no longer holds the job's claim, or the job moved on"
 
+# What an event's UPDATE requires beyond its source states and the claim. The delete gate
+# opens only for a job with a manifest on record that nobody holds: part of the event, so no
+# caller can open the gate without it.
+_GUARDS: Mapping[Event, tuple[sa.ColumnElement[bool], ...]] = {
+    Event.OPEN_GATE: (jobs.c.manifest_key.is_not(None), jobs.c.held.is_(False)),
+}
+
+
+class Sql(enum.Enum):
+    """A value ``transition`` sets in SQL rather than binds."""
+
+    # The column's value plus one, counted by the database: a person's `retention retry`
+    # resets the count, and the worker's row may not have seen it.
+    PLUS_ONE = "plus_one"
+
 
 def transition(
     db: Database,
@@ -68,38 +84,63 @@ def transition(
     owner: str | None,
     now: datetime,
     values: dict[str, Any] | None = None,
-    extra: Sequence[Any] = (),
     detail: dict[str, Any] | None = None,
     refusal: str = _FENCE_REFUSAL,
-    also: Callable[[Connection], None] | None = None,
+    also: Callable[[Tx], None] | None = None,
+    fresh: bool = True,
 ) -> JobRow:
     """One UPDATE for ``event``, its audit event, ``also`` and the fresh row: one transaction.
 
-    The row must be in the event's source states; with an ``owner`` the UPDATE is fenced on
-    the claim (``owner=None`` only for a person's command). If it matches no row, nothing
-    changes and LedgerError says why.
+    The row must be in the event's source states (and meet the event's guard); with an
+    ``owner`` the UPDATE is fenced on the claim (``owner=None`` only for a person's
+    command). If it matches no row, nothing changes and LedgerError says why. An event that
+    leaves the job in a state no worker acts on (deleted, gone, failed) also ends the claim
+    in the same UPDATE: ``Claim`` then has nothing to release.
+
+    The UPDATE is prepared once per event and set of columns; each call binds its values.
+    With ``fresh=False`` the row is not read back, and the row given is returned as it was.
     """
     move = LIFECYCLE[event]
     sets = dict(values or {})
     if move.target is not None:
         sets["state"] = move.target
-    where = [jobs.c.id == row.pk, jobs.c.state.in_(sorted(move.sources)), *extra]
-    if owner is not None:
-        where.append(jobs.c.lease_owner == owner)
-    with db.tx() as conn:
+        if move.target not in OPEN_STATES:
+            sets["lease_owner"] = None
+            sets["lease_expires_at"] = None
+    sets["updated_at"] = now
+    params: dict[str, Any] = {"pk": row.pk}
+    counted = []
+    for column, value in sets.items():
+        if value is Sql.PLUS_ONE:
+            counted.append(column)
+        else:
+            params["v_" + column] = value
+    fenced = owner is not None
+    if fenced:
+        params["owner"] = owner
+    columns = tuple(sets)
+    key = ("transition", event, fenced, columns, tuple(counted))
+
+    def build() -> sa.Update:
+        return _fenced_update(event, fenced, columns, counted)
+
+    with db.write() as tx:
         if also is not None:
-            also(conn)
-        fresh = db.update_one(
-            conn, jobs.update().where(*where).values(**sets, updated_at=now), jobs.c.id == row.pk
-        )
-        if fresh is None:
+            also(tx)
+        if fresh:
+            changed = db.update_one(
+                tx, key, build, params, provider=row.provider, job_id=row.job_id
+            )
+        else:
+            changed = row if tx.run(db.prepared(key, build), params) == 1 else None
+        if changed is None:
             raise LedgerError(
                 refusal, provider=row.provider, job_id=row.job_id, hint="Nothing was changed"
             )
         name = AUDIT_NAMES.get(event)
         if name is not None:
             db.audit(
-                conn,
+                tx,
                 provider=row.provider,
                 job_id=row.job_id,
                 event=name,
@@ -107,7 +148,75 @@ def transition(
                 actor=owner or actor_name(),
                 detail=detail,
             )
-    return job_row(fresh)
+    return changed
+
+
+# The statements, built the first time a ledger needs each (``Database.prepared``). Each
+# takes its values as parameters: ``pk``, ``owner``, ``v_<column>`` and so on.
+
+
+def _fenced_update(
+    event: Event, fenced: bool, columns: Sequence[str], counted: Sequence[str]
+) -> sa.Update:
+    """``event``'s UPDATE: the row ``pk`` in one of the event's source states, meeting its
+    guard and, if ``fenced``, still claimed by ``owner``. Each of ``columns`` is set to its
+    ``v_<column>`` parameter, or for the ``counted`` ones to itself plus one."""
+    return (
+        jobs.update()
+        .where(
+            _BY_PK,
+            sa.text(open_jobs_condition(LIFECYCLE[event].sources)),
+            *_GUARDS.get(event, ()),
+            *([jobs.c.lease_owner == sa.bindparam("owner")] if fenced else []),
+        )
+        .values(
+            {
+                name: jobs.c[name] + 1
+                if name in counted
+                else sa.bindparam(f"v_{name}", type_=jobs.c[name].type)
+                for name in columns
+            }
+        )
+    )
+
+
+# A claim may be taken when the job's lease is free, expired or already the caller's.
+_FREE = sa.or_(
+    jobs.c.lease_owner.is_(None),
+    jobs.c.lease_expires_at.is_(None),
+    jobs.c.lease_expires_at < sa.bindparam("now"),
+    jobs.c.lease_owner == sa.bindparam("owner"),
+)
+_BY_KEY = (jobs.c.provider == sa.bindparam("provider"), jobs.c.job_id == sa.bindparam("job_id"))
+_BY_PK = jobs.c.id == sa.bindparam("pk")
+_HELD_BY_OWNER = (_BY_PK, jobs.c.lease_owner == sa.bindparam("owner"))
+_FILE_COLUMNS = (*FileRecord.__dataclass_fields__, "job_pk", "stored_at")
+
+
+def _claim_lock() -> sa.Select[Any]:
+    """PostgreSQL: the job's row if its lease is free, locked unless another worker holds
+    the lock this instant."""
+    return sa.select(jobs.c.id).where(*_BY_KEY, _FREE).with_for_update(skip_locked=True)
+
+
+def _claim_update(where: Sequence[sa.ColumnElement[bool]], *, owner: bool = True) -> sa.Update:
+    """The lease of the row ``where`` selects: to ``owner`` (unless ``owner`` is False: a
+    renewal), until ``expires``."""
+    expires = sa.bindparam("expires", type_=jobs.c.lease_expires_at.type)
+    lease: dict[str, Any] = {"lease_owner": sa.bindparam("owner")} if owner else {}
+    return jobs.update().where(*where).values({**lease, "lease_expires_at": expires})
+
+
+def _take_delete() -> sa.Update:
+    """One delete from the sweep's budget ``budget``, if any is left."""
+    return (
+        sweep_budgets.update()
+        .where(
+            sweep_budgets.c.id == sa.bindparam("budget"),
+            sweep_budgets.c.used < sweep_budgets.c.max_deletes,
+        )
+        .values(used=sweep_budgets.c.used + 1)
+    )
 
 
 class JobWrites:
@@ -124,51 +233,51 @@ class JobWrites:
         A job the ledger has never seen is recorded first (a tracked id, or one fanned out
         from a listing that a dry run did not store).
         """
-        c = jobs.c
-        free = sa.or_(
-            c.lease_owner.is_(None),
-            c.lease_expires_at.is_(None),
-            c.lease_expires_at < now,
-            c.lease_owner == owner,
-        )
-        with self.db.tx() as conn:
-            exists = conn.execute(
-                sa.select(c.id).where(c.provider == provider, c.job_id == job_id)
-            ).first()
-            if exists is None:
-                self.db.insert_missing(conn, [new_job(provider, job_id, now)])
-            where: list[Any] = [c.provider == provider, c.job_id == job_id, free]
-            if self.db.is_postgres:
+        db = self.db
+        params: dict[str, Any] = {
+            "provider": provider,
+            "job_id": job_id,
+            "owner": owner,
+            "now": now,
+            "expires": now + ttl,
+        }
+        with db.write() as tx:
+            if db.pk_of(tx, provider, job_id) is None:
+                db.insert_job(tx, new_job(provider, job_id, now))
+            key = "claim"
+            where: tuple[sa.ColumnElement[bool], ...] = (*_BY_KEY, _FREE)
+            if db.is_postgres:
                 # Never wait on a row another worker is claiming this instant; move on.
-                locked = conn.execute(
-                    sa.select(c.id).where(*where).with_for_update(skip_locked=True)
-                ).first()
-                if locked is None:
+                locked = tx.rows(db.prepared("claim_lock", _claim_lock), params)
+                if not locked:
                     return None
-                where = [c.id == locked.id]
-            row = self.db.update_one(
-                conn,
-                jobs.update().where(*where).values(lease_owner=owner, lease_expires_at=now + ttl),
-                key=sa.and_(c.provider == provider, c.job_id == job_id),
+                params["pk"] = locked[0][0]
+                key, where = "claim_locked", (_BY_PK,)
+            return db.update_one(
+                tx,
+                key,
+                lambda: _claim_update(where),
+                params,
+                provider=provider,
+                job_id=job_id,
             )
-        return None if row is None else job_row(row)
 
     def renew(self, pk: int, *, owner: str, ttl: timedelta, now: datetime) -> bool:
-        with self.db.tx() as conn:
-            result = conn.execute(
-                jobs.update()
-                .where(jobs.c.id == pk, jobs.c.lease_owner == owner)
-                .values(lease_expires_at=now + ttl)
-            )
-        return result.rowcount == 1
+        stmt = self.db.prepared("renew", lambda: _claim_update(_HELD_BY_OWNER, owner=False))
+        with self.db.write() as tx:
+            return tx.run(stmt, {"pk": pk, "owner": owner, "expires": now + ttl}) == 1
 
     def release(self, pk: int, *, owner: str) -> None:
-        with self.db.tx() as conn:
-            conn.execute(
-                jobs.update()
-                .where(jobs.c.id == pk, jobs.c.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
-            )
+        """Give the claim up. A transition into a state no worker acts on has already done
+        so in its own UPDATE; this is for a claim that ends anywhere else."""
+        stmt = self.db.prepared(
+            "release",
+            lambda: (
+                jobs.update().where(*_HELD_BY_OWNER).values(lease_owner=None, lease_expires_at=None)
+            ),
+        )
+        with self.db.write() as tx:
+            tx.run(stmt, {"pk": pk, "owner": owner})
 
     # -- reading the provider --------------------------------------------------------------
 
@@ -189,7 +298,8 @@ class JobWrites:
         return transition(self.db, row, Event.READ, owner=owner, now=now, values=values)
 
     def mark_gone(self, row: JobRow, answer: Any, *, owner: str, now: datetime) -> JobRow:
-        values = {"last_checked_at": now, "delete_answer": json_safe(answer)}
+        """The provider no longer has the job; nothing is left to do, so the claim ends too."""
+        values = {"last_checked_at": now, "delete_answer": answer}
         return transition(
             self.db, row, Event.GONE, owner=owner, now=now, values=values, detail={"answer": answer}
         )
@@ -197,7 +307,7 @@ class JobWrites:
     def keep(self, row: JobRow, reason: str, message: str, *, owner: str, now: datetime) -> JobRow:
         """Keep the job at the provider, with why; it is looked at again after KEEP_RECHECK."""
         values = {
-            "attempts": jobs.c.attempts + 1,
+            "attempts": Sql.PLUS_ONE,
             "last_error": message[:4000],
             "last_error_at": now,
             "next_attempt_at": now + KEEP_RECHECK,
@@ -211,22 +321,18 @@ class JobWrites:
 
     def record_file(self, row: JobRow, record: FileRecord, *, owner: str, now: datetime) -> None:
         """Remember one verified object, so a resumed job does not fetch it again."""
+        db = self.db
+        forget = db.prepared("forget_file", _forget_file)
+        insert = db.prepared(
+            "insert_file", lambda: archive_files.insert().inline(), column_keys=_FILE_COLUMNS
+        )
+        values = {name: getattr(record, name) for name in FileRecord.__dataclass_fields__}
 
-        def store(conn: Connection) -> None:
-            conn.execute(
-                archive_files.delete().where(
-                    archive_files.c.job_pk == row.pk, archive_files.c.key == record.key
-                )
-            )
-            conn.execute(
-                archive_files.insert().values(
-                    job_pk=row.pk,
-                    stored_at=now,
-                    **{name: getattr(record, name) for name in FileRecord.__dataclass_fields__},
-                )
-            )
+        def store(tx: Tx) -> None:
+            tx.run(forget, {"pk": row.pk, "key": record.key})
+            tx.run(insert, values | {"job_pk": row.pk, "stored_at": now})
 
-        transition(self.db, row, Event.FILE_STORED, owner=owner, now=now, also=store)
+        transition(self.db, row, Event.FILE_STORED, owner=owner, now=now, also=store, fresh=False)
 
     def mark_archived(
         self,
@@ -239,12 +345,18 @@ class JobWrites:
         retain_days: int | None = None,
         due_at: datetime | None = None,
         due_reason: str | None = None,
+        manifest_etag: str | None = None,
+        manifest_version_id: str | None = None,
     ) -> JobRow:
-        """The archive is complete; the policy that made the job due is kept with it."""
+        """The archive is complete; the policy that made the job due is kept with it, and so
+        is the manifest's identity: its ETag and (where the bucket keeps versions) version,
+        which tell the object written as the manifest from any other at ``manifest_key``."""
         total = sum(f.size for f in files)
         values = {
             "archived_at": now,
             "manifest_key": manifest_key,
+            "manifest_etag": manifest_etag,
+            "manifest_version_id": manifest_version_id,
             "files_count": len(files),
             "bytes_archived": total,
             "last_error": None,
@@ -258,6 +370,8 @@ class JobWrites:
             "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
             "bytes": total,
         }
+        if manifest_etag is not None or manifest_version_id is not None:
+            detail |= {"manifest_etag": manifest_etag, "manifest_version_id": manifest_version_id}
         return transition(
             self.db, row, Event.ARCHIVE, owner=owner, now=now, values=values, detail=detail
         )
@@ -271,13 +385,10 @@ class JobWrites:
         what vanished; files that are still there are kept.
         """
         missing = list(missing)
+        forget_file = self.db.prepared("forget_file", _forget_file)
 
-        def forget(conn: Connection) -> None:
-            conn.execute(
-                archive_files.delete().where(
-                    archive_files.c.job_pk == row.pk, archive_files.c.key.in_(missing)
-                )
-            )
+        def forget(tx: Tx) -> None:
+            tx.run_many(forget_file, [{"pk": row.pk, "key": key} for key in missing])
 
         return transition(
             self.db,
@@ -285,7 +396,7 @@ class JobWrites:
             Event.REOPEN,
             owner=owner,
             now=now,
-            values={"manifest_key": None},
+            values={"manifest_key": None, "manifest_etag": None, "manifest_version_id": None},
             detail={"reason": reason, "missing": missing},
             also=forget,
         )
@@ -306,18 +417,9 @@ class JobWrites:
         # delete was asked for, and how old a pending asynchronous delete is.
         requested = row.delete_requested_at if row.state == JobState.DELETING else None
 
-        def take_one(conn: Connection) -> None:
-            if budget is None:
-                return
-            taken = conn.execute(
-                sweep_budgets.update()
-                .where(
-                    sweep_budgets.c.id == budget,
-                    sweep_budgets.c.used < sweep_budgets.c.max_deletes,
-                )
-                .values(used=sweep_budgets.c.used + 1)
-            )
-            if taken.rowcount != 1:
+        def take_one(tx: Tx) -> None:
+            take = self.db.prepared("take_delete", _take_delete)
+            if tx.run(take, {"budget": budget}) != 1:
                 raise BrakeEngaged(
                     "max_deletes_per_sweep reached: this sweep started as many deletes as it "
                     "may; the job stays archived and the next sweep deletes it",
@@ -333,18 +435,17 @@ class JobWrites:
             owner=owner,
             now=now,
             values={"delete_requested_at": requested or now},
-            extra=[jobs.c.manifest_key.is_not(None), jobs.c.held.is_(False)],
             detail={"manifest_key": row.manifest_key, "resend": row.state == JobState.DELETING},
             refusal="the delete gate stayed shut: the job is not archived with a manifest, "
             "is held, or is claimed by another worker",
-            also=take_one,
+            also=None if budget is None else take_one,
         )
 
     def record_delete_pending(
         self, row: JobRow, handle: str, answer: Any, *, owner: str, now: datetime
     ) -> JobRow:
         """Store an asynchronous delete's handle before the first poll, so a crash resumes it."""
-        values = {"delete_handle": handle, "delete_answer": json_safe(answer)}
+        values = {"delete_handle": handle, "delete_answer": answer}
         return transition(
             self.db,
             row,
@@ -372,7 +473,7 @@ class JobWrites:
     def record_provider_deleted(
         self, row: JobRow, answer: Any, *, owner: str, now: datetime
     ) -> JobRow:
-        values = {"delete_answer": json_safe(answer), "provider_deleted_at": now}
+        values = {"delete_answer": answer, "provider_deleted_at": now}
         return transition(
             self.db,
             row,
@@ -384,6 +485,8 @@ class JobWrites:
         )
 
     def mark_deleted(self, row: JobRow, *, receipt_key: str, owner: str, now: datetime) -> JobRow:
+        """The receipt is written and the job is done. The claim ends in the same UPDATE: the
+        row returned has no lease, and ``Claim`` has nothing left to release."""
         values = {
             "receipt_key": receipt_key,
             "deleted_at": now,
@@ -403,9 +506,9 @@ class JobWrites:
     def audit_event(
         self, row: JobRow, event: str, detail: dict[str, Any], *, owner: str, now: datetime
     ) -> None:
-        with self.db.tx() as conn:
+        with self.db.write() as tx:
             self.db.audit(
-                conn,
+                tx,
                 provider=row.provider,
                 job_id=row.job_id,
                 event=event,
@@ -421,7 +524,7 @@ class JobWrites:
     ) -> JobRow:
         """A transient failure: keep the state, note the error, try again after ``retry_at``."""
         values = {
-            "attempts": jobs.c.attempts + 1,
+            "attempts": Sql.PLUS_ONE,
             "last_error": error[:4000],
             "last_error_at": now,
             "next_attempt_at": retry_at,
@@ -429,9 +532,10 @@ class JobWrites:
         return transition(self.db, row, Event.DEFER, owner=owner, now=now, values=values)
 
     def fail(self, row: JobRow, error: str, *, owner: str, now: datetime) -> JobRow:
-        """A permanent failure before the delete gate: the job waits for a person."""
+        """A permanent failure before the delete gate: the job waits for a person, and the
+        claim ends in the same UPDATE."""
         values = {
-            "attempts": jobs.c.attempts + 1,
+            "attempts": Sql.PLUS_ONE,
             "last_error": error[:4000],
             "last_error_at": now,
         }
@@ -444,3 +548,9 @@ class JobWrites:
             values=values,
             detail={"error": error[:4000]},
         )
+
+
+def _forget_file() -> sa.Delete:
+    return archive_files.delete().where(
+        archive_files.c.job_pk == sa.bindparam("pk"), archive_files.c.key == sa.bindparam("key")
+    )
