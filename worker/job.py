@@ -26,9 +26,10 @@ import dataclasses
 import time
 from collections.abc import Iterator
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from worker import metrics
+from worker.archive import Verified
 from worker.domain import (
     MAX_BACKOFF,
     PAST_GATE_STATES,
@@ -315,7 +316,7 @@ def archive_job(
     )
     # A manifest this job wrote in an interrupted earlier attempt is kept if it lists the same
     # files (archived objects are never overwritten).
-    rt.archive.put_json(
+    stored = rt.archive.put_json(
         manifest_key,
         manifest,
         same=lambda existing: (
@@ -326,6 +327,8 @@ def archive_job(
         row,
         owner=claim.owner,
         manifest_key=manifest_key,
+        manifest_etag=stored.etag,
+        manifest_version_id=stored.version_id,
         files=records,
         now=now,
         retain_days=policy.retain_days,
@@ -450,9 +453,10 @@ def delete_job(
     It calls it only when all of these hold, in this order:
     1. the ledger shows the job ARCHIVED (or DELETING: a delete whose answer was lost) with a
        manifest key;
-    2. that manifest, read fresh from the archive, is this job's; it lists every file the
-       ledger recorded as verified, each with the same size and SHA-256; and each is still
-       in the bucket unchanged;
+    2. the bucket, asked right now, still holds that manifest as it was written with the
+       files the ledger recorded as verified (its recorded ETag and version; a manifest
+       without them is read and matched file by file), and every one of those files with its
+       verified size and ETag, at its verified version;
     3. the ledger's delete gate opens: one conditional UPDATE that also requires the job not
        held and still claimed by this worker, and takes one delete from the sweep's budget;
     4. right before the request leaves, this worker's claim surely still holds (a worker
@@ -530,35 +534,44 @@ def _poll(rt: Runtime, provider: Provider, claim: Claim, handle: str) -> DeleteA
 
 
 def _recheck_archive(rt: Runtime, provider: Provider, claim: Claim) -> list[ManifestFile]:
-    """Read the manifest fresh and check it against the ledger and the bucket.
+    """Check, against the bucket, that the manifest and every file are stored as verified.
 
-    The manifest must list exactly the files the ledger recorded as verified, with their
-    sizes and digests (a manifest that lists fewer keeps the gate shut), and each must still
-    be stored as verified. If anything vanished, the job goes back to be archived again
-    (the provider still has it) and the delete waits: VerifyError.
+    The manifest must be the one this job wrote when the ledger recorded its files as
+    verified: the ledger keeps its ETag and version, written in the same step as the files,
+    so a manifest found with that identity lists exactly those files. One found otherwise
+    (or one archived before the ledger kept its identity) is read and matched against the
+    ledger: one that lists fewer files keeps the gate shut. The server must also still hold
+    each file with its verified size and ETag, at its verified version. One listing of the
+    job's folder answers for all of them, or a HEAD each (``[archive] gate_check``). If
+    anything vanished, the job goes back to be archived again (the provider still has it)
+    and the delete waits: VerifyError.
     """
     row = claim.current
     if row.manifest_key is None:  # the gate checks this too; say it clearly here
         raise LedgerError(
             "the job has no manifest on record", provider=provider.name, job_id=row.job_id
         )
-    document = rt.archive.get_json(row.manifest_key)
-    missing: list[str] = []
-    files: list[ManifestFile] = []
-    if document is None:
-        missing = [row.manifest_key]
-    else:
+    records = rt.ledger.query.files(row.pk)
+    expected = [Verified(r.key, r.size, r.etag, r.version_id) for r in records.values()]
+    files = [
+        ManifestFile(r.key, r.size, r.sha256, r.source, r.version_id) for r in records.values()
+    ]
+    if row.manifest_etag is not None:
+        expected.append(
+            Verified(row.manifest_key, None, row.manifest_etag, row.manifest_version_id)
+        )
+    missing = rt.archive.missing(expected)
+    if row.manifest_etag is None or row.manifest_key in missing:
+        # No identity on record (archived by an earlier version), or the manifest is not the
+        # one written: read what is there, and hold it to the ledger.
+        missing = [key for key in missing if key != row.manifest_key]
+        document = rt.archive.get_json(row.manifest_key)
+        if document is None:
+            _archive_lost(rt, provider, claim, [row.manifest_key, *missing])
         files = parse_manifest(
             document, provider=provider.name, job_id=row.job_id, key=row.manifest_key
         )
-        records = rt.ledger.query.files(row.pk)
         _match_ledger(files, records, row.manifest_key)
-        for entry in files:
-            record = records[entry.key]
-            if not rt.archive.exists_unchanged(
-                entry.key, size=record.size, etag=record.etag, version_id=record.version_id
-            ):
-                missing.append(entry.key)
     if missing:
         _archive_lost(rt, provider, claim, missing)
     return files
@@ -585,7 +598,7 @@ def _match_ledger(files: list[ManifestFile], records: dict[str, FileRecord], key
         )
 
 
-def _archive_lost(rt: Runtime, provider: Provider, claim: Claim, missing: list[str]) -> None:
+def _archive_lost(rt: Runtime, provider: Provider, claim: Claim, missing: list[str]) -> NoReturn:
     row = claim.current
     reason = f"{len(missing)} archived object(s) vanished: {', '.join(missing[:3])}"
     if row.state != JobState.ARCHIVED:

@@ -117,6 +117,13 @@ class ArchiveSettings(_Strict):
     # stored checksum, else an ETag of a recomputable form, else reads the object back;
     # "checksum" and "etag" accept only that proof; "read_back" always reads it back.
     verify: Literal["auto", "checksum", "etag", "read_back"] = "auto"
+    # How the delete gate confirms, right before each delete, that the manifest and every file
+    # are still stored as verified (size and ETag, at the verified version): "list" reads one
+    # listing of the job's folder (ListObjectsV2, or ListObjectVersions when versions were
+    # recorded); "head" sends one HEAD per object. A listing must be strongly consistent, as on
+    # AWS S3 (since December 2020), MinIO, Ceph RGW, R2 and GCS; set "head" for a server whose
+    # listings may lag behind its writes and deletes.
+    gate_check: Literal["list", "head"] = "list"
     # `retention restore` of a file in GLACIER or DEEP_ARCHIVE starts a RestoreObject at this
     # tier, and the thawed copy stays readable this many days.
     restore_tier: Literal["Standard", "Bulk", "Expedited"] = "Standard"

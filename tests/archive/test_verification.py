@@ -35,12 +35,16 @@ def fresh_process_notes() -> Iterator[None]:
 
 
 def mangle(client: Any, operation: str, change: Any) -> None:
-    """Rewrite what ``operation`` answers, as a server that behaves otherwise would."""
+    """Rewrite what ``operation`` answers, as a server that behaves otherwise would. A HEAD
+    and the PUT before it describe the same object, so mangling a HEAD mangles the PUT's
+    answer too (a single PUT's answer can prove the bytes without a HEAD)."""
 
     def handler(parsed: dict[str, Any], **_: Any) -> None:
         change(parsed)
 
-    client.meta.events.register(f"after-call.s3.{operation}", handler)
+    operations = ("PutObject", "HeadObject") if operation == "HeadObject" else (operation,)
+    for name in operations:
+        client.meta.events.register(f"after-call.s3.{name}", handler)
 
 
 def test_a_multipart_upload_to_s3rver_is_verified_by_its_whole_object_md5(

@@ -81,15 +81,25 @@ def aws_like_kms_etags(client: Any) -> None:
     copy, a HEAD or a GET) is not the MD5 of its bytes. moto gives the MD5; this rewrites it
     into another value that is stable for the object, as AWS's is."""
 
+    def opaque(etag: str) -> str:
+        return '"' + hashlib.sha256(b"sse-kms " + etag.encode()).hexdigest()[:32] + '"'
+
     def rewrite(parsed: dict[str, Any], **_: Any) -> None:
         if parsed.get("ServerSideEncryption") not in ("aws:kms", "aws:kms:dsse"):
             return
         for holder in (parsed, parsed.get("CopyObjectResult") or {}):
-            etag = holder.get("ETag")
-            if etag:
-                opaque = hashlib.sha256(b"sse-kms " + etag.encode()).hexdigest()[:32]
-                holder["ETag"] = f'"{opaque}"'
+            if holder.get("ETag"):
+                holder["ETag"] = opaque(holder["ETag"])
 
+    def rewrite_listing(parsed: dict[str, Any], **_: Any) -> None:
+        # A listing names no encryption; every object these tests write to the archive is
+        # under SSE-KMS, and AWS lists the same ETag a HEAD of the object shows.
+        for entry in [*parsed.get("Contents", []), *parsed.get("Versions", [])]:
+            if entry.get("ETag"):
+                entry["ETag"] = opaque(entry["ETag"])
+
+    for operation in ("ListObjectsV2", "ListObjectVersions"):
+        client.meta.events.register(f"after-call.s3.{operation}", rewrite_listing)
     # Not UploadPart's answer: the server checks part ETags when the upload completes.
     for operation in (
         "PutObject",

@@ -11,8 +11,10 @@ The bucket's concerns, one module each (``Archive`` joins them):
 
 Storage classes
 Archived files take ``storage_class`` (GLACIER and DEEP_ARCHIVE included); manifests and
-receipts take ``manifest_storage_class``, which must be readable at once: the delete gate
-reads manifests back, and checks files by HEAD only (HEAD works on cold objects).
+receipts take ``manifest_storage_class``, which must be readable at once (`retention restore`
+reads manifests back, and so does the delete gate for a job archived before the ledger kept
+its manifest's ETag). The gate checks files by a listing or a HEAD, never a GET: both work on
+cold objects.
 ``thaw`` starts a RestoreObject for `retention restore`.
 """
 
@@ -29,6 +31,7 @@ from worker.archive.bucket import (
     ObjectState,
     StoredObject,
     Thaw,
+    Verified,
 )
 from worker.archive.copies import _Copies
 from worker.archive.probe import Capabilities, _Probe
@@ -55,6 +58,7 @@ __all__ = [
     "ObjectState",
     "StoredObject",
     "Thaw",
+    "Verified",
     "_Expected",
     "make_s3_client",
     "part_size_for",

@@ -8,7 +8,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -119,6 +119,42 @@ class ObjectState:
     version_id: str | None
     # A GET fails until a RestoreObject has finished (GLACIER, DEEP_ARCHIVE...).
     cold: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """An archived object as it was verified: what the delete gate expects to find."""
+
+    key: str
+    # None: not compared (a manifest is known by its ETag and version).
+    size: int | None
+    etag: str | None
+    version_id: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """True when a particular version was verified (a versioned bucket)."""
+        return bool(self.version_id) and self.version_id != "null"
+
+    def held_by(self, size: int, etag: str) -> bool:
+        return (self.size is None or size == self.size) and (self.etag is None or etag == self.etag)
+
+
+def _folder_of(keys: Iterable[str]) -> str:
+    """The deepest folder ("a/b/") holding every key: what one listing must cover."""
+    common = ""
+    for n, key in enumerate(keys):
+        common = key if n == 0 else common[: len(_shared(common, key))]
+    return common[: common.rfind("/") + 1]
+
+
+def _shared(a: str, b: str) -> str:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return a[:n]
 
 
 class _Bucket:
@@ -272,11 +308,56 @@ class _Bucket:
         A HEAD, never a GET: it answers for objects in GLACIER or DEEP_ARCHIVE too, which is
         what lets the delete gate pass for files archived in a cold class.
         """
-        head = self._head(key, version_id=version_id)
-        if head is None:
-            return False
-        served = etag_of(head)
-        return head["ContentLength"] == size and (etag is None or served == etag)
+        return self._holds(Verified(key, size, etag, version_id))
+
+    def _holds(self, expected: Verified) -> bool:
+        head = self._head(expected.key, version_id=expected.version_id)
+        return head is not None and expected.held_by(int(head["ContentLength"]), etag_of(head))
+
+    def missing(self, objects: Sequence[Verified]) -> list[str]:
+        """The keys of ``objects`` the server no longer holds as verified: the same size and
+        ETag, at the verified version (the current one when none was recorded).
+
+        With ``gate_check = "list"``, one listing of the folder that holds them all (a page
+        per 1,000 keys) answers for every object; ListObjectVersions when a version was
+        recorded, which also sees a verified version behind a newer one or a delete marker,
+        as a HEAD of that version does. With ``"head"``, one HEAD per object. Either works
+        for objects in GLACIER or DEEP_ARCHIVE: neither reads the bytes.
+        """
+        if not objects:
+            return []
+        if self.settings.gate_check == "head":
+            return [o.key for o in objects if not self._holds(o)]
+        folder = _folder_of(o.key for o in objects)
+        versions = any(o.pinned for o in objects)
+        held = self._listing(folder, versions=versions)
+        missing = []
+        for o in objects:
+            found = held.get((o.key, o.version_id if o.pinned else None))
+            if found is None or not o.held_by(*found):
+                missing.append(o.key)
+        return missing
+
+    def _listing(
+        self, folder: str, *, versions: bool
+    ) -> dict[tuple[str, str | None], tuple[int, str]]:
+        """Every object under ``folder``: (key, version id) -> (size, ETag); (key, None) is
+        the key's current version (absent when that is a delete marker)."""
+        held: dict[tuple[str, str | None], tuple[int, str]] = {}
+        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": folder, **self._owner()}
+        with s3_errors("listing", self.bucket, folder):
+            if versions:
+                for page in self.client.get_paginator("list_object_versions").paginate(**args):
+                    for v in page.get("Versions", []):
+                        entry = (int(v["Size"]), etag_of(v))
+                        held[(v["Key"], v.get("VersionId"))] = entry
+                        if v.get("IsLatest"):
+                            held[(v["Key"], None)] = entry
+            else:
+                for listed in self.client.get_paginator("list_objects_v2").paginate(**args):
+                    for o in listed.get("Contents", []):
+                        held[(o["Key"], None)] = (int(o["Size"]), etag_of(o))
+        return held
 
     def superseded(self, key: str, version_id: str | None) -> str | None:
         """Why the object at ``key`` is no longer the version that was verified, or None.

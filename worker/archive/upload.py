@@ -227,7 +227,11 @@ class _Uploads(_Verification):
             return self._put_single(
                 key, first, reader.sha256.hexdigest(), headers, self.settings.storage_class
             )
-        return self._put_multipart(key, reader, first, size_hint, headers)
+        # The upload owns the first part from here: once it is sent, nothing holds it, so
+        # the memory in use stays at the parts in flight and the one filling.
+        handed = [first]
+        del first
+        return self._put_multipart(key, reader, handed, size_hint, headers)
 
     def _put_single(
         self,
@@ -263,13 +267,23 @@ class _Uploads(_Verification):
             if isinstance(exc.__cause__, ClientError) and error_code(exc.__cause__) in TAKEN:
                 return self._adopt_existing(key, expect)
             raise
-        return self._verify(key, expect, version_id=answer.get("VersionId"))
+        proof = self._proved_by_answer(answer, expect)
+        if proof is None:
+            return self._verify(key, expect, version_id=answer.get("VersionId"))
+        return StoredObject(
+            key=key,
+            size=expect.size,
+            sha256=sha256_hex,
+            etag=etag_of(answer) or None,
+            version_id=answer.get("VersionId"),
+            proof=proof,
+        )
 
     def _put_multipart(
         self,
         key: str,
         reader: _Reader,
-        first: bytes,
+        first: list[bytes],
         size_hint: int | None,
         headers: dict[str, Any],
     ) -> StoredObject:
@@ -322,10 +336,11 @@ class _Uploads(_Verification):
         key: str,
         upload_id: str,
         reader: _Reader,
-        first: bytes,
+        first: list[bytes],
         size_hint: int | None,
     ) -> list[_Part]:
-        """Upload the body's parts, a few at a time, each from a reused buffer."""
+        """Upload the body's parts, a few at a time, each from a reused buffer; ``first``
+        holds the part already read, and is emptied."""
         parts: list[_Part] = []
         with ThreadPoolExecutor(
             max_workers=self.settings.max_concurrency, thread_name_prefix="s3-part"
@@ -337,13 +352,14 @@ class _Uploads(_Verification):
             inflight: list[tuple[Future[_Part], bytes | bytearray]] = []
             free: list[bytearray] = []
             number = 1
-            data: bytes | bytearray = first
+            data: bytes | bytearray = first.pop()
             while data:
                 while len(inflight) >= self.in_flight_limit(len(data)):
                     done, spent = inflight.pop(0)
                     parts.append(done.result())
                     if isinstance(spent, bytearray):
                         free.append(spent)
+                    del spent  # the first part (bytes) is not reused: let it go now
                 future = pool.submit(self._upload_part, key, upload_id, number, data)
                 inflight.append((future, data))
                 number += 1

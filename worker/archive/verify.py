@@ -1,6 +1,8 @@
 """Verification: a stored object is proved to hold the bytes streamed, or it is not kept.
 
-A fresh HEAD of the version just written must show the size streamed. Then, with
+A single PUT whose answer echoes the SHA-256 sent, or whose ETag is the bytes' MD5 (an
+unencrypted object), is proved by that answer. Otherwise a fresh HEAD of the version just
+written must show the size streamed. Then, with
 ``"auto"``: the server's stored checksum when it returns one (AWS, recent MinIO, moto: no
 second read); else an ETag of a form recomputable from what was streamed (a single PUT's
 MD5; for multipart, S3's MD5-of-part-MD5s-N or the whole object's MD5, which s3rver
@@ -21,9 +23,11 @@ different bytes stop the job with a permanent error. A server that ignores the h
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from worker.archive.bucket import Proof, StoredObject, _Bucket, _cold, log
 from worker.errors import ArchiveError, VerifyError
 from worker.s3 import (
     encrypted,
@@ -31,10 +35,6 @@ from worker.s3 import (
     full_object_sha256,
     s3_errors,
 )
-
-if TYPE_CHECKING:
-    pass
-from worker.archive.bucket import Proof, StoredObject, _Bucket, _cold, log
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,28 @@ class _Verification(_Bucket):
             version_id=version,
             proof=proof,
         )
+
+    def _proved_by_answer(self, answer: Mapping[str, Any], expect: _Expected) -> Proof | None:
+        """A single PUT's own answer proves the bytes when it echoes the SHA-256 we sent (the
+        server checked it against what it received), or when its ETag is the MD5 of those
+        bytes (an unencrypted object's): the HEAD that would follow repeats that work. None
+        when the answer proves nothing (the HEAD decides, and finds any mismatch), or when a
+        HEAD is needed anyway: Object Lock must be seen on the stored version, and
+        ``verify = "read_back"`` reads every object back. The delete gate checks every file
+        again, by the ETag this answer gave, before any delete."""
+        mode = self.settings.verify
+        if self.settings.object_lock_mode is not None or mode == "read_back":
+            return None
+        if expect.checksum is not None:
+            name, value = expect.checksum
+            served = answer.get(name)
+            if served and served != value:
+                return None  # the HEAD names the mismatch
+            if served and mode in ("auto", "checksum"):
+                return "checksum"
+        if mode in ("auto", "etag") and not encrypted(answer) and etag_of(answer) in expect.etags:
+            return "ETag"
+        return None
 
     def _confirm(
         self, key: str, head: dict[str, Any], expect: _Expected, *, version_id: str | None
