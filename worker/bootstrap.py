@@ -19,6 +19,7 @@ from worker.fetch import Fetcher, make_download_client
 from worker.leases import LedgerLease, RedisLease, SweepLease, new_owner
 from worker.ledger import Ledger
 from worker.logging import get_logger, register_secrets
+from worker.memory import return_large_buffers
 from worker.providers import build_provider
 from worker.providers.base import Provider, RateLimiter
 from worker.settings import Settings
@@ -82,6 +83,7 @@ def build_runtime(
     clock: Callable[[], datetime] = utcnow,
 ) -> Runtime:
     register_secrets(settings.secret_values())
+    return_large_buffers()
     shared = None if dry_run else connect_redis(settings.broker.url)
     names = list(only) if only is not None else list(settings.providers)
     for name in names:

@@ -25,10 +25,30 @@ import os
 import sys
 from typing import Any
 
-import structlog
-from structlog.typing import EventDict, Processor, WrappedLogger
-
 from worker.redact import REDACTED, REDACTOR, Redactor, register_secrets, scrubbed
+
+
+def _import_structlog() -> None:
+    """Import structlog with rich hidden from it.
+
+    structlog imports rich, when it is installed, for console tracebacks this worker never
+    uses (it renders its own, ``_plain_exception``): about 5 MiB of resident memory and
+    10 ms in every process, a sweep or a Celery child included. rich stays importable
+    afterwards, for the CLI's tables.
+    """
+    if "structlog" in sys.modules or "rich" in sys.modules:
+        return
+    sys.modules["rich"] = None  # type: ignore[assignment]  # import rich -> ImportError
+    try:
+        import structlog  # noqa: F401
+    finally:
+        del sys.modules["rich"]
+
+
+_import_structlog()
+
+import structlog  # noqa: E402
+from structlog.typing import EventDict, Processor, WrappedLogger  # noqa: E402
 
 __all__ = [
     "REDACTED",
