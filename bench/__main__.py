@@ -5,9 +5,19 @@
     python -m bench archive sweep        # only these cases
     python -m bench --s3 moto,s3rver     # S3 servers (default moto; s3rver is fetched with npm)
     python -m bench --json out.json      # also write every figure as JSON
+    python -m bench archive --archive-gib 0.5,1 --repeat 1
+    python -m bench sweep --jobs 100 --latency 0,25 --repeat 1
 
 Cases: archive (1), sweep (2), scale (3), startup (4). README.md, "Performance", shows the
 latest figures and how they were taken.
+
+* archive: one large output from a link into S3, the project (Fetcher + store_stream)
+  against ``rclone copyurl`` (``apt-get install -y rclone``; skipped if absent), at each
+  size of ``--archive-gib``; peak RSS is the whole process's, start-up included.
+* sweep: N due Daily jobs, the worker (``retention sweep``, each ``--concurrency``) against
+  a naive loop (plain httpx + boto3, nothing of the project) and a same-clients loop, at
+  each ``--latency``: wall time, CPU/job, S3 and provider requests/job, S3 server CPU/job,
+  peak RSS, and what Daily's default rate limit alone would cost.
 """
 
 from __future__ import annotations
@@ -26,24 +36,37 @@ CASES = ("archive", "sweep", "scale", "startup")
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.split("\n")[0],
+        epilog=__doc__.split("\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("cases", nargs="*", help=f"any of {', '.join(CASES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
     parser.add_argument("--repeat", type=int, default=None, help="repetitions per figure")
     parser.add_argument(
         "--s3", default="moto", help="S3 servers, comma-separated: moto,s3rver (default moto)"
     )
-    parser.add_argument("--archive-gib", type=float, default=None, help="case 1 size (1)")
-    parser.add_argument("--jobs", type=int, default=None, help="case 2 due jobs (1000)")
+    parser.add_argument(
+        "--archive-gib",
+        default=None,
+        help="case 1: output sizes in GiB, comma-separated (default 0.5,1; --quick: 0.5)",
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=None, help="case 2: due jobs (default 1000; --quick: 100)"
+    )
     parser.add_argument(
         "--concurrency",
         default=None,
-        help="case 2: project concurrencies to run, comma-separated (default: 4,8)",
+        help="case 2: worker concurrencies to run, comma-separated (default 4,8; --quick: 8); "
+        "the naive and same-clients loops always run",
     )
     parser.add_argument(
         "--latency",
         default=None,
-        help="case 2: provider round trips to emulate, in ms, comma-separated (default: 0,25)",
+        help="case 2: provider round trips to emulate, in ms, comma-separated (default: 0,25); "
+        "targets are judged at 0 and 25 ms",
     )
     parser.add_argument(
         "--scale",
@@ -65,8 +88,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     if options.repeat is None:
         options.repeat = 1 if quick else 5
     options.s3 = [s for s in options.s3.split(",") if s]
-    if options.archive_gib is None:
-        options.archive_gib = 0.25 if quick else 1.0
+    options.archive_gib = [
+        float(gib) for gib in (options.archive_gib or ("0.5" if quick else "0.5,1")).split(",")
+    ]
     if options.jobs is None:
         options.jobs = 100 if quick else 1000
     options.concurrency = [

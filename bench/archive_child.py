@@ -6,7 +6,10 @@ Does exactly what ``pipeline.store_artifact`` does for a link: ``Fetcher.open`` 
 policy, the guarded transport) and ``Archive.store_stream`` with the download's size hint,
 through the product's own client factories. Writes one JSON document to ``--result``: the
 seconds, bytes read from the link, the stored object, the S3 operations sent (to show the
-data is read once and verified by HEAD, never read back), and VmHWM.
+data is read once and verified by HEAD, never read back), the process's resident memory
+when the transfer starts (``rss_at_start``: interpreter, imports and clients) and its peak
+over the whole run (VmHWM, start-up included), so the transfer's own share is the
+difference.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.util import child_stats
+from bench.util import child_stats, vmhwm, vmrss
 
 
 def main() -> None:
@@ -63,7 +66,7 @@ def main() -> None:
     client.meta.events.register("before-call.s3", count)
     archive = Archive(client, settings)
     fetcher = Fetcher(make_download_client(downloads), downloads)
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"rss_at_start": vmrss("self"), "hwm_at_start": vmhwm("self")}
     started = time.perf_counter()
     try:
         with fetcher.open(args.url) as download:

@@ -263,8 +263,13 @@ class SimProcess:
         with urllib.request.urlopen(request, timeout=600) as answer:  # noqa: S310
             return json.loads(answer.read() or b"null")
 
-    def add_jobs(self, count: int, *, status: str = "finished", outputs: bool = True) -> int:
-        answer = self.call("POST", "/bench/jobs", count=count, status=status, outputs=int(outputs))
+    def add_jobs(
+        self, count: int, *, status: str = "finished", outputs: bool = True, size: int = 0
+    ) -> int:
+        """Add ``count`` jobs: two small outputs each, or one output of ``size`` bytes."""
+        answer = self.call(
+            "POST", "/bench/jobs", count=count, status=status, outputs=int(outputs), size=size
+        )
         return int(answer["added"])
 
     def blob_link(self, size: int, seed: int = 1) -> str:

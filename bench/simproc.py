@@ -5,10 +5,15 @@ table) and serves until its stdin closes.
 
 Bench-only routes (no credentials; loopback only):
     POST /bench/jobs?count=N&status=finished&outputs=1   add N jobs (two small outputs each)
+    POST /bench/jobs?count=N&size=S                       add N jobs with one output of S bytes
     POST /bench/blob?size=S&seed=K                        a signed link to a ``Blob`` of S bytes
     POST /bench/reset                                     forget every job and request
     POST /bench/latency?ms=M                              answer every other request M ms late
     GET  /bench/stats                                     jobs held, requests seen, deletes
+
+``/bench/stats`` also counts the requests by kind (``by_kind``: list, get, access-link,
+delete, other API, download, with ``downloads_with_credentials``), so a benchmark can show
+the provider requests per job of any client without looking inside it.
 
 The listing is the simulator's own, answered from a cached order instead of sorting every
 job for every page, so a listing of 100,000 jobs costs the simulator O(n), not O(n^2/page).
@@ -21,11 +26,26 @@ import json
 import sys
 import threading
 import time
+from collections import Counter
 
 from bench.servers import API_KEY
 from worker.simulators.blobs import Blob
 from worker.simulators.daily import DailySimulator, SimJob
 from worker.simulators.http import Request, Response, route
+
+
+def kind_of(method: str, path: str) -> str:
+    """A provider request's kind, for the per-job counts: list, get, access-link, delete,
+    download or other."""
+    if path.startswith("/files/"):
+        return "download"
+    if path.rstrip("/") == "/v1/batch-processor":
+        return "list" if method == "GET" else "other"
+    if path.startswith("/v1/batch-processor/"):
+        if path.endswith("/access-link"):
+            return "access-link"
+        return {"GET": "get", "DELETE": "delete"}.get(method, "other")
+    return "other"
 
 
 class BenchDaily(DailySimulator):
@@ -78,9 +98,12 @@ class BenchDaily(DailySimulator):
         count = int(request.arg("count", "1") or 1)
         status = request.arg("status", "finished") or "finished"
         outputs = (request.arg("outputs", "1") or "1") == "1"
+        size = int(request.arg("size", "0") or 0)
         for _ in range(count):
             n = next(self._counter)
-            if outputs:
+            if size:
+                self.add_job(status, transcription=[("mp4", Blob(size, n))])
+            elif outputs:
                 transcript = json.dumps(
                     {"job": n, "transcript": "hello world " * 150}, sort_keys=True
                 ).encode()
@@ -124,13 +147,16 @@ class BenchDaily(DailySimulator):
         with self._lock:
             seen = list(self.requests)
         api = [s for s in seen if s.path.startswith("/v1/")]
+        files = [s for s in seen if s.path.startswith("/files/")]
         return Response.json(
             {
                 "jobs": len(self.jobs),
                 "deleted": len(self.deleted),
                 "requests": len(seen),
                 "api_requests": len(api),
-                "downloads": sum(s.path.startswith("/files/") for s in seen),
+                "downloads": len(files),
+                "downloads_with_credentials": sum(s.authorization for s in files),
+                "by_kind": dict(Counter(kind_of(s.method, s.path) for s in [*api, *files])),
                 "errors": sum(s.status >= 400 for s in seen if not s.path.startswith("/bench")),
             }
         )

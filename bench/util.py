@@ -215,16 +215,25 @@ def run_measured(
     )
 
 
-def vmhwm(pid: int | str) -> int:
-    """A running process's peak resident memory in bytes (0 once it has exited)."""
+def _status_bytes(pid: int | str, name: str) -> int:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return 0
     for line in status.splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{name}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def vmhwm(pid: int | str) -> int:
+    """A running process's peak resident memory in bytes (0 once it has exited)."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def vmrss(pid: int | str) -> int:
+    """A running process's resident memory now, in bytes (0 once it has exited)."""
+    return _status_bytes(pid, "VmRSS")
 
 
 def cpu_seconds(pid: int) -> float:
