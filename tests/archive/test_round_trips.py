@@ -117,13 +117,29 @@ def test_the_gate_finds_an_object_deleted_or_replaced(
         assert [name for name, _ in calls.seen] == ["HeadObject"] * 3
 
 
-def test_the_gate_lists_every_page_of_a_large_folder(
-    s3_server: Endpoint, s3: S3Client, bucket: str
+def test_the_gate_reads_every_page_of_a_listing(
+    s3_server: Endpoint, s3: S3Client, bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # given: pages of two keys (S3's are 1,000), and five objects in the folder
     archive = archive_for(s3_server, bucket, if_none_match=False)
-    objects = [_store(archive, f"big/out-{n:04d}.txt", b"%d" % n) for n in range(1002)]
+    objects = [_store(archive, f"big/out-{n}.txt", b"%d" % n) for n in range(5)]
+    paginator = archive.client.get_paginator
 
+    def small_pages(name: str) -> Any:
+        real = paginator(name)  # type: ignore[call-overload]
+
+        class Pages:
+            def paginate(self, **kwargs: Any) -> Any:
+                return real.paginate(**kwargs, PaginationConfig={"PageSize": 2})
+
+        return Pages()
+
+    monkeypatch.setattr(archive.client, "get_paginator", small_pages)
+    calls = record_calls(archive)
+
+    # then: every page is read, and an object on the last page is found missing
     assert archive.missing(objects) == []
+    assert len(calls.named("ListObjectsV2")) == 3
     s3.delete_object(Bucket=bucket, Key=objects[-1].key)
     assert archive.missing(objects) == [objects[-1].key]
 
