@@ -202,15 +202,7 @@ def _project(
     ]
     if download_only:
         argv.append("--download-only")
-    child = run_measured(argv, env=server.credentials)
-    if child.code != 0 or not result_path.exists():
-        raise RuntimeError(f"archive child failed ({child.code}): {child.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(result_path.read_text())
-    result["wall"] = child.wall
-    # VmHWM polled from outside and VmHWM read by the child at its end: the process's peak,
-    # start-up included.
-    result["maxrss"] = max(child.maxrss_bytes, result.get("vmhwm", 0))
-    return result
+    return run_measured(argv, env=server.credentials).result(result_path, "archive child")
 
 
 def _sweep(work: Path, sim: SimProcess, server: S3Endpoint, size: int) -> dict[str, Any]:
@@ -234,12 +226,7 @@ def _sweep(work: Path, sim: SimProcess, server: S3Endpoint, size: int) -> dict[s
     result_path = work / f"{run_id}.result.json"
     argv = [python(), "-m", "bench.sweep_child", "--config", str(config_path)]
     argv += ["--mode", "project", "--result", str(result_path)]
-    child = run_measured(argv, env=server.credentials)
-    if child.code != 0 or not result_path.exists():
-        raise RuntimeError(f"sweep child failed ({child.code}): {child.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(result_path.read_text())
-    result["wall"] = child.wall
-    result["maxrss"] = max(child.maxrss_bytes, result.get("vmhwm", 0))
+    result = run_measured(argv, env=server.credentials).result(result_path, "sweep child")
     result["prefix"] = f"sweep-{run_id}/"
     return result
 

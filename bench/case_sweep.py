@@ -196,15 +196,9 @@ def _one(
         env=server.credentials,
     )
     s3_cpu, sim_cpu = server.cpu() - s3_before, sim.cpu() - sim_before
-    if child.code != 0 or not result_path.exists():
-        raise RuntimeError(f"sweep child failed ({child.code}): {child.stderr[-3000:]}")
-    result: dict[str, Any] = json.loads(result_path.read_text())
+    result = child.result(result_path, "sweep child")
     result.update(
-        s3_cpu=s3_cpu,
-        sim_cpu=sim_cpu,
-        own_cpu=child.user + child.system,
-        maxrss=max(child.maxrss_bytes, result.get("vmhwm", 0)),
-        sim=sim.stats(),
+        s3_cpu=s3_cpu, sim_cpu=sim_cpu, own_cpu=child.user + child.system, sim=sim.stats()
     )
     return result
 

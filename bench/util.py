@@ -143,6 +143,16 @@ class ChildResult:
     stdout: str
     stderr: str
 
+    def result(self, path: Path, what: str) -> dict[str, Any]:
+        """The JSON result a child wrote to ``path``, with its wall time and its peak RSS
+        (VmHWM polled from outside, or read by the child at its end: start-up included)."""
+        if self.code != 0 or not path.exists():
+            raise RuntimeError(f"{what} failed ({self.code}): {self.stderr[-3000:]}")
+        found: dict[str, Any] = json.loads(path.read_text())
+        found["wall"] = self.wall
+        found["maxrss"] = max(self.maxrss_bytes, found.get("vmhwm", 0))
+        return found
+
     def last_json(self) -> dict[str, Any]:
         for line in reversed(self.stdout.strip().splitlines()):
             if line.startswith("{"):

@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -140,21 +141,12 @@ class Verified:
         return (self.size is None or size == self.size) and (self.etag is None or etag == self.etag)
 
 
-def _folder_of(keys: Iterable[str]) -> str:
+def _folder_of(keys: Sequence[str]) -> str:
     """The deepest folder ("a/b/") holding every key: what one listing must cover."""
-    common = ""
-    for n, key in enumerate(keys):
-        common = key if n == 0 else common[: len(_shared(common, key))]
+    # By character, then cut at the last "/": S3 keys are not paths (commonpath would
+    # collapse a "//" a key may hold).
+    common = os.path.commonprefix(list(keys))  # noqa: RUF071
     return common[: common.rfind("/") + 1]
-
-
-def _shared(a: str, b: str) -> str:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return a[:n]
 
 
 class _Bucket:
@@ -328,7 +320,7 @@ class _Bucket:
             return []
         if self.settings.gate_check == "head":
             return [o.key for o in objects if not self._holds(o)]
-        folder = _folder_of(o.key for o in objects)
+        folder = _folder_of([o.key for o in objects])
         versions = any(o.pinned for o in objects)
         held = self._listing(folder, versions=versions)
         missing = []
