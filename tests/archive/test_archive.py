@@ -215,14 +215,14 @@ def test_the_buffer_budget_bounds_the_parts_uploading_at_once(
     lock = threading.Lock()
     now = peak = 0
 
-    def counted(key: str, upload_id: str, number: int, data: bytes | bytearray) -> Any:
+    def counted(key: str, upload_id: str, number: int, data: bytes | bytearray, *rest: Any) -> Any:
         nonlocal now, peak
         with lock:
             now += 1
             peak = max(peak, now)
         try:
             time.sleep(0.05)  # long enough for the next parts to be read and submitted
-            return upload(key, upload_id, number, data)
+            return upload(key, upload_id, number, data, *rest)
         finally:
             with lock:
                 now -= 1

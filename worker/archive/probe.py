@@ -191,13 +191,17 @@ class _Probe(_Uploads):
         create: dict[str, Any] = {"ChecksumAlgorithm": "CRC32"} if checksums else {}
         part_checksum: dict[str, Any] = {"ChecksumCRC32": crc} if checksums else {}
         try:
-            upload_id = client.create_multipart_upload(
+            started = client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, **self._owner(), **create
-            )["UploadId"]
+            )
         except ClientError as exc:
             caps.multipart_etag = "failed"
             caps.multipart_detail = f"starting a multipart upload {_describe(exc)}"
             return
+        upload_id = started["UploadId"]
+        # As the worker sends a part: Content-MD5 unless the server acknowledged the CRC32.
+        keeps = checksums and self._keeps_checksums(started)
+        part_md5: dict[str, Any] = {} if keeps else {"ContentMD5": _b64(md5.digest())}
         try:
             part = client.upload_part(
                 Bucket=self.bucket,
@@ -205,7 +209,7 @@ class _Probe(_Uploads):
                 UploadId=upload_id,
                 PartNumber=1,
                 Body=body,
-                ContentMD5=_b64(md5.digest()),
+                **part_md5,
                 **self._owner(),
                 **part_checksum,
             )

@@ -3,7 +3,15 @@
 A body is read once. As it streams, the reader computes the SHA-256 that goes into the
 manifest and the whole object's MD5; each part is then uploaded by a small thread pool,
 which computes the part's MD5 (sent as Content-MD5) and, unless ``checksum_mode`` is
-``when_required``, its CRC32 (sent as an additional checksum). At most
+``when_required``, its CRC32 (sent as an additional checksum).
+
+The MD5s are there for servers that keep no checksums: they check Content-MD5 and give
+ETags that the MD5s prove. A server that acknowledges the CRC32 when the multipart upload
+starts (AWS, MinIO, moto answer ``ChecksumAlgorithm: CRC32``) checks each part's CRC32 on
+receipt and shows the object's composite CRC32, which ``verify = "auto"`` or ``"checksum"``
+takes as the proof; for it, the rest of the body is hashed with neither MD5, as boto3 itself
+uploads. Should that server then show no checksum, the object is read back: a missing proof
+is never a pass. At most
 ``max_concurrency`` parts are in flight, and no more than fit in ``max_buffer_mib`` with
 the part being filled, so memory is bounded by
 ``min((max_concurrency + 1) x part, max(max_buffer_mib, 2 x part))`` whatever the file
@@ -18,13 +26,15 @@ import contextlib
 import hashlib
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from worker.archive.bucket import MAX_PART_SIZE, MAX_PARTS, GiB, MiB, StoredObject, _b64, _md5
+from worker.archive.verify import _Expected, _Verification
 from worker.errors import ArchiveError
 from worker.s3 import (
     TAKEN,
@@ -33,31 +43,31 @@ from worker.s3 import (
     s3_errors,
 )
 
-if TYPE_CHECKING:
-    pass
-from worker.archive.bucket import MAX_PART_SIZE, MAX_PARTS, GiB, MiB, StoredObject, _b64, _md5
-from worker.archive.verify import _Expected, _Verification
-
 
 class _Reader:
     """Reads a chunk iterator in parts of a requested size, hashing everything it reads.
 
-    It keeps the whole object's MD5 as well as its SHA-256: some servers (s3rver) give a
-    multipart object that MD5 as its ETag, and computing it while streaming is cheap next to
-    reading the object back.
+    It keeps the whole object's MD5 as well as its SHA-256 until ``drop_md5``: some servers
+    (s3rver) give a multipart object that MD5 as its ETag, and computing it while streaming is
+    cheap next to reading the object back.
     """
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._pending = b""
         self.sha256 = hashlib.sha256()
-        self.md5 = _md5()
+        self.md5: Any = _md5()
         self.size = 0
         self.eof = False
 
+    def drop_md5(self) -> None:
+        """Stop computing the whole object's MD5: no ETag will be held to it."""
+        self.md5 = None
+
     def _take(self, chunk: bytes) -> None:
         self.sha256.update(chunk)
-        self.md5.update(chunk)
+        if self.md5 is not None:
+            self.md5.update(chunk)
         self.size += len(chunk)
 
     def read(self, n: int) -> bytes:
@@ -134,7 +144,7 @@ class _Reader:
 class _Part:
     number: int
     etag: str
-    md5: bytes
+    md5: bytes | None  # None when the server keeps checksums (see the module's docstring)
     crc32: bytes
 
 
@@ -291,12 +301,14 @@ class _Uploads(_Verification):
         if self.checksums:
             create["ChecksumAlgorithm"] = "CRC32"
         with s3_errors("starting a multipart upload to", self.bucket, key):
-            upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **create)[
-                "UploadId"
-            ]
+            started = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **create)
+        upload_id = started["UploadId"]
+        with_md5 = not self._keeps_checksums(started)
+        if not with_md5:
+            reader.drop_md5()
         parts: list[_Part] = []
         try:
-            parts = self._upload_parts(key, upload_id, reader, first, size_hint)
+            parts = self._upload_parts(key, upload_id, reader, first, size_hint, with_md5)
             completed = [
                 {"PartNumber": p.number, "ETag": p.etag}
                 | ({"ChecksumCRC32": _b64(p.crc32)} if self.checksums else {})
@@ -331,6 +343,16 @@ class _Uploads(_Verification):
             return self._adopt_existing(key, expect)
         return self._verify(key, expect, version_id=answer.get("VersionId"))
 
+    def _keeps_checksums(self, started: Mapping[str, Any]) -> bool:
+        """True when the server acknowledged the CRC32 asked for at CreateMultipartUpload, and
+        ``verify`` takes a checksum as proof: then no MD5 needs computing (a server that
+        ignores the algorithm, like s3rver, does not echo it)."""
+        return (
+            self.checksums
+            and self.settings.verify in ("auto", "checksum")
+            and str(started.get("ChecksumAlgorithm") or "").upper() == "CRC32"
+        )
+
     def _upload_parts(
         self,
         key: str,
@@ -338,6 +360,7 @@ class _Uploads(_Verification):
         reader: _Reader,
         first: list[bytes],
         size_hint: int | None,
+        with_md5: bool,
     ) -> list[_Part]:
         """Upload the body's parts, a few at a time, each from a reused buffer; ``first``
         holds the part already read, and is emptied."""
@@ -360,7 +383,7 @@ class _Uploads(_Verification):
                     if isinstance(spent, bytearray):
                         free.append(spent)
                     del spent  # the first part (bytes) is not reused: let it go now
-                future = pool.submit(self._upload_part, key, upload_id, number, data)
+                future = pool.submit(self._upload_part, key, upload_id, number, data, with_md5)
                 inflight.append((future, data))
                 number += 1
                 if number > MAX_PARTS:
@@ -377,14 +400,19 @@ class _Uploads(_Verification):
 
     def _multipart_expected(self, reader: _Reader, parts: list[_Part]) -> _Expected:
         """What the completed object must show, recomputed from the parts sent."""
-        md5_of_md5s = _md5()
-        md5_of_md5s.update(b"".join(p.md5 for p in parts))
+        etags: list[str] = []
+        md5s = [p.md5 for p in parts if p.md5 is not None]
+        if len(md5s) == len(parts):  # S3's form: the MD5 of the parts' MD5s, "-N"
+            md5_of_md5s = _md5()
+            md5_of_md5s.update(b"".join(md5s))
+            etags.append(f"{md5_of_md5s.hexdigest()}-{len(parts)}")
+        if reader.md5 is not None:  # the whole object's MD5, which s3rver gives
+            etags.append(reader.md5.hexdigest())
         composite_crc = zlib.crc32(b"".join(p.crc32 for p in parts)).to_bytes(4, "big")
         return _Expected(
             size=reader.size,
             sha256_hex=reader.sha256.hexdigest(),
-            # S3's form, and the whole object's MD5 that s3rver gives a multipart object.
-            etags=(f"{md5_of_md5s.hexdigest()}-{len(parts)}", reader.md5.hexdigest()),
+            etags=tuple(etags),
             checksum=("ChecksumCRC32", _b64(composite_crc)) if self.checksums else None,
             composite=True,
         )
@@ -406,12 +434,17 @@ class _Uploads(_Verification):
         # The last, short part: a copy of what was read, once per upload.
         return bytes(memoryview(buffer)[:filled])
 
-    def _upload_part(self, key: str, upload_id: str, number: int, data: bytes | bytearray) -> _Part:
-        hasher = _md5()
-        hasher.update(data)
-        md5 = hasher.digest()
+    def _upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes | bytearray, with_md5: bool
+    ) -> _Part:
+        md5 = None
+        args: dict[str, Any] = {}
+        if with_md5:
+            hasher = _md5()
+            hasher.update(data)
+            md5 = hasher.digest()
+            args["ContentMD5"] = _b64(md5)
         crc = zlib.crc32(data).to_bytes(4, "big")
-        args: dict[str, Any] = {"ContentMD5": _b64(md5)}
         if self.checksums:
             args["ChecksumCRC32"] = _b64(crc)
         with s3_errors(f"uploading part {number} of", self.bucket, key):
