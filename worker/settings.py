@@ -90,11 +90,13 @@ class ArchiveSettings(_Strict):
     # Smallest multipart part. The uploader grows it for large known sizes so an object never
     # needs more than 10,000 parts.
     part_size_mib: int = Field(default=8, ge=5, le=5120)
-    # Parts uploaded at once per file; memory per upload is about (this + 1) x part size.
+    # Parts uploaded at once per file: up to (this + 1) x part size of buffers per upload.
     max_concurrency: int = Field(default=4, ge=1, le=64)
-    # Most memory one upload's part buffers may hold, the part being filled included. When
-    # parts grow (very large or unknown-size outputs), fewer go in flight to stay within it;
-    # one part always uploads while the next fills, so parts above half of this cost 2 x part.
+    # Most memory the part buffers of all uploads of one Archive (one process) may hold
+    # together, the parts being filled included, however many jobs archive at once
+    # (worker/archive/buffers.py). When parts grow (very large or unknown-size outputs), fewer
+    # go in flight; one part always uploads while the next fills, so parts above half of this
+    # cost 2 x part.
     max_buffer_mib: int = Field(default=64, ge=10, le=65536)
     # Never overwrite an archived object: every write carries IfNoneMatch="*". A resumed job
     # that finds its own earlier copy (same bytes) keeps it; different bytes stop the job.
@@ -188,8 +190,9 @@ class DefaultsSettings(_Strict):
     max_deletes_per_sweep: int = Field(default=1000, ge=1)
     # Archive but never delete, everywhere (Velero's read-only storage location).
     read_only: bool = False
-    # Jobs processed at once by one `retention sweep` process, per provider.
-    concurrency: int = Field(default=4, ge=1, le=64)
+    # Jobs processed at once by one `retention sweep` process, per provider. A job mostly
+    # waits on its provider; the uploads' memory is bounded by max_buffer_mib, not by this.
+    concurrency: int = Field(default=8, ge=1, le=64)
 
     _cron = field_validator("schedule")(_check_cron)
 

@@ -227,7 +227,7 @@ def test_the_buffer_budget_bounds_the_parts_uploading_at_once(
             with lock:
                 now -= 1
 
-    archive._upload_part = counted  # type: ignore[method-assign]
+    archive._upload_part = counted  # type: ignore[method-assign,assignment]
     data = Blob(30 * MiB, seed=7).read()  # six whole parts
     stored = archive.store_stream("k", chunked(data), size_hint=None)
     assert stored.sha256 == hashlib.sha256(data).hexdigest()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from worker.archive.buffers import PartBudget
 from worker.errors import ArchiveError
 from worker.logging import get_logger
 from worker.s3 import (
@@ -158,6 +159,8 @@ class _Bucket:
         self.bucket = settings.bucket
         self.part_size = settings.part_size_mib * MiB
         self.max_buffer = settings.max_buffer_mib * MiB
+        # Every upload of this archive together: see worker/archive/buffers.py.
+        self.budget = PartBudget(self.max_buffer)
         self.checksums = settings.checksum_mode == "when_supported"
 
     def _where(self, key: str) -> str:

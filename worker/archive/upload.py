@@ -11,13 +11,17 @@ starts (AWS, MinIO, moto answer ``ChecksumAlgorithm: CRC32``) checks each part's
 receipt and shows the object's composite CRC32, which ``verify = "auto"`` or ``"checksum"``
 takes as the proof; for it, the rest of the body is hashed with neither MD5, as boto3 itself
 uploads. Should that server then show no checksum, the object is read back: a missing proof
-is never a pass. At most
-``max_concurrency`` parts are in flight, and no more than fit in ``max_buffer_mib`` with
-the part being filled, so memory is bounded by
+is never a pass.
+
+At most ``max_concurrency`` parts of one upload are in flight, and no more than fit in
+``max_buffer_mib`` with the part being filled: one upload holds at most
 ``min((max_concurrency + 1) x part, max(max_buffer_mib, 2 x part))`` whatever the file
-size. The part size grows with a known size so that no object needs more than 10,000
-parts; for an unknown size it doubles every 1,000 parts, and fewer parts go in flight as
-they grow. A failed upload is aborted.
+size. The buffers of all uploads of one ``Archive`` share that budget too
+(``worker/archive/buffers.py``), so jobs archiving at once do not multiply it; an output
+that is small by its size, or ends within its first 256 KiB, takes no part buffer. The part
+size grows with a known size so that no object needs more than 10,000 parts; for an unknown
+size it doubles every 1,000 parts, and fewer parts go in flight as they grow. A failed
+upload is aborted.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from worker.archive.bucket import MAX_PART_SIZE, MAX_PARTS, GiB, MiB, StoredObject, _b64, _md5
+from worker.archive.buffers import PartBuffers
 from worker.archive.verify import _Expected, _Verification
 from worker.errors import ArchiveError
 from worker.s3 import (
@@ -42,6 +47,10 @@ from worker.s3 import (
     etag_of,
     s3_errors,
 )
+
+# What is read before a part buffer is taken for an output of unknown size: most such
+# outputs (a transcript, a JSON result) end within it, and need no part-sized buffer.
+SMALL = 256 * 1024
 
 
 class _Reader:
@@ -93,14 +102,15 @@ class _Reader:
             self._pending = last[cut:]
         return b"".join(pieces)
 
-    def readinto(self, buffer: bytearray) -> int:
-        """Fill ``buffer`` from the stream; the number of bytes written (short at the end).
+    def readinto(self, buffer: bytearray, start: int = 0) -> int:
+        """Fill ``buffer`` from ``start`` on from the stream; the number of bytes it holds
+        (short at the end).
 
         The chunks are copied straight into a reused buffer: no part-sized temporary is
         allocated, so memory stays at the buffers whatever the output's size.
         """
         view = memoryview(buffer)
-        want, have = len(buffer), 0
+        want, have = len(buffer), start
         while have < want:
             chunk = self._pending
             self._pending = b""
@@ -227,21 +237,48 @@ class _Uploads(_Verification):
             first_size = part_size_for(size_hint, 1, self.part_size, self.max_buffer)
         except ArchiveError as exc:
             raise ArchiveError(f"{key}: {exc.message}", hint=exc.hint) from None
-        first = reader.read(first_size)
         headers: dict[str, Any] = {}
         if content_type:
             headers["ContentType"] = content_type
         if content_encoding:
             headers["ContentEncoding"] = content_encoding
-        if len(first) < first_size or reader.at_end():
-            return self._put_single(
-                key, first, reader.sha256.hexdigest(), headers, self.settings.storage_class
-            )
-        # The upload owns the first part from here: once it is sent, nothing holds it, so
-        # the memory in use stays at the parts in flight and the one filling.
-        handed = [first]
-        del first
-        return self._put_multipart(key, reader, handed, size_hint, headers)
+        buffers = PartBuffers(self.budget)
+        try:
+            first: bytes | bytearray
+            if size_hint is not None and size_hint < first_size:
+                # Small by its size: read as it comes, outside the part budget. Should the
+                # size be wrong, this first part goes outside the budget, once.
+                first = reader.read(first_size)
+                whole = len(first) < first_size or reader.at_end()
+            else:
+                # Possibly large. A small output without a size ends within its first
+                # chunks; past them, the first part is a buffer of the shared budget, which
+                # may wait here for the uploads of other jobs to give theirs back.
+                first = reader.read(min(first_size, SMALL))
+                whole = len(first) < min(first_size, SMALL) or reader.at_end()
+                if not whole:
+                    head, first = first, buffers.first(first_size)
+                    first[: len(head)] = head
+                    filled = reader.readinto(first, len(head))
+                    del head
+                    whole = filled < first_size or reader.at_end()
+                    if whole:
+                        first = bytes(memoryview(first)[:filled])
+                        buffers.close()
+            if whole:
+                return self._put_single(
+                    key,
+                    bytes(first),
+                    reader.sha256.hexdigest(),
+                    headers,
+                    self.settings.storage_class,
+                )
+            # The upload owns the first part from here: once it is sent, nothing holds it.
+            handed = [first]
+            del first
+            return self._put_multipart(key, reader, handed, buffers, size_hint, headers)
+        finally:
+            buffers.close()
 
     def _put_single(
         self,
@@ -293,7 +330,8 @@ class _Uploads(_Verification):
         self,
         key: str,
         reader: _Reader,
-        first: list[bytes],
+        first: list[bytes | bytearray],
+        buffers: PartBuffers,
         size_hint: int | None,
         headers: dict[str, Any],
     ) -> StoredObject:
@@ -308,7 +346,7 @@ class _Uploads(_Verification):
             reader.drop_md5()
         parts: list[_Part] = []
         try:
-            parts = self._upload_parts(key, upload_id, reader, first, size_hint, with_md5)
+            parts = self._upload_parts(key, upload_id, reader, first, buffers, size_hint, with_md5)
             completed = [
                 {"PartNumber": p.number, "ETag": p.etag}
                 | ({"ChecksumCRC32": _b64(p.crc32)} if self.checksums else {})
@@ -358,7 +396,8 @@ class _Uploads(_Verification):
         key: str,
         upload_id: str,
         reader: _Reader,
-        first: list[bytes],
+        first: list[bytes | bytearray],
+        buffers: PartBuffers,
         size_hint: int | None,
         with_md5: bool,
     ) -> list[_Part]:
@@ -373,30 +412,38 @@ class _Uploads(_Verification):
             # bytearray body and rewinds it itself on a retry). Fresh part-sized buffers per
             # part would leave the heap fragmented and resident memory growing.
             inflight: list[tuple[Future[_Part], bytes | bytearray]] = []
-            free: list[bytearray] = []
             number = 1
             data: bytes | bytearray = first.pop()
             while data:
                 while len(inflight) >= self.in_flight_limit(len(data)):
-                    done, spent = inflight.pop(0)
-                    parts.append(done.result())
-                    if isinstance(spent, bytearray):
-                        free.append(spent)
-                    del spent  # the first part (bytes) is not reused: let it go now
+                    self._reclaim(inflight, parts, buffers)
                 future = pool.submit(self._upload_part, key, upload_id, number, data, with_md5)
                 inflight.append((future, data))
+                del data  # the first part, if outside the budget, goes once it is sent
                 number += 1
                 if number > MAX_PARTS:
                     raise ArchiveError(
                         f"{key} runs past {MAX_PARTS} parts (the last of "
-                        f"{len(data) / MiB:.1f} MiB); nothing was stored",
+                        f"{len(inflight[-1][1]) / MiB:.1f} MiB); nothing was stored",
                         hint="Raise [archive] max_buffer_mib for outputs this large; the job "
                         "will be tried again",
                     )
                 size = part_size_for(size_hint, number, self.part_size, self.max_buffer)
-                data = self._next_part(reader, size, free)
+                data = self._next_part(reader, size, buffers, inflight, parts)
             parts.extend(f.result() for f, _ in inflight)
         return parts
+
+    @staticmethod
+    def _reclaim(
+        inflight: list[tuple[Future[_Part], bytes | bytearray]],
+        parts: list[_Part],
+        buffers: PartBuffers,
+    ) -> None:
+        """Wait for the oldest part in flight; its buffer is free for the next part."""
+        done, spent = inflight.pop(0)
+        parts.append(done.result())
+        if isinstance(spent, bytearray):
+            buffers.free.append(spent)
 
     def _multipart_expected(self, reader: _Reader, parts: list[_Part]) -> _Expected:
         """What the completed object must show, recomputed from the parts sent."""
@@ -422,15 +469,27 @@ class _Uploads(_Verification):
             part, max_concurrency=self.settings.max_concurrency, max_buffer=self.max_buffer
         )
 
-    @staticmethod
-    def _next_part(reader: _Reader, size: int, free: list[bytearray]) -> bytes | bytearray:
-        """The next part, read into a free buffer of ``size`` bytes (b"" at the end)."""
-        while free and len(free[-1]) != size:  # the part size grew (see part_size_for)
-            free.pop()
-        buffer = free.pop() if free else bytearray(size)
+    def _next_part(
+        self,
+        reader: _Reader,
+        size: int,
+        buffers: PartBuffers,
+        inflight: list[tuple[Future[_Part], bytes | bytearray]],
+        parts: list[_Part],
+    ) -> bytes | bytearray:
+        """The next part, read into a buffer of ``size`` bytes (b"" at the end): a free one,
+        else a new one if the shared budget has room, else the oldest part's once it is sent
+        (the budget is spent by other uploads)."""
+        buffer = buffers.reuse(size)
+        while buffer is None:
+            buffer = buffers.fresh(size)
+            if buffer is None:
+                self._reclaim(inflight, parts, buffers)
+                buffer = buffers.reuse(size)
         filled = reader.readinto(buffer)
         if filled == size:
             return buffer
+        buffers.free.append(buffer)
         # The last, short part: a copy of what was read, once per upload.
         return bytes(memoryview(buffer)[:filled])
 
