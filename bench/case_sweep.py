@@ -57,7 +57,11 @@ def label(mode: str) -> str:
         return "naive loop"
     if mode == LOOP:
         return "same-clients loop"
-    return mode.replace("project", "worker")
+    from worker.settings import DefaultsSettings
+
+    default = DefaultsSettings.model_fields["concurrency"].default
+    name = mode.replace("project", "worker")
+    return f"{name} (default)" if name == f"worker c={default}" else name
 
 
 class ModeRuns:

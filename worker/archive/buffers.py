@@ -6,8 +6,9 @@ providers at once, not how much memory their uploads may take.
 
 No upload can wait forever. An upload that holds no buffer waits for room; one that holds a
 buffer never waits on the budget (it reuses its own buffer once that part is sent), so the
-holders always give back what the waiters need. A part larger than the whole budget (a part
-size configured above it) is allowed when nothing else is held.
+holders always give back what the waiters need, and while any upload waits, holders take no
+new buffer. A part larger than the whole budget (a part size configured above it) is
+allowed when nothing else is held.
 """
 
 from __future__ import annotations
@@ -22,15 +23,22 @@ class PartBudget:
         self.limit = limit
         self.held = 0
         self.peak = 0  # the most held at once, for tests and the bench
+        self._waiting = 0
         self._room = threading.Condition()
 
     def take(self, size: int, *, wait: bool) -> bool:
         """Reserve ``size`` bytes; False when the budget is spent and ``wait`` is False."""
         with self._room:
+            if not wait and self._waiting:
+                return False  # an upload with no buffer at all goes first
             while self.held and self.held + size > self.limit:
                 if not wait:
                     return False
-                self._room.wait()
+                self._waiting += 1
+                try:
+                    self._room.wait()
+                finally:
+                    self._waiting -= 1
             self.held += size
             self.peak = max(self.peak, self.held)
             return True
