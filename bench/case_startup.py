@@ -60,13 +60,26 @@ secret = "bench-not-a-secret"
     return path
 
 
+# Runs a module as ``python -m`` would, then names on stderr every module it left loaded. An
+# attempt that failed (worker.logging hides rich from structlog) is not an import; -X
+# importtime would list it.
+_LOADED = (
+    "import atexit, runpy, sys\n"
+    "atexit.register(lambda: print('LOADED', *sorted(k for k, v in sys.modules.items() "
+    "if v is not None), file=sys.__stderr__))\n"
+    "module = sys.argv.pop(1)\n"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)\n"
+)
+
+
 def _imported(argv: list[str], env: dict[str, str]) -> set[str]:
-    """Top-level packages a command imports (``-X importtime`` on stderr)."""
-    child = run_measured([python(), "-X", "importtime", *argv], env=env)
-    names = set()
+    """Top-level packages a command (``["-m", module, *args]``) has loaded when it exits."""
+    assert argv[0] == "-m", argv
+    child = run_measured([python(), "-c", _LOADED, *argv[1:]], env=env)
+    names: set[str] = set()
     for line in child.stderr.splitlines():
-        if line.startswith("import time:") and "|" in line:
-            names.add(line.rsplit("|", 1)[1].strip().split(".")[0])
+        if line.startswith("LOADED "):
+            names.update(name.split(".")[0] for name in line.split()[1:])
     return names
 
 
