@@ -273,7 +273,8 @@ class _Uploads(_Verification):
                     headers,
                     self.settings.storage_class,
                 )
-            # The upload owns the first part from here: once it is sent, nothing holds it.
+            # The upload owns the first part from here: once it is sent, its buffer takes a
+            # later part (one outside the budget is let go).
             handed = [first]
             del first
             return self._put_multipart(key, reader, handed, buffers, size_hint, headers)
