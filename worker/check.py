@@ -270,13 +270,26 @@ def _conditional_note(caps: Capabilities, s: ArchiveSettings, recommended: dict[
 
 def _multipart_note(caps: Capabilities) -> Note:
     form = caps.multipart_etag
+    parts = ""
+    if caps.multipart_checksum_acknowledged is True:
+        parts = (
+            "; it acknowledges a multipart upload's CRC32, so parts go with their CRC32 alone "
+            "and no MD5 is computed"
+        )
+    elif caps.multipart_checksum_acknowledged is False:
+        parts = (
+            "; it does not acknowledge a multipart upload's CRC32, so parts carry Content-MD5 "
+            "and the body is hashed with MD5 too"
+        )
     if form == "md5-of-md5s":
-        return Note("multipart ETag", "ok", "S3's MD5-of-part-MD5s-N, recomputed from the parts")
+        return Note(
+            "multipart ETag", "ok", f"S3's MD5-of-part-MD5s-N, recomputed from the parts{parts}"
+        )
     if form == "whole-md5":
         return Note(
             "multipart ETag",
             "ok",
-            "the whole object's MD5 (not S3's form), recomputed from the bytes streamed",
+            f"the whole object's MD5 (not S3's form), recomputed from the bytes streamed{parts}",
         )
     if form == "failed":
         return Note(

@@ -46,6 +46,7 @@ def test_the_probe_finds_what_moto_supports_and_removes_every_version_it_wrote(
     assert "SHA256" in caps.checksums_stored
     assert caps.single_etag == "md5"
     assert caps.multipart_etag == "md5-of-md5s"
+    assert caps.multipart_checksum_acknowledged is True  # uploads here compute no MD5
     assert caps.left_behind == []
     assert versions_under(s3, bucket, PROBES) == []
 
@@ -63,6 +64,7 @@ def test_the_probe_finds_what_s3rver_lacks(s3rver: Endpoint) -> None:
     assert caps.conditional == "ignored"
     assert caps.single_etag == "md5"
     assert caps.multipart_etag == "whole-md5"
+    assert caps.multipart_checksum_acknowledged is False  # so uploads keep their MD5s
     assert caps.left_behind == []
     assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
 

@@ -53,6 +53,9 @@ class Capabilities:
         "untested"
     )
     multipart_detail: str | None = None
+    # Whether CreateMultipartUpload echoed the CRC32 asked for (None: none was asked). When it
+    # does, uploads send each part with its CRC32 alone and compute no MD5 (upload.py).
+    multipart_checksum_acknowledged: bool | None = None
     sse_kms: Literal["applied", "ignored", "rejected", "not configured"] = "not configured"
     sse_kms_detail: str | None = None
     # Probe objects that could not be removed, each with why.
@@ -199,6 +202,10 @@ class _Probe(_Uploads):
             caps.multipart_detail = f"starting a multipart upload {_describe(exc)}"
             return
         upload_id = started["UploadId"]
+        if checksums:
+            caps.multipart_checksum_acknowledged = (
+                str(started.get("ChecksumAlgorithm") or "").upper() == "CRC32"
+            )
         # As the worker sends a part: Content-MD5 unless the server acknowledged the CRC32.
         keeps = checksums and self._keeps_checksums(started)
         part_md5: dict[str, Any] = {} if keeps else {"ContentMD5": _b64(md5.digest())}
