@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,6 +124,12 @@ def test_an_interrupted_sweep_exits_130_and_says_what_happens_next(
     # given: a sweep whose download is slow
     daily_sim.add_job(transcription=[("txt", b"slow\n")])
     daily_sim.inject("delay", path="^/files/", seconds=2)
+    # Told on the download's arrival: the simulator records a request (``seen``) only once it
+    # has answered, after the delay, when the sweep may be all but over.
+    downloading = threading.Event()
+    daily_sim.on_request = lambda request: (
+        downloading.set() if request.path.startswith("/files/") else None
+    )
     config = config_of(tmp_path, daily_sim, bucket, s3_server)
     process = subprocess.Popen(
         [sys.executable, "-m", "worker", "--config", str(config), "sweep", "--json"],
@@ -135,9 +141,7 @@ def test_an_interrupted_sweep_exits_130_and_says_what_happens_next(
     )
 
     # when: Ctrl-C arrives while the file downloads
-    deadline = time.monotonic() + 30
-    while not daily_sim.seen("GET", "^/files/") and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert downloading.wait(timeout=30), "the sweep never started the download"
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
 
