@@ -127,13 +127,13 @@ class Context:
         stderr is a terminal; INFO, or WARNING at a terminal, moved by -v and -q."""
         if self._logging:
             return
-        from worker.logging import STDERR, cli_level, configure_logging
+        # Deferred: structlog is imported when something logs, so a command that logs
+        # nothing (status, config show) never loads it.
+        from worker.logsetup import STDERR, cli_level, defer
 
         at_terminal = sys.stderr.isatty()
         as_json = self.log_format == "json" if self.log_format else not at_terminal
-        configure_logging(
-            level=cli_level(self.verbosity, at_terminal=at_terminal), json=as_json, stream=STDERR
-        )
+        defer(level=cli_level(self.verbosity, at_terminal=at_terminal), json=as_json, stream=STDERR)
         self._logging = True
 
     def providers(self, names: tuple[str, ...]) -> list[str]:

@@ -21,10 +21,11 @@ WARNING), and the command's ``-v``/``-q`` move it a step at a time from there.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any
 
+from worker import logsetup
+from worker.logsetup import LEVEL_ENV, STDERR, cli_level, set_levels
 from worker.redact import REDACTED, REDACTOR, Redactor, register_secrets, scrubbed
 
 
@@ -51,18 +52,20 @@ import structlog  # noqa: E402
 from structlog.typing import EventDict, Processor, WrappedLogger  # noqa: E402
 
 __all__ = [
+    "LEVEL_ENV",
     "REDACTED",
     "REDACTOR",
+    "STDERR",
     "Redactor",
+    "apply_pending",
     "bind",
     "clear",
+    "cli_level",
     "configure_logging",
     "get_logger",
     "register_secrets",
     "scrubbed",
 ]
-
-LEVEL_ENV = "RETENTION_LOG_LEVEL"
 
 
 class _ScrubbingRenderer:
@@ -75,8 +78,6 @@ class _ScrubbingRenderer:
         rendered = self._renderer(logger, method, event_dict)
         return REDACTOR.scrub(rendered if isinstance(rendered, str) else str(rendered))
 
-
-_THIRD_PARTY = ("httpx", "httpcore", "botocore", "boto3", "s3transfer", "urllib3")
 
 # A payload longer than this, in a library's DEBUG record, is logged as its length only.
 MAX_PAYLOAD = 1024
@@ -112,45 +113,11 @@ def _elide(value: Any, *, depth: int) -> Any:
     return value
 
 
-def _level_from_env(default: int = logging.INFO) -> int:
-    name = os.environ.get(LEVEL_ENV, "").upper()
-    level = logging.getLevelName(name) if name else default
-    return level if isinstance(level, int) else default
-
-
-_STEPS = (logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL)
-
-
-def cli_level(verbosity: int, *, at_terminal: bool) -> int:
-    """The command's level: RETENTION_LOG_LEVEL, else INFO (WARNING when a person reads the
-    log at a terminal), then one step down per ``-v`` and up per ``-q``."""
-    base = _level_from_env(logging.WARNING if at_terminal else logging.INFO)
-    index = min(range(len(_STEPS)), key=lambda i: abs(_STEPS[i] - base))
-    return _STEPS[max(0, min(len(_STEPS) - 1, index - verbosity))]
-
-
-class _CurrentStderr:
-    """``sys.stderr`` as it is when a line is written, not when logging was set up: rich's
-    live progress display swaps it for a proxy that prints above the bar."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-    def isatty(self) -> bool:
-        return sys.stderr.isatty()
-
-
-STDERR: Any = _CurrentStderr()
-
-
 def configure_logging(
     *, level: int | None = None, json: bool | None = None, stream: Any = None
 ) -> None:
     """Set up structlog and stdlib logging for this process. Safe to call more than once."""
-    level = _level_from_env() if level is None else level
+    level = logsetup.level_from_env() if level is None else level
     stream = sys.stdout if stream is None else stream
     if json is None:
         json = not (hasattr(stream, "isatty") and stream.isatty())
@@ -182,10 +149,7 @@ def configure_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level)
-    # The libraries' INFO and DEBUG lines are noise in production; at DEBUG they pass, scrubbed.
-    for name in _THIRD_PARTY:
-        logging.getLogger(name).setLevel(level if level <= logging.DEBUG else logging.WARNING)
+    set_levels(level)
 
     structlog.configure(
         processors=[
@@ -216,3 +180,16 @@ def bind(**values: Any) -> None:
 
 def clear() -> None:
     structlog.contextvars.clear_contextvars()
+
+
+def apply_pending() -> None:
+    """Apply the logging the command asked for before structlog was imported (logsetup)."""
+    asked = dict(logsetup.PENDING)
+    logsetup.PENDING.clear()
+    if asked:
+        configure_logging(**asked)
+
+
+# A command that asked for its logging before this module was imported gets it now, before
+# any logger of this module can write in structlog's default format.
+apply_pending()
