@@ -3,11 +3,12 @@ count of the requests an archive sends."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
+import pytest
 
 from worker.archive import Archive, StoredObject, make_s3_client
 from worker.settings import ArchiveSettings
@@ -72,6 +73,19 @@ def record_calls(archive_or_client: Any) -> Calls:
     calls = Calls()
     client.meta.events.register("before-parameter-build.s3", calls)
     return calls
+
+
+def answers_without(
+    monkeypatch: pytest.MonkeyPatch, client: Any, operation: str, left_out: Callable[[str], bool]
+) -> None:
+    """Make ``client.operation`` answer as a server would that leaves out the fields
+    ``left_out`` names (an ETag, a checksum, an echoed algorithm)."""
+    real = getattr(client, operation)
+
+    def answer(**kwargs: Any) -> Any:
+        return {k: v for k, v in dict(real(**kwargs)).items() if not left_out(k)}
+
+    monkeypatch.setattr(client, operation, answer)
 
 
 def client_of(server: Endpoint) -> S3Client:

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.archive.support import Endpoint, archive_for, chunked, on_s3rver, record_calls
+from tests.archive.support import (
+    Endpoint,
+    answers_without,
+    archive_for,
+    chunked,
+    on_s3rver,
+    record_calls,
+)
 from worker.archive import upload
 
 if TYPE_CHECKING:
@@ -105,12 +112,9 @@ def test_a_server_that_does_not_echo_the_algorithm_gets_md5s(
 ) -> None:
     # given: a server that keeps checksums but does not say so when the upload starts
     archive = archive_for(s3_server, bucket)
-    create = archive.client.create_multipart_upload
-
-    def silent(**kwargs: Any) -> Any:
-        return {k: v for k, v in create(**kwargs).items() if k != "ChecksumAlgorithm"}
-
-    monkeypatch.setattr(archive.client, "create_multipart_upload", silent)
+    answers_without(
+        monkeypatch, archive.client, "create_multipart_upload", lambda k: k == "ChecksumAlgorithm"
+    )
     calls = record_calls(archive)
 
     stored = archive.store_stream("k", chunked(DATA), size_hint=len(DATA))
@@ -125,12 +129,7 @@ def test_a_server_that_acknowledged_checksums_and_shows_none_is_read_back(
 ) -> None:
     # given: the upload starts with the CRC32 acknowledged, and the HEAD shows no checksum
     archive = archive_for(s3_server, bucket)
-    head = archive.client.head_object
-
-    def no_checksums(**kwargs: Any) -> Any:
-        return {k: v for k, v in head(**kwargs).items() if not k.startswith("Checksum")}
-
-    monkeypatch.setattr(archive.client, "head_object", no_checksums)
+    answers_without(monkeypatch, archive.client, "head_object", lambda k: k.startswith("Checksum"))
     calls = record_calls(archive)
 
     stored = archive.store_stream("k", chunked(DATA), size_hint=len(DATA))

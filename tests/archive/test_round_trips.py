@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.archive.support import Endpoint, archive_for, chunked, on_s3rver, record_calls
+from tests.archive.support import (
+    Endpoint,
+    answers_without,
+    archive_for,
+    chunked,
+    on_s3rver,
+    record_calls,
+)
 from worker.archive import Archive, Verified
 
 if TYPE_CHECKING:
@@ -49,13 +56,9 @@ def test_an_answer_that_proves_nothing_is_followed_by_a_head(
 ) -> None:
     # given: a server whose PUT answers carry neither an ETag nor a checksum
     archive = archive_for(any_s3, any_bucket)
-    put = archive.client.put_object
-
-    def bare_answer(**kwargs: Any) -> Any:
-        answer = dict(put(**kwargs))
-        return {k: v for k, v in answer.items() if k != "ETag" and not k.startswith("Checksum")}
-
-    monkeypatch.setattr(archive.client, "put_object", bare_answer)
+    answers_without(
+        monkeypatch, archive.client, "put_object", lambda k: k == "ETag" or k.startswith("Checksum")
+    )
     calls = record_calls(archive)
 
     stored = archive.store_stream("k", chunked(b"x" * 1000), size_hint=1000)

@@ -70,14 +70,17 @@ class PartBuffers:
     def first(self, size: int) -> bytearray:
         """The upload's first buffer: waits for room while other uploads hold the budget."""
         self._budget.take(size, wait=True)
-        self.held += size
-        return bytearray(size)
+        return self._counted(size)
 
     def fresh(self, size: int) -> bytearray | None:
         """A new buffer, if the budget has room. An upload that holds no buffer waits for
         room; one that holds any gets None and reuses its own instead."""
         if not self._budget.take(size, wait=self.held == 0):
             return None
+        return self._counted(size)
+
+    def _counted(self, size: int) -> bytearray:
+        """A buffer of ``size`` bytes whose room was taken from the budget."""
         self.held += size
         return bytearray(size)
 

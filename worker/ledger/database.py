@@ -169,12 +169,17 @@ class Tx:
         self._cursor = driver.cursor()
         self.invalidated = False
 
-    def rows(self, stmt: Prepared, values: Mapping[str, Any]) -> list[Sequence[Any]]:
-        """Run ``stmt`` and return its rows, each value read as its column's type."""
+    @staticmethod
+    def _bind(stmt: Prepared, values: Mapping[str, Any]) -> Any:
+        """``stmt``'s driver parameters for ``values``; a refused value names the column."""
         try:
-            params = stmt.params(values)
+            return stmt.params(values)
         except Exception as exc:
             raise _refused(stmt, values, exc) from exc
+
+    def rows(self, stmt: Prepared, values: Mapping[str, Any]) -> list[Sequence[Any]]:
+        """Run ``stmt`` and return its rows, each value read as its column's type."""
+        params = self._bind(stmt, values)
         try:
             self._cursor.execute(stmt.sql, params)
             fetched = self._cursor.fetchall()
@@ -184,10 +189,7 @@ class Tx:
 
     def run(self, stmt: Prepared, values: Mapping[str, Any]) -> int:
         """Run ``stmt``; the number of rows it changed."""
-        try:
-            params = stmt.params(values)
-        except Exception as exc:
-            raise _refused(stmt, values, exc) from exc
+        params = self._bind(stmt, values)
         try:
             self._cursor.execute(stmt.sql, params)
         except self._error as exc:
@@ -195,12 +197,7 @@ class Tx:
         return int(self._cursor.rowcount)
 
     def run_many(self, stmt: Prepared, values: Iterable[Mapping[str, Any]]) -> None:
-        params = []
-        for one in values:
-            try:
-                params.append(stmt.params(one))
-            except Exception as exc:
-                raise _refused(stmt, one, exc) from exc
+        params = [self._bind(stmt, one) for one in values]
         if not params:
             return
         try:
