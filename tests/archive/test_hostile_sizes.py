@@ -183,11 +183,14 @@ def test_four_hostile_downloads_at_once_stay_within_the_memory_budget(
     together), plus a 24 MiB margin. The margin covers what sits beside the part buffers and
     is not scaled by them: for each download a 1 MiB read chunk and the HTTP client's
     buffers; the first 256 KiB read before a part buffer is taken; the copy of a short last
-    part; botocore's request objects; and the allocator's slack. Measured on the reference
-    machine (2 CPUs, Python 3.11, glibc): start-up 74 MiB, peak 102 MiB, against a budget of
-    114 MiB. While each upload had a budget of its own, the peak was 122 MiB; before the
-    hostile-size fix the 40 TiB claim alone made the uploader read its whole 256 MiB body as
-    one part: peak 392 MiB.
+    part; botocore's request objects; and the allocator's slack. The process returns freed
+    buffers to the system as a worker does (``worker/memory.py``); without that, glibc's heap
+    kept freed part buffers and the peak varied between 100 and 131 MiB from run to run.
+    Measured on the reference machine (2 CPUs, Python 3.11, glibc): start-up 73 MiB, peak
+    94-96 MiB over seven runs (four of them at once), against a budget of 113 MiB. While each
+    upload had a budget of its own, the peak was 114 MiB; before the hostile-size fix the
+    40 TiB claim alone made the uploader read its whole 256 MiB body as one part: peak
+    392 MiB.
     """
     # When the four downloads run together
     run = subprocess.run(
