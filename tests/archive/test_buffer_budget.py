@@ -71,9 +71,10 @@ def test_four_uploads_at_once_share_one_budget(
         assert stored.sha256 == hashlib.sha256(data).hexdigest()
         assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == data
     # and their buffers together stayed within the budget (three 5 MiB parts), where each
-    # upload alone may hold three: 4 x 15 MiB before the budget was shared. The margin is
+    # upload alone may hold three: 4 x 15 MiB before the budget was shared (64.5 MiB
+    # traced); with it, 20.3-22.2 MiB over eight runs, four at a time. The margin is
     # the download chunks, a short last part's copy and the clients' own buffers.
-    assert peak - before <= 16 * MiB + 8 * MiB, f"{(peak - before) / MiB:.1f} MiB"
+    assert peak - before <= 16 * MiB + 16 * MiB, f"{(peak - before) / MiB:.1f} MiB"
     assert archive.budget.held == 0
 
 
