@@ -80,6 +80,10 @@ def handle_errors(fn: F) -> F:
             )
         except click.ClickException:
             raise  # click prints usage errors itself and exits with 2
+        except BrokenPipeError:
+            # The reader went away (`retention status | head -1`): click silences stdout
+            # and exits with 1, as git does, instead of an "unexpected" error.
+            raise
         except Exception as exc:
             from worker.logging import get_logger
             from worker.redact import REDACTOR

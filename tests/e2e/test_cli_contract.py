@@ -271,3 +271,68 @@ def test_scrub_names_each_damaged_or_missing_key_and_exits_1(
     report = as_json.only_json()
     assert {f["key"] for f in report["findings"]} == {keys[jobs[0]], keys[jobs[1]]}
     assert (report["jobs"], report["clean"], report["exit_code"]) == (3, False, 1)
+
+
+# -- a reader that goes away ----------------------------------------------------------------
+
+
+def _ledger_only(tmp_path: Path) -> Path:
+    """A configuration whose commands need nothing but their SQLite ledger."""
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        f'[archive]\nbucket = "acme-archive"\n[ledger]\nurl = "sqlite:///{tmp_path}/ledger.db"\n'
+        '[providers.daily]\ntype = "daily"\napi_key = "not-a-secret"\n'
+    )
+    return config
+
+
+def test_the_first_command_on_a_new_ledger_logs_its_migrations_and_not_alembic_internals(
+    tmp_path: Path,
+) -> None:
+    # when: a new ledger is migrated by the first command that opens it
+    run = run_cli("status", config=_ledger_only(tmp_path))
+
+    # then: each schema upgrade is a log line; alembic's plugin set-up is not
+    assert run.code == 0, run.stderr
+    events = [json.loads(line)["event"] for line in run.stderr.splitlines()]
+    assert any(event.startswith("Running upgrade  -> 0001") for event in events), events
+    assert not [event for event in events if event.startswith("setup plugin")]
+
+
+def _with_closed_stdout(*args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI with its stdout a pipe whose reader has already gone, as in
+    ``retention status | head -1`` once head has its line: every write fails with EPIPE."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    argv = [sys.executable, "-m", "worker"]
+    if config is not None:
+        argv += ["--config", str(config)]
+    try:
+        return subprocess.run(
+            [*argv, *args],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            check=False,
+        )
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize("command", [("config", "schema"), ("status",)])
+def test_a_reader_that_closes_its_end_early_gets_no_error_or_traceback(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # given: a ledger to show, and a stdout nobody reads any more
+    config = _ledger_only(tmp_path)
+    assert run_cli("status", config=config).code == 0  # migrates the new ledger
+
+    # when
+    run = _with_closed_stdout(*command, config=config)
+
+    # then: the command stops quietly, as `git log | head` does; not "unexpected
+    # BrokenPipeError" with a hint to run again at DEBUG, and no traceback at exit
+    assert run.stderr == ""
+    assert run.returncode == 1

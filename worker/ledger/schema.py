@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -322,6 +323,9 @@ _MIGRATE_LOCK = threading.Lock()
 
 def migrate(engine: Engine) -> None:
     """Upgrade the schema to head. Serialised across processes on PostgreSQL and SQLite."""
+    # Alembic logs each of its own plugins at INFO as it is imported; the upgrades it runs
+    # stay at INFO, so a new or upgraded ledger still says which migrations ran.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 
