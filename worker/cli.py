@@ -324,6 +324,12 @@ def sweep(
         rt.close()
     summaries = [report.summary() for report in reports]
     code = exits.sweep_exit_code(summaries)
+    if not dry_run:
+        from worker import metrics
+
+        # CLI-only users: the same metrics, through a textfile or a Pushgateway (optional).
+        # Before the results are printed, which fails if the reader has gone.
+        metrics.export_after_command(ctx.settings)
     if machine:
         click.echo(json_document(summaries, exit_code=code))
     elif table:
@@ -333,11 +339,6 @@ def sweep(
     else:
         for summary in summaries:
             click.echo(summary_line(summary))
-    if not dry_run:
-        from worker import metrics
-
-        # CLI-only users: the same metrics, through a textfile or a Pushgateway (optional).
-        metrics.export_after_command(ctx.settings)
     sys.exit(code)
 
 
@@ -345,27 +346,34 @@ def _printer(*, dry_run: bool) -> Callable[[JobResult], None]:
     """One line per job that changed, or would change, or needs attention."""
     from worker.render import job_line
 
-    lock = threading.Lock()  # results arrive from the sweep's threads
-
-    def show(result: JobResult) -> None:
-        lines = job_line(result, dry_run=dry_run)
-        with lock:
-            for line in lines:
-                click.echo(line)
-
-    return show
+    return _lines_out(lambda result: job_line(result, dry_run=dry_run))
 
 
 def _job_lines() -> Callable[[JobResult], None]:
     """--jsonl: one JSON line per job, as it finishes."""
     from worker.render import job_record, json_line
 
+    return _lines_out(lambda result: [json_line(job_record(result))])
+
+
+def _lines_out(lines_of: Callable[[JobResult], list[str]]) -> Callable[[JobResult], None]:
+    """Print each result's lines as it arrives from the sweep's threads. Once the reader has
+    gone (``| head``), print nothing more: the sweep goes on to its end, and the results
+    printed at the end hand the broken pipe to click, which exits quietly."""
     lock = threading.Lock()
+    gone = False
 
     def show(result: JobResult) -> None:
-        line = json_line(job_record(result))
+        nonlocal gone
+        lines = lines_of(result)
         with lock:
-            click.echo(line)
+            if gone:
+                return
+            try:
+                for line in lines:
+                    click.echo(line)
+            except BrokenPipeError:
+                gone = True
 
     return show
 

@@ -336,3 +336,26 @@ def test_a_reader_that_closes_its_end_early_gets_no_error_or_traceback(
     # BrokenPipeError" with a hint to run again at DEBUG, and no traceback at exit
     assert run.stderr == ""
     assert run.returncode == 1
+
+
+@pytest.mark.parametrize("output", [(), ("--jsonl",)])
+def test_a_sweep_whose_reader_has_gone_still_finishes_every_job_quietly(
+    daily_sim: DailySimulator,
+    bucket: str,
+    s3_server: S3Server,
+    tmp_path: Path,
+    output: tuple[str, ...],
+) -> None:
+    # given: jobs whose result lines go to a pipe nobody reads (a line per job, or --jsonl)
+    jobs = [daily_sim.add_job(transcription=[("txt", f"job {n}\n".encode())]) for n in range(4)]
+    config = config_of(tmp_path, daily_sim, bucket, s3_server)
+
+    # when
+    run = _with_closed_stdout("sweep", *output, config=config)
+
+    # then: each job was carried out, none failed for want of a reader, and no thread's
+    # callback wrote a traceback for every line it could not print
+    assert sorted(daily_sim.deleted) == sorted(jobs)
+    assert "Traceback" not in run.stderr
+    assert "BrokenPipeError" not in run.stderr
+    assert run.returncode == 1
