@@ -134,7 +134,9 @@ class Kept(WorkerError):
     * ``unrecognised_output``: the job's record names a file the adapter does not know;
     * ``no_output``: a finished job lists no output at all, and its status does not say why;
     * ``failed_job``: a failed job whose inputs the delete would destroy and the worker
-      cannot fetch (Unsiloed), unless the operator opted in to deleting such jobs.
+      cannot fetch (Unsiloed), unless the operator opted in to deleting such jobs;
+    * ``no_source``: a completed job whose result links no source document, which the
+      delete would destroy (Unsiloed), unless the operator accepts losing it.
     """
 
     def __init__(

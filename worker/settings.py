@@ -269,9 +269,10 @@ class ProviderCommon(_Strict):
     # Seconds to wait for one API answer.
     timeout: float = Field(default=30.0, gt=0)
     # Sections of the provider's job record that the operator accepts losing, by name (for
-    # Daily an `output` section such as "recording", for Loom an `output_files` key). Files
-    # they name are neither archived nor a reason to keep the job. Without this, a job whose
-    # record names a file the worker does not recognise is kept at the provider.
+    # Daily an `output` section such as "recording", for Loom an `output_files` key, for
+    # Unsiloed "file_url", its source document). Files they name are neither archived nor a
+    # reason to keep the job. Without this, a job whose record names a file the worker does
+    # not recognise is kept at the provider.
     ignore_outputs: list[str] = Field(default_factory=list)
 
     _cron = field_validator("schedule")(_check_cron)

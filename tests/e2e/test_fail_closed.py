@@ -21,6 +21,7 @@ from tests.helpers import (
     config_data,
     daily_provider,
     objects,
+    process_again,
     run_cli,
     settings_of,
     write_config,
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=30)
+# A source document: a completed Unsiloed job whose result links none is kept, not deleted.
+PDF = b"%PDF-1.7\n%%EOF\n"
 
 
 @pytest.fixture
@@ -63,7 +66,7 @@ def unsiloed_runtime(
 
 
 def tracked_jobs(rt: Runtime, sim: UnsiloedSimulator, count: int) -> list[str]:
-    ids = [sim.add_job("completed", updated_at=LONG_AGO) for _ in range(count)]
+    ids = [sim.add_job("completed", document=PDF, updated_at=LONG_AGO) for _ in range(count)]
     rt.ledger.operator.track("unsiloed", ids, now=rt.clock())
     return ids
 
@@ -148,7 +151,7 @@ def test_under_celery_the_brake_is_shared_by_every_worker_of_the_sweep(
         broker={"url": REDIS_URL, "queue": celery_queue},
     )
     config = write_config(tmp_path / "retention.toml", data)
-    ids = [unsiloed.add_job("completed", updated_at=LONG_AGO) for _ in range(8)]
+    ids = [unsiloed.add_job("completed", document=PDF, updated_at=LONG_AGO) for _ in range(8)]
     assert run_cli("track", "unsiloed", *ids, config=config).code == 0
     start_worker(config, celery_queue, concurrency=2)
     start_worker(config, celery_queue, concurrency=2)
@@ -521,6 +524,44 @@ def test_the_metric_counts_each_kept_job_by_reason(
     assert unsiloed.deleted == []
     assert report.summary().kept == 2
     assert (kept("failed_job"), kept("hash_mismatch")) == (before[0] + 1, before[1] + 1)
+
+
+def test_a_completed_unsiloed_job_whose_result_links_no_source_document_stays_there(
+    unsiloed: UnsiloedSimulator, bucket: str, s3_server: S3Server, sqlite_url: str
+) -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"provider": "unsiloed", "reason": "no_source"}
+    before = REGISTRY.get_sample_value("retention_jobs_kept_total", labels) or 0.0
+
+    # given: a tracked, due job whose result has no file_url (the older result shape), so
+    # nothing says where the source document is that Unsiloed's delete also removes
+    served = b'{"data": {"total": {"value": "12.00"}}, "processing_time": 1.5}'
+    job_id = unsiloed.add_job("completed", result=served, updated_at=LONG_AGO)
+    rt = unsiloed_runtime(unsiloed, bucket, s3_server, sqlite_url)
+    rt.ledger.operator.track("unsiloed", [job_id], now=rt.clock())
+
+    # when
+    result = process_job(rt, "unsiloed", job_id)
+    (status,) = rt.ledger.query.status({"unsiloed": 0}, now=rt.clock())
+    rt.close()
+
+    # then: kept, not deleted; retention status says why; the metric counts it
+    assert result.outcome == Outcome.KEPT
+    assert unsiloed.deleted == []
+    (kept,) = status.kept
+    assert kept.job_id == job_id
+    assert kept.reason is not None
+    assert "the result gives no file_url" in kept.reason
+    assert 'add "file_url" to ignore_outputs' in kept.reason
+    assert REGISTRY.get_sample_value("retention_jobs_kept_total", labels) == before + 1
+
+    # and once the operator accepts losing source documents, the result alone is archived
+    # and the job deleted
+    rt = unsiloed_runtime(unsiloed, bucket, s3_server, sqlite_url, ignore_outputs=["file_url"])
+    assert process_again(rt, "unsiloed", job_id).outcome == Outcome.DELETED
+    rt.close()
+    assert unsiloed.deleted == [job_id]
 
 
 def test_deleting_failed_unsiloed_jobs_is_an_explicit_choice(

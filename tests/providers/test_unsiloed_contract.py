@@ -359,11 +359,45 @@ def test_a_large_source_document_streams_intact(sim: UnsiloedSimulator) -> None:
     assert fetch(document.origin.url) == blob.read()
 
 
-def test_a_completed_job_without_a_document_yields_only_its_result(
+@pytest.mark.parametrize(
+    "served",
+    [
+        None,  # today's envelope, without file_url
+        b'{"job_id": "J", "file_url": null, "result": {}}',
+        b'{"data": {"total": {"value": 3}}, "processing_time": 1.2, "detections": []}',
+    ],
+    ids=["no-file-url", "null-file-url", "older-shape"],
+)
+def test_a_completed_job_whose_result_links_no_source_document_is_kept(
+    sim: UnsiloedSimulator, served: bytes | None
+) -> None:
+    # given a completed job whose result gives no link to its source document, which
+    # Unsiloed's delete removes with the result ("all associated data")
+    job_id = sim.add_job("completed", job_id="J", result=served or {"x": {"value": 1}})
+    provider = adapter(sim)
+
+    # when its outputs are asked for
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, job_id))
+
+    # then it is kept, saying how to accept losing the document
+    assert caught.value.reason == "no_source"
+    assert not caught.value.permanent
+    message = str(caught.value)
+    assert message.startswith("unsiloed job J: the result gives no file_url")
+    assert "nothing deleted" in message
+    assert '"file_url" to ignore_outputs' in message
+
+    # and once the operator accepts losing it, the result alone is archived
+    accepted = adapter(sim, ignore_outputs=["file_url"])
+    assert [a.name for a in accepted.artifacts(snapshot(accepted, job_id))] == ["result.json"]
+
+
+def test_a_source_document_the_operator_accepts_losing_is_not_archived(
     sim: UnsiloedSimulator,
 ) -> None:
-    job_id = sim.add_job("completed", result={"x": {"value": 1}})
-    provider = adapter(sim)
+    job_id = sim.add_job("completed", result={"x": {"value": 1}}, document=PDF)
+    provider = adapter(sim, ignore_outputs=["file_url"])
     artifacts = provider.artifacts(snapshot(provider, job_id))
     assert [a.name for a in artifacts] == ["result.json"]
 
@@ -753,10 +787,13 @@ def test_the_simulators_own_rate_limit_answers_429(sim: UnsiloedSimulator) -> No
 @pytest.mark.usefixtures("quick_retries")
 def test_a_5xx_on_reading_the_result_is_retried(sim: UnsiloedSimulator) -> None:
     # (the contract retries a 5xx on the job record; the result is a request of its own)
-    job_id = sim.add_job("completed", result={"x": 1})
+    job_id = sim.add_job("completed", result={"x": 1}, document=PDF)
     sim.inject(path="/result$", status=502, times=1, body=b"<html>Bad Gateway</html>")
     provider = adapter(sim)
-    assert [a.name for a in provider.artifacts(snapshot(provider, job_id))] == ["result.json"]
+    assert [a.name for a in provider.artifacts(snapshot(provider, job_id))] == [
+        "result.json",
+        "source/document.pdf",
+    ]
     assert [s.status for s in sim.seen("GET", "/result$")] == [502, 200]
 
 
@@ -1004,15 +1041,17 @@ def test_any_record_shape_either_parses_or_is_a_bad_response(record: Any, result
     if artifacts is None:
         return
     if isinstance(artifacts, Kept):
-        # a failed job (delete_failed_jobs is off), or a file reference nobody claims
-        assert artifacts.reason in ("failed_job", "unrecognised_output")
+        # a failed job (delete_failed_jobs is off), a completed one whose result links no
+        # source document, or a file reference nobody claims
+        assert artifacts.reason in ("failed_job", "no_source", "unrecognised_output")
         assert (artifacts.reason == "failed_job") == (snap.phase == Phase.FAILED)
         return
     assert snap.phase == Phase.SUCCEEDED
+    # everything the delete destroys: the result and the source document
     names = [a.name for a in artifacts]
-    assert names == ["result.json"] or (
-        names[0] == "result.json" and len(names) == 2 and names[1].startswith("source/")
-    )
+    assert len(names) == 2
+    assert names[0] == "result.json"
+    assert names[1].startswith("source/")
     for artifact in artifacts[1:]:
         assert isinstance(artifact.origin, LinkOrigin)
         assert "?" not in artifact.source

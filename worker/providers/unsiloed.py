@@ -37,6 +37,11 @@
   (the older shape's ``visualization_paths``, a future ``*_url``) is unrecognised and keeps
   the job (``Kept(reason="unrecognised_output")``) unless its top-level key is in
   ``ignore_outputs``.
+* A completed job whose result gives no ``file_url`` (the older result shape has none, and
+  a newer one may leave it out or null) would lose its source document to the delete, with
+  nothing to fetch it from: it is kept (``Kept(reason="no_source")``). ``ignore_outputs =
+  ["file_url"]`` accepts losing source documents: such a job is then deleted with
+  result.json archived, and a linked source document is not archived either.
 * A failed job has no result, and its delete removes the source document, which the worker
   cannot fetch: by default such a job is kept (``Kept(reason="failed_job")``). With
   ``delete_failed_jobs = true`` it is deleted with only its record archived, in the manifest.
@@ -182,6 +187,17 @@ def failed_job() -> Kept:
     )
 
 
+def no_source() -> Kept:
+    return Kept(
+        "the result gives no file_url for the job's source document, which Unsiloed's "
+        "delete would also remove and the worker cannot fetch: nothing deleted",
+        reason="no_source",
+        hint='If you keep the source documents yourself, add "file_url" to ignore_outputs '
+        "for this provider to delete such jobs with only result.json archived; until then "
+        "the job stays at Unsiloed and is looked at again on a later sweep",
+    )
+
+
 def record_of(job_id: str, data: Any) -> tuple[str, dict[str, Any]]:
     """The status and record of ``GET /jobs/{id}``, or BadResponse."""
     what = f"Unsiloed's record of job {job_id}"
@@ -310,6 +326,9 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
             )
         if unknown:
             raise unrecognised(unknown, containers=ANSWERS).for_job(self.name, job_id)
+        source_accepted_lost = FILE_URL[0] in ignored
+        if source is None and not source_accepted_lost:
+            raise no_source().for_job(self.name, job_id)
         artifacts = [
             Artifact(
                 name=RESULT_NAME,
@@ -317,7 +336,7 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
                 origin=ProviderOrigin(path=path),
             )
         ]
-        if source is not None:
+        if source is not None and not source_accepted_lost:
             artifacts.append(
                 Artifact(
                     name=source.name,
