@@ -518,8 +518,8 @@ def status(ctx: Context, as_json: bool) -> None:
     from worker.domain import utcnow
 
     settings = ctx.settings
-    days = {name: settings.policy(name).retain_days for name in settings.providers}
-    statuses = ctx.ledger().query.status(days, now=utcnow())
+    days, on_purpose = settings.overdue_terms()
+    statuses = ctx.ledger().query.status(days, now=utcnow(), archived_on_purpose=on_purpose)
     if as_json:
         _print_json({"providers": [dataclasses.asdict(s) for s in statuses]})
         return

@@ -325,8 +325,8 @@ def show_the_status(world: World) -> None:
     settings = world.settings
     rt = build_runtime(settings)
     try:
-        days = {n: settings.policy(n).retain_days for n in settings.providers}
-        for summary in rt.ledger.query.status(days, now=rt.clock()):
+        days, on_purpose = settings.overdue_terms()
+        for summary in rt.ledger.query.status(days, now=rt.clock(), archived_on_purpose=on_purpose):
             states = ", ".join(f"{k} {v}" for k, v in sorted(summary.states.items()))
             click.echo(
                 f"  {summary.provider}: {states}; held {summary.held}; "

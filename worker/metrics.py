@@ -487,11 +487,9 @@ def read_ledger_gauges(settings: Settings, *, now: datetime | None = None) -> li
     else:
         ledger = Ledger.open(settings.ledger.url, read_only=True)
     try:
-        policies = [settings.policy(name) for name in settings.providers]
+        days, on_purpose = settings.overdue_terms()
         return ledger.query.gauges(
-            {p.name: p.retain_days for p in policies},
-            now=now or datetime.now(UTC),
-            archived_on_purpose={p.name for p in policies if p.read_only},
+            days, now=now or datetime.now(UTC), archived_on_purpose=on_purpose
         )
     finally:
         ledger.close()

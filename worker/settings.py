@@ -451,6 +451,12 @@ class Settings(_Strict):
             rate_limit=p.rate_limit or p.default_rate_limit(),
         )
 
+    def overdue_terms(self) -> tuple[dict[str, int], set[str]]:
+        """What ``retention status`` and the overdue gauge judge by: each provider's
+        ``retain_days``, and the ``read_only`` providers, whose archived jobs wait on purpose."""
+        policies = [self.policy(name) for name in self.providers]
+        return {p.name: p.retain_days for p in policies}, {p.name for p in policies if p.read_only}
+
     def secret_values(self) -> set[str]:
         """Every credential in the configuration, for the log redactor."""
         found: set[str] = set()

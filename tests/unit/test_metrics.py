@@ -34,7 +34,7 @@ from worker.ledger.schema import jobs
 from worker.outcomes import JobResult, Outcome
 from worker.providers.base import HttpApi
 from worker.s3 import s3_errors
-from worker.settings import Settings
+from worker.settings import Settings, load_settings
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 DAY = 86400.0
@@ -189,6 +189,68 @@ def test_the_ledger_gauges_count_states_holds_and_the_overdue_as_an_operator_wou
     assert daily.oldest_overdue_seconds == 2 * DAY
     # the read_only provider's archived job waits on purpose; its due pending job does not
     assert (ro.provider, ro.overdue, ro.oldest_overdue_seconds) == ("ro", 1, DAY)
+
+
+def test_status_counts_the_overdue_jobs_the_gauge_counts(ledger_url: str) -> None:
+    # given a provider that archives without deleting (read_only), and one that deletes
+    ledger = Ledger.open(ledger_url)
+    insert_jobs(
+        ledger,
+        [
+            job("daily", "late", JobState.PENDING, terminal_days_ago=9),
+            job("daily", "stuck", JobState.ARCHIVED, terminal_days_ago=8),
+            job("ro", "waits", JobState.ARCHIVED, terminal_days_ago=5),
+            job("ro", "due", JobState.PENDING, terminal_days_ago=1),
+        ],
+    )
+    days, on_purpose = {"daily": 7, "ro": 0}, {"ro"}
+
+    # when retention status and the gauges read the same ledger
+    statuses = ledger.query.status(days, now=NOW, archived_on_purpose=on_purpose)
+    gauges = ledger.query.gauges(days, now=NOW, archived_on_purpose=on_purpose)
+    ledger.close()
+
+    # then they agree: the read_only provider's archived job waits on purpose, so neither
+    # calls it overdue, and status lists the jobs it counts
+    assert [(s.provider, s.overdue_count) for s in statuses] == [
+        (g.provider, g.overdue) for g in gauges
+    ]
+    assert [(s.provider, s.overdue_count) for s in statuses] == [("daily", 2), ("ro", 1)]
+    assert [[o.job_id for o in s.overdue] for s in statuses] == [["late", "stuck"], ["due"]]
+
+
+def test_retention_status_does_not_call_a_read_only_providers_archived_jobs_overdue(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from worker.cli import cli
+
+    # given a read_only provider: it archives and never deletes, so its archived jobs wait at
+    # the provider on purpose, and the overdue gauge and its alert leave them out
+    url = f"sqlite:///{tmp_path}/ledger.db"
+    ledger = Ledger.open(url)
+    insert_jobs(ledger, [job("ro", "waits", JobState.ARCHIVED, terminal_days_ago=5)])
+    ledger.close()
+    config = tmp_path / "retention.toml"
+    config.write_text(
+        f'[archive]\nbucket = "acme-archive"\n[ledger]\nurl = "{url}"\n'
+        '[providers.ro]\ntype = "daily"\napi_key = "not-a-secret"\nread_only = true\n'
+        "retain_days = 0\n"
+    )
+
+    # when an operator asks
+    shown = CliRunner().invoke(cli, ["--config", str(config), "status", "--json"])
+
+    # then status agrees with the gauge: nothing overdue
+    assert shown.exit_code == 0, shown.output
+    (ro,) = json.loads(shown.stdout)["providers"]
+    assert (ro["provider"], ro["states"], ro["overdue_count"]) == ("ro", {"archived": 1}, 0)
+    assert ro["overdue"] == []
+    (gauge,) = metrics.read_ledger_gauges(load_settings(config), now=NOW)
+    assert gauge.overdue == 0
 
 
 def test_a_failed_job_stays_in_the_failed_gauge_until_a_person_retries_it(

@@ -89,6 +89,23 @@ def _iso(value: datetime | None) -> str | None:
 _RESUMABLE = sorted(RESUMABLE_STATES)
 
 
+def _overdue(
+    provider: str, days: int, now: datetime, *, on_purpose: bool
+) -> sa.ColumnElement[bool]:
+    """The jobs of ``provider`` that ``status`` and the overdue gauge count: not held, and
+    either past the gate's first step (resumed by every sweep) or terminal for ``days``.
+    A provider whose archived jobs wait at the provider ``on_purpose`` (``read_only``) has
+    only the latter."""
+    c = jobs.c
+    due = sa.and_(
+        c.state.in_([JobState.PENDING, JobState.KEPT]),
+        c.terminal_at.is_not(None),
+        c.terminal_at <= now - timedelta(days=days),
+    )
+    waiting = due if on_purpose else sa.or_(c.state.in_(_RESUMABLE), due)
+    return sa.and_(c.provider == provider, c.held.is_(False), waiting)
+
+
 class Queries:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -289,10 +306,16 @@ class Queries:
         return int(held), int(not_due)
 
     def status(
-        self, retain_days: dict[str, int], *, now: datetime, limit: int = 20
+        self,
+        retain_days: dict[str, int],
+        *,
+        now: datetime,
+        limit: int = 20,
+        archived_on_purpose: Collection[str] = (),
     ) -> list[ProviderStatus]:
         """Counts by provider and state, and the jobs that need a look: overdue (due, not
-        deleted), kept at the provider (with why), and failed."""
+        deleted; the jobs the overdue gauge counts, so the archived jobs of the providers in
+        ``archived_on_purpose`` are not), kept at the provider (with why), and failed."""
         c = jobs.c
         out: list[ProviderStatus] = []
         with self.db.read() as conn:
@@ -311,17 +334,8 @@ class Queries:
             }
             for provider in sorted(set(counts) | set(retain_days)):
                 days = retain_days.get(provider, 0)
-                overdue_where = sa.and_(
-                    c.provider == provider,
-                    c.held.is_(False),
-                    sa.or_(
-                        c.state.in_(_RESUMABLE),
-                        sa.and_(
-                            c.state.in_([JobState.PENDING, JobState.KEPT]),
-                            c.terminal_at.is_not(None),
-                            c.terminal_at <= now - timedelta(days=days),
-                        ),
-                    ),
+                overdue_where = _overdue(
+                    provider, days, now, on_purpose=provider in archived_on_purpose
                 )
                 overdue_count = conn.execute(
                     sa.select(sa.func.count()).where(overdue_where)
@@ -407,18 +421,9 @@ class Queries:
             out = []
             for name in names:
                 days = retain_days[name]
-                due = sa.and_(
-                    c.state.in_([JobState.PENDING, JobState.KEPT]),
-                    c.terminal_at.is_not(None),
-                    c.terminal_at <= now - timedelta(days=days),
-                )
-                waiting = (
-                    due if name in archived_on_purpose else sa.or_(c.state.in_(_RESUMABLE), due)
-                )
+                overdue = _overdue(name, days, now, on_purpose=name in archived_on_purpose)
                 count, oldest = conn.execute(
-                    sa.select(sa.func.count(), sa.func.min(c.terminal_at)).where(
-                        c.provider == name, c.held.is_(False), waiting
-                    )
+                    sa.select(sa.func.count(), sa.func.min(c.terminal_at)).where(overdue)
                 ).one()
                 age = 0.0
                 if count and oldest is not None:
