@@ -75,7 +75,6 @@ class TestDailyContract(Contract):
         read=Call("GET", "^/v1/batch-processor/[^/]+$"),
         delete=Call("DELETE", "^/v1/batch-processor/[^/]+$"),
         error_body=lambda code: {"error": code, "info": "simulated"},
-        bare_404=BadResponse,
         bare_404_says=r"^daily job {job}: .*not Daily's.*base_url",
         # Kong's answer for a route it does not know: JSON, but not Daily's shape.
         bare_404_bodies=({"message": "no Route matched with those values"},),

@@ -116,8 +116,7 @@ class TestDatoCmsContract(Contract):
         read=Call("GET", "/tracks$"),
         delete=Call("DELETE", "/tracks/[^/]+$"),
         error_body=error_document,
-        bare_404=ProviderRejected,
-        bare_404_says=r"answered 404.*NOT_FOUND.*base_url",
+        bare_404_says=r"answered 404 without DatoCMS's NOT_FOUND error.*base_url",
     )
 
 

@@ -173,9 +173,8 @@ class TestHuaweiMpcContract(Contract):
         read=Call("GET", "/transcodings$"),
         delete=Call("DELETE", "/transcodings/task$"),
         error_body=lambda code: {"error_code": code, "error_msg": "Simulated."},
-        # MPC says "no such task" with an empty task_array: a 404 is refused, never gone.
-        bare_404=ProviderRejected,
-        bare_404_says=r"task {job}.*404",
+        # MPC says "no such task" with an empty task_array: a 404 is never gone.
+        bare_404_says=r"task {job} answered 404.*base_url",
     )
 
 

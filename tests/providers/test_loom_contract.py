@@ -167,8 +167,7 @@ class TestLoomContract(Contract):
         read=Call("POST", "/details$"),
         delete=Call("POST", "/delete$"),
         error_body=lambda code: {"msg": f"ERROR: {code}. "},
-        bare_404=ProviderRejected,
-        bare_404_says=r"job {job} answered 404",
+        bare_404_says=r"job {job} answered 404.*base_url",
         downloads="^/files/",
     )
 

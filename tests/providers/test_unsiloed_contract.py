@@ -129,7 +129,6 @@ class TestUnsiloedContract(Contract):
         read=Call("GET", "^/jobs/[^/]+$"),
         delete=Call("DELETE", "^/jobs/[^/]+$"),
         error_body=lambda code: {"detail": code},
-        bare_404=BadResponse,
         bare_404_says=r"^unsiloed job {job}: .*not Unsiloed's.*base_url",
         downloads="^/files/",
     )

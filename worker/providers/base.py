@@ -8,7 +8,9 @@ The shared ``HttpApi``:
 
 * maps HTTP outcomes onto the error tree: 429 is ``RateLimited``; 5xx, timeouts and
   resets are ``ProviderUnavailable``; other 4xx are ``ProviderRejected``; an answer that
-  is not the JSON we expect is ``BadResponse``;
+  is not the JSON we expect is ``BadResponse``, and so is a 404 the adapter did not accept
+  as its provider's word (a gateway's, or a wrong base URL's: the job is read again later,
+  and a fixed ``base_url`` heals it without a person retrying each job);
 * retries the transient ones a few times within a short budget, honouring ``Retry-After``
   and ``X-RateLimit-Reset`` (tenacity). Longer outages defer the job to a later sweep;
 * reads every wait a provider asks for with one parser, ``retry_after_seconds``: seconds or
@@ -383,6 +385,16 @@ class _GuardRefused(Exception):
 ErrorDetail = Callable[[int, Any], str | None]
 
 
+def not_the_providers_404(label: str, detail: str, base_url: str) -> BadResponse:
+    """A 404 that is not the provider's own word about a job. Never "gone", and not a
+    refusal for a person to retry by hand: transient, naming the base URL to check."""
+    return BadResponse(
+        f"{label} answered 404{detail}, which is not the provider's answer about a job",
+        hint=f"Check base_url ({base_url}); nothing is marked gone, and the job is read "
+        "again on a later sweep",
+    )
+
+
 class HttpApi:
     """A provider's API over one pooled httpx client."""
 
@@ -402,6 +414,7 @@ class HttpApi:
         secrets: Iterable[str] = (),
     ) -> None:
         self.provider = provider
+        self.base_url = base_url
         # A provider that repeats a credential back in its error (or a signed link) must not
         # put it into our messages: every detail taken from an answer passes through this.
         self.redactor = Redactor(secrets)
@@ -567,6 +580,8 @@ class HttpApi:
             )
         if 300 <= status < 400:
             raise BadResponse(f"{label} answered an unexpected redirect ({status})")
+        if status == 404:
+            raise not_the_providers_404(label, suffix, self.base_url)
         raise ProviderRejected(f"{label} answered {status}{suffix}")
 
     @contextlib.contextmanager

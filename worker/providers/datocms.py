@@ -374,8 +374,9 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
 def refusal(
     status: int, data: Any, what: str, *, scrub: Callable[[str], str] = str
 ) -> ProviderError:
-    """The error for a DatoCMS error answer: transient when DatoCMS says so, else a refusal.
-    ``scrub`` blanks what must not be shown (the caller's credentials)."""
+    """The error for a DatoCMS error answer: transient when DatoCMS says so, a bad response
+    for a 404 without NOT_FOUND, else a refusal. ``scrub`` blanks what must not be shown
+    (the caller's credentials)."""
     errors = api_errors(data)
     detail = scrub(codes_of(errors))
     if any(e.transient for e in errors) or status >= 500:
@@ -383,9 +384,15 @@ def refusal(
         return ProviderUnavailable(
             f"{what} answered {status}: {detail}", hint=f"{why}; the job will be tried again"
         )
+    if status == 404 and not is_not_found(data):
+        # Not DatoCMS's word about the track (a gateway's, or a wrong base URL's): never
+        # gone, and not for a person to retry job by job once base_url is fixed.
+        return BadResponse(
+            f"{what} answered 404 without DatoCMS's NOT_FOUND error ({detail})",
+            hint="Check base_url; nothing is marked gone, and the job is read again on a "
+            "later sweep",
+        )
     hint = next((HINTS[e.code] for e in errors if e.code in HINTS), None)
     if hint is None and status in (401, 403):
         hint = CREDENTIALS_HINT
-    if hint is None and status == 404:
-        hint = "A 404 without DatoCMS's NOT_FOUND error; check base_url"
     return ProviderRejected(f"{what} answered {status}: {detail}", hint=hint)

@@ -61,7 +61,14 @@ from worker.domain import (
     utcnow,
 )
 from worker.errors import BadResponse, ProviderError, ProviderRejected
-from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, HttpApi, need
+from worker.providers.base import (
+    ApiOptions,
+    BaseProvider,
+    ErrorDetail,
+    HttpApi,
+    need,
+    not_the_providers_404,
+)
 from worker.providers.outputs import Path, unclaimed, unrecognised
 from worker.settings import HuaweiMpcSettings
 
@@ -489,6 +496,11 @@ class HuaweiMpcProvider(BaseProvider[HuaweiMpcSettings]):
         task, _data = self._read(job_id, what=f"checking task {job_id} after its delete")
         if task is None:
             return AlreadyGone(status_code=answer.status, body=answer.data)
+        if answer.status == 404 and code is None:
+            # No MPC error code: a gateway's or a wrong route's answer, not MPC's refusal.
+            raise not_the_providers_404(
+                f"deleting task {job_id}", "", self.settings.base_url
+            ).for_job(self.name, job_id)
         describe = self.api.error_detail
         detail = describe(answer.status, answer.data) if describe else None
         raise ProviderRejected(
