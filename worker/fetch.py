@@ -103,15 +103,6 @@ def _public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _shown(source: str) -> str:
-    """``source`` as it may appear in a message: no query string (signed links carry their
-    signature there), and never an error of its own."""
-    try:
-        return strip_query(source)
-    except ValueError:  # a port that is not a number; urlsplit raises only when it is read
-        return "<a link that does not parse>"
-
-
 @dataclass(frozen=True, slots=True)
 class UrlPolicy:
     allow_private_networks: bool = False
@@ -236,7 +227,7 @@ class Download:
     ) -> None:
         self.response = response
         # The source reaches logs and the ledger: never with a signed query string.
-        self.source = source = _shown(source)
+        self.source = source = strip_query(source)
         self.expected_size = expected_size
         self.deadline = deadline
         self.bytes_read = 0
@@ -331,12 +322,12 @@ def check_response(response: httpx.Response, source: str) -> None:
         return
     if code == 429:
         raise RateLimited(
-            f"{_shown(source)} answered 429",
+            f"{strip_query(source)} answered 429",
             retry_after=retry_after_seconds(response.headers, datetime.now(UTC)),
             hint="The job will be tried again",
         )
     raise DownloadError(
-        f"{_shown(source)} answered HTTP {code}",
+        f"{strip_query(source)} answered HTTP {code}",
         hint="Links expire; a fresh one is requested when the job is tried again",
     )
 

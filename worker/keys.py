@@ -95,13 +95,18 @@ def archive_keys(folder: str, names: Iterable[str]) -> list[str]:
 def strip_query(url: str) -> str:
     """A URL without its query string and fragment: what is safe to log and to record.
 
-    Signed links carry their signature in the query (X-Amz-Signature, Signature, token...).
+    Signed links carry their signature in the query (X-Amz-Signature, Signature, token...),
+    and credentials in the user part, which is dropped too. An IPv6 host keeps its brackets.
+    A URL that does not parse (urlsplit checks the port only when it is read) is shown as
+    ``<unparseable url>``: this never raises.
     """
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
         return "<unparseable url>"
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc = f"{netloc}:{port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -82,3 +82,26 @@ def test_job_ids_are_held_to_the_same_rules() -> None:
 def test_strip_query_drops_signatures_and_credentials() -> None:
     url = "https://user:pw@bucket.s3.amazonaws.com:443/a/b.txt?X-Amz-Signature=abc#frag"
     assert strip_query(url) == "https://bucket.s3.amazonaws.com:443/a/b.txt"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # an IPv6 host keeps its brackets, or its last group would read as the port
+        ("https://[2001:db8::1]:8443/out.mp4?sig=abc", "https://[2001:db8::1]:8443/out.mp4"),
+        ("https://[::1]/a?token=t", "https://[::1]/a"),
+        ("http://example.com:0/x?k=v", "http://example.com:0/x"),
+    ],
+)
+def test_strip_query_keeps_a_host_and_port_that_read_back_the_same(url: str, shown: str) -> None:
+    assert strip_query(url) == shown
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://h.example:99999/a?sig=abc", "https://h.example:port/a?sig=abc", "https://[::1/a"],
+)
+def test_strip_query_never_raises_and_never_shows_the_query_of_a_bad_url(url: str) -> None:
+    shown = strip_query(url)
+    assert "sig" not in shown
+    assert shown == "<unparseable url>"
