@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -55,6 +55,7 @@ from worker.errors import (
     BadResponse,
     BrakeEngaged,
     DeleteFailed,
+    DeleteIncomplete,
     Kept,
     LedgerError,
     ProviderUnavailable,
@@ -481,8 +482,16 @@ def delete_job(
             files=len(files),
             resend=resend,
         )
-        with send_guard(claim.check):
-            answer = provider.delete(row.job_id)
+        try:
+            with send_guard(claim.check):
+                answer = provider.delete(row.job_id)
+        except DeleteIncomplete as exc:
+            # Kept for the receipt: if the provider drops the job before a delete completes,
+            # what this answer said was not deleted may still be at the provider.
+            rt.ledger.jobs.audit_event(
+                row, "delete_incomplete", {"error": exc.message}, owner=claim.owner, now=rt.clock()
+            )
+            raise
     deadline = time.monotonic() + ASYNC_DELETE_POLL_SECONDS
     pause = 1.0
     while isinstance(answer, DeletePending):
@@ -629,6 +638,21 @@ def _answer_record(answer: Deleted | AlreadyGone | DeletePending) -> dict[str, A
     return record
 
 
+def _partial_deletes(rt: Runtime, row: JobRow) -> list[dict[str, Any]]:
+    """The deletes the provider answered in part, when it then answered that the job was
+    gone: the job is closed (there is nothing left to delete through the API), but what those
+    answers said was not deleted may remain at the provider. Read only in that case, so a
+    clean delete costs no extra query."""
+    answer = row.delete_answer
+    if not isinstance(answer, Mapping) or answer.get("result") != "already_gone":
+        return []
+    return [
+        {"at": event["at"].isoformat(), "error": event["detail"].get("error")}
+        for event in rt.ledger.query.audit_trail(row.provider, row.job_id)
+        if event["event"] == "delete_incomplete"
+    ]
+
+
 def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
     """After the provider's delete: remove outputs from custom buckets, write the receipt.
 
@@ -666,6 +690,15 @@ def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
             owner=claim.owner,
             now=rt.clock(),
         )
+    partial = _partial_deletes(rt, row)
+    if partial:
+        log.warning(
+            "provider_dropped_job_after_partial_delete",
+            provider=provider.name,
+            job_id=row.job_id,
+            partial_deletes=len(partial),
+            hint="Outputs the partial delete left may remain at the provider; ask its support",
+        )
     now = rt.clock()
     assert row.manifest_key is not None
     receipt_key = row.manifest_key[: -len(MANIFEST_NAME)] + RECEIPT_NAME
@@ -679,6 +712,7 @@ def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
         answer=row.delete_answer,
         custom_objects_deleted=removed,
         custom_objects_left=left,
+        partial_deletes=partial,
         policy={
             "retain_days": row.retain_days,
             "due_at": row.due_at.isoformat() if row.due_at else None,

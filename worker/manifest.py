@@ -105,6 +105,7 @@ def build_receipt(
     custom_objects_deleted: Sequence[dict[str, Any]],
     custom_objects_left: Sequence[dict[str, Any]] = (),
     policy: dict[str, Any] | None = None,
+    partial_deletes: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -118,6 +119,10 @@ def build_receipt(
         "custom_bucket_objects_deleted": list(custom_objects_deleted),
         # Objects in the user's own bucket that changed after they were archived: left there.
         "custom_bucket_objects_left": list(custom_objects_left),
+        # Deletes the provider answered in part ({at, error}) before it answered that the
+        # job was gone: what they left may remain at the provider.
+        "partial_deletes": list(partial_deletes),
+        "outputs_may_remain_at_provider": bool(partial_deletes),
         # The policy in force when the job was archived: retain_days, due_at, due_reason.
         "policy": policy or {},
         "worker_version": __version__,

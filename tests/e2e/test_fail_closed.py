@@ -28,7 +28,7 @@ from tests.helpers import (
 )
 from worker import leases
 from worker.bootstrap import Runtime, build_runtime
-from worker.domain import MAX_BACKOFF, JobState
+from worker.domain import MAX_BACKOFF, JobState, ListedJob, Phase
 from worker.job import process_job
 from worker.outcomes import Outcome
 from worker.simulators.daily import DailySimulator
@@ -573,6 +573,67 @@ def test_deleting_failed_unsiloed_jobs_is_an_explicit_choice(
     assert process_job(rt, "unsiloed", failed).outcome == Outcome.DELETED
     rt.close()
     assert unsiloed.deleted == [failed]
+
+
+def test_a_job_daily_drops_after_a_partial_delete_gets_a_receipt_that_says_so(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, sqlite_url: str, s3: S3Client
+) -> None:
+    from structlog.testing import capture_logs
+
+    from tests.helpers import process_again
+
+    # given: a Daily job whose delete fails to clean up its files, and Daily drops the job
+    # record anyway, so the next delete finds nothing to delete
+    job_id = daily_sim.add_job("finished", transcription=[("txt", b"hello\n")])
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=sqlite_url,
+        providers={"daily": daily_provider(daily_sim)},
+    )
+    rt = build_runtime(settings_of(data))
+    rt.ledger.discovery.record_listing(
+        "daily", [ListedJob(job_id, "finished", Phase.SUCCEEDED)], rt.clock()
+    )
+    daily_sim.fail_next_delete(job_id, keeps_job=False)
+
+    # when: the job is processed, then again later
+    first = process_job(rt, "daily", job_id)
+    with capture_logs() as logs:
+        second = process_again(rt, "daily", job_id)
+    rt.close()
+
+    # then: the ledger closes the job (Daily holds no job to delete), but the receipt does not
+    # claim a clean delete: it names the partial delete and says outputs may remain at Daily
+    assert (first.outcome, second.outcome) == (Outcome.DEFERRED, Outcome.DELETED)
+    receipt = json.loads(objects(s3, bucket)[folder("daily", job_id) + "deletion.json"])
+    assert receipt["provider_answer"]["result"] == "already_gone"
+    assert receipt["outputs_may_remain_at_provider"] is True
+    (partial,) = receipt["partial_deletes"]
+    assert "Failed to delete" in partial["error"]
+    assert partial["at"]
+    warned = [e for e in logs if e["event"] == "provider_dropped_job_after_partial_delete"]
+    assert [(e["log_level"], e["job_id"]) for e in warned] == [("warning", job_id)]
+
+
+def test_a_clean_delete_receipt_has_no_partial_deletes(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, sqlite_url: str, s3: S3Client
+) -> None:
+    job_id = daily_sim.add_job("finished", transcription=[("txt", b"hello\n")])
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=sqlite_url,
+        providers={"daily": daily_provider(daily_sim)},
+    )
+    rt = build_runtime(settings_of(data))
+    rt.ledger.discovery.record_listing(
+        "daily", [ListedJob(job_id, "finished", Phase.SUCCEEDED)], rt.clock()
+    )
+    assert process_job(rt, "daily", job_id).outcome == Outcome.DELETED
+    rt.close()
+    receipt = json.loads(objects(s3, bucket)[folder("daily", job_id) + "deletion.json"])
+    assert (receipt["partial_deletes"], receipt["outputs_may_remain_at_provider"]) == ([], False)
 
 
 def test_a_partial_delete_stays_deleting_is_retried_and_never_recorded_deleted(
