@@ -93,9 +93,9 @@ def _overdue(
     provider: str, days: int, now: datetime, *, on_purpose: bool
 ) -> sa.ColumnElement[bool]:
     """The jobs of ``provider`` that ``status`` and the overdue gauge count: not held, and
-    either past the gate's first step (resumed by every sweep) or terminal for ``days``.
-    A provider whose archived jobs wait at the provider ``on_purpose`` (``read_only``) has
-    only the latter."""
+    either resumable (archived, or past the delete gate: every sweep takes them up again)
+    or pending or kept and terminal for ``days``. A provider whose archived jobs wait at the
+    provider ``on_purpose`` (``read_only``) has only the latter."""
     c = jobs.c
     due = sa.and_(
         c.state.in_([JobState.PENDING, JobState.KEPT]),
