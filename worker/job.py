@@ -692,6 +692,7 @@ def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
         )
     partial = _partial_deletes(rt, row)
     if partial:
+        metrics.record_closed_with_remains(provider.name)
         log.warning(
             "provider_dropped_job_after_partial_delete",
             provider=provider.name,

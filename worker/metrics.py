@@ -102,6 +102,7 @@ class _Metrics:
     failed: Counter
     kept: Counter
     stopped: Counter
+    closed_with_remains: Counter
     archived_bytes: Counter
     due_to_deleted: Histogram
     sweep_duration: Histogram
@@ -174,6 +175,12 @@ def metrics() -> _Metrics:
                 stopped=Counter(
                     "retention_jobs_stopped",
                     "Archived jobs whose delete max_deletes_per_sweep held back",
+                    labels,
+                ),
+                closed_with_remains=Counter(
+                    "retention_jobs_closed_with_remains",
+                    "Jobs closed after a partial delete, because the provider then answered "
+                    "that the job was gone: what the partial delete left may remain there",
                     labels,
                 ),
                 archived_bytes=Counter(
@@ -260,6 +267,11 @@ def record_job(result: JobResult, *, due_seconds: float | None = None) -> None:
         m.kept.labels(provider, result.kept_reason or "unknown").inc()
     elif outcome == "stopped":
         m.stopped.labels(provider).inc()
+
+
+def record_closed_with_remains(provider: str) -> None:
+    """A job closed as gone after a partial delete (its receipt says what may remain)."""
+    metrics().closed_with_remains.labels(provider).inc()
 
 
 def record_sweep(provider: str, *, seconds: float, succeeded: bool) -> None:

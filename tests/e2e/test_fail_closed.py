@@ -578,9 +578,16 @@ def test_deleting_failed_unsiloed_jobs_is_an_explicit_choice(
 def test_a_job_daily_drops_after_a_partial_delete_gets_a_receipt_that_says_so(
     daily_sim: DailySimulator, bucket: str, s3_server: S3Server, sqlite_url: str, s3: S3Client
 ) -> None:
+    from prometheus_client import REGISTRY
     from structlog.testing import capture_logs
 
     from tests.helpers import process_again
+
+    def closed_with_remains() -> float:
+        labels = {"provider": "daily"}
+        return REGISTRY.get_sample_value("retention_jobs_closed_with_remains_total", labels) or 0
+
+    before = closed_with_remains()
 
     # given: a Daily job whose delete fails to clean up its files, and Daily drops the job
     # record anyway, so the next delete finds nothing to delete
@@ -614,6 +621,7 @@ def test_a_job_daily_drops_after_a_partial_delete_gets_a_receipt_that_says_so(
     assert partial["at"]
     warned = [e for e in logs if e["event"] == "provider_dropped_job_after_partial_delete"]
     assert [(e["log_level"], e["job_id"]) for e in warned] == [("warning", job_id)]
+    assert closed_with_remains() == before + 1
 
 
 def test_a_clean_delete_receipt_has_no_partial_deletes(
