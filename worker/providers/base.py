@@ -389,7 +389,8 @@ def not_the_providers_404(label: str, detail: str, base_url: str) -> BadResponse
     """A 404 that is not the provider's own word about a job. Never "gone", and not a
     refusal for a person to retry by hand: transient, naming the base URL to check."""
     return BadResponse(
-        f"{label} answered 404{detail}, which is not the provider's answer about a job",
+        f"{label} answered 404{detail}: not the provider's own answer (a gateway's, or a "
+        "wrong base URL's)",
         hint=f"Check base_url ({base_url}); nothing is marked gone, and the job is read "
         "again on a later sweep",
     )
