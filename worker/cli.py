@@ -80,24 +80,44 @@ def handle_errors(fn: F) -> F:
             )
         except click.ClickException:
             raise  # click prints usage errors itself and exits with 2
-        except BrokenPipeError:
-            # The reader went away (`retention status | head -1`): click silences stdout
-            # and exits with 1, as git does, instead of an "unexpected" error.
-            raise
+        except BrokenPipeError as exc:
+            if _stdout_gone():
+                # The reader went away (`retention status | head -1`): click silences
+                # stdout and exits with 1, as git does, instead of an "unexpected" error.
+                raise
+            _unexpected(exc, as_json=as_json)
         except Exception as exc:
-            from worker.logging import get_logger
-            from worker.redact import REDACTOR
-
-            get_logger("worker.cli").debug("command_crashed", exc_info=True)
-            _fail(
-                REDACTOR.scrub(f"unexpected {type(exc).__name__}: {exc}")
-                + "\n(run again with -v, or RETENTION_LOG_LEVEL=DEBUG, for details)",
-                exits.INCOMPLETE,
-                as_json=as_json,
-            )
+            _unexpected(exc, as_json=as_json)
         return None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _unexpected(exc: Exception, *, as_json: bool) -> None:
+    from worker.logging import get_logger
+    from worker.redact import REDACTOR
+
+    get_logger("worker.cli").debug("command_crashed", exc_info=True)
+    _fail(
+        REDACTOR.scrub(f"unexpected {type(exc).__name__}: {exc}")
+        + "\n(run again with -v, or RETENTION_LOG_LEVEL=DEBUG, for details)",
+        exits.INCOMPLETE,
+        as_json=as_json,
+    )
+
+
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has gone: its write end polls POLLERR. A broken
+    pipe anywhere else is an error to report, not a reader that stopped reading."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (io.UnsupportedOperation)
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & select.POLLERR for _fd, events in poller.poll(0))
 
 
 class Context:

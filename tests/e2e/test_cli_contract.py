@@ -359,3 +359,18 @@ def test_a_sweep_whose_reader_has_gone_still_finishes_every_job_quietly(
     assert "Traceback" not in run.stderr
     assert "BrokenPipeError" not in run.stderr
     assert run.returncode == 1
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given: a command that meets a broken pipe of its own while stdout is fine
+    def broken() -> str:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("worker.config_view.schema_text", broken)
+
+    # when
+    run = CliRunner().invoke(cli, ["config", "schema"])
+
+    # then: it is an error like any other, not a reader that went away
+    assert run.exit_code == 1
+    assert "unexpected BrokenPipeError" in run.output
