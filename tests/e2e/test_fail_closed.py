@@ -575,6 +575,27 @@ def test_deleting_failed_unsiloed_jobs_is_an_explicit_choice(
     assert unsiloed.deleted == [failed]
 
 
+def _a_due_daily_job(
+    sim: DailySimulator, bucket: str, s3_server: S3Server, ledger_url: str
+) -> tuple[Runtime, str]:
+    """A runtime, and a finished Daily job it has seen listed and may delete now."""
+    job_id = sim.add_job("finished", transcription=[("txt", b"hello\n")])
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=ledger_url,
+        providers={"daily": daily_provider(sim)},
+    )
+    rt = build_runtime(settings_of(data))
+    listed = ListedJob(job_id, "finished", Phase.SUCCEEDED)
+    rt.ledger.discovery.record_listing("daily", [listed], rt.clock())
+    return rt, job_id
+
+
+def _receipt(s3: S3Client, bucket: str, job_id: str) -> Any:
+    return json.loads(objects(s3, bucket)[folder("daily", job_id) + "deletion.json"])
+
+
 def test_a_job_daily_drops_after_a_partial_delete_gets_a_receipt_that_says_so(
     daily_sim: DailySimulator, bucket: str, s3_server: S3Server, sqlite_url: str, s3: S3Client
 ) -> None:
@@ -591,17 +612,7 @@ def test_a_job_daily_drops_after_a_partial_delete_gets_a_receipt_that_says_so(
 
     # given: a Daily job whose delete fails to clean up its files, and Daily drops the job
     # record anyway, so the next delete finds nothing to delete
-    job_id = daily_sim.add_job("finished", transcription=[("txt", b"hello\n")])
-    data = config_data(
-        bucket=bucket,
-        endpoint_url=s3_server.endpoint_url,
-        ledger_url=sqlite_url,
-        providers={"daily": daily_provider(daily_sim)},
-    )
-    rt = build_runtime(settings_of(data))
-    rt.ledger.discovery.record_listing(
-        "daily", [ListedJob(job_id, "finished", Phase.SUCCEEDED)], rt.clock()
-    )
+    rt, job_id = _a_due_daily_job(daily_sim, bucket, s3_server, sqlite_url)
     daily_sim.fail_next_delete(job_id, keeps_job=False)
 
     # when: the job is processed, then again later
@@ -613,7 +624,7 @@ def test_a_job_daily_drops_after_a_partial_delete_gets_a_receipt_that_says_so(
     # then: the ledger closes the job (Daily holds no job to delete), but the receipt does not
     # claim a clean delete: it names the partial delete and says outputs may remain at Daily
     assert (first.outcome, second.outcome) == (Outcome.DEFERRED, Outcome.DELETED)
-    receipt = json.loads(objects(s3, bucket)[folder("daily", job_id) + "deletion.json"])
+    receipt = _receipt(s3, bucket, job_id)
     assert receipt["provider_answer"]["result"] == "already_gone"
     assert receipt["outputs_may_remain_at_provider"] is True
     (partial,) = receipt["partial_deletes"]
@@ -627,20 +638,10 @@ def test_a_job_daily_drops_after_a_partial_delete_gets_a_receipt_that_says_so(
 def test_a_clean_delete_receipt_has_no_partial_deletes(
     daily_sim: DailySimulator, bucket: str, s3_server: S3Server, sqlite_url: str, s3: S3Client
 ) -> None:
-    job_id = daily_sim.add_job("finished", transcription=[("txt", b"hello\n")])
-    data = config_data(
-        bucket=bucket,
-        endpoint_url=s3_server.endpoint_url,
-        ledger_url=sqlite_url,
-        providers={"daily": daily_provider(daily_sim)},
-    )
-    rt = build_runtime(settings_of(data))
-    rt.ledger.discovery.record_listing(
-        "daily", [ListedJob(job_id, "finished", Phase.SUCCEEDED)], rt.clock()
-    )
+    rt, job_id = _a_due_daily_job(daily_sim, bucket, s3_server, sqlite_url)
     assert process_job(rt, "daily", job_id).outcome == Outcome.DELETED
     rt.close()
-    receipt = json.loads(objects(s3, bucket)[folder("daily", job_id) + "deletion.json"])
+    receipt = _receipt(s3, bucket, job_id)
     assert (receipt["partial_deletes"], receipt["outputs_may_remain_at_provider"]) == ([], False)
 
 
