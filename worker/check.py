@@ -67,12 +67,10 @@ def worst(levels: Iterator[Level] | tuple[Level, ...] | list[Level]) -> Level:
 
 
 def _shown_url(url: str) -> str:
-    import sqlalchemy as sa
+    # Not SQLAlchemy's hide_password, which leaves a ?password= that psycopg reads in clear.
+    from worker.redact import mask_url
 
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparseable url>"
+    return mask_url(url)
 
 
 def _failure(name: str, exc: Exception) -> Check:

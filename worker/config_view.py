@@ -4,8 +4,10 @@ JSON Schema of the file.
 The effective configuration is what the worker runs with: the file, under the environment's
 ``RETENTION_*`` overrides and ``RETENTION_SECRETS_DIR``, references and ``KEY_file`` files
 resolved, and ``[defaults]`` folded into each provider (``Settings.policy``). Credentials
-(``SecretStr``) and the password of every URL are shown as ``********``; then every
-configured secret is replaced wherever else it might appear, as a last defence.
+(``SecretStr``) and every credential a driver reads from a URL (its password, and query
+parameters such as ``password``, ``sslpassword`` or ``token``: ``redact.mask_url``) are shown
+as ``********``; then every configured secret is replaced wherever else it might appear, as a
+last defence.
 
 The schema is pydantic's, of ``worker.settings.Settings``, with the ``KEY_file`` keys the
 loader also accepts for credentials, so an editor neither flags them nor asks for the key
@@ -19,10 +21,10 @@ import json
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, SecretStr
 
+from worker.redact import URL_MASK, mask_url
 from worker.settings import (
     CONFIG_ENV,
     ENV_PREFIX,
@@ -32,7 +34,7 @@ from worker.settings import (
     provider_classes,
 )
 
-MASK = "********"
+MASK = URL_MASK
 SECTIONS = ("archive", "ledger", "broker", "downloads", "worker", "metrics")
 # The provider keys [defaults] supplies, shown first, as the policy resolves them.
 POLICY_KEYS = (
@@ -45,20 +47,6 @@ POLICY_KEYS = (
 )
 
 
-def mask_url(url: str) -> str:
-    """The URL with its password, if it has one, replaced by ``********``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}"))
-
-
 def _shown(value: Any) -> Any:
     if isinstance(value, SecretStr):
         return MASK
@@ -68,7 +56,7 @@ def _shown(value: Any) -> Any:
         return {str(k): _shown(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_shown(v) for v in value]
-    if isinstance(value, str) and "@" in value and "://" in value:
+    if isinstance(value, str) and "://" in value:
         return mask_url(value)
     return value
 

@@ -40,6 +40,7 @@ from pydantic_settings import (
 )
 
 from worker.errors import ConfigError
+from worker.redact import url_credentials
 
 ENV_PREFIX = "RETENTION_"
 CONFIG_ENV = "RETENTION_CONFIG"
@@ -163,7 +164,8 @@ class ArchiveSettings(_Strict):
 
 
 class LedgerSettings(_Strict):
-    # May carry a password, so it stays out of reprs; the redactor also knows the password.
+    # May carry credentials (a password, ?password=, ?sslpassword=), so it stays out of reprs;
+    # the redactor also knows them (Settings.secret_values).
     url: str = Field(default="sqlite:///retention.db", repr=False)
     # Bring the schema up to date when a command first opens the ledger. Several processes
     # may start at once; PostgreSQL upgrades are serialised with an advisory lock.
@@ -458,17 +460,16 @@ class Settings(_Strict):
         return {p.name: p.retain_days for p in policies}, {p.name for p in policies if p.read_only}
 
     def secret_values(self) -> set[str]:
-        """Every credential in the configuration, for the log redactor."""
+        """Every credential in the configuration, for the log redactor: each secret, and each
+        credential inside a URL (a password, ``?password=``, ``?token=``...), as written and as
+        the driver decodes it, whichever key holds the URL."""
         found: set[str] = set()
         for value in _walk(self):
-            if isinstance(value, SecretStr):
-                secret = value.get_secret_value()
-                if secret:
-                    found.add(secret)
-        for url in (self.ledger.url, self.broker.url, self.archive.endpoint_url):
-            password = _url_password(url)
-            if password:
-                found.add(password)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if isinstance(value, SecretStr) and text:
+                found.add(text)
+            if isinstance(text, str) and "://" in text:
+                found |= url_credentials(text)
         return found
 
 
@@ -496,15 +497,6 @@ def _walk(model: BaseModel) -> Iterator[Any]:
             for item in value.values():
                 if isinstance(item, BaseModel):
                     yield from _walk(item)
-
-
-def _url_password(url: str | None) -> str | None:
-    if not url:
-        return None
-    try:
-        return urlsplit(url).password
-    except ValueError:
-        return None
 
 
 class _Loader(BaseSettings, Settings):

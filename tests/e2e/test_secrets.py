@@ -3,7 +3,8 @@
 Covered: provider API keys (good and bad), the ledger's database password, the AWS secret
 key, and the signatures of every download link the provider handed out; through our logs,
 httpx's and botocore's own DEBUG logs, error messages, the CLI's output, the manifests and
-receipts in the bucket, and the ledger's rows.
+receipts in the bucket, and the ledger's rows. And the credentials in the ledger's and the
+broker's URLs, in the userinfo or the query string, through `config show` and `check`.
 """
 
 from __future__ import annotations
@@ -180,3 +181,64 @@ def test_no_credential_of_any_provider_reaches_any_output_at_debug_level(
     for where, text in (("output", output), ("bucket", stored), ("ledger", "\n".join(rows))):
         for secret in secrets:
             assert secret not in text, f"a secret reached the {where}"
+
+
+@pytest.mark.parametrize("servers", ["unreachable", "reachable"])
+def test_no_credential_in_a_url_reaches_config_show_or_check(
+    servers: str,
+    daily_sim: DailySimulator,
+    bucket: str,
+    s3_server: S3Server,
+    postgres_url: str,
+    tmp_path: Path,
+) -> None:
+    # given: credentials in the userinfo and in the query string of the ledger's and the
+    # broker's URLs, some percent-encoded (the driver reads them decoded)
+    token = {name: f"{name}-{uuid.uuid4().hex}" for name in ("pg", "pgq", "pgssl", "rd", "rdq")}
+    ledger_url = postgres_url.replace("postgres@", f"postgres:{token['pg']}%40x@", 1)
+    ledger_url += f"&password={token['pgq']}%2Fx&sslpassword={token['pgssl']}"
+    # (nothing listens on port 1 or 9: the ledger's and the broker's error paths run)
+    redis_port = 9 if servers == "unreachable" else 6379
+    broker_url = f"redis://app:{token['rd']}@127.0.0.1:{redis_port}/0?password={token['rdq']}%40x"
+    if servers == "unreachable":
+        ledger_url = ledger_url.replace("127.0.0.1:5432", "127.0.0.1:1", 1)
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=ledger_url,
+        broker={"url": broker_url},
+        providers={"daily": daily_provider(daily_sim)},
+    )
+    config = write_config(tmp_path / "retention.toml", data)
+    env = {"RETENTION_LOG_LEVEL": "DEBUG"}
+
+    # when
+    runs = {
+        " ".join(args): run_cli(*args, config=config, env=env)
+        for args in (
+            ("config", "show"),
+            ("config", "show", "--json"),
+            ("check", "--skip-providers"),
+            ("check", "--skip-providers", "--json"),
+            ("status",),
+            ("migrate",),
+        )
+    }
+
+    # then: no credential, in any form, is in any output or log line
+    for command, run in runs.items():
+        for secret in token.values():
+            assert secret not in run.stdout + run.stderr, f"a credential reached `{command}`"
+    # and the URLs are shown, masked, and the ledger's and the broker's checks ran
+    shown = runs["config show --json"]
+    assert shown.code == 0, shown.stderr
+    assert shown.only_json()["broker"]["url"] == (
+        f"redis://app:********@127.0.0.1:{redis_port}/0?password=********"
+    )
+    check = runs["check --skip-providers"].stdout
+    if servers == "unreachable":
+        assert "cannot open the ledger" in check
+        assert "cannot reach the broker" in check
+    else:
+        assert "ok      ledger: postgresql+psycopg://postgres:********@" in check
+        assert "(AuthenticationError)" in check  # Redis has no such user

@@ -15,9 +15,10 @@ from click.testing import CliRunner
 
 from tests.helpers import ROOT
 from worker.cli import cli
-from worker.config_view import MASK, effective_config, mask_url, render_toml, schema, schema_text
+from worker.config_view import MASK, effective_config, render_toml, schema, schema_text
 from worker.errors import ConfigError
 from worker.logging import cli_level
+from worker.redact import mask_url
 from worker.settings import DailySettings, LoomSettings, load_settings, read_config
 
 MINIMAL = """
@@ -242,6 +243,61 @@ def test_show_resolves_defaults_overrides_and_references_and_masks_every_secret(
         assert secret not in shown
     # and the TOML reads back as the same configuration
     assert tomllib.loads(render_toml(document))["providers"]["daily"]["retain_days"] == 2
+
+
+def test_show_masks_the_credentials_in_a_urls_query_string_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: passwords that psycopg and redis-py read from the query string, one of them
+    # percent-encoded, and a custom bucket endpoint with a token
+    text = MINIMAL + (
+        'custom_bucket_endpoint_url = "https://s3.example/?token=endpoint-token-1"\n'
+        '[ledger]\nurl = "postgresql+psycopg://u@db/x?password=pg-query-pass&sslmode=require'
+        '&sslpassword=pg-key-pass"\n'
+        '[broker]\nurl = "redis://cache:6379/0?username=app&password=redis%40query-pass"\n'
+    )
+    path = write(tmp_path, text)
+
+    # when
+    document = effective_config(load_settings(path), source=path)
+    shown = render_toml(document) + json.dumps(document)
+
+    # then: the credentials are masked, and the rest of each URL is shown as it is
+    assert document["ledger"]["url"] == (
+        f"postgresql+psycopg://u@db/x?password={MASK}&sslmode=require&sslpassword={MASK}"
+    )
+    assert document["broker"]["url"] == f"redis://cache:6379/0?username=app&password={MASK}"
+    assert document["providers"]["daily"]["custom_bucket_endpoint_url"] == (
+        f"https://s3.example/?token={MASK}"
+    )
+    for secret in ("pg-query-pass", "pg-key-pass", "query-pass", "endpoint-token-1"):
+        assert secret not in shown
+
+
+def test_every_credential_in_a_url_is_a_secret_the_redactor_knows(tmp_path: Path) -> None:
+    # given: a credential in every URL the configuration can hold, as written and encoded
+    text = (
+        '[archive]\nbucket = "acme-vendor-archive"\n'
+        'endpoint_url = "https://s3.example/?X-Api-Key=archive-key-2"\n'
+        '[ledger]\nurl = "postgresql+psycopg://u:pg%2Fuser-pass@db/x?sslpassword=pg-key-pass"\n'
+        '[broker]\nurl = "redis://cache/0?password=redis%40query-pass"\n'
+        '[metrics]\npushgateway_url = "https://ops:push-pass-3@push.example"\n'
+        '[providers.daily]\ntype = "daily"\napi_key = "${DAILY_API_KEY}"\n'
+        'custom_bucket_endpoint_url = "https://s3.example/?token=endpoint-token-1"\n'
+    )
+    # then: each is known as written and as the driver decodes it
+    secrets = load_settings(write(tmp_path, text)).secret_values()
+    for value in (
+        "endpoint-token-1",
+        "archive-key-2",
+        "pg%2Fuser-pass",
+        "pg/user-pass",
+        "pg-key-pass",
+        "redis%40query-pass",
+        "redis@query-pass",
+        "push-pass-3",
+    ):
+        assert value in secrets
 
 
 @pytest.mark.parametrize(
