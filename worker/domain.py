@@ -22,9 +22,12 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from worker.outcomes import Outcome
+
+if TYPE_CHECKING:
+    from worker.errors import WorkerError
 
 
 class Phase(enum.StrEnum):
@@ -214,6 +217,26 @@ class ProviderOrigin:
 Origin = LinkOrigin | BucketOrigin | ProviderOrigin
 
 
+class OutputCheck(Protocol):
+    """An adapter's judgement of an output whose format it knows (DatoCMS's WebVTT subtitles),
+    made on the whole body before any of it is stored. Such an output is read into memory
+    whole, so it must be small."""
+
+    # A body longer than this is refused, with nothing stored.
+    @property
+    def max_bytes(self) -> int: ...
+
+    def refused(self, status_code: int) -> WorkerError | None:
+        """What it means that the download host refused the output with ``status_code``: the
+        error to raise instead of the download error (a ``Kept`` when no retry will fetch
+        it), or None to let the download error stand."""
+        ...
+
+    def check(self, body: bytes) -> None:
+        """Raise (``Kept``) when ``body`` must not stand in for the output."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Artifact:
     """One file the provider's delete would destroy."""
@@ -228,6 +251,8 @@ class Artifact:
     # The SHA-256 (hex) the provider declared for these bytes, when it declared one
     # (Unsiloed's ``pdf_hash``): what was archived must match it.
     sha256: str | None = None
+    # The adapter's check of the bytes themselves, for an output whose format it knows.
+    check: OutputCheck | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,12 @@ class Kept(WorkerError):
     * ``failed_job``: a failed job whose inputs the delete would destroy and the worker
       cannot fetch (Unsiloed), unless the operator opted in to deleting such jobs;
     * ``no_source``: a completed job whose result links no source document, which the
-      delete would destroy (Unsiloed), unless the operator accepts losing it.
+      delete would destroy (Unsiloed), unless the operator accepts losing it;
+    * ``audio_track``: an audio track, whose media the worker cannot archive (DatoCMS),
+      unless the operator accepts losing it;
+    * ``subtitles_unfetchable``: a subtitle track whose WebVTT text cannot be fetched, and
+      ``subtitles_invalid``: one whose text is empty or not WebVTT (DatoCMS), unless the
+      operator accepts losing subtitle text.
     """
 
     def __init__(
@@ -153,7 +158,19 @@ class Kept(WorkerError):
 
 
 class DownloadError(WorkerError):
-    pass
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        provider: str | None = None,
+        job_id: str | None = None,
+        hint: str | None = None,
+        permanent: bool | None = None,
+    ) -> None:
+        # The HTTP status the download host refused the download with, if it answered one.
+        self.status_code = status_code
+        super().__init__(message, provider=provider, job_id=job_id, hint=hint, permanent=permanent)
 
 
 class ArchiveError(WorkerError):

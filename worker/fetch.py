@@ -328,6 +328,7 @@ def check_response(response: httpx.Response, source: str) -> None:
         )
     raise DownloadError(
         f"{strip_query(source)} answered HTTP {code}",
+        status_code=code,
         hint="Links expire; a fresh one is requested when the job is tried again",
     )
 

@@ -44,6 +44,7 @@ from worker.domain import (
     JobSnapshot,
     JobState,
     LinkOrigin,
+    OutputCheck,
     ProviderOrigin,
     Step,
     StepKind,
@@ -56,6 +57,7 @@ from worker.errors import (
     BrakeEngaged,
     DeleteFailed,
     DeleteIncomplete,
+    DownloadError,
     Kept,
     LedgerError,
     ProviderUnavailable,
@@ -387,14 +389,25 @@ def store_artifact(rt: Runtime, provider: Provider, artifact: Artifact, key: str
             opener = _open_provider_artifact(rt, provider, artifact)
         else:  # pragma: no cover - the Origin union is closed
             raise UnsafeInput(f"unknown origin {type(origin).__name__}")
-        with opener as download:
-            stored = archive.store_stream(
-                key,
-                download.chunks(),
-                size_hint=download.size_hint,
-                content_type=download.content_type,
-                content_encoding=download.content_encoding,
-            )
+        try:
+            with opener as download:
+                chunks = download.chunks()
+                if artifact.check is not None:
+                    chunks = _checked(chunks, artifact.check, download.source)
+                stored = archive.store_stream(
+                    key,
+                    chunks,
+                    size_hint=download.size_hint,
+                    content_type=download.content_type,
+                    content_encoding=download.content_encoding,
+                )
+        except DownloadError as exc:
+            verdict = None
+            if artifact.check is not None and exc.status_code is not None:
+                verdict = artifact.check.refused(exc.status_code)
+            if verdict is None:
+                raise
+            raise verdict from None
     record = FileRecord(
         key=key,
         size=stored.size,
@@ -414,6 +427,24 @@ def store_artifact(rt: Runtime, provider: Provider, artifact: Artifact, key: str
         )
     _check_declared(artifact, record)
     return record
+
+
+def _checked(chunks: Iterator[bytes], check: OutputCheck, source: str) -> Iterator[bytes]:
+    """The whole body, once the adapter's check has passed it: nothing reaches the archive
+    before, so a body the check refuses leaves nothing stored."""
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > check.max_bytes:
+            raise DownloadError(
+                f"{source} is larger than the {check.max_bytes} bytes its check reads",
+                hint="Nothing was stored; the job waits for a person (`retention retry`)",
+                permanent=True,
+            )
+    whole = bytes(body)
+    del body
+    check.check(whole)
+    yield whole
 
 
 def _check_declared(artifact: Artifact, record: FileRecord) -> None:

@@ -396,6 +396,21 @@ class DatoCmsSettings(ProviderCommon):
     # Uploads whose tracks are listed at each sweep; tracks of other uploads are looked after
     # only when tracked by id (UPLOAD_ID/TRACK_ID).
     upload_ids: list[str] = Field(default_factory=list)
+    # Mux's stream host, where a subtitle track's WebVTT is fetched (a public playback id's
+    # text needs no credentials, and none are sent). ignore_outputs takes "audio_media"
+    # (audio tracks, whose media cannot be archived, are deleted with their record only)
+    # and "subtitles_media" (subtitle tracks are deleted without their text, none fetched).
+    stream_base_url: str = "https://stream.mux.com"
+
+    @field_validator("stream_base_url")
+    @classmethod
+    def _stream_base_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as https://stream.mux.com")
+        if parts.query or parts.username or parts.password:
+            raise ValueError("must not carry a query string or credentials")
+        return v.rstrip("/")
 
     def default_rate_limit(self) -> str:
         # DatoCMS's documented default is 60 requests per 3 seconds (plan-dependent).

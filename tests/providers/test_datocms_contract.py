@@ -8,6 +8,7 @@ delete is requested once and polled to completion, across a crash too.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -17,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from tests.helpers import config_data, process_again, settings_of
 from tests.providers.contract import Call, Contract, Description, WrongKey
@@ -26,12 +29,14 @@ from worker import job as job_path
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
+    Artifact,
     DeleteAnswer,
     Deleted,
     DeletePending,
     JobGone,
     JobSnapshot,
     JobState,
+    LinkOrigin,
     Phase,
 )
 from worker.errors import (
@@ -44,17 +49,22 @@ from worker.errors import (
 )
 from worker.job import process_job
 from worker.outcomes import Outcome
+from worker.providers import datocms
 from worker.providers.datocms import (
+    SUBTITLES,
     DatoCmsProvider,
     api_errors,
     job_of,
     job_result_of,
     phase_of,
     status_of,
+    track_label,
     tracks_of,
+    webvtt_problem,
 )
 from worker.settings import DatoCmsSettings
 from worker.simulators.datocms import DatoCmsSimulator, Failure, error_document
+from worker.simulators.http import Request
 from worker.simulators.s3server import S3Server
 from worker.sweep import sweep_provider
 
@@ -117,6 +127,7 @@ class TestDatoCmsContract(Contract):
         delete=Call("DELETE", "/tracks/[^/]+$"),
         error_body=error_document,
         bare_404_says=r"answered 404 without DatoCMS's NOT_FOUND error.*base_url",
+        downloads="^/stream/",
     )
 
 
@@ -230,12 +241,6 @@ def test_each_part_of_a_job_id_is_url_quoted(dato_sim: DatoCmsSimulator) -> None
     assert dato_sim.seen("DELETE")[0].path == "/uploads/up%20load%3F/tracks/tr%23ack%25"
 
 
-def test_a_track_has_no_files_so_only_its_record_is_archived(dato_sim: DatoCmsSimulator) -> None:
-    provider = adapter(dato_sim)
-    job_id = dato_sim.add_track(dato_sim.add_upload())
-    assert provider.artifacts(snapshot(provider, job_id)) == []
-
-
 def serve_track(sim: DatoCmsSimulator, job_id: str, **changes: Any) -> None:
     """The next listing of the track's upload shows the track with ``changes`` merged in:
     ``attributes`` entries into its attributes, anything else at the top level."""
@@ -271,7 +276,7 @@ def test_a_track_attribute_named_in_ignore_outputs_is_not_a_reason_to_keep(
     job_id = dato_sim.add_track(dato_sim.add_upload())
     serve_track(dato_sim, job_id, attributes={"url": "https://stream.mux.example/a.vtt"})
     provider = adapter(dato_sim, ignore_outputs=["url"])
-    assert provider.artifacts(snapshot(provider, job_id)) == []
+    assert names(provider.artifacts(snapshot(provider, job_id))) == [SUBTITLES]
 
 
 def test_json_api_links_and_relationships_are_not_files(dato_sim: DatoCmsSimulator) -> None:
@@ -289,7 +294,153 @@ def test_json_api_links_and_relationships_are_not_files(dato_sim: DatoCmsSimulat
         },
     )
     provider = adapter(dato_sim)
+    assert names(provider.artifacts(snapshot(provider, job_id))) == [SUBTITLES]
+
+
+# -- the track's media -----------------------------------------------------------------------
+
+
+def names(artifacts: list[Artifact]) -> list[str]:
+    return [a.name for a in artifacts]
+
+
+def test_a_subtitle_track_is_archived_as_its_webvtt_from_the_stream_host(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    provider = adapter(dato_sim)
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+
+    [vtt] = provider.artifacts(snapshot(provider, job_id))
+
+    url = dato_sim.webvtt_url(job_id)
+    assert (vtt.name, vtt.source, vtt.origin) == (SUBTITLES, url, LinkOrigin(url))
+    assert vtt.check is not None
+    # DatoCMS was asked for the upload's playback id; the stream host is the pipeline's to read
+    assert len(dato_sim.seen("GET", f"^/uploads/{job_id.split('/')[0]}$")) == 1
+    assert dato_sim.stream_fetches() == []
+
+
+def test_the_stream_host_is_a_setting_whose_default_is_muxs(dato_sim: DatoCmsSimulator) -> None:
+    table = {k: v for k, v in dato_sim.provider_table().items() if k != "stream_base_url"}
+    settings = DatoCmsSettings.model_validate(table)
+    assert settings.stream_base_url == "https://stream.mux.com"
+    provider = DatoCmsProvider.build("dato", settings)
+    job_id = dato_sim.add_track(dato_sim.add_upload())
+    [vtt] = provider.artifacts(snapshot(provider, job_id))
+    playback_id = dato_sim.uploads[job_id.split("/")[0]].mux_playback_id
+    assert vtt.source == f"https://stream.mux.com/{playback_id}/text/{track_id(job_id)}.vtt"
+
+
+@pytest.mark.parametrize("url", ["ftp://stream.mux.com", "https://u:p@stream.mux.com", "mux"])
+def test_a_stream_base_url_that_is_no_plain_http_url_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="stream_base_url"):
+        DatoCmsSettings.model_validate(
+            {"type": "datocms", "api_token": TOKEN, "stream_base_url": url}
+        )
+
+
+def test_an_audio_track_is_kept_naming_the_value_that_accepts_losing_it(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    # given an audio track, whose media Mux serves only inside the video's stream
+    job_id = dato_sim.add_track(dato_sim.add_upload(), kind="audio", name="English")
+    provider = adapter(dato_sim)
+
+    # when its outputs are asked for
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, job_id))
+
+    # then it is kept, saying which track and what accepts its loss
+    assert caught.value.reason == "audio_track"
+    message = str(caught.value)
+    assert message.startswith(f"dato job {job_id}: audio track {track_id(job_id)}")
+    assert "'English'" in message
+    assert '"audio_media" to ignore_outputs' in message
+    assert dato_sim.stream_fetches() == []
+
+
+def test_with_audio_media_in_ignore_outputs_an_audio_track_is_its_record_only(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    audio = dato_sim.add_track(dato_sim.add_upload(), kind="audio")
+    subtitles = dato_sim.add_track(dato_sim.add_upload())
+    provider = adapter(dato_sim, ignore_outputs=["audio_media"])
+    assert provider.artifacts(snapshot(provider, audio)) == []
+    # and subtitles are still archived
+    assert names(provider.artifacts(snapshot(provider, subtitles))) == [SUBTITLES]
+
+
+def test_a_subtitle_track_of_an_upload_without_a_playback_id_is_kept(
+    dato_sim: DatoCmsSimulator,
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload(video=False))
+    provider = adapter(dato_sim)
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, job_id))
+    assert caught.value.reason == "subtitles_unfetchable"
+    message = str(caught.value)
+    assert f"subtitle track {track_id(job_id)}" in message
+    assert "mux_playback_id" in message
+    assert '"subtitles_media" to ignore_outputs' in message
+    # with the loss accepted, the track is its record
+    accepting = adapter(dato_sim, ignore_outputs=["subtitles_media"])
+    assert accepting.artifacts(snapshot(accepting, job_id)) == []
+
+
+@pytest.mark.parametrize("kind", ["subtitles", "audio"])
+def test_an_errored_track_has_no_media_so_its_record_is_all(
+    dato_sim: DatoCmsSimulator, kind: str
+) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload(), "errored", kind=kind, error="MUX_ERROR")
+    provider = adapter(dato_sim)
     assert provider.artifacts(snapshot(provider, job_id)) == []
+    assert dato_sim.seen("GET", "^/uploads/[^/]+$") == []
+
+
+def test_a_track_type_datocms_does_not_document_is_kept(dato_sim: DatoCmsSimulator) -> None:
+    job_id = dato_sim.add_track(dato_sim.add_upload(), kind="video")
+    provider = adapter(dato_sim)
+    with pytest.raises(Kept) as caught:
+        provider.artifacts(snapshot(provider, job_id))
+    assert caught.value.reason == "unrecognised_output"
+    assert "'video'" in str(caught.value)
+    assert '"video_media" to ignore_outputs' in str(caught.value)
+    accepting = adapter(dato_sim, ignore_outputs=["video_media"])
+    assert accepting.artifacts(snapshot(accepting, job_id)) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"WEBVTT\n\n00:01.000 --> 00:02.000\nHi\n", None),
+        (b"\xef\xbb\xbfWEBVTT - Italiano\r\n\r\n1\r\n00:00:01.000 --> 00:00:02.000\r\nCiao", None),
+        (b"WEBVTT\rKind: captions\r\r101:00:00.000 --> 101:00:01.500 align:start\rHi\r", None),
+        (
+            b"WEBVTT\n\nNOTE a note\n\nSTYLE\n::cue { color: red }\n\n00:00.000 --> 00:01.000\n",
+            None,
+        ),
+        (b"", "is empty"),
+        (b" \n\t\n", "does not start with WEBVTT"),
+        (b"<html><body>Access denied</body></html>", "does not start with WEBVTT"),
+        (b"WEBVTTX\n\n00:01.000 --> 00:02.000\nHi\n", "does not start with WEBVTT"),
+        (b"1\n00:00:01,000 --> 00:00:02,000\nHi\n", "does not start with WEBVTT"),
+        (b"WEBVTT\n", "has no cue"),
+        (b"WEBVTT\n\nNOTE nothing here\n", "has no cue"),
+        (b"WEBVTT\n\n00:01 --> 00:02\nHi\n", "has no cue"),
+        (b"WEBVTT\n\n00:61.000 --> 00:62.000\nHi\n", "has no cue"),
+    ],
+)
+def test_a_webvtt_body_must_be_non_empty_start_with_the_signature_and_hold_a_cue(
+    body: bytes, problem: str | None
+) -> None:
+    assert webvtt_problem(body) == problem
+
+
+@settings(max_examples=300)
+@given(body=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_any_body_either_is_webvtt_or_says_what_it_lacks(body: bytes) -> None:
+    assert webvtt_problem(body) in (None, "is empty", "does not start with WEBVTT", "has no cue")
+    assert webvtt_problem(b"WEBVTT\n\n00:00.000 --> 00:01.000\n" + body) is None
 
 
 # -- delete ----------------------------------------------------------------------------------
@@ -567,6 +718,7 @@ def test_any_answer_shape_either_parses_or_is_a_bad_response(answer: object) -> 
     for track in tracks:
         assert isinstance(track["id"], str)
         assert isinstance(phase_of(status_of(track)), Phase)
+        assert track_label(track).split()[1:2] in (["track"], [track["id"]])
     with contextlib.suppress(BadResponse):
         assert isinstance(job_of(answer), str)
     try:
@@ -632,12 +784,17 @@ def test_a_sweep_deletes_due_tracks_once_and_leaves_the_rest_untouched(
         row = rt.ledger.query.get("dato", job_id)
         assert row is not None
         assert (row.state, row.delete_handle) == (JobState.DELETED, dato_sim.handles_of(job_id)[0])
-    # and the track record is what the manifest keeps
+    # and the manifest keeps the track record and its WebVTT; an errored track has no media
     manifest = json.loads(
         s3.get_object(Bucket=bucket, Key=f"archive/dato/{ready}/manifest.json")["Body"].read()
     )
-    assert (manifest["job"]["id"], manifest["files"]) == (track_id(ready), [])
+    assert manifest["job"]["id"] == track_id(ready)
+    assert [f["key"] for f in manifest["files"]] == [f"archive/dato/{ready}/{SUBTITLES}"]
     assert manifest["job"]["attributes"]["status"] == "ready"
+    errored_manifest = json.loads(
+        s3.get_object(Bucket=bucket, Key=f"archive/dato/{errored}/manifest.json")["Body"].read()
+    )
+    assert errored_manifest["files"] == []
     receipt = json.loads(
         s3.get_object(Bucket=bucket, Key=f"archive/dato/{ready}/deletion.json")["Body"].read()
     )
@@ -648,6 +805,177 @@ def test_a_sweep_deletes_due_tracks_once_and_leaves_the_rest_untouched(
         assert dato_sim.deletes_of(job_id) == 0
         assert dato_sim.has_track(job_id)
     assert rt.ledger.query.get("dato", untouched[-1]) is None
+
+
+def stored_under(s3: S3Client, bucket: str, folder: str) -> list[str]:
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=folder)
+    return [o["Key"] for o in listing.get("Contents", [])]
+
+
+def test_a_subtitle_tracks_webvtt_is_in_the_bucket_and_the_manifest_before_the_delete(
+    dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, s3: S3Client, bucket: str
+) -> None:
+    # given a ready subtitle track, and a look at the archive when its DELETE arrives
+    dato_sim.pending_polls = 0
+    job_id = dato_sim.add_track(
+        dato_sim.add_upload(), vtt=b"WEBVTT\n\n00:01.000 --> 00:02.000\nCiao\n"
+    )
+    served, url = dato_sim.webvtt_of(job_id), dato_sim.webvtt_url(job_id)
+    rt = runtime_of()
+    rt.ledger.operator.track("dato", [job_id], now=rt.clock())
+    folder = f"archive/dato/{job_id}/"
+    at_delete: list[tuple[Any, bytes] | None] = []
+
+    def look(request: Request) -> None:
+        if request.method != "DELETE":
+            return
+        try:
+            manifest = s3.get_object(Bucket=bucket, Key=f"{folder}manifest.json")["Body"].read()
+            text = s3.get_object(Bucket=bucket, Key=f"{folder}{SUBTITLES}")["Body"].read()
+        except ClientError:  # an object not there yet is what this records
+            at_delete.append(None)
+            return
+        at_delete.append((json.loads(manifest), text))
+
+    dato_sim.on_request = look
+
+    # when the job is processed
+    result = process_job(rt, "dato", job_id)
+
+    # then the delete found the WebVTT stored, byte for byte, and listed in the manifest
+    assert result.outcome == Outcome.DELETED
+    assert result.files == 1
+    [seen] = at_delete
+    assert seen is not None
+    manifest, text = seen
+    assert text == served
+    assert manifest["files"] == [
+        {
+            "key": f"{folder}{SUBTITLES}",
+            "size": len(served),
+            "sha256": hashlib.sha256(served).hexdigest(),
+            "source": url,
+        }
+    ]
+    # and the stream host was asked once, without a credential
+    assert [(s.status, s.authorization) for s in dato_sim.stream_fetches()] == [(200, False)]
+    assert dato_sim.deleted == [job_id]
+
+
+def test_an_audio_track_is_kept_and_never_deleted_until_its_loss_is_accepted(
+    dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, s3: S3Client, bucket: str
+) -> None:
+    # given an audio track
+    dato_sim.pending_polls = 0
+    job_id = dato_sim.add_track(dato_sim.add_upload(), kind="audio", name="English")
+    rt = runtime_of()
+    rt.ledger.operator.track("dato", [job_id], now=rt.clock())
+
+    # when it is processed, it is kept with its reason, and nothing is deleted
+    kept = process_job(rt, "dato", job_id)
+    assert (kept.outcome, kept.kept_reason) == (Outcome.KEPT, "audio_track")
+    assert '"audio_media"' in (kept.error or "")
+    assert dato_sim.deletes_of(job_id) == 0
+    assert stored_under(s3, bucket, f"archive/dato/{job_id}/") == []
+
+    # when the operator accepts losing audio, the track is deleted with its record archived
+    done = process_again(runtime_of(ignore_outputs=["audio_media"]), "dato", job_id)
+    assert done.outcome == Outcome.DELETED
+    assert dato_sim.deleted == [job_id]
+    assert stored_under(s3, bucket, f"archive/dato/{job_id}/") == [
+        f"archive/dato/{job_id}/deletion.json",
+        f"archive/dato/{job_id}/manifest.json",
+    ]
+
+
+@pytest.mark.parametrize("refusal", ["signed playback policy", "no such text track"])
+def test_a_subtitle_track_whose_webvtt_is_refused_is_kept_with_nothing_stored(
+    dato_sim: DatoCmsSimulator,
+    runtime_of: RuntimeFactory,
+    s3: S3Client,
+    bucket: str,
+    refusal: str,
+) -> None:
+    # given a subtitle track whose text the stream host will not serve
+    dato_sim.pending_polls = 0
+    signed = refusal == "signed playback policy"
+    upload = dato_sim.add_upload(playback_policy="signed" if signed else "public")
+    job_id = dato_sim.add_track(upload)
+    if not signed:
+        dato_sim.inject(path="^/stream/", status=404, body=b"Not Found")
+    rt = runtime_of()
+    rt.ledger.operator.track("dato", [job_id], now=rt.clock())
+
+    # when it is processed
+    result = process_job(rt, "dato", job_id)
+
+    # then it is kept, naming the track, the answer and what accepts the loss
+    assert (result.outcome, result.kept_reason) == (Outcome.KEPT, "subtitles_unfetchable")
+    error = result.error or ""
+    assert f"subtitle track {track_id(job_id)}" in error
+    assert f"HTTP {403 if signed else 404}" in error
+    assert '"subtitles_media"' in error
+    assert dato_sim.deletes_of(job_id) == 0
+    assert stored_under(s3, bucket, f"archive/dato/{job_id}/") == []
+    row = rt.ledger.query.get("dato", job_id)
+    assert row is not None
+    assert row.state == JobState.KEPT
+
+    # and once the operator accepts losing subtitle text, the track goes with its record only
+    done = process_again(runtime_of(ignore_outputs=["subtitles_media"]), "dato", job_id)
+    assert done.outcome == Outcome.DELETED
+    assert done.files == 0
+
+
+@pytest.mark.parametrize(
+    ("vtt", "problem"),
+    [
+        (b"", "is empty"),
+        (b"<html><body>Access denied</body></html>", "does not start with WEBVTT"),
+        (b"WEBVTT\n\n", "has no cue"),
+    ],
+)
+def test_a_webvtt_that_is_empty_or_not_webvtt_keeps_the_track_with_nothing_stored(
+    dato_sim: DatoCmsSimulator,
+    runtime_of: RuntimeFactory,
+    s3: S3Client,
+    bucket: str,
+    vtt: bytes,
+    problem: str,
+) -> None:
+    dato_sim.pending_polls = 0
+    job_id = dato_sim.add_track(dato_sim.add_upload(), name="Italiano", vtt=vtt)
+    rt = runtime_of()
+    rt.ledger.operator.track("dato", [job_id], now=rt.clock())
+
+    result = process_job(rt, "dato", job_id)
+
+    assert (result.outcome, result.kept_reason) == (Outcome.KEPT, "subtitles_invalid")
+    error = result.error or ""
+    assert f"subtitle track {track_id(job_id)} ('Italiano', it-IT)" in error
+    assert problem in error
+    assert dato_sim.deletes_of(job_id) == 0
+    assert stored_under(s3, bucket, f"archive/dato/{job_id}/") == []
+
+
+def test_a_webvtt_larger_than_any_subtitles_is_refused_with_nothing_stored(
+    dato_sim: DatoCmsSimulator,
+    runtime_of: RuntimeFactory,
+    s3: S3Client,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(datocms, "MAX_WEBVTT_BYTES", 64)
+    job_id = dato_sim.add_track(dato_sim.add_upload(), vtt=b"WEBVTT\n\n" + b"x" * 100)
+    rt = runtime_of()
+    rt.ledger.operator.track("dato", [job_id], now=rt.clock())
+
+    result = process_job(rt, "dato", job_id)
+
+    assert result.outcome == Outcome.FAILED
+    assert "larger than" in (result.error or "")
+    assert dato_sim.deletes_of(job_id) == 0
+    assert stored_under(s3, bucket, f"archive/dato/{job_id}/") == []
 
 
 class Crash(BaseException):

@@ -13,8 +13,33 @@
   gone. ``preparing`` runs; ``ready`` and ``errored`` are terminal; any other word is unknown
   and never terminal. Tracks carry no timestamps: the retention clock starts when the worker
   first sees one terminal.
-* Archive: the track resource (JSON:API) goes into the manifest. There are no files: the
-  track's media is served by DatoCMS/Mux and is not what the delete destroys [I].
+* Archive: the track resource (JSON:API) goes into the manifest, and so does the track's
+  media, which lives at Mux (DatoCMS's video host) and which the delete removes from the
+  video with the track [I]. Where it is served (Mux's docs; DatoCMS's upload resource):
+  DatoCMS's ``GET /uploads/:id`` gives ``attributes.mux_playback_id``, documented as "Public
+  Mux playback ID. Used with stream.mux.com", and Mux serves a text track as WebVTT at
+  ``https://stream.mux.com/{PLAYBACK_ID}/text/{TRACK_ID}.vtt``. That the DatoCMS track id
+  is Mux's track id is inferred [I]: the two docs show the same example id for a track.
+  ``stream_base_url`` holds the host (Mux's by default).
+
+  - A ready subtitle track: its WebVTT is an artifact (``subtitles.vtt``) behind that link,
+    fetched, hashed and verified by the pipeline's download path like any link, and
+    checked before any of it is stored (``WebVttCheck``, ``webvtt_problem``): a body that
+    is empty, does not start with ``WEBVTT`` or has no cue keeps the track
+    (``Kept(reason="subtitles_invalid")``). An upload without a playback id, or a stream
+    host that refuses the text with 401/403 (a signed playback policy: Mux then wants a
+    token the worker cannot make [I]) or 404/410, keeps it too
+    (``Kept(reason="subtitles_unfetchable")``).
+  - An audio track: Mux documents no file of an alternate audio track of its own, only the
+    video's HLS stream [I], so it cannot be archived: ``Kept(reason="audio_track")``.
+  - An errored track has no media at Mux [I]: its record is all there is.
+  - A type DatoCMS does not document (it names ``audio`` and ``subtitles``):
+    ``Kept(reason="unrecognised_output")``.
+
+  ``ignore_outputs`` accepts losing a type's media by naming ``<type>_media``:
+  ``"audio_media"`` lets audio tracks go with their record archived, ``"subtitles_media"``
+  lets subtitle tracks go without their text (none is then fetched or archived, as for
+  every section ``ignore_outputs`` names).
 * The whole-record walk (``providers/outputs.py``) makes that verdict explicit and keeps it
   honest: the documented track attributes (``type``, ``name``, ``language_code``,
   ``closed_captions``, ``status``, ``error``) name no file, and JSON:API's ``links`` and
@@ -42,7 +67,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -55,16 +81,19 @@ from worker.domain import (
     DeletePending,
     JobGone,
     JobSnapshot,
+    LinkOrigin,
     ListedJob,
     Phase,
 )
 from worker.errors import (
     BadResponse,
     DeleteFailed,
+    Kept,
     ProviderError,
     ProviderRejected,
     ProviderUnavailable,
     UnsafeInput,
+    WorkerError,
 )
 from worker.logging import get_logger
 from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
@@ -101,6 +130,104 @@ HINTS = {
     "INVALID_API_VERSION": "The worker sends X-Api-Version: 3; DatoCMS no longer accepts it",
     "INVALID_ACCEPT_HEADER": "The worker sends Accept: application/json; DatoCMS refused it",
 }
+
+
+# -- the track's media -------------------------------------------------------------------
+
+# The archived name of a subtitle track's text, under the track's folder.
+SUBTITLES = "subtitles.vtt"
+# A subtitle track's WebVTT is read whole to be checked; real subtitles are far smaller [I].
+MAX_WEBVTT_BYTES = 16 * 1024 * 1024
+# ignore_outputs accepts losing a track type's media as "<type>_media".
+MEDIA = "{}_media"
+# What the stream host's refusal of a text track means [I]. Anything else (408, a 5xx, a
+# timeout) may pass: the download error stands, and the job is tried again.
+SIGNED = "a playback id that is not public, served only with a token the worker cannot sign"
+REFUSALS = {401: SIGNED, 403: SIGNED, 404: "no such text track", 410: "no such text track"}
+# Mux's ids are letters and digits (- and _ pass too); a playback id goes into the link's
+# path, so nothing else does.
+PLAYBACK_ID = re.compile(r"[A-Za-z0-9_-]{1,255}")
+TYPE_WORD = re.compile(r"[a-z0-9_]{1,40}")
+LANGUAGE = re.compile(r"[A-Za-z0-9-]{1,35}")  # BCP 47's alphabet, shown as it is
+SUBTITLES_HINT = (
+    'If you keep the subtitles elsewhere or can do without them, add "subtitles_media" to '
+    "ignore_outputs for this provider to delete subtitle tracks without their text (none is "
+    "archived then); until then the track stays at DatoCMS and is looked at again on a later "
+    "sweep"
+)
+# The timings line of a cue: "[hh:]mm:ss.ttt --> [hh:]mm:ss.ttt", settings after.
+_TIMESTAMP = r"(?:\d{2,}:)?[0-5]\d:[0-5]\d\.\d{3}"
+_CUE_TIMINGS = re.compile(rf"^{_TIMESTAMP}[ \t]+-->[ \t]+{_TIMESTAMP}(?:[ \t].*)?$", re.M)
+
+
+def webvtt_problem(body: bytes) -> str | None:
+    """What makes ``body`` no WebVTT file with a cue in it, or None when it is one.
+
+    W3C's WebVTT syntax: an optional UTF-8 BOM, then ``WEBVTT`` followed by the end, a space,
+    a tab or a line break; a cue is a timings line ``[hh:]mm:ss.ttt --> [hh:]mm:ss.ttt`` (no
+    NOTE or STYLE block may hold ``-->``). Cue text is not judged: this tells a subtitle
+    file from an empty answer, an error page or another format, and the bytes are archived
+    as served."""
+    if not body:
+        return "is empty"
+    # The WebVTT decoder replaces bad bytes rather than failing, and so does this.
+    text = body.decode("utf-8", errors="replace").removeprefix("\ufeff")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not text.startswith("WEBVTT") or text[6:7] not in ("", " ", "\t", "\n"):
+        return "does not start with WEBVTT"
+    if _CUE_TIMINGS.search(text) is None:
+        return "has no cue"
+    return None
+
+
+def track_label(track: Mapping[str, Any]) -> str:
+    """The track as messages name it: ``subtitle track ID ('Italiano', it-IT)``."""
+    attributes = track["attributes"]
+    kind = attributes.get("type")
+    word = "track"
+    if isinstance(kind, str):
+        word = {"subtitles": "subtitle track", "audio": "audio track"}.get(kind, word)
+    name, language = attributes.get("name"), attributes.get("language_code")
+    details = [repr(name[:80])] if isinstance(name, str) and name else []
+    if isinstance(language, str) and language:
+        details.append(language if LANGUAGE.fullmatch(language) else repr(language[:35]))
+    label = f"{word} {track['id']}"
+    return f"{label} ({', '.join(details)})" if details else label
+
+
+def unfetchable(label: str, why: str) -> Kept:
+    return Kept(
+        f"{label}: its WebVTT text cannot be fetched ({why}), and the delete would destroy "
+        "it: nothing deleted",
+        reason="subtitles_unfetchable",
+        hint=SUBTITLES_HINT,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WebVttCheck:
+    """What the pipeline asks of a subtitle track's WebVTT before storing any of it
+    (``domain.OutputCheck``)."""
+
+    label: str
+    source: str
+    max_bytes: int
+
+    def refused(self, status_code: int) -> WorkerError | None:
+        why = REFUSALS.get(status_code)
+        if why is None:
+            return None
+        return unfetchable(self.label, f"{self.source} answered HTTP {status_code}, {why}")
+
+    def check(self, body: bytes) -> None:
+        problem = webvtt_problem(body)
+        if problem is not None:
+            raise Kept(
+                f"{self.label}: its WebVTT text at {self.source} {problem}, so it cannot stand "
+                "in for the text the delete would destroy: nothing deleted",
+                reason="subtitles_invalid",
+                hint=SUBTITLES_HINT,
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +439,74 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
         unknown = unrecognised_of(snapshot.record, frozenset(self.settings.ignore_outputs))
         if unknown:
             raise unrecognised(unknown, containers=ATTRIBUTES).for_job(self.name, snapshot.job_id)
-        return []
+        try:
+            return self._media(snapshot)
+        except Kept as exc:
+            raise exc.for_job(self.name, snapshot.job_id) from None
+
+    def _media(self, snapshot: JobSnapshot) -> list[Artifact]:
+        """The track's media at Mux, which the delete destroys with the track [I]."""
+        track = snapshot.record
+        if snapshot.phase == Phase.FAILED:
+            return []  # an errored track never became media at Mux [I]
+        kind = track["attributes"].get("type")
+        label = track_label(track)
+        if isinstance(kind, str) and MEDIA.format(kind) in self.settings.ignore_outputs:
+            return []
+        if kind == "audio":
+            raise Kept(
+                f"{label}: Mux serves an audio track only inside the video's stream, not as a "
+                "file of its own, so the worker cannot archive what the delete would destroy: "
+                "nothing deleted",
+                reason="audio_track",
+                hint='Add "audio_media" to ignore_outputs for this provider to delete audio '
+                "tracks with only their record archived; until then the track stays at "
+                "DatoCMS and is looked at again on a later sweep",
+            )
+        if kind != "subtitles":
+            accept = (
+                f'Archive its media by hand and add "{MEDIA.format(kind)}" to ignore_outputs '
+                "for this provider to accept losing it, or hold the job"
+                if isinstance(kind, str) and TYPE_WORD.fullmatch(kind)
+                else "Hold the job, and report the type"
+            )
+            raise Kept(
+                f"{label} is of type {str(kind)[:40]!r}, which DatoCMS does not document, so "
+                "the worker does not know what media the delete would destroy: nothing deleted",
+                reason="unrecognised_output",
+                hint=f"{accept}; it is looked at again on a later sweep",
+            )
+        upload_id, track_id = self._parts(snapshot.job_id)
+        playback_id = self._playback_id(upload_id)
+        if playback_id is None:
+            raise unfetchable(label, f"upload {upload_id} has no mux_playback_id")
+        url = (
+            f"{self.settings.stream_base_url}/{quote(playback_id, safe='')}"
+            f"/text/{quote(track_id, safe='')}.vtt"
+        )
+        check = WebVttCheck(label=label, source=url, max_bytes=MAX_WEBVTT_BYTES)
+        return [Artifact(name=SUBTITLES, source=url, origin=LinkOrigin(url), check=check)]
+
+    def _playback_id(self, upload_id: str) -> str | None:
+        """The upload's Mux playback id (``GET /uploads/:id``), or None when it has none."""
+        what = f"upload {upload_id}"
+        answer = self._call(
+            "GET", f"/uploads/{quote(upload_id, safe='')}", gone_ok=True, what=f"reading {what}"
+        )
+        if answer.status == 404:
+            # Its track was listed a moment ago; the next read of the track says whether the
+            # two are gone.
+            raise BadResponse(f"{what} answered NOT_FOUND while its track was being archived")
+        upload = need(answer.data, "data", dict, what=what)
+        if upload.get("id") != upload_id:
+            raise BadResponse(f"reading {what} answered upload {str(upload.get('id'))[:64]!r}")
+        attributes = need(upload, "attributes", dict, what=what)
+        playback_id = attributes.get("mux_playback_id")
+        if playback_id is None or playback_id == "":
+            return None
+        if not isinstance(playback_id, str) or not PLAYBACK_ID.fullmatch(playback_id):
+            raise BadResponse(f"{what} has an unusable mux_playback_id")
+        return playback_id
 
     def delete(self, job_id: str) -> DeleteAnswer:
         upload_id, track_id = self._parts(job_id)

@@ -24,8 +24,14 @@ Faithful where the docs are clear, configurable where they are not:
   in ``rate_limit`` (60 per 3 s), plus ``X-RateLimit-Reset`` once the window is spent; past
   it the answer is 429 ``RATE_LIMIT_EXCEEDED``. 5xx and other faults come from ``inject``.
 
-DatoCMS hands out no download links in this flow, so nothing is served under ``/files/``
-and ``issued_signatures`` stays empty.
+Mux's stream host is served on the same port under ``/stream`` (``stream_base_url``), with
+no credentials asked: ``GET /stream/PLAYBACK_ID/text/TRACK_ID.vtt`` answers a ready
+subtitle track's WebVTT (``add_track(vtt=...)``, served as given, empty or not WebVTT
+included), 404 for anything else (an audio track has no file of its own), and 403 for every
+request to an upload whose ``playback_policy`` is ``"signed"`` (the worker holds no signing
+key). An upload made with ``video=False`` has no ``mux_playback_id``. Stream requests count
+in the simulated rate window, which the real stream host does not share (a simplification
+no test depends on). No signed links are handed out, so ``issued_signatures`` stays empty.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote, unquote
 
-from worker.simulators.http import Request, Response, SimServer, route
+from worker.simulators.http import Request, Response, Seen, SimServer, route
 
 DOC_URL = "https://www.datocms.com/docs/content-management-api/errors"
 ERROR_STATUSES = {
@@ -56,6 +62,8 @@ ERROR_STATUSES = {
     "RATE_LIMIT_EXCEEDED": 429,
 }
 MAX_PAGE = 500
+# What a subtitle track's stream serves unless a test says otherwise.
+WEBVTT = b"WEBVTT\n\n00:00:00.000 --> 00:00:02.500\nBuongiorno a tutti.\n"
 
 
 @dataclass
@@ -68,6 +76,8 @@ class SimTrack:
     language_code: str = "it-IT"
     closed_captions: bool | None = False
     error: str | None = None
+    # The bytes the stream host serves for a ready subtitle track.
+    vtt: bytes = WEBVTT
 
     @property
     def job_id(self) -> str:
@@ -79,6 +89,10 @@ class SimUpload:
     id: str
     filename: str
     tracks: dict[str, SimTrack] = field(default_factory=dict)
+    # Mux's playback id for the video; None for an upload without one.
+    mux_playback_id: str | None = None
+    # "public", or "signed": Mux then serves nothing without a token.
+    playback_policy: Literal["public", "signed"] = "public"
 
 
 @dataclass
@@ -170,18 +184,37 @@ class DatoCmsSimulator(SimServer):
     def base_url(self) -> str:
         return self.origin
 
+    @property
+    def stream_base_url(self) -> str:
+        return f"{self.origin}/stream"
+
     def provider_table(self, **extra: Any) -> dict[str, Any]:
         """This account's ``[providers.NAME]`` table: type, base URL and credentials, plus
         ``extra`` keys (the registry every configuration of a simulated account reads)."""
-        table = {"type": "datocms", "base_url": self.base_url, "api_token": self.api_token}
+        table = {
+            "type": "datocms",
+            "base_url": self.base_url,
+            "api_token": self.api_token,
+            "stream_base_url": self.stream_base_url,
+        }
         return {**table, **extra}
 
     # -- arranging state -------------------------------------------------------------------
 
-    def add_upload(self, upload_id: str | None = None, *, filename: str = "talk.mp4") -> str:
+    def add_upload(
+        self,
+        upload_id: str | None = None,
+        *,
+        filename: str = "talk.mp4",
+        video: bool = True,
+        playback_policy: Literal["public", "signed"] = "public",
+    ) -> str:
         upload_id = upload_id or secrets.token_urlsafe(16)
+        playback_id = secrets.token_hex(16) if video else None
         with self._state:
-            self.uploads[upload_id] = SimUpload(upload_id, filename)
+            self.uploads[upload_id] = SimUpload(
+                upload_id, filename, mux_playback_id=playback_id, playback_policy=playback_policy
+            )
         return upload_id
 
     def add_track(
@@ -195,8 +228,10 @@ class DatoCmsSimulator(SimServer):
         language_code: str = "it-IT",
         closed_captions: bool | None = False,
         error: str | None = None,
+        vtt: bytes = WEBVTT,
     ) -> str:
-        """Add a track to an upload (created if unknown); return its job id UPLOAD/TRACK."""
+        """Add a track to an upload (created if unknown); return its job id UPLOAD/TRACK.
+        ``vtt`` is what the stream host serves for it, as a ready subtitle track."""
         track = SimTrack(
             track_id or secrets.token_urlsafe(32),
             upload_id,
@@ -206,6 +241,7 @@ class DatoCmsSimulator(SimServer):
             language_code,
             closed_captions,
             error,
+            vtt,
         )
         with self._state:
             if upload_id not in self.uploads:
@@ -237,6 +273,17 @@ class DatoCmsSimulator(SimServer):
         upload_id, track_id = job_id.split("/")
         return self.uploads[upload_id].tracks[track_id]
 
+    def webvtt_url(self, job_id: str) -> str:
+        """Where the stream host serves the track's WebVTT."""
+        upload_id, track_id = job_id.split("/")
+        with self._state:
+            playback_id = self.uploads[upload_id].mux_playback_id
+        return f"{self.stream_base_url}/{playback_id}/text/{quote(track_id, safe='')}.vtt"
+
+    def webvtt_of(self, job_id: str) -> bytes:
+        with self._state:
+            return self._track(job_id).vtt
+
     # -- observations ----------------------------------------------------------------------
 
     def deletes_of(self, job_id: str) -> int:
@@ -248,6 +295,10 @@ class DatoCmsSimulator(SimServer):
         """The async job ids handed out for deletes of ``job_id``, oldest first."""
         with self._state:
             return [job.id for job in self.jobs.values() if job.job_id == job_id]
+
+    def stream_fetches(self) -> list[Seen]:
+        """Requests to the stream host."""
+        return self.seen("GET", "^/stream/")
 
     def polls_of(self, job_id: str) -> int:
         """Job-result requests for any delete of ``job_id``."""
@@ -339,6 +390,8 @@ class DatoCmsSimulator(SimServer):
                 "filename": upload.filename,
                 "mime_type": "video/mp4",
                 "is_image": False,
+                "mux_playback_id": upload.mux_playback_id,
+                "mux_mp4_highest_res": "high" if upload.mux_playback_id else None,
             },
         }
 
@@ -420,6 +473,24 @@ class DatoCmsSimulator(SimServer):
                 }
             }
         )
+
+    # -- Mux's stream host -------------------------------------------------------------------
+
+    @route("GET", r"/stream/(?P<playback_id>[^/]+)/text/(?P<track_id>[^/]+)\.vtt")
+    def stream_text(self, request: Request) -> Response:
+        """A text track as Mux serves it: by the upload's playback id and the track's id."""
+        playback_id = unquote(request.params["playback_id"])
+        track_id = unquote(request.params["track_id"])
+        with self._state:
+            upload = next(
+                (u for u in self.uploads.values() if u.mux_playback_id == playback_id), None
+            )
+            if upload is not None and upload.playback_policy == "signed":
+                return Response(403, b"Forbidden", {"Content-Type": "text/plain"})
+            track = upload.tracks.get(track_id) if upload is not None else None
+            if track is None or track.type != "subtitles" or track.status != "ready":
+                return Response(404, b"Not Found", {"Content-Type": "text/plain"})
+            return Response(200, track.vtt, {"Content-Type": "text/vtt"})
 
     def _carry_out(self, job: SimJob) -> tuple[int, Any]:
         """The delete itself, done when the job completes; the job result it leaves."""
