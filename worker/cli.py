@@ -598,8 +598,12 @@ def check(ctx: Context, skip_providers: bool, no_probe: bool, as_json: bool) -> 
       retention check --skip-providers     # the image's HEALTHCHECK
     """
     from worker.check import run_checks
+    from worker.schedules import check_schedules
     from worker.settings import config_path
 
+    # A schedule beat would refuse is a configuration error (exit 2), as `config validate`
+    # says: init containers gate on this command, and beat would exit 2 behind them.
+    check_schedules(ctx.settings, config_path(ctx.config))
     failed = False
     results = []
     marks = {"ok": "ok", "warn": "warn", "failed": "FAILED"}
@@ -1006,6 +1010,7 @@ def config_group() -> None:
 def config_validate(ctx: Context, file: Path | None, allow_unset: bool, as_json: bool) -> None:
     """Check a configuration file without touching the network: TOML syntax, types, unknown
     keys, ${NAME} references, KEY_file files, RETENTION_* overrides and RETENTION_SECRETS_DIR.
+    Once those pass, each schedule is built as Celery beat builds it, and must come round.
     Names every problem, each with its key; exits 2 if there is any.
 
     FILE defaults to --config, then $RETENTION_CONFIG.
@@ -1021,6 +1026,14 @@ def config_validate(ctx: Context, file: Path | None, allow_unset: bool, as_json:
     source = config_path(file or ctx.config)
     try:
         found = read_config(source, allow_unset=allow_unset)
+        if found.settings is not None:
+            # Beat's own schedule objects, which need Celery: built here, not in every
+            # command that reads the settings.
+            from worker.schedules import schedule_problems
+
+            wrong = tuple(schedule_problems(found.settings))
+            if wrong:
+                found = dataclasses.replace(found, settings=None, problems=wrong)
     except ConfigError as exc:  # no file to read, or not TOML: a problem like the others
         problems = [{"key": "", "message": str(exc)}]
         lines = [str(exc)]

@@ -448,7 +448,7 @@ def schedule_families(
     """The next run each schedule calls for after the provider's last success, the first one
     after ``started`` (the earlier of it and ``earliest_first[(provider, schedule)]``), and
     the schedule's shortest gap."""
-    from worker.celery_app import next_run_after, schedule_of, shortest_period
+    from worker.schedules import next_run_after, schedule_of, shortest_period
 
     nxt, first, period = _gauge(NEXT_SWEEP), _gauge(FIRST_SCHEDULED), _gauge(SWEEP_PERIOD)
     for provider, expression in sorted(schedules.items()):

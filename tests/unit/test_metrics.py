@@ -24,7 +24,6 @@ from pydantic import ValidationError
 
 from tests.helpers import settings_of
 from worker import __version__, metrics
-from worker.celery_app import next_run_after, schedule_of
 from worker.domain import JobState
 from worker.errors import ArchiveError, ProviderRejected, ProviderUnavailable, RateLimited
 from worker.ledger import Ledger
@@ -34,6 +33,7 @@ from worker.ledger.schema import jobs
 from worker.outcomes import JobResult, Outcome
 from worker.providers.base import HttpApi
 from worker.s3 import s3_errors
+from worker.schedules import next_run_after, schedule_of
 from worker.settings import Settings, load_settings
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
