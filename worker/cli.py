@@ -529,7 +529,8 @@ def retry(ctx: Context, provider: str, job_id: str, as_json: bool) -> None:
 @handle_errors
 def status(ctx: Context, as_json: bool) -> None:
     """Show the ledger by provider and state; overdue jobs, jobs kept at the provider (with
-    why) and failed jobs.
+    why), failed jobs, and jobs in a status the worker does not know (deferred until a person
+    looks). Each list shows its first 20 and says how many more there are.
 
     \b
     Example:
@@ -550,18 +551,36 @@ def status(ctx: Context, as_json: bool) -> None:
         return
     if not statuses:
         click.echo("the ledger is empty")
+    from worker.render import status_more
+
     for s in statuses:
         states = ", ".join(f"{k} {v}" for k, v in sorted(s.states.items())) or "no jobs"
-        click.echo(f"{s.provider}: {states}; held {s.held}; overdue {s.overdue_count}")
+        header = f"{s.provider}: {states}; held {s.held}; overdue {s.overdue_count}"
+        click.echo(header + (f"; unknown status {s.unknown_count}" if s.unknown_count else ""))
+        more = status_more(s)
         for job in s.overdue:
             error = f" - {job.last_error}" if job.last_error else ""
             click.echo(f"  overdue {job.job_id} ({job.state}, due {job.due_at}){error}")
+        _more_line(more, "overdue")
         for kept in s.kept:
             click.echo(f"  kept    {kept.job_id}: {kept.reason}")
+        _more_line(more, "kept")
         for failed in s.failed:
             click.echo(
                 f"  failed  {failed.job_id} after {failed.attempts} attempt(s): {failed.last_error}"
             )
+        _more_line(more, "failed")
+        for odd in s.unknown:
+            click.echo(
+                f"  unknown {odd.job_id} (status {odd.status!r}, {odd.attempts} attempt(s)): "
+                f"{odd.last_error or 'not read since it was listed'}"
+            )
+        _more_line(more, "unknown")
+
+
+def _more_line(more: dict[str, int], kind: str) -> None:
+    if more[kind]:
+        click.echo(f"  ... {more[kind]} more {kind}")
 
 
 # -- checking and reporting -----------------------------------------------------------------

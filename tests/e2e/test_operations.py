@@ -153,6 +153,37 @@ def test_check_names_an_unreachable_broker(
     assert "hunter2-secret" not in run.stdout
 
 
+# -- status ---------------------------------------------------------------------------------
+
+
+def test_status_shows_a_job_in_a_status_the_worker_does_not_know(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    # given: a Daily job that went from processing to a status word no adapter knows
+    job_id = daily_sim.add_job("processing", transcription=[("txt", b"hello\n")])
+    config = daily_config(tmp_path, daily_sim, bucket, s3_server.endpoint_url)
+    assert run_cli("sweep", config=config).code == 0
+    daily_sim.set_status(job_id, "paused")
+
+    # when: a sweep defers it, and a person asks for the status
+    assert run_cli("sweep", config=config).code == 1
+    as_json = run_cli("status", "--json", config=config)
+    text = run_cli("status", config=config)
+
+    # then: it is there, with its status word, its attempts and why it waits
+    assert as_json.code == text.code == 0, as_json.stderr + text.stderr
+    (daily,) = as_json.only_json()["providers"]
+    (unknown,) = daily["unknown"]
+    assert (unknown["job_id"], unknown["status"], unknown["attempts"]) == (job_id, "paused", 1)
+    assert "'paused' is not one this worker knows" in unknown["last_error"]
+    assert daily["unknown_count"] == 1
+    line = next(line for line in text.lines if job_id in line)
+    assert "paused" in line
+    assert "1 attempt" in line
+    assert "is not one this worker knows" in line
+    assert daily_sim.jobs[job_id].status == "paused"  # and it is still at Daily
+
+
 # -- report and restore ---------------------------------------------------------------------
 
 
