@@ -195,6 +195,8 @@ def _serve_metrics(**_: Any) -> None:
         return
     from worker import metrics
 
+    # Celery sets logging up after this signal: ours now, so an error here is not lost.
+    configure_logging()
     metrics.prepare_multiprocess_dir()
     metrics.serve(settings)
 
