@@ -69,6 +69,34 @@ def test_check_names_a_wrong_api_key_without_showing_it(
     assert wrong not in run.stdout + run.stderr
 
 
+def test_check_names_an_unreachable_providers_url_and_why_and_speaks_of_no_job(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    # given: a provider whose base URL is a port nothing listens on
+    closed = "http://127.0.0.1:9/v1"
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=f"sqlite:///{tmp_path}/ledger.db",
+        providers={"daily": daily_provider(daily_sim, base_url=closed)},
+    )
+    config = write_config(tmp_path / "retention.toml", data)
+
+    # when
+    run = run_cli("check", "--no-probe", config=config)
+    as_json = run_cli("check", "--no-probe", "--json", config=config)
+
+    # then: its line names the URL and the cause, and what to check; a check has no job
+    assert run.code == as_json.code == 1
+    line = next(line for line in run.lines if line.startswith("FAILED  provider daily"))
+    assert f"{closed}/batch-processor" in line
+    assert "connection refused" in line
+    assert "base_url" in line
+    assert "job" not in line
+    (provider,) = [c for c in as_json.only_json()["checks"] if c["name"] == "provider daily"]
+    assert provider["detail"] == line.split(": ", 1)[1]
+
+
 def test_check_names_a_missing_bucket(
     daily_sim: DailySimulator, s3_server: S3Server, tmp_path: Path
 ) -> None:
