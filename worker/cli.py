@@ -303,7 +303,8 @@ def sweep(
     Prints a line per job that changed (or, in a dry run, would), then a line per provider;
     at a terminal, a progress bar and a table. --json prints only the counts (archived,
     deleted, deferred, failed, kept, stopped, skipped, gone, bytes, and each provider's);
-    --jsonl a line per job, then the counts. A dry run exits as the real run would.
+    --jsonl a line per job, then the counts. A dry run exits as the real run would. With
+    --enqueue, --json prints what was sent (message_type "enqueued": the queue, task ids).
 
     \b
     Example:
@@ -399,18 +400,20 @@ def _lines_out(lines_of: Callable[[JobResult], list[str]]) -> Callable[[JobResul
 
 
 def _enqueue(settings: Settings, names: list[str], *, as_json: bool) -> None:
+    """Send a sweep per provider to the workers. With --json, one document of what was sent
+    (``message_type`` "enqueued"): no sweep ran here, so it has no sweep's counts."""
     from worker.celery_app import configure_app, sweep_queue
 
     app = configure_app(settings)
+    queue = sweep_queue(settings)
     sent = []
     for name in names:
-        result = app.send_task("retention.sweep", args=[name], queue=sweep_queue(settings))
-        sent.append({"provider": name, "task_id": result.id})
+        result = app.send_task("retention.sweep", args=[name], queue=queue)
+        sent.append({"provider": name, "task": "retention.sweep", "task_id": result.id})
         if not as_json:
             click.echo(f"enqueued a sweep of {name} (task {result.id})")
     if as_json:
-        counts = dict.fromkeys(("archived", "deleted", "deferred", "failed", "skipped"), 0)
-        _print_json({"message_type": "summary", "enqueued": sent, **counts})
+        _print_json({"message_type": "enqueued", "queue": queue, "enqueued": sent})
 
 
 # -- the ledger, by hand --------------------------------------------------------------------
