@@ -426,8 +426,8 @@ def transport_cause(exc: httpx.TransportError) -> str:
 
 
 def request_url(exc: httpx.TransportError, fallback: str) -> str:
-    """The URL a failed request went to, without its query string (which may carry what an
-    API takes as a parameter, not for a message)."""
+    """The URL a failed request went to, without its query string: parameters are for the
+    API, not for a message (some APIs take a token there)."""
     try:
         url = exc.request.url
     except RuntimeError:  # raised before a request was built
