@@ -15,18 +15,17 @@ When a worker imports this module it reads the configuration named by ``RETENTIO
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
-from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from datetime import timedelta
+from typing import Any
 
 from celery import Celery, signals
-from celery.schedules import crontab
 from kombu import Exchange, Queue
 
 from worker.errors import ConfigError
 from worker.logging import bind, clear, configure_logging, register_secrets
+from worker.schedules import schedule_of, schedule_problems, shortest_period
 from worker.settings import CONFIG_ENV, Settings, load_settings
 
 app = Celery("retention", include=["worker.tasks"])
@@ -69,50 +68,6 @@ app.conf.update(
 SCRUB_SCHEDULE = "0 4 * * 0"
 
 
-class _CronFields(Protocol):
-    """The parsed fields crontab keeps (its type stubs do not declare them)."""
-
-    minute: set[int]
-    hour: set[int]
-
-
-def schedule_of(expression: str) -> crontab:
-    minute, hour, day_of_month, month, day_of_week = expression.split()
-    try:
-        return crontab(
-            minute=minute,
-            hour=hour,
-            day_of_month=day_of_month,
-            month_of_year=month,
-            day_of_week=day_of_week,
-        )
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(
-            f"schedule {expression!r} is not a valid cron expression: {exc}"
-        ) from None
-
-
-def next_run_after(schedule: crontab, when: datetime) -> datetime:
-    """The first run ``schedule`` calls for strictly after ``when`` (beat's own arithmetic,
-    Celery's ``crontab.remaining_delta``, so the metrics and beat never disagree)."""
-    start, delta, _ = schedule.remaining_delta(when)
-    due: datetime = start + delta
-    return due
-
-
-def shortest_period(schedule: crontab) -> timedelta:
-    """The shortest gap between two runs of a cron schedule (a lower bound on its period).
-
-    Sweep leases and the ``expires`` of queued sweeps are kept below it, so a stuck sweep
-    never overlaps the next one and sweeps queued while workers were down are dropped.
-    """
-    fields = cast(_CronFields, schedule)
-    times = sorted(h * 60 + m for h in fields.hour for m in fields.minute)
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    gaps.append(times[0] + 24 * 60 - times[-1])
-    return timedelta(minutes=min(gaps))
-
-
 def sweep_lease_ttl(period: timedelta, longest: timedelta = timedelta(seconds=30)) -> timedelta:
     """Never longer than ``longest`` (a heartbeat renews it), and shorter than the schedule
     period (GitLab: a 6 min lease under a 7 min cron), so a stuck sweep never overlaps the
@@ -139,6 +94,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     # outlast the longest task (its hard limit) plus the longest retry delay, or a running
     # job is handed to a second worker (kombu #337, celery #5935).
     visibility = hard + 600 + 3600
+    problems = schedule_problems(settings)
+    if problems:
+        # Every schedule beat cannot run, by its key, rather than the first one's expression.
+        lines = ["the configuration has schedules Celery beat cannot run:"]
+        raise ConfigError("\n".join([*lines, *(f"  {p}" for p in problems)]))
     beat: dict[str, Any] = {}
     for name in settings.providers:
         policy = settings.policy(name)
@@ -235,6 +195,8 @@ def _serve_metrics(**_: Any) -> None:
         return
     from worker import metrics
 
+    # Celery sets logging up after this signal: ours now, so an error here is not lost.
+    configure_logging()
     metrics.prepare_multiprocess_dir()
     metrics.serve(settings)
 

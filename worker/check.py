@@ -24,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from worker.errors import WorkerError
+from worker.errors import (
+    ProviderError,
+    ProviderRejected,
+    ProviderUnavailable,
+    RateLimited,
+    WorkerError,
+)
 from worker.settings import ArchiveSettings, Settings
 
 if TYPE_CHECKING:
@@ -411,6 +417,30 @@ def _provider(settings: Settings, name: str) -> str:
     provider = build_provider(name, config)
     try:
         provider.check_credentials()
+    except ProviderError as exc:
+        raise _as_check(exc, name) from exc
     finally:
         provider.close()
     return f"{config.type} at {config.base_url}: credentials accepted"
+
+
+def _as_check(exc: ProviderError, name: str) -> ProviderError:
+    """The provider's error with a hint for a check. A sweep's errors end in what becomes
+    of the job ("tried again", "read again on a later sweep"); a check has no job, only a
+    configuration and a network to look at."""
+    import httpx
+
+    if isinstance(exc, ProviderRejected):  # its hint already names the credentials
+        return exc
+    if isinstance(exc, RateLimited):
+        hint = "Run the check again once the provider's rate limit allows"
+    elif isinstance(exc.__cause__, httpx.TransportError):
+        hint = (
+            f"Check providers.{name}.base_url, and that this host reaches it (DNS, firewall, "
+            "proxy, TLS)"
+        )
+    elif isinstance(exc, ProviderUnavailable):
+        hint = "The provider is failing; run the check again later"
+    else:
+        hint = f"Check providers.{name}.base_url, and that it is the provider's API"
+    return type(exc)(exc.message, provider=exc.provider or name, hint=hint)

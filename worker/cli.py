@@ -303,7 +303,8 @@ def sweep(
     Prints a line per job that changed (or, in a dry run, would), then a line per provider;
     at a terminal, a progress bar and a table. --json prints only the counts (archived,
     deleted, deferred, failed, kept, stopped, skipped, gone, bytes, and each provider's);
-    --jsonl a line per job, then the counts. A dry run exits as the real run would.
+    --jsonl a line per job, then the counts. A dry run exits as the real run would. With
+    --enqueue, --json prints what was sent (message_type "enqueued": the queue, task ids).
 
     \b
     Example:
@@ -399,18 +400,20 @@ def _lines_out(lines_of: Callable[[JobResult], list[str]]) -> Callable[[JobResul
 
 
 def _enqueue(settings: Settings, names: list[str], *, as_json: bool) -> None:
+    """Send a sweep per provider to the workers. With --json, one document of what was sent
+    (``message_type`` "enqueued"): no sweep ran here, so it has no sweep's counts."""
     from worker.celery_app import configure_app, sweep_queue
 
     app = configure_app(settings)
+    queue = sweep_queue(settings)
     sent = []
     for name in names:
-        result = app.send_task("retention.sweep", args=[name], queue=sweep_queue(settings))
-        sent.append({"provider": name, "task_id": result.id})
+        result = app.send_task("retention.sweep", args=[name], queue=queue)
+        sent.append({"provider": name, "task": "retention.sweep", "task_id": result.id})
         if not as_json:
             click.echo(f"enqueued a sweep of {name} (task {result.id})")
     if as_json:
-        counts = dict.fromkeys(("archived", "deleted", "deferred", "failed", "skipped"), 0)
-        _print_json({"message_type": "summary", "enqueued": sent, **counts})
+        _print_json({"message_type": "enqueued", "queue": queue, "enqueued": sent})
 
 
 # -- the ledger, by hand --------------------------------------------------------------------
@@ -529,7 +532,8 @@ def retry(ctx: Context, provider: str, job_id: str, as_json: bool) -> None:
 @handle_errors
 def status(ctx: Context, as_json: bool) -> None:
     """Show the ledger by provider and state; overdue jobs, jobs kept at the provider (with
-    why) and failed jobs.
+    why), failed jobs, and jobs in a status the worker does not know (deferred until a person
+    looks). Each list shows its first 20 and says how many more there are.
 
     \b
     Example:
@@ -550,18 +554,36 @@ def status(ctx: Context, as_json: bool) -> None:
         return
     if not statuses:
         click.echo("the ledger is empty")
+    from worker.render import status_more
+
     for s in statuses:
         states = ", ".join(f"{k} {v}" for k, v in sorted(s.states.items())) or "no jobs"
-        click.echo(f"{s.provider}: {states}; held {s.held}; overdue {s.overdue_count}")
+        header = f"{s.provider}: {states}; held {s.held}; overdue {s.overdue_count}"
+        click.echo(header + (f"; unknown status {s.unknown_count}" if s.unknown_count else ""))
+        more = status_more(s)
         for job in s.overdue:
             error = f" - {job.last_error}" if job.last_error else ""
             click.echo(f"  overdue {job.job_id} ({job.state}, due {job.due_at}){error}")
+        _more_line(more, "overdue")
         for kept in s.kept:
             click.echo(f"  kept    {kept.job_id}: {kept.reason}")
+        _more_line(more, "kept")
         for failed in s.failed:
             click.echo(
                 f"  failed  {failed.job_id} after {failed.attempts} attempt(s): {failed.last_error}"
             )
+        _more_line(more, "failed")
+        for odd in s.unknown:
+            click.echo(
+                f"  unknown {odd.job_id} (status {odd.status!r}, {odd.attempts} attempt(s)): "
+                f"{odd.last_error or 'not read since it was listed'}"
+            )
+        _more_line(more, "unknown")
+
+
+def _more_line(more: dict[str, int], kind: str) -> None:
+    if more[kind]:
+        click.echo(f"  ... {more[kind]} more {kind}")
 
 
 # -- checking and reporting -----------------------------------------------------------------
@@ -598,8 +620,12 @@ def check(ctx: Context, skip_providers: bool, no_probe: bool, as_json: bool) -> 
       retention check --skip-providers     # the image's HEALTHCHECK
     """
     from worker.check import run_checks
+    from worker.schedules import check_schedules
     from worker.settings import config_path
 
+    # A schedule beat would refuse is a configuration error (exit 2), as `config validate`
+    # says: init containers gate on this command, and beat would exit 2 behind them.
+    check_schedules(ctx.settings, config_path(ctx.config))
     failed = False
     results = []
     marks = {"ok": "ok", "warn": "warn", "failed": "FAILED"}
@@ -1006,6 +1032,7 @@ def config_group() -> None:
 def config_validate(ctx: Context, file: Path | None, allow_unset: bool, as_json: bool) -> None:
     """Check a configuration file without touching the network: TOML syntax, types, unknown
     keys, ${NAME} references, KEY_file files, RETENTION_* overrides and RETENTION_SECRETS_DIR.
+    Once those pass, each schedule is built as Celery beat builds it, and must come round.
     Names every problem, each with its key; exits 2 if there is any.
 
     FILE defaults to --config, then $RETENTION_CONFIG.
@@ -1021,6 +1048,14 @@ def config_validate(ctx: Context, file: Path | None, allow_unset: bool, as_json:
     source = config_path(file or ctx.config)
     try:
         found = read_config(source, allow_unset=allow_unset)
+        if found.settings is not None:
+            # Beat's own schedule objects, which need Celery: built here, not in every
+            # command that reads the settings.
+            from worker.schedules import schedule_problems
+
+            wrong = tuple(schedule_problems(found.settings))
+            if wrong:
+                found = dataclasses.replace(found, settings=None, problems=wrong)
     except ConfigError as exc:  # no file to read, or not TOML: a problem like the others
         problems = [{"key": "", "message": str(exc)}]
         lines = [str(exc)]

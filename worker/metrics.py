@@ -448,7 +448,7 @@ def schedule_families(
     """The next run each schedule calls for after the provider's last success, the first one
     after ``started`` (the earlier of it and ``earliest_first[(provider, schedule)]``), and
     the schedule's shortest gap."""
-    from worker.celery_app import next_run_after, schedule_of, shortest_period
+    from worker.schedules import next_run_after, schedule_of, shortest_period
 
     nxt, first, period = _gauge(NEXT_SWEEP), _gauge(FIRST_SCHEDULED), _gauge(SWEEP_PERIOD)
     for provider, expression in sorted(schedules.items()):
@@ -664,9 +664,14 @@ def prepare_multiprocess_dir() -> Path:
     return path
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings) -> bool:
     """Serve every process's metrics, merged, with the ledger's and the schedules' gauges,
-    from this (the worker's main) process."""
+    from this (the worker's main) process. False, with an error logged, when the port cannot
+    be had: the worker still works, but serves no metrics.
+
+    Celery swallows what a ``worker_init`` handler raises, so an unusable port (a second
+    worker on the same host, most often) is said here, loudly, or not at all.
+    """
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -682,7 +687,22 @@ def serve(settings: Settings) -> None:
             ttl=settings.metrics.ledger_cache_seconds,
         )
     )
-    start_http_server(settings.metrics.port, addr=settings.metrics.address, registry=registry)
+    port, address = settings.metrics.port, settings.metrics.address
+    try:
+        start_http_server(port, addr=address, registry=registry)
+    except OSError as exc:
+        log.error(
+            "metrics_not_served",
+            port=port,
+            address=address,
+            error=str(exc),
+            hint=f"this worker serves no /metrics: another process holds {address}:{port}, "
+            "such as another worker on this host. Give each worker its own port "
+            "(RETENTION_METRICS__PORT) and multiprocess directory (PROMETHEUS_MULTIPROC_DIR), "
+            "or run one worker with more processes (README, Metrics)",
+        )
+        return False
+    return True
 
 
 def process_exited(pid: int) -> None:

@@ -13,10 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.outcomes import JobResult, Outcome, SweepSummary, SweepTotals
 from worker.redact import REDACTOR
+
+if TYPE_CHECKING:
+    from worker.ledger.queries import ProviderStatus
 
 # The columns of a sweep's summary, in the order they are shown.
 COLUMNS = ("archived", "deleted", "deferred", "failed", "kept", "stopped", "skipped", "gone")
@@ -93,6 +96,17 @@ def job_record(result: JobResult) -> dict[str, Any]:
     # Errors name no credential by design; scrubbed all the same, as a log line would be.
     record["error"] = REDACTOR.scrub(result.error) if result.error else None
     return {"message_type": "job", **record}
+
+
+def status_more(s: ProviderStatus) -> dict[str, int]:
+    """How many jobs of each of ``retention status``'s lists it does not show (it shows the
+    first few; the counts are of the whole list)."""
+    return {
+        "overdue": max(0, s.overdue_count - len(s.overdue)),
+        "kept": max(0, s.states.get("kept", 0) - len(s.kept)),
+        "failed": max(0, s.states.get("failed", 0) - len(s.failed)),
+        "unknown": max(0, s.unknown_count - len(s.unknown)),
+    }
 
 
 def json_line(record: dict[str, Any]) -> str:

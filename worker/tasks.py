@@ -11,9 +11,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker import metrics
 from worker.bootstrap import Runtime, process_runtime
-from worker.celery_app import app, schedule_of, shortest_period, sweep_lease_ttl
+from worker.celery_app import app, sweep_lease_ttl
 from worker.job import process_job
 from worker.logging import get_logger
+from worker.schedules import schedule_of, shortest_period
 from worker.scrub import scrub
 from worker.settings import load_settings
 from worker.sweep import Dispatch, sweep_provider

@@ -12,10 +12,11 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.render import COLUMNS, counts_of
+from worker.render import COLUMNS, counts_of, status_more
 
 if TYPE_CHECKING:
     from worker.domain import JobRow
@@ -166,38 +167,67 @@ def status_tables(statuses: Sequence[ProviderStatus]) -> None:
         table.add_column(state, justify="right")
     table.add_column("held", justify="right")
     table.add_column("overdue", justify="right")
+    table.add_column("unknown status", justify="right")
     for s in statuses:
         overdue = f"[red]{s.overdue_count}[/]" if s.overdue_count else "0"
+        unknown = f"[yellow]{s.unknown_count}[/]" if s.unknown_count else "0"
         table.add_row(
-            s.provider, *(str(s.states.get(state, 0)) for state in states), str(s.held), overdue
+            s.provider,
+            *(str(s.states.get(state, 0)) for state in states),
+            str(s.held),
+            overdue,
+            unknown,
         )
     console.print(table)
     problems = Table(title="needs attention", title_justify="left")
-    for name in ("provider", "job", "state", "due / failed", "last error"):
+    for name in ("provider", "job", "state", "due / failed / read", "last error"):
         problems.add_column(name)
+    # Job ids and errors come from providers: a "[/]" in one is text, not rich markup.
     for s in statuses:
+        more = status_more(s)
         for job in s.overdue:
             problems.add_row(
                 s.provider,
-                job.job_id,
+                escape(job.job_id),
                 f"overdue ({job.state})",
                 job.due_at or "",
-                job.last_error or "",
+                escape(job.last_error or ""),
             )
+        _more_row(problems, s.provider, more, "overdue")
         for kept in s.kept:
             problems.add_row(
-                s.provider, kept.job_id, "[yellow]kept[/]", kept.kept_at or "", kept.reason or ""
+                s.provider,
+                escape(kept.job_id),
+                "[yellow]kept[/]",
+                kept.kept_at or "",
+                escape(kept.reason or ""),
             )
+        _more_row(problems, s.provider, more, "kept")
         for failed in s.failed:
             problems.add_row(
                 s.provider,
-                failed.job_id,
+                escape(failed.job_id),
                 "[red]failed[/]",
                 failed.failed_at or "",
-                failed.last_error or "",
+                escape(failed.last_error or ""),
             )
+        _more_row(problems, s.provider, more, "failed")
+        for odd in s.unknown:
+            problems.add_row(
+                s.provider,
+                escape(odd.job_id),
+                f"[yellow]unknown status[/] {escape(repr(odd.status))}, {odd.attempts} attempt(s)",
+                odd.checked_at or "",
+                escape(odd.last_error or "not read since it was listed"),
+            )
+        _more_row(problems, s.provider, more, "unknown")
     if problems.row_count:
         console.print(problems)
+
+
+def _more_row(table: Table, provider: str, more: dict[str, int], kind: str) -> None:
+    if more[kind]:
+        table.add_row(provider, f"... {more[kind]} more {kind}", "", "", "")
 
 
 def report_table(rows: Iterable[dict[str, Any]]) -> int:

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import redis
 
 from tests.conftest import StartWorker
 from tests.e2e.scenario import DUE, Scenario, assert_swept, build
-from tests.helpers import REDIS_URL, run_cli
+from tests.helpers import REDIS_URL, config_data, run_cli, write_config
 from worker.ledger import Ledger
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server
@@ -30,6 +31,39 @@ def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> N
             return
         time.sleep(0.25)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def test_an_enqueue_in_json_prints_what_it_enqueued_and_no_sweep_counts(
+    tmp_path: Path, celery_queue: str
+) -> None:
+    # given: two providers, and no worker consuming the queue
+    provider = {"type": "daily", "api_key": "k", "base_url": "http://127.0.0.1:9/v1"}
+    data = config_data(
+        bucket="acme-archive",
+        endpoint_url="http://127.0.0.1:9",
+        ledger_url=f"sqlite:///{tmp_path}/ledger.db",
+        providers={"daily": provider, "daily_eu": provider},
+        broker={"url": REDIS_URL, "queue": celery_queue},
+    )
+    config = write_config(tmp_path / "retention.toml", data)
+
+    # when
+    run = run_cli("sweep", "--enqueue", "--json", config=config)
+
+    # then: one document saying what was sent where, and nothing as if a sweep had run
+    assert run.code == 0, run.stderr
+    document = run.only_json()
+    assert document["message_type"] == "enqueued"
+    assert document["queue"] == f"{celery_queue}.sweeps"
+    assert not {"archived", "deleted", "deferred", "failed", "skipped"} & set(document)
+    sent = {e["provider"]: e for e in document["enqueued"]}
+    assert set(sent) == {"daily", "daily_eu"}
+    assert all(e["task"] == "retention.sweep" for e in sent.values())
+    # and the messages are in the queue, with those task ids
+    client = redis.Redis.from_url(REDIS_URL)
+    queued = [json.loads(m) for m in client.lrange(f"{celery_queue}.sweeps", 0, -1)]
+    client.close()
+    assert {m["headers"]["id"] for m in queued} == {e["task_id"] for e in sent.values()}
 
 
 def test_a_celery_worker_sweeps_what_the_cli_enqueued(

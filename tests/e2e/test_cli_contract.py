@@ -191,6 +191,66 @@ def test_validate_names_every_bad_key_and_exits_2_offline(tmp_path: Path) -> Non
     }
 
 
+def schedule_config(tmp_path: Path, *, defaults: str, daily: str | None = None) -> Path:
+    """A file that is valid but for its schedules, with an archive and a provider that could
+    never be reached: nothing here touches the network."""
+    provider = {"type": "daily", "base_url": CLOSED, "api_key": "k"}
+    return write_config(
+        tmp_path / "retention.toml",
+        {
+            "archive": {"bucket": "acme-archive", "endpoint_url": "http://127.0.0.1:9"},
+            "ledger": {"url": f"sqlite:///{tmp_path}/ledger.db"},
+            "defaults": {"schedule": defaults},
+            "providers": {"daily": provider | ({"schedule": daily} if daily else {})},
+        },
+    )
+
+
+@pytest.mark.parametrize("cron", ["61 * * * *", "0 0 30 2 *"])
+def test_validate_refuses_a_providers_schedule_that_celery_beat_would_refuse(
+    tmp_path: Path, cron: str
+) -> None:
+    # given: a provider's schedule that passes the five-field shape, but that beat cannot run
+    config = schedule_config(tmp_path, defaults="0 * * * *", daily=cron)
+
+    # when
+    run = run_cli("config", "validate", str(config))
+    as_json = run_cli("config", "validate", "--json", str(config))
+
+    # then: exit 2, naming the provider's key
+    assert run.code == as_json.code == 2, run.stdout + run.stderr
+    assert "providers.daily.schedule" in run.stdout
+    assert cron in run.stdout
+    assert [p["key"] for p in as_json.only_json()["problems"]] == ["providers.daily.schedule"]
+    assert as_json.only_json()["ok"] is False
+
+
+@pytest.mark.parametrize("cron", ["61 * * * *", "0 0 30 2 *"])
+def test_validate_and_check_refuse_a_default_schedule_beat_would_refuse(
+    tmp_path: Path, cron: str
+) -> None:
+    # given: the defaults' schedule, which the provider sweeps on, is one beat cannot run
+    config = schedule_config(tmp_path, defaults=cron)
+
+    # when
+    validated = run_cli("config", "validate", str(config))
+    checked = run_cli("check", "--skip-providers", config=config)
+
+    # then: both exit 2 before touching anything, naming the key and the provider
+    for run in (validated, checked):
+        assert run.code == 2, run.stdout + run.stderr
+        assert "defaults.schedule" in run.stdout + run.stderr
+        assert "daily" in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize("cron", ["0 0 29 2 *", "*/15 9-17 * * 1-5", "0 4 * * 0", "0 0 31 * *"])
+def test_validate_accepts_schedules_beat_runs(tmp_path: Path, cron: str) -> None:
+    config = schedule_config(tmp_path, defaults=cron, daily=cron)
+    run = run_cli("config", "validate", str(config))
+    assert run.code == 0, run.stdout + run.stderr
+    assert "valid" in run.stdout
+
+
 def test_show_prints_the_effective_configuration_with_secrets_from_files_masked(
     tmp_path: Path,
 ) -> None:

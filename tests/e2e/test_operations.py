@@ -69,6 +69,34 @@ def test_check_names_a_wrong_api_key_without_showing_it(
     assert wrong not in run.stdout + run.stderr
 
 
+def test_check_names_an_unreachable_providers_url_and_why_and_speaks_of_no_job(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    # given: a provider whose base URL is a port nothing listens on
+    closed = "http://127.0.0.1:9/v1"
+    data = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=f"sqlite:///{tmp_path}/ledger.db",
+        providers={"daily": daily_provider(daily_sim, base_url=closed)},
+    )
+    config = write_config(tmp_path / "retention.toml", data)
+
+    # when
+    run = run_cli("check", "--no-probe", config=config)
+    as_json = run_cli("check", "--no-probe", "--json", config=config)
+
+    # then: its line names the URL and the cause, and what to check; a check has no job
+    assert run.code == as_json.code == 1
+    line = next(line for line in run.lines if line.startswith("FAILED  provider daily"))
+    assert f"{closed}/batch-processor" in line
+    assert "connection refused" in line
+    assert "base_url" in line
+    assert "job" not in line
+    (provider,) = [c for c in as_json.only_json()["checks"] if c["name"] == "provider daily"]
+    assert provider["detail"] == line.split(": ", 1)[1]
+
+
 def test_check_names_a_missing_bucket(
     daily_sim: DailySimulator, s3_server: S3Server, tmp_path: Path
 ) -> None:
@@ -151,6 +179,37 @@ def test_check_names_an_unreachable_broker(
     assert not broker["ok"]
     assert "127.0.0.1:9" in broker["detail"]
     assert "hunter2-secret" not in run.stdout
+
+
+# -- status ---------------------------------------------------------------------------------
+
+
+def test_status_shows_a_job_in_a_status_the_worker_does_not_know(
+    daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
+) -> None:
+    # given: a Daily job that went from processing to a status word no adapter knows
+    job_id = daily_sim.add_job("processing", transcription=[("txt", b"hello\n")])
+    config = daily_config(tmp_path, daily_sim, bucket, s3_server.endpoint_url)
+    assert run_cli("sweep", config=config).code == 0
+    daily_sim.set_status(job_id, "paused")
+
+    # when: a sweep defers it, and a person asks for the status
+    assert run_cli("sweep", config=config).code == 1
+    as_json = run_cli("status", "--json", config=config)
+    text = run_cli("status", config=config)
+
+    # then: it is there, with its status word, its attempts and why it waits
+    assert as_json.code == text.code == 0, as_json.stderr + text.stderr
+    (daily,) = as_json.only_json()["providers"]
+    (unknown,) = daily["unknown"]
+    assert (unknown["job_id"], unknown["status"], unknown["attempts"]) == (job_id, "paused", 1)
+    assert "'paused' is not one this worker knows" in unknown["last_error"]
+    assert daily["unknown_count"] == 1
+    line = next(line for line in text.lines if job_id in line)
+    assert "paused" in line
+    assert "1 attempt" in line
+    assert "is not one this worker knows" in line
+    assert daily_sim.jobs[job_id].status == "paused"  # and it is still at Daily
 
 
 # -- report and restore ---------------------------------------------------------------------

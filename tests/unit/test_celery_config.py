@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from celery import Celery
 
 from tests.helpers import settings_of
-from worker.celery_app import (
-    celery_config,
-    schedule_of,
-    shortest_period,
-    sweep_lease_ttl,
-    sweep_queue,
-)
+from worker.celery_app import celery_config, sweep_lease_ttl, sweep_queue
 from worker.errors import ConfigError
+from worker.schedules import schedule_of, schedule_problem, schedule_problems, shortest_period
 
 
 @pytest.mark.parametrize(
@@ -41,6 +36,35 @@ def test_the_sweep_lease_is_shorter_than_the_schedule_period(cron: str) -> None:
 def test_a_cron_expression_celery_refuses_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not a valid cron"):
         schedule_of("61 * * * *")
+
+
+@pytest.mark.parametrize("cron", ["61 * * * *", "0 0 30 2 *", "0 0 31 4,6 *"])
+def test_beat_refuses_a_schedule_it_cannot_run_naming_the_providers_key(cron: str) -> None:
+    settings = settings_of(
+        {
+            "archive": {"bucket": "acme-archive"},
+            "providers": {"daily": {"type": "daily", "api_key": "k", "schedule": cron}},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"providers\.daily\.schedule"):
+        celery_config(settings)
+
+
+def test_a_schedule_that_comes_round_only_decades_from_now_is_a_problem() -> None:
+    # 29 February falling on a Monday: 2044, then 2072
+    settings = settings_of(
+        {
+            "archive": {"bucket": "acme-archive"},
+            "defaults": {"schedule": "0 0 29 2 1"},
+            "providers": {"daily": {"type": "daily", "api_key": "k"}},
+        }
+    )
+    (problem,) = schedule_problems(settings, now=datetime(2026, 11, 23, tzinfo=UTC))
+    assert problem.key == "defaults.schedule"
+    assert "2044-02-29" in problem.message
+    assert "daily" in problem.message
+    # Every 29 February is fine, even across 2100, which is no leap year.
+    assert schedule_problem("0 0 29 2 *", datetime(2097, 3, 1, tzinfo=UTC)) is None
 
 
 def test_each_provider_gets_a_beat_entry_that_expires_before_the_next_run() -> None:

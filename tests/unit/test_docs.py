@@ -52,3 +52,10 @@ def test_the_example_config_names_every_key_too() -> None:
     for name, cls in SECTIONS.items():
         for key in cls.model_fields:
             assert re.search(rf"^#?\s*{key}\s*=", example, re.M), (name, key)
+
+
+def test_the_metrics_section_says_how_several_workers_on_one_host_export() -> None:
+    text = README[README.index("### Metrics") : README.index("## Runbook")]
+    several = text[text.index("**Several workers on one host**") :]
+    for needed in ("RETENTION_METRICS__PORT", "PROMETHEUS_MULTIPROC_DIR", "metrics_not_served"):
+        assert needed in several, needed

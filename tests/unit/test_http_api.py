@@ -3,6 +3,7 @@ waits (Retry-After, X-RateLimit-Reset), and the send guard that stops a request 
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -92,6 +93,70 @@ def test_a_redirect_from_an_api_is_not_followed_with_our_credentials() -> None:
     with pytest.raises(BadResponse, match="redirect"):
         api(httpx.MockTransport(handler)).request("GET", "/jobs")
     assert seen == ["https://api.test/jobs"]
+
+
+# -- a provider that cannot be reached: where, and why ---------------------------------------
+
+
+@pytest.fixture
+def closed_port() -> int:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port: int = probe.getsockname()[1]
+    probe.close()
+    return port
+
+
+@pytest.fixture
+def not_tls() -> Iterator[int]:
+    """A port that answers a TLS handshake with plain text."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer, daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+def unreachable(base_url: str) -> ProviderUnavailable:
+    client = HttpApi(provider="p", base_url=base_url, timeout=5, attempts=1)
+    with pytest.raises(ProviderUnavailable) as caught:
+        client.request("GET", "/batch-processor", params={"limit": "1", "token": "t0ken"})
+    client.close()
+    return caught.value
+
+
+def test_a_refused_connection_names_the_url_and_the_cause(closed_port: int) -> None:
+    error = unreachable(f"http://127.0.0.1:{closed_port}/v1")
+    message = str(error)
+    assert f"http://127.0.0.1:{closed_port}/v1/batch-processor" in message
+    assert "connection refused" in message
+    assert "t0ken" not in message  # no query string
+    # the sweep's hint: a job is tried again
+    assert "tried again" in message
+
+
+def test_a_host_name_that_does_not_resolve_says_dns() -> None:
+    message = str(unreachable("http://no-such-host.invalid/v1"))
+    assert "http://no-such-host.invalid/v1/batch-processor" in message
+    assert "DNS" in message
+    assert "no-such-host.invalid" in message
+
+
+def test_a_tls_handshake_that_fails_says_tls(not_tls: int) -> None:
+    message = str(unreachable(f"https://127.0.0.1:{not_tls}"))
+    assert f"https://127.0.0.1:{not_tls}/batch-processor" in message
+    assert "TLS" in message
 
 
 # -- Retry-After and X-RateLimit-Reset: one parser, always capped ----------------------------

@@ -184,6 +184,63 @@ def test_status_reports_overdue_and_failed_jobs(ledger_url: str) -> None:
     assert bad.state == JobState.PENDING
 
 
+def defer_unknown(ledger: Ledger, job_id: str, status: str = "paused") -> None:
+    """A job read in a status word no adapter knows, and deferred for it, as a sweep does."""
+    row = ledger.jobs.claim("daily", job_id, owner="w", ttl=TTL, now=NOW)
+    assert row is not None
+    row = ledger.jobs.record_status(
+        row, JobSnapshot(job_id, status, Phase.UNKNOWN, None, {}), owner="w", now=NOW
+    )
+    error = f"daily job {job_id}: status {status!r} is not one this worker knows"
+    ledger.jobs.defer(row, error, owner="w", now=NOW, retry_at=NOW + timedelta(minutes=5))
+
+
+def test_status_lists_jobs_in_a_status_the_adapter_does_not_know(ledger_url: str) -> None:
+    ledger = Ledger.open(ledger_url)
+    ledger.discovery.record_listing(
+        "daily", [ListedJob("fine", "finished", Phase.SUCCEEDED)], NOW - timedelta(days=1)
+    )
+    defer_unknown(ledger, "odd")
+
+    (status,) = ledger.query.status({"daily": 7}, now=NOW)
+
+    assert status.unknown_count == 1
+    (odd,) = status.unknown
+    assert (odd.job_id, odd.status, odd.attempts) == ("odd", "paused", 1)
+    assert odd.last_error == "daily job odd: status 'paused' is not one this worker knows"
+    assert odd.checked_at == NOW.isoformat()
+
+
+def test_status_counts_each_list_whole_though_it_shows_only_the_first_rows(
+    ledger_url: str,
+) -> None:
+    # given: three jobs of each kind that needs a look
+    ledger = Ledger.open(ledger_url)
+    ledger.discovery.record_listing(
+        "daily",
+        [ListedJob(f"late-{n}", "finished", Phase.SUCCEEDED) for n in range(3)],
+        NOW - timedelta(days=9),
+    )
+    for n in range(3):
+        defer_unknown(ledger, f"odd-{n}")
+        for name in ("bad", "kept"):
+            row = ledger.jobs.claim("daily", f"{name}-{n}", owner="w", ttl=TTL, now=NOW)
+            assert row is not None
+            if name == "bad":
+                ledger.jobs.fail(row, "it broke", owner="w", now=NOW)
+            else:
+                ledger.jobs.keep(row, "unknown_output", "kept: why", owner="w", now=NOW)
+
+    # when: at most two rows a list
+    (status,) = ledger.query.status({"daily": 7}, now=NOW, limit=2)
+
+    # then: two shown of each, and the counts of all
+    shown = (status.overdue, status.failed, status.kept, status.unknown)
+    assert [len(rows) for rows in shown] == [2, 2, 2, 2]
+    counts = (status.overdue_count, status.states["failed"], status.states["kept"])
+    assert (*counts, status.unknown_count) == (3, 3, 3, 3)
+
+
 def test_naive_datetimes_are_refused(ledger_url: str) -> None:
     ledger = Ledger.open(ledger_url)
     with pytest.raises(sa.exc.StatementError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.server
 import os
+import socket
 import stat
 import threading
 import time
@@ -21,10 +22,10 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from tests.helpers import settings_of
 from worker import __version__, metrics
-from worker.celery_app import next_run_after, schedule_of
 from worker.domain import JobState
 from worker.errors import ArchiveError, ProviderRejected, ProviderUnavailable, RateLimited
 from worker.ledger import Ledger
@@ -34,6 +35,7 @@ from worker.ledger.schema import jobs
 from worker.outcomes import JobResult, Outcome
 from worker.providers.base import HttpApi
 from worker.s3 import s3_errors
+from worker.schedules import next_run_after, schedule_of
 from worker.settings import Settings, load_settings
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -559,6 +561,31 @@ def test_an_export_that_cannot_be_written_is_logged_not_raised(
 ) -> None:
     settings = settings_for(sqlite_url, {}, textfile=str(tmp_path / "missing" / "r.prom"))
     assert metrics.export_after_command(settings) == []
+
+
+def test_a_metrics_port_already_taken_is_an_error_in_the_log_at_start(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given: another process (a second worker on this host, say) listens on the port
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    settings = settings_for(sqlite_url, {}, port=port, address="127.0.0.1")
+
+    # when: the worker starts its metrics server
+    with capture_logs() as logs:
+        served = metrics.serve(settings)
+    taken.close()
+
+    # then: it says so, as an error naming the port and what to do, and the worker goes on
+    assert served is False
+    (event,) = [e for e in logs if e["event"] == "metrics_not_served"]
+    assert event["log_level"] == "error"
+    assert (event["port"], event["address"]) == (port, "127.0.0.1")
+    assert "in use" in event["error"]
+    assert "RETENTION_METRICS__PORT" in event["hint"]
 
 
 class FakePushgateway(http.server.ThreadingHTTPServer):

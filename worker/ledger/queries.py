@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from worker.domain import RESUMABLE_STATES, JobRow, JobState, due_at
+from worker.domain import RESUMABLE_STATES, JobRow, JobState, Phase, due_at
 from worker.ledger.database import Database
 from worker.ledger.schema import (
     FILE_RECORD_COLUMNS,
@@ -59,7 +59,24 @@ class KeptJob:
 
 
 @dataclass(frozen=True, slots=True)
+class UnknownStatusJob:
+    """Open, in a status word the adapter does not know (``Phase.UNKNOWN``): never treated
+    as terminal, deferred at every sweep until a person looks (the vendor may have added a
+    status, or the job may be paused at the provider)."""
+
+    job_id: str
+    status: str | None
+    attempts: int
+    last_error: str | None
+    checked_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderStatus:
+    """One provider's jobs by state, and the first ``limit`` of each list that needs a look;
+    ``overdue_count``, ``states["failed"]``, ``states["kept"]`` and ``unknown_count`` count
+    each list whole."""
+
     provider: str
     states: dict[str, int]
     held: int
@@ -67,6 +84,8 @@ class ProviderStatus:
     overdue_count: int
     failed: list[FailedJob]
     kept: list[KeptJob]
+    unknown: list[UnknownStatusJob]
+    unknown_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +334,8 @@ class Queries:
     ) -> list[ProviderStatus]:
         """Counts by provider and state, and the jobs that need a look: overdue (due, not
         deleted; the jobs the overdue gauge counts, so the archived jobs of the providers in
-        ``archived_on_purpose`` are not), kept at the provider (with why), and failed."""
+        ``archived_on_purpose`` are not), kept at the provider (with why), failed, and open
+        in a status the adapter does not know."""
         c = jobs.c
         out: list[ProviderStatus] = []
         with self.db.read() as conn:
@@ -364,6 +384,20 @@ class Queries:
                     ).all()
                     for state in (JobState.FAILED, JobState.KEPT)
                 )
+                unknown_where = sa.and_(
+                    c.provider == provider, c.state == JobState.PENDING, c.phase == Phase.UNKNOWN
+                )
+                unknown_count = conn.execute(
+                    sa.select(sa.func.count()).where(unknown_where)
+                ).scalar_one()
+                unknown = conn.execute(
+                    sa.select(
+                        c.job_id, c.provider_status, c.attempts, c.last_error, c.last_checked_at
+                    )
+                    .where(unknown_where)
+                    .order_by(c.last_checked_at.desc(), c.id)
+                    .limit(limit)
+                ).all()
                 out.append(
                     ProviderStatus(
                         provider=provider,
@@ -376,6 +410,17 @@ class Queries:
                             for r in failed
                         ],
                         kept=[KeptJob(r.job_id, r.last_error, _iso(r.last_error_at)) for r in kept],
+                        unknown=[
+                            UnknownStatusJob(
+                                r.job_id,
+                                r.provider_status,
+                                r.attempts,
+                                r.last_error,
+                                _iso(r.last_checked_at),
+                            )
+                            for r in unknown
+                        ],
+                        unknown_count=int(unknown_count),
                     )
                 )
         return out

@@ -30,6 +30,8 @@ import contextvars
 import json
 import math
 import re
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -396,6 +398,43 @@ def not_the_providers_404(label: str, detail: str, base_url: str) -> BadResponse
     )
 
 
+def transport_cause(exc: httpx.TransportError) -> str:
+    """Why a request got no answer, in a person's words, from the error httpx wraps:
+    connection refused, a host name DNS did not resolve, a TLS handshake that failed, a
+    timeout. What a check prints, and what a deferred job's error says."""
+    node: BaseException | None = exc
+    for _ in range(8):  # httpx -> httpcore -> the socket's own error
+        if node is None:
+            break
+        if isinstance(node, ssl.SSLCertVerificationError):
+            return f"TLS: the server's certificate was not accepted ({node.verify_message})"
+        if isinstance(node, ssl.SSLError):
+            return f"TLS handshake failed ({node.reason or node})"
+        if isinstance(node, socket.gaierror):
+            return f"DNS did not resolve the host name ({node.strerror or node})"
+        if isinstance(node, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(node, ConnectionResetError):
+            return "connection reset"
+        node = node.__cause__ or node.__context__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "no connection within the timeout"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"no answer within the timeout ({type(exc).__name__})"
+    detail = str(exc)[:200]
+    return f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+
+
+def request_url(exc: httpx.TransportError, fallback: str) -> str:
+    """The URL a failed request went to, without its query string: parameters are for the
+    API, not for a message (some APIs take a token there)."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # raised before a request was built
+        return fallback
+    return str(url.copy_with(query=None, fragment=None))
+
+
 class HttpApi:
     """A provider's API over one pooled httpx client."""
 
@@ -534,11 +573,17 @@ class HttpApi:
                 self._note_window(response.headers)
         except httpx.TimeoutException as exc:
             failure = "timeout"
-            raise ProviderUnavailable(f"{label} timed out ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
+            url = request_url(exc, self.base_url)
             raise ProviderUnavailable(
-                f"{label} failed: {type(exc).__name__}",
-                hint="The provider could not be reached; the job will be tried again",
+                f"{label} timed out waiting for {url} ({type(exc).__name__})",
+                hint="The job will be tried again",
+            ) from exc
+        except httpx.TransportError as exc:
+            url = request_url(exc, self.base_url)
+            cause = self.redactor.scrub(transport_cause(exc))
+            raise ProviderUnavailable(
+                f"{label} failed: {url} could not be reached: {cause}",
+                hint="The job will be tried again",
             ) from exc
         finally:
             # Every attempt, retries included: a 429 or a 5xx that tenacity retries is one.
