@@ -335,8 +335,8 @@ def base_settings(
             **(archive or {}),
         },
         "ledger": {"url": ledger_url},
-        # No broker: leases in the ledger, rate limits in process (what `retention sweep`
-        # does when Redis is down). Pass --redis to the bench to use one.
+        # No Redis: leases in the ledger, rate limits in process (what `retention sweep`
+        # does when [broker] url names none). Pass --redis to the bench to use one.
         "broker": {"url": os.environ.get("RETENTION_BENCH_REDIS", "memory://")},
         "defaults": {"retain_days": retain_days, "max_deletes_per_sweep": 1_000_000},
         "downloads": {"allow_private_networks": True},

@@ -18,17 +18,16 @@ from worker.domain import utcnow
 from worker.fetch import Fetcher, make_download_client
 from worker.leases import LedgerLease, RedisLease, SweepLease, new_owner
 from worker.ledger import Ledger
-from worker.logging import get_logger, register_secrets
+from worker.logging import register_secrets
 from worker.memory import return_large_buffers
 from worker.providers import build_provider
 from worker.providers.base import Provider, RateLimiter
 from worker.settings import Settings
+from worker.shared_redis import configured_url, connect
 from worker.source_bucket import SourceBucket
 
 if TYPE_CHECKING:
     import redis
-
-log = get_logger(__name__)
 
 
 @dataclass
@@ -42,7 +41,8 @@ class Runtime:
     source_buckets: dict[str, SourceBucket] = field(default_factory=dict)
     clock: Callable[[], datetime] = utcnow
     dry_run: bool = False
-    # Shared coordination: the sweep leases and the rate limits of every process and host.
+    # Shared coordination: the sweep leases and the rate limits of every process and host,
+    # when [broker] url names a Redis (shared_redis.configured_url); else the ledger's leases.
     redis: redis.Redis | None = None
 
     @property
@@ -84,7 +84,9 @@ def build_runtime(
 ) -> Runtime:
     register_secrets(settings.secret_values())
     return_large_buffers()
-    shared = None if dry_run else connect_redis(settings.broker.url)
+    # A dry run takes no lease and sends nothing: it needs no Redis.
+    shared_url = None if dry_run else configured_url(settings)
+    shared = None if shared_url is None else connect(shared_url)
     names = list(only) if only is not None else list(settings.providers)
     for name in names:
         settings.provider(name)
@@ -102,9 +104,7 @@ def build_runtime(
     for policy in policies:
         provider_settings = settings.provider(policy.name)
         limiter = RateLimiter(
-            policy.rate_limit,
-            f"{settings.broker.queue}:{policy.name}",
-            settings.broker.url if shared is not None else "memory://",
+            policy.rate_limit, f"{settings.broker.queue}:{policy.name}", shared_url or "memory://"
         )
         providers[policy.name] = build_provider(policy.name, provider_settings, limiter=limiter)
         endpoint = getattr(provider_settings, "custom_bucket_endpoint_url", None)
@@ -122,32 +122,6 @@ def build_runtime(
         dry_run=dry_run,
         redis=shared,
     )
-
-
-def connect_redis(url: str) -> redis.Redis | None:
-    """A client for the broker's Redis if it answers now; None (and a log line) if not.
-
-    A sweep run by hand needs no broker: without Redis its lease is taken in the ledger and
-    its rate limits hold in this process only.
-    """
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    import redis as redis_lib
-
-    client = redis_lib.Redis.from_url(
-        url, socket_connect_timeout=2, socket_timeout=10, health_check_interval=30
-    )
-    try:
-        client.ping()
-    except redis_lib.RedisError as exc:
-        client.close()
-        log.info(
-            "broker_unreachable",
-            error=type(exc).__name__,
-            effect="sweep leases in the ledger, rate limits per process",
-        )
-        return None
-    return client
 
 
 _lock = threading.Lock()

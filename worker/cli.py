@@ -7,8 +7,9 @@ Its contract with scripts (cron, CI, runbooks), after rclone and restic:
   is exactly one JSON document; with ``--jsonl`` one JSON object per line, a job's result
   at a time, then one with the totals. Each object says what it is in ``message_type``.
 * Exit codes (``worker.exits``): 0 all good; 1 some jobs failed, were deferred or kept; 2 a
-  usage or configuration error; 3 a provider or the archive was unreachable, or a listing
-  failed; 4 the delete brake stopped the sweep; 130 interrupted. 2 > 130 > 3 > 4 > 1 > 0.
+  usage or configuration error; 3 a provider, the archive, the ledger or Redis was
+  unreachable, or a listing failed; 4 the delete brake stopped the sweep; 130 interrupted.
+  2 > 130 > 3 > 4 > 1 > 0.
 * Logs: ``-v``/``-q`` a level more or less (from ``RETENTION_LOG_LEVEL``, else INFO, or
   WARNING at a terminal); ``--log-format json|console``.
 

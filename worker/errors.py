@@ -24,6 +24,12 @@ whose archive is complete.
     │   └── VerifyError ........ a stored object does not match what was streamed (transient)
     ├── UnsafeInput ............ a provider handed us a path or URL we refuse to use (permanent)
     ├── LedgerError ............ the ledger refused a transition (transient)
+    ├── StoreUnavailable ....... a store every job needs could not be used (transient): the
+    │   │                        jobs after this one would meet the same, so a sweep stops
+    │   │                        dispatching, and a command exits 3
+    │   ├── LedgerUnavailable .. the ledger's database could not be reached or opened
+    │   └── RedisUnavailable ... Redis, which holds the sweep leases and the shared rate
+    │                            limits, could not be reached
     └── BrakeEngaged ........... the sweep's delete budget (max_deletes_per_sweep) is spent:
                                  the job stays archived and a later sweep deletes it
 
@@ -187,6 +193,24 @@ class UnsafeInput(WorkerError):
 
 class LedgerError(WorkerError):
     pass
+
+
+class StoreUnavailable(WorkerError):
+    """A store every job needs (the ledger, or Redis) could not be used. Not the job's
+    fault, nor the provider's: the message names the store and where it is (never its
+    password), and a later run succeeds once it is back."""
+
+
+class LedgerUnavailable(StoreUnavailable):
+    """The ledger's database could not be reached or opened (SQLAlchemy's OperationalError,
+    InterfaceError, a dropped connection). Not a ``LedgerError``: that one means a transition
+    was refused (a claim another worker holds), which a job reports as busy."""
+
+
+class RedisUnavailable(StoreUnavailable):
+    """Redis could not be reached (redis-py's ConnectionError or TimeoutError). The sweep
+    leases and the shared rate limits live there once ``[broker] url`` names it: without it,
+    a sweep cannot prove it is the only one, nor a request that it keeps to the limit."""
 
 
 class BrakeEngaged(WorkerError):

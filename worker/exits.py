@@ -9,7 +9,8 @@ again later" (3) from "a person must look" (1) and from "fix the command or the 
           what was asked did not fully succeed (a check failed, a restored file differs,
           the scrub found damage, a job to retry was not failed)
     2     usage or configuration error
-    3     a provider or the archive was unreachable, or a provider's listing failed
+    3     a provider, the archive, the ledger or Redis was unreachable, or a provider's
+          listing failed
     4     the delete brake (max_deletes_per_sweep) stopped the sweep
     130   interrupted (Ctrl-C, SIGINT)
 
@@ -21,15 +22,17 @@ which a person should raise or accept, and outranks single jobs.
 "Unreachable" (3), exactly: a provider's listing failed (for any reason: it could not be
 reached, refused the credentials, or answered nonsense), or every job of a provider that the
 sweep tried was deferred because the provider or the archive could not be reached
-(``is_unreachable``), or a command stopped on such an error. A leaf module: the CLI, the
-job and the tests read it.
+(``is_unreachable``), or a store every job needs (the ledger, or the Redis that
+``[broker] url`` names) could not be used during the sweep, even once (``outage``): the jobs
+after it would all have met the same. Or a command stopped on such an error. A leaf module:
+the CLI, the job and the tests read it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from worker.errors import ArchiveError, ProviderUnavailable, VerifyError
+from worker.errors import ArchiveError, ProviderUnavailable, StoreUnavailable, VerifyError
 from worker.outcomes import SweepSummary
 
 OK = 0
@@ -45,7 +48,8 @@ MEANINGS = {
     OK: "all good",
     INCOMPLETE: "some jobs failed, were deferred or kept; or not all asked was done",
     USAGE: "usage or configuration error",
-    UNREACHABLE: "a provider or the archive was unreachable, or a listing failed",
+    UNREACHABLE: "a provider, the archive, the ledger or Redis was unreachable, or a listing "
+    "failed",
     BRAKED: "the delete brake (max_deletes_per_sweep) stopped the sweep",
     INTERRUPTED: "interrupted (Ctrl-C)",
 }
@@ -79,10 +83,17 @@ def sweep_exit_code(summaries: Iterable[SweepSummary]) -> int:
     return most_severe(sweep_code(s) for s in summaries)
 
 
+def outage(exc: BaseException) -> str | None:
+    """What a store every job needs (the ledger, Redis) said when it could not be used, if
+    that is why ``exc`` was raised: not the job's own failure, but one the jobs after it would
+    all meet."""
+    return exc.message if isinstance(exc, StoreUnavailable) else None
+
+
 def is_unreachable(exc: BaseException) -> bool:
-    """The provider or the archive could not be reached, or answered with a server error:
-    a later attempt may well succeed, and nobody needs to change anything."""
-    if isinstance(exc, ProviderUnavailable):
+    """The provider, the archive, the ledger or Redis could not be reached, or answered with
+    a server error: a later attempt may well succeed, and nobody needs to change anything."""
+    if isinstance(exc, ProviderUnavailable | StoreUnavailable):
         return True
     if not isinstance(exc, ArchiveError) or isinstance(exc, VerifyError):
         return False

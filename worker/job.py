@@ -66,7 +66,7 @@ from worker.errors import (
     VerifyError,
     WorkerError,
 )
-from worker.exits import is_unreachable
+from worker.exits import is_unreachable, outage
 from worker.fetch import Download, check_response
 from worker.keys import MANIFEST_NAME, RECEIPT_NAME, archive_keys, job_folder
 from worker.leases import Claim
@@ -254,6 +254,8 @@ def _record_failure(rt: Runtime, claim: Claim, exc: WorkerError, result: JobResu
             result.outcome = Outcome.DEFERRED
             # The provider or the archive could not be reached: the CLI's exit code 3.
             result.unreachable = is_unreachable(exc)
+            # A store every job needs (the ledger, Redis) was out: the sweep stops (exits 3).
+            result.outage = outage(exc)
     except LedgerError:
         # We lost the claim; whoever holds it now records the job's fate.
         result.outcome = Outcome.BUSY

@@ -5,11 +5,13 @@ and never more than 60) and renewed by a heartbeat every third of their life whi
 holder lives, as a Kubernetes lease is. A holder that dies (SIGKILL, an OOM kill, a lost
 node) blocks nobody for longer than its lease.
 
-* A **sweep lease** lives in Redis wherever a Redis broker answers (always so under Celery),
-  else in the ledger. ``acquire`` takes it only if it is free; ``renew`` and ``release`` are
-  compare-and-act on the owner token, so a sweep that stalled past its lease can neither
-  extend nor drop the lease a newer sweep now holds (GitLab's ExclusiveLease). A sweep that
-  loses its lease stops dispatching.
+* A **sweep lease** lives in Redis when ``[broker] url`` names one, else in the ledger: the
+  configuration decides, never whether Redis answers now (``shared_redis``), so every worker
+  of one deployment takes it in the same place. ``acquire`` takes it only if it is free;
+  ``renew`` and ``release`` are compare-and-act on the owner token, so a sweep that stalled
+  past its lease can neither extend nor drop the lease a newer sweep now holds (GitLab's
+  ExclusiveLease). A sweep that loses its lease, or cannot renew it for as long as it
+  lasts, stops dispatching. A Redis that cannot be reached raises ``RedisUnavailable``.
 * A **job claim** is a lease on the job's ledger row (``JobWrites.claim``), and every
   transition under it is fenced on the owner. A live worker that paused longer than its
   claim (a GC pause, a slow disk) must not act: ``Claim.check`` fails once the claim may have
@@ -31,9 +33,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from worker.errors import LedgerError
+from worker.errors import LedgerError, StoreUnavailable
 from worker.ledger import actor_name
 from worker.logging import get_logger
+from worker.shared_redis import address_of, redis_errors
 
 if TYPE_CHECKING:
     import redis
@@ -71,11 +74,18 @@ class Holder:
 
 
 class Heartbeat:
-    """Renews a lease every ``interval`` seconds until stopped; ``lost`` is set if it fails."""
+    """Renews a lease every ``interval`` seconds until stopped. ``lost`` is set when a renewal
+    is refused (another holds the lease now), or when none has succeeded for ``lapses_after``
+    seconds (the store cannot be reached: by then the lease may have expired and been taken).
+    Without ``lapses_after``, failed renewals are only logged: a job's claim measures its own
+    validity (``Claim.check``)."""
 
-    def __init__(self, renew: Callable[[], bool], interval: float) -> None:
+    def __init__(
+        self, renew: Callable[[], bool], interval: float, *, lapses_after: float | None = None
+    ) -> None:
         self._renew = renew
         self._interval = interval
+        self._lapses_after = lapses_after
         self._stop = threading.Event()
         self.lost = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="lease-heartbeat")
@@ -89,15 +99,27 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        renewed_at = time.monotonic()
         while not self._stop.wait(self._interval):
+            started = time.monotonic()
             try:
                 renewed = self._renew()
-            except Exception:  # a database or Redis hiccup: try again at the next beat
-                log.warning("lease_renew_failed", exc_info=True)
+            except Exception as exc:  # a database or Redis hiccup: try again at the next beat
+                if isinstance(exc, StoreUnavailable):  # it says all there is to say
+                    log.warning("lease_renew_failed", error=str(exc))
+                else:
+                    log.warning("lease_renew_failed", exc_info=True)
+                lapsed = self._lapses_after is not None and (
+                    time.monotonic() - renewed_at >= self._lapses_after
+                )
+                if lapsed:
+                    self.lost.set()
+                    return
                 continue
             if not renewed:
                 self.lost.set()
                 return
+            renewed_at = started
 
 
 # -- sweep leases --------------------------------------------------------------------------
@@ -147,6 +169,9 @@ def _text(value: object) -> str:
 
 
 class RedisLease:
+    """A sweep lease in Redis. Each operation raises RedisUnavailable, naming Redis and where
+    it is, when Redis cannot be reached."""
+
     where = "redis"
 
     def __init__(
@@ -158,21 +183,28 @@ class RedisLease:
         self.owner = owner
         self.ttl = ttl
         self.ttl_ms = int(ttl.total_seconds() * 1000)
+        self.address = address_of(client)
 
     def acquire(self) -> bool:
-        return bool(self.client.eval(_ACQUIRE, 1, self.key, self.owner, self.ttl_ms, time.time()))
+        with redis_errors(self.address, f"taking the lease {self.name}"):
+            taken = self.client.eval(_ACQUIRE, 1, self.key, self.owner, self.ttl_ms, time.time())
+        return bool(taken)
 
     def renew(self) -> bool:
-        return bool(self.client.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms, time.time()))
+        with redis_errors(self.address, f"renewing the lease {self.name}"):
+            renewed = self.client.eval(_RENEW, 1, self.key, self.owner, self.ttl_ms, time.time())
+        return bool(renewed)
 
     def release(self) -> None:
-        self.client.eval(_RELEASE, 1, self.key, self.owner)
+        with redis_errors(self.address, f"releasing the lease {self.name}"):
+            self.client.eval(_RELEASE, 1, self.key, self.owner)
 
     def holder(self) -> Holder | None:
-        pipe = self.client.pipeline()
-        pipe.hgetall(self.key)
-        pipe.pttl(self.key)
-        fields, ttl_ms = pipe.execute()
+        with redis_errors(self.address, f"reading who holds the lease {self.name}"):
+            pipe = self.client.pipeline()
+            pipe.hgetall(self.key)
+            pipe.pttl(self.key)
+            fields, ttl_ms = pipe.execute()
         values = {_text(k): _text(v) for k, v in (fields or {}).items()}
         if "owner" not in values:
             return None
@@ -256,12 +288,14 @@ class Claim:
         if self.row is not None and self.row.lease_owner == self.owner:
             try:
                 self.ledger.jobs.release(self.row.pk, owner=self.owner)
-            except Exception:  # the lease expires by itself; never mask the real outcome
+            except Exception as failure:  # the lease expires by itself; never mask the outcome
                 log.warning(
                     "claim_release_failed",
                     provider=self.provider,
                     job_id=self.job_id,
-                    exc_info=True,
+                    error=str(failure),
+                    # The ledger out of reach says all there is to say; anything else is a bug.
+                    exc_info=not isinstance(failure, StoreUnavailable),
                 )
 
     def _mark_valid(self, renewed_at_monotonic: float) -> None:

@@ -75,6 +75,9 @@ class JobResult:
     # Deferred because the provider or the archive could not be reached (exits.is_unreachable):
     # when every job a sweep tried says so, the sweep exits 3, not 1.
     unreachable: bool = False
+    # Deferred because a store every job needs (the ledger, Redis) could not be used: what it
+    # said (exits.outage). One such job stops the sweep, which exits 3.
+    outage: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,8 @@ class SweepSummary:
     skipped_by_reason: dict[str, int]
     # The delete brake (max_deletes_per_sweep) stopped the sweep.
     braked: bool = False
-    # The listing failed, or every job tried was deferred as unreachable (worker.exits).
+    # The listing failed, every job tried was deferred as unreachable, or the ledger or Redis
+    # could not be used (worker.exits).
     unreachable: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +172,9 @@ class SweepReport:
     listing_failed_permanently: bool = False
     # The delete brake stopped dispatching (a job that met it counts as STOPPED as well).
     braked: bool = False
+    # A store every job needs (the ledger, Redis) could not be used, by the sweep or by one of
+    # its jobs: what it said. The sweep stops dispatching, and exits 3.
+    outage: str | None = None
     counts: Counter[str] = field(default_factory=Counter)
     bytes_archived: int = 0
     duration_ms: int = 0
@@ -183,6 +190,8 @@ class SweepReport:
                 self.counts["deleted_now"] += 1
             if result.unreachable and result.outcome == Outcome.DEFERRED:
                 self.counts["unreachable"] += 1
+            if result.outage is not None and self.outage is None:
+                self.outage = result.outage
 
     def count(self, outcome: Outcome, n: int = 1) -> None:
         with self._lock:
@@ -219,5 +228,7 @@ class SweepReport:
             duration_ms=self.duration_ms,
             skipped_by_reason={o.value: c[o] for o in sorted(SKIPPED) if c[o]},
             braked=self.braked or bool(c[Outcome.STOPPED]),
-            unreachable=self.listing_error is not None or (tried > 0 and c["unreachable"] == tried),
+            unreachable=self.listing_error is not None
+            or self.outage is not None
+            or (tried > 0 and c["unreachable"] == tried),
         )

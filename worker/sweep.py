@@ -6,6 +6,10 @@
 
 * **Lease.** One sweep per provider at a time (``leases``); a sweep that finds the lease
   taken says who holds it and does nothing. A sweep that loses its lease stops dispatching.
+* **Outages.** A store every job needs (the ledger, the Redis of the leases and rate limits)
+  that cannot be used, by the sweep or by any of its jobs, stops the sweep: the jobs after
+  it would all meet the same. It says which store and where, and exits 3
+  (``errors.StoreUnavailable``); the jobs it did not reach wait for the next sweep.
 * **Brake.** ``max_deletes_per_sweep`` is a budget in the ledger, opened here and taken from
   at the delete gate by every worker that serves the sweep, so every job that ends in a
   delete counts, tracked or listed, here or on another host. Once it is spent, the sweep
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING
 from worker import metrics
 from worker.domain import JobState, ListedJob, Phase
 from worker.dry_run import plan_job
-from worker.errors import WorkerError
+from worker.errors import StoreUnavailable, WorkerError
 from worker.job import process_job
 from worker.leases import Heartbeat
 from worker.ledger import Candidate
@@ -118,24 +122,12 @@ def sweep_provider(
         _dry_sweep(rt, provider, policy, report, on_result)
     else:
         ttl = lease_ttl or timedelta(seconds=rt.settings.worker.sweep_lease_seconds)
-        lease = rt.sweep_lease(provider_name, ttl)
-        if not lease.acquire():
-            holder = lease.holder()
-            report.busy = True
-            report.busy_detail = holder.describe(rt.clock()) if holder else None
-            log.info(
-                "sweep_already_running",
-                provider=provider_name,
-                holder=holder.owner if holder else None,
-                detail=report.busy_detail,
-                lease=lease.where,
+        _leased_sweep(rt, provider, policy, report, dispatch, on_result, ttl)
+        if report.outage is not None:
+            report.stopped_reason = (
+                f"{report.outage}. The sweep stopped there; the next sweep takes up what it left"
             )
-        else:
-            try:
-                with Heartbeat(lease.renew, interval=ttl.total_seconds() / 3) as beat:
-                    _real_sweep(rt, provider, policy, report, dispatch, on_result, beat.lost)
-            finally:
-                lease.release()
+            log.error("sweep_stopped_by_outage", provider=provider_name, error=report.outage)
     report.duration_ms = int((time.monotonic() - started) * 1000)
     if not rt.dry_run:
         # A sweep "succeeds" when it ran its listing and dispatch; failed jobs are counted
@@ -143,12 +135,55 @@ def sweep_provider(
         metrics.record_sweep(
             provider_name,
             seconds=report.duration_ms / 1000,
-            succeeded=not report.busy and report.listing_error is None,
+            succeeded=not report.busy and report.listing_error is None and report.outage is None,
         )
     summary = report.summary().to_dict()
     summary.pop("provider")
     log.info("sweep_finished", provider=provider_name, **summary)
     return report
+
+
+def _leased_sweep(
+    rt: Runtime,
+    provider: Provider,
+    policy: ProviderPolicy,
+    report: SweepReport,
+    dispatch: Dispatch | None,
+    on_result: OnResult | None,
+    ttl: timedelta,
+) -> None:
+    """The real sweep, under the provider's sweep lease; nothing at all without it."""
+    lease = rt.sweep_lease(provider.name, ttl)
+    try:
+        if not lease.acquire():
+            holder = lease.holder()
+            report.busy = True
+            report.busy_detail = holder.describe(rt.clock()) if holder else None
+            log.info(
+                "sweep_already_running",
+                provider=provider.name,
+                holder=holder.owner if holder else None,
+                detail=report.busy_detail,
+                lease=lease.where,
+            )
+            return
+    except StoreUnavailable as exc:
+        # Never a lease taken elsewhere instead: another worker may hold this one where it
+        # is kept, and two sweeps would run at once (shared_redis).
+        report.outage = exc.message
+        return
+    seconds = ttl.total_seconds()
+    try:
+        with Heartbeat(lease.renew, interval=seconds / 3, lapses_after=seconds) as beat:
+            _real_sweep(rt, provider, policy, report, dispatch, on_result, beat.lost)
+    except StoreUnavailable as exc:  # the sweep's own reads and writes: the listing, its jobs
+        report.outage = report.outage or exc.message
+    finally:
+        try:
+            lease.release()
+        except StoreUnavailable as exc:
+            # The lease expires by itself within its TTL; what the sweep did stands.
+            log.warning("sweep_lease_release_failed", provider=provider.name, error=str(exc))
 
 
 def _discover(
@@ -158,6 +193,8 @@ def _discover(
         for page in provider.list_jobs():
             report.listed += len(page)
             page_seen(page)
+    except StoreUnavailable:
+        raise  # not the listing's failure: the sweep stops (_leased_sweep)
     except WorkerError as exc:
         report.listing_error = str(exc) if exc.provider else f"{provider.name}: {exc}"
         report.listing_failed_permanently = exc.permanent
@@ -231,6 +268,8 @@ def _look_up_stale(
         asked = {job_id for _, job_id in rows}
         try:
             found = [item for item in provider.lookup(sorted(asked)) if item.job_id in asked]
+        except StoreUnavailable:
+            raise
         except WorkerError as exc:
             log.warning("lookup_failed", provider=provider.name, error=str(exc))
             return
@@ -323,9 +362,7 @@ def _dispatch_all(
     runner = None
     if dispatch is None:
         local = runner = _Runner(
-            policy.concurrency,
-            lambda job_id: process_job(rt, provider, job_id, budget=budget),
-            seen,
+            policy.concurrency, lambda job_id: _process(rt, provider, job_id, budget), seen
         )
 
         def dispatch(job_id: str, _budget: str | None) -> None:
@@ -333,6 +370,8 @@ def _dispatch_all(
 
     try:
         for n, candidate in enumerate(candidates):
+            if report.outage is not None:  # a job met it; the ones after would too
+                break
             if lease_lost.is_set():
                 report.stopped_reason = (
                     "the sweep lost its lease (another sweep took over, or the lease store "
@@ -352,6 +391,19 @@ def _dispatch_all(
         if runner is not None:
             runner.close()
     return braked.is_set() or bool(report.counts[Outcome.STOPPED])
+
+
+def _process(rt: Runtime, provider: str, job_id: str, budget: str | None) -> JobResult:
+    """``process_job``, and the ledger out of reach before the job's claim was taken or its
+    failure recorded (nothing else escapes it) as the job's result, so the sweep stops."""
+    try:
+        return process_job(rt, provider, job_id, budget=budget)
+    except StoreUnavailable as exc:
+        log.warning("job_not_processed", provider=provider, job_id=job_id, error=str(exc))
+        error = str(exc.for_job(provider, job_id))
+        return JobResult(
+            provider, job_id, Outcome.DEFERRED, error=error, unreachable=True, outage=exc.message
+        )
 
 
 def _dry_sweep(

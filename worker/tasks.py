@@ -12,6 +12,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from worker import metrics
 from worker.bootstrap import Runtime, process_runtime
 from worker.celery_app import app, sweep_lease_ttl
+from worker.errors import StoreUnavailable
 from worker.job import process_job
 from worker.logging import get_logger
 from worker.schedules import schedule_of, shortest_period
@@ -24,8 +25,11 @@ log = get_logger(__name__)
 SCRUB_FINDINGS_LOGGED = 100
 
 # The ledger or the broker being briefly unreachable is worth a retry of the task itself;
-# a provider's or the archive's errors are handled per job in the ledger instead.
+# a provider's or the archive's errors are handled per job in the ledger instead. The worker
+# translates the ledger's and Redis's errors into StoreUnavailable where it uses them; the
+# libraries' own are kept for what it does not (Celery's result backend, say).
 TRANSIENT_INFRA = (
+    StoreUnavailable,
     OperationalError,
     InterfaceError,
     ConnectionError,
@@ -58,6 +62,10 @@ def sweep(provider: str) -> dict[str, Any]:
         dispatch=job_dispatcher(rt, provider, period),
         lease_ttl=sweep_lease_ttl(period, longest),
     )
+    if report.outage is not None:
+        # Redis or the ledger went away: the sweep stopped, as a CLI sweep does; it is tried
+        # again within minutes (autoretry_for) rather than at its next scheduled time.
+        raise StoreUnavailable(report.outage, provider=provider)
     return report.summary().to_dict()
 
 

@@ -308,12 +308,16 @@ def test_a_second_sweep_of_the_same_provider_returns_at_once_and_says_so(
     assert not sweep_provider(rt, "daily").busy
 
 
-def test_without_redis_the_sweep_lease_is_kept_in_the_ledger(
-    scenario: Scenario, s3_server: S3Server, sqlite_url: str
+@pytest.mark.parametrize("broker", [None, "memory://"], ids=["no-broker-url", "not-redis"])
+def test_without_a_redis_broker_url_the_sweep_lease_is_kept_in_the_ledger(
+    broker: str | None, scenario: Scenario, s3_server: S3Server, sqlite_url: str
 ) -> None:
-    data = scenario.config(
-        sqlite_url, s3_server.endpoint_url, broker={"url": "redis://127.0.0.1:9/0"}
-    )
+    # A Redis on 127.0.0.1:6379 answers here: the configuration decides, not what answers.
+    data = scenario.config(sqlite_url, s3_server.endpoint_url)
+    if broker is None:
+        del data["broker"]["url"]
+    else:
+        data["broker"]["url"] = broker
     rt = build_runtime(settings_of(data))
     assert rt.redis is None
     rt.ledger.operator.set_hold("daily", scenario.ids["held"], held=True, now=rt.clock())

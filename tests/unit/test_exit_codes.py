@@ -12,8 +12,11 @@ from worker import exits
 from worker.errors import (
     ArchiveError,
     ConfigError,
+    LedgerError,
+    LedgerUnavailable,
     ProviderRejected,
     ProviderUnavailable,
+    RedisUnavailable,
     VerifyError,
 )
 from worker.outcomes import JobResult, Outcome, SweepReport, SweepSummary
@@ -95,6 +98,20 @@ def test_a_sweep_is_unreachable_only_when_every_job_it_tried_could_not_reach() -
     assert not report_of(job(Outcome.NOT_DUE)).unreachable  # nothing tried, nothing to say
 
 
+def test_one_job_that_could_not_reach_redis_or_the_ledger_makes_the_sweep_unreachable() -> None:
+    # Every job needs them: the ones after it would meet the same, whatever came before.
+    outage = JobResult(
+        "daily",
+        "j",
+        Outcome.DEFERRED,
+        unreachable=True,
+        outage="Redis at 127.0.0.1:6379 cannot be reached",
+    )
+    summary = report_of(job(Outcome.DELETED), outage)
+    assert summary.unreachable
+    assert exits.sweep_code(summary) == exits.UNREACHABLE
+
+
 def test_a_job_stopped_by_the_brake_marks_the_sweep_braked() -> None:
     assert report_of(job(Outcome.DELETED), job(Outcome.STOPPED)).braked
     assert not report_of(job(Outcome.DELETED)).braked
@@ -125,6 +142,9 @@ def archive_error(cause: Exception) -> ArchiveError:
         (ArchiveError("no cause"), False),
         (VerifyError("the stored object differs"), False),
         (ConfigError("bad"), False),
+        (RedisUnavailable("Redis at 127.0.0.1:6379 cannot be reached"), True),
+        (LedgerUnavailable("the ledger at sqlite:///l.db cannot be opened"), True),
+        (LedgerError("the claim lapsed"), False),
     ],
 )
 def test_unreachable_means_the_far_side_could_not_be_reached(

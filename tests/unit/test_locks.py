@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from tests.helpers import REDIS_URL
-from worker.leases import RedisLease
+from worker.errors import RedisUnavailable
+from worker.leases import Heartbeat, RedisLease
 
 pytestmark = pytest.mark.redis
 
@@ -62,3 +63,29 @@ def test_an_expired_lease_can_be_taken_and_the_stale_owner_cannot_touch_it(
     stale.release()
     assert getattr(fresh.holder(), "owner", None) == "fresh"
     fresh.release()
+
+
+def test_a_heartbeat_whose_renewals_fail_for_a_whole_lease_declares_it_lost() -> None:
+    # The store cannot be reached (Redis down): after a lease's life without a renewal, the
+    # lease may be someone else's, and the sweep must stop dispatching.
+    def unreachable() -> bool:
+        raise RedisUnavailable("Redis at 127.0.0.1:9 cannot be reached")
+
+    with Heartbeat(unreachable, interval=0.05, lapses_after=0.3) as beat:
+        assert not beat.lost.wait(0.15)
+        assert beat.lost.wait(2)
+
+
+def test_a_heartbeat_that_fails_once_keeps_the_lease() -> None:
+    calls: list[int] = []
+
+    def flaky() -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RedisUnavailable("Redis at 127.0.0.1:9 cannot be reached")
+        return True
+
+    with Heartbeat(flaky, interval=0.05, lapses_after=0.3) as beat:
+        time.sleep(0.6)
+        assert not beat.lost.is_set()
+    assert len(calls) > 3

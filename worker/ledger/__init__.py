@@ -6,7 +6,7 @@ SQLite by default, PostgreSQL for several hosts, both through SQLAlchemy Core. O
 * ``jobs`` (writes.py): claims, the fenced transitions of the lifecycle, the delete gate;
 * ``query`` (queries.py): a job, its files, a sweep's candidates, status and report;
 * ``operator`` (operator.py): track, hold, release, retry;
-* ``coord`` (coordination.py): sweep leases (when no Redis answers) and delete budgets;
+* ``coord`` (coordination.py): sweep leases (when no Redis is configured) and delete budgets;
 * ``discovery`` (discovery.py): a provider's listing folded in, in bulk.
 
 The tables, engines and migrations are in schema.py.
@@ -34,6 +34,7 @@ from worker.ledger.schema import (
     SCHEMA_REVISION,
     FileRecord,
     actor_name,
+    ledger_errors,
     make_engine,
     metadata,
     migrate,
@@ -113,7 +114,7 @@ class Ledger:
         return cls(engine, read_only=True)
 
     def schema_revision(self) -> str | None:
-        with self.engine.connect() as conn:
+        with ledger_errors(self.engine.url), self.engine.connect() as conn:
             if not sa.inspect(conn).has_table("alembic_version"):
                 return None
             row = conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()

@@ -1,4 +1,4 @@
-"""What keeps sweeps apart and bounded when no Redis is at hand: sweep leases in the ledger,
+"""What keeps sweeps apart and bounded when no Redis is configured: sweep leases in the ledger,
 and each sweep's delete budget (which lives here always, so that the delete gate can take
 from it in the same transaction)."""
 

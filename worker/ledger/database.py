@@ -16,7 +16,8 @@ Two ways in:
 Every connection is made by the engine's pool, so it is set up (its PRAGMAs on SQLite) once,
 not per transaction; both ways take the same per-process writer lock on SQLite. Errors of
 the driver are raised as SQLAlchemy's (``sa.exc.OperationalError`` and so on) either way,
-and a connection the database dropped is discarded, as SQLAlchemy does.
+and a connection the database dropped is discarded, as SQLAlchemy does. A database that
+cannot be reached or opened leaves all four as ``LedgerUnavailable`` (``ledger_errors``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from sqlalchemy.sql.dml import UpdateBase
 
 from worker.domain import INITIAL_STATE, JobRow
 from worker.errors import LedgerError
-from worker.ledger.schema import JOB_ROW_COLUMNS, audit_events, job_row_of, jobs
+from worker.ledger.schema import JOB_ROW_COLUMNS, audit_events, job_row_of, jobs, ledger_errors
 
 
 def new_job(provider: str, job_id: str, now: datetime, *, tracked: bool = False) -> dict[str, Any]:
@@ -276,13 +277,15 @@ class Database:
     def tx(self) -> Iterator[Connection]:
         """One write transaction (serialised per process on SQLite)."""
         self._refuse_if_read_only()
-        with self._writer, self.engine.connect() as conn:
+        with ledger_errors(self.engine.url), self._writer, self.engine.connect() as conn:
             conn.execution_options(write=True)
             with conn.begin():
                 yield conn
 
-    def read(self) -> contextlib.AbstractContextManager[Connection]:
-        return self.engine.connect()
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with ledger_errors(self.engine.url), self.engine.connect() as conn:
+            yield conn
 
     def insert_missing(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Insert job rows, skipping any another process inserted a moment before."""
@@ -316,7 +319,7 @@ class Database:
         the driver begins it with the first statement.
         """
         self._refuse_if_read_only()
-        with self._writer:
+        with ledger_errors(self.engine.url), self._writer:
             tx = self._open()
             try:
                 if not self.is_postgres:
@@ -333,11 +336,12 @@ class Database:
     def reading(self) -> Iterator[Tx]:
         """Prepared statements that only read: each is its own snapshot on SQLite; on
         PostgreSQL the pool ends the implicit transaction when the connection goes back."""
-        tx = self._open()
-        try:
-            yield tx
-        finally:
-            self._close(tx)
+        with ledger_errors(self.engine.url):
+            tx = self._open()
+            try:
+                yield tx
+            finally:
+                self._close(tx)
 
     # A SQLite connection of the pool is set up once (its PRAGMAs, in make_engine), but
     # taking one from SQLAlchemy's pool and giving it back, with the rollback the pool

@@ -2,6 +2,9 @@
 
 The schema is owned by the Alembic migrations in ``worker/migrations``; the tables below
 mirror them, and a test proves the two agree.
+
+A database that cannot be reached or opened raises ``LedgerUnavailable`` (``ledger_errors``),
+naming the ledger with its password masked: every way into the database passes there.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.domain import OPEN_STATES, JobRow, JobState, Phase
+from worker.errors import LedgerUnavailable
+from worker.redact import REDACTOR, mask_url
 
 # The Alembic revision this code expects. A test checks it equals the migrations' head, so
 # "are migrations pending?" is answered without importing Alembic on every command.
@@ -266,6 +271,62 @@ def actor_name() -> str:
 # -- engines and migrations ----------------------------------------------------------------
 
 
+def shown_url(url: str | sa.URL) -> str:
+    """The ledger's URL as messages show it: every credential a driver reads masked, in the
+    userinfo and in the query string (``redact.mask_url``), and anything else known secret."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, sa.URL) else url
+    return REDACTOR.scrub(mask_url(text))
+
+
+@contextlib.contextmanager
+def ledger_errors(url: str | sa.URL) -> Iterator[None]:
+    """Translate a database that cannot be reached or opened into LedgerUnavailable.
+
+    The DBAPI's OperationalError and InterfaceError when they mean that (a refused or dropped
+    connection, a file that cannot be opened, a lock held past the busy timeout), a
+    connection SQLAlchemy found dropped, and a folder for a SQLite file that cannot be made.
+    Other errors (a constraint, a bad statement, two transactions that met) pass unchanged.
+    """
+    try:
+        yield
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        if not _unusable(exc.orig):
+            raise
+        raise _unavailable(url, exc.orig if exc.orig is not None else exc) from exc
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+        raise _unavailable(url, exc.orig if exc.orig is not None else exc) from exc
+    except OSError as exc:  # make_engine's folder for a SQLite file
+        raise _unavailable(url, exc) from exc
+
+
+# SQLite's primary result codes for a database that cannot be used now: PERM, BUSY, LOCKED,
+# READONLY, IOERR, FULL, CANTOPEN. Its OperationalError also stands for a missing table or a
+# syntax error, which are bugs.
+_SQLITE_UNUSABLE = frozenset({3, 5, 6, 8, 10, 13, 14})
+
+
+def _unusable(orig: BaseException | None) -> bool:
+    """Whether the driver's error means the database cannot be used now."""
+    if orig is not None and type(orig).__module__.startswith("sqlite3"):
+        code = getattr(orig, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in _SQLITE_UNUSABLE
+    # PostgreSQL: all of them but a serialization failure or a deadlock (SQLSTATE class 40),
+    # where two transactions met and the database answered.
+    return not str(getattr(orig, "sqlstate", None) or "").startswith("40")
+
+
+def _unavailable(url: str | sa.URL, cause: BaseException) -> LedgerUnavailable:
+    detail = (str(cause).strip().splitlines() or [""])[0]
+    return LedgerUnavailable(
+        f"the ledger at {shown_url(url)} cannot be used "
+        f"({type(cause).__name__}: {REDACTOR.scrub(detail) or 'no detail'})",
+        hint="Check that its database is up and that [ledger] url is right; a later run "
+        "picks up where this one stopped",
+    )
+
+
 # JSON for the ledger's JSON columns (an audit event's detail, a provider's answer):
 # anything JSON has no type for (a datetime, say) is stored as its str. What json.dumps(value,
 # default=str) writes, with the encoder made once rather than at every call.
@@ -277,7 +338,8 @@ def make_engine(url: str) -> Engine:
     if sa_url.get_backend_name() == "sqlite":
         database = sa_url.database
         if database and database != ":memory:":
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            with ledger_errors(sa_url):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(
             sa_url,
             connect_args={"check_same_thread": False, "timeout": 60},
@@ -331,7 +393,7 @@ def migrate(engine: Engine) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
-    with _MIGRATE_LOCK, _cross_process_lock(engine) as conn:
+    with ledger_errors(engine.url), _MIGRATE_LOCK, _cross_process_lock(engine) as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
 

@@ -46,7 +46,7 @@ import tenacity
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from worker import metrics
+from worker import metrics, shared_redis
 from worker.domain import (
     Artifact,
     DeleteAnswer,
@@ -200,14 +200,36 @@ class BaseProvider(Generic[SettingsT]):
 
 
 class RateLimiter:
-    """A moving-window limit per provider account, in process memory or shared in Redis."""
+    """A moving-window limit per provider account, in process memory or shared in Redis.
+
+    A shared limit whose Redis cannot be reached raises RedisUnavailable: nothing is sent,
+    since no process could then tell how many requests the others sent.
+    """
 
     def __init__(self, rate: str, key: str, storage_uri: str = "memory://") -> None:
         self.item = limits.parse(rate)
         self.key = key
-        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
+        self.address: str | None = None
+        options: dict[str, float] = {}
+        if storage_uri.startswith(shared_redis.SCHEMES):
+            self.address = shared_redis.address_of_url(storage_uri)
+            options = {
+                "socket_connect_timeout": shared_redis.CONNECT_TIMEOUT,
+                "socket_timeout": shared_redis.COMMAND_TIMEOUT,
+            }
+            # The broker's unix:// is redis+unix:// to the limits library.
+            if storage_uri.startswith("unix://"):
+                storage_uri = "redis+" + storage_uri
+        self.limiter = MovingWindowRateLimiter(storage_from_string(storage_uri, **options))
 
     def acquire(self, *, max_wait: float = 300.0) -> None:
+        if self.address is None:
+            self._acquire(max_wait)
+            return
+        with shared_redis.redis_errors(self.address, "taking a slot of the shared rate limit"):
+            self._acquire(max_wait)
+
+    def _acquire(self, max_wait: float) -> None:
         deadline = time.monotonic() + max_wait
         while not self.limiter.hit(self.item, "retention", self.key):
             reset = self.limiter.get_window_stats(self.item, "retention", self.key).reset_time
