@@ -17,17 +17,21 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, config_data, settings_of
+from worker.bootstrap import build_runtime
 from worker.domain import JobSnapshot
 from worker.errors import BadResponse, ProviderUnavailable
 from worker.fetch import Download, check_response
+from worker.job import process_job
+from worker.outcomes import Outcome
 from worker.providers.base import (
     JSON_VALUE_COST,
     MAX_PARSE_BYTES,
@@ -39,6 +43,11 @@ from worker.providers.base import (
 from worker.providers.unsiloed import UnsiloedProvider
 from worker.settings import UnsiloedSettings
 from worker.simulators.unsiloed import UnsiloedSimulator
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+    from worker.simulators.s3server import S3Server
 
 MiB = 1024 * 1024
 linux_only = pytest.mark.skipif(
@@ -88,7 +97,7 @@ def test_characters_count_at_the_width_python_stores_them() -> None:
 
 
 def test_an_escape_may_widen_the_strings_beyond_the_text() -> None:
-    # "\ud83d\ude00" is six ASCII bytes a half, and one character stored at four bytes
+    # "\ud83d\ude00" is twelve ASCII bytes that make one character, stored at four bytes
     assert per_byte(b'["\\ud83d\\ude00 and more"]') == 1 + 4
 
 
@@ -104,7 +113,7 @@ def test_an_answer_that_costs_exactly_the_cap_is_parsed() -> None:
 
 
 def test_an_answer_that_costs_a_byte_more_than_the_cap_is_refused_and_says_what_to_raise() -> None:
-    # given an answer whose count is one byte over the cap
+    # given an answer whose cost is one byte over the cap
     body = b"[" + b",".join([b"{}"] * 100_000) + b"]"
     cost = parse_cost(body)
     assert cost.values == 200_001
@@ -303,7 +312,7 @@ def test_each_provider_reads_its_answers_under_its_own_max_parse_mib() -> None:
     assert UnsiloedProvider.build("u", settings(max_parse_mib=1024)).api.max_parse == 1024 * MiB
 
 
-# -- a genuine large Unsiloed result, over HTTP ----------------------------------------------------
+# -- Unsiloed's results, over HTTP ----------------------------------------------------
 
 
 @pytest.fixture
@@ -354,3 +363,39 @@ def test_a_genuine_result_of_several_mib_of_small_objects_is_read_and_stored_exa
     # then both are there, and result.json is the very bytes served, not a re-encoding
     assert (result.name, source.name) == ("result.json", "source/scan.pdf")
     assert stored == sim.results_served[-1][1]
+
+
+def test_a_job_whose_result_costs_too_much_to_parse_stays_at_unsiloed_saying_why(
+    sim: UnsiloedSimulator, s3_server: S3Server, s3: S3Client, bucket: str, sqlite_url: str
+) -> None:
+    # given a tracked completed job whose result, 48 KB of empty objects, could take more to
+    # parse than the provider's max_parse_mib of 1
+    served = b'{"job_id":"J1","file_url":"{{file_url}}","result":[' + b"{}," * 16_000 + b"{}]}"
+    job_id = sim.add_job("completed", job_id="J1", result=served, document=b"%PDF-1.7\n")
+    table = sim.provider_table(max_parse_mib=1)
+    config = config_data(
+        bucket=bucket,
+        endpoint_url=s3_server.endpoint_url,
+        ledger_url=sqlite_url,
+        providers={"unsiloed": table},
+    )
+    runtime = build_runtime(settings_of(config))
+    try:
+        runtime.ledger.operator.track("unsiloed", [job_id], now=datetime.now(UTC))
+
+        # when the pipeline carries it
+        result = process_job(runtime, "unsiloed", job_id)
+    finally:
+        runtime.close()
+
+    # then it is deferred with the reason and the setting to raise; nothing stored or deleted
+    assert result.outcome == Outcome.DEFERRED
+    assert result.error is not None
+    assert result.error.startswith(
+        "unsiloed job J1: the answer to reading the result of job J1 holds up to 32,011 JSON "
+        "keys and values in 47.1 KiB, which could take 4.5 MiB to parse"
+    )
+    assert "more than max_parse_mib allows (1.0 MiB)" in result.error
+    assert "raise max_parse_mib for provider unsiloed to at least 5 " in result.error
+    assert sim.deleted == []
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0

@@ -332,7 +332,7 @@ def parse_json(
 
 
 def _mib(size: int) -> str:
-    return f"{size / MIB:,.1f} MiB"
+    return f"{size / MIB:,.1f} MiB" if size >= MIB else f"{size / 1024:,.1f} KiB"
 
 
 def need(mapping: Any, key: str, kind: type | tuple[type, ...], *, what: str) -> Any:
