@@ -276,6 +276,13 @@ class ProviderCommon(_Strict):
     # reason to keep the job. Without this, a job whose record names a file the worker does
     # not recognise is kept at the provider.
     ignore_outputs: list[str] = Field(default_factory=list)
+    # The memory parsing one of its JSON answers may take (MiB), counted on the answer's
+    # bytes before it is parsed (providers.base.parse_cost, an upper bound): an answer that
+    # could take more is refused unparsed and the job stays at the provider. With the body
+    # itself, one answer costs at most its size cap (16 MiB; Unsiloed's max_result_mib) plus
+    # this. Genuine answers count 3 (long texts) to 30 (compact small objects) times their
+    # size.
+    max_parse_mib: int = Field(default=256, ge=1, le=65536)
 
     _cron = field_validator("schedule")(_check_cron)
     _rate = field_validator("rate_limit")(_check_rate)

@@ -19,8 +19,14 @@
   ``max_result_mib`` (64 MiB by default): reading stops at the cap and a larger answer is
   refused (permanently, naming the setting to raise). ``HttpApi`` reads the body into one
   buffer, parses it and lets the bytes go; the adapter keeps the parsed answer only for the
-  walk over it. The parsed JSON is what costs memory (Python objects: a 52 MiB result dense
-  with numbers takes a few hundred MiB), so the cap bounds that.
+  walk over it. The parsed JSON is what costs memory (Python objects: up to 50 times the
+  bytes, for a body of tiny containers), so the parse has a cap of its own, ``max_parse_mib``
+  (256 MiB by default), counted on the raw bytes before anything is parsed
+  (``base.parse_cost``): a result that could take more is a ``BadResponse`` naming the
+  setting and how far to raise it, and the job stays at Unsiloed. Reading a result thus
+  takes at most ``max_result_mib`` + ``max_parse_mib``. A result of small objects (OCR boxes)
+  counts 13 (indented) to 30 (compact) times its size, so the default takes one of 9 MiB or
+  more; a result of long texts counts about 3 times.
 * The source document's ``Artifact.sha256`` comes from the record's ``pdf_hash`` when it is
   ``sha256:<64 hex>`` (the documented shape) or a bare 64-hex digest, lowercased; the
   pipeline checks the archived bytes against it. That ``pdf_hash`` is the digest of the very
