@@ -108,6 +108,7 @@ SHAPES = [
     shape("an absolute path anywhere", {"recording": "/files/acme/j/a.mp3"}, "recording"),
     shape("a relative key with an extension", {"transcript": "acme/j/out.txt"}, "transcript"),
     shape("a relative key of many parts", {"transcript": "acme/j/transcript/out"}, "transcript"),
+    shape("a relative key of two parts", {"recording": "recordings/r1"}, "recording"),
     shape("s3 URI", {"copy": "s3://b/k"}, "copy"),
     shape("gs URI", {"copy": "gs://b/k"}, "copy"),
     shape("oss URI", {"copy": "oss://b/k"}, "copy"),

@@ -26,9 +26,9 @@ a miss loses data.
 
 * By its value, wherever it is: a string that is a URI of any scheme (``https://``, ``s3://``,
   ``gs://``, ``az://``, ``x-vendor://``...) or protocol-relative (``//cdn/x``), an absolute
-  path (``/files/a.mp3``), or a relative path to a file (``acme/j/a.mp3``: no spaces, a ``/``,
-  and a file extension or at least two ``/``). Text that only mentions one ("Failed to
-  download https://...") is not.
+  path (``/files/a.mp3``), or a relative one (``acme/j/a.mp3``, ``recordings/r1``: a ``/``
+  and no spaces), but not a date, a media type (``video/mp4``) or an abbreviation (``N/A``).
+  Text that only mentions one ("Failed to download https://...") is not.
 * By its name: any non-empty value under a field whose name ends in a word that names a
   place for data: ``url``, ``uri``, ``link``, ``href``, ``src``, ``key``, ``file``, ``path``,
   ``location``, ``download``, ``bucket``, or their plurals. Names are read as words, so casing
@@ -69,10 +69,14 @@ Inert = Mapping[str, str]
 # not when it mentions one ("Failed to download https://...").
 _URI = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*:)?//\S")
 _ABSOLUTE_PATH = re.compile(r"^/[^\s/]")
-# The last part of a file name: letters and digits, at least one letter (".mp3", not ".0").
-_EXTENSION = re.compile(r"(?=[A-Za-z0-9]{1,5}$)[0-9]*[A-Za-z][A-Za-z0-9]*")
-# Dates and fractions ("2024/05/01", "1/2") are not paths.
+# Slashes that are not paths: dates and fractions ("2024/05/01", "1/2"), media types
+# ("video/mp4", "application/vnd.api+json"), abbreviations ("N/A", "and/or").
 _NUMERIC = re.compile(r"^[0-9./:-]+$")
+_MEDIA_TYPE = re.compile(
+    r"^(?:application|audio|font|image|message|model|multipart|text|video)/[\w.+-]+$",
+    re.IGNORECASE,
+)
+_ABBREVIATION = re.compile(r"^[A-Za-z]{1,3}/[A-Za-z]{1,3}$")
 # Words of a field name: "downloadURLs" -> download, URLs; "s3Key" -> s, 3, Key.
 _WORD = re.compile(r"[A-Z]+s?(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 # The last word of a name that marks its value as naming a place for data.
@@ -155,10 +159,9 @@ def looks_like_a_place(text: str) -> bool:
     """Whether a string, wherever it is, could name stored data by its value alone."""
     if is_url(text) or _ABSOLUTE_PATH.match(text):
         return True
-    if "/" not in text or any(c.isspace() for c in text) or _NUMERIC.match(text):
+    if "/" not in text or any(c.isspace() for c in text):
         return False
-    stem, dot, extension = text.rsplit("/", 1)[-1].rpartition(".")
-    return text.count("/") >= 2 or bool(dot and stem and _EXTENSION.fullmatch(extension))
+    return not (_NUMERIC.match(text) or _MEDIA_TYPE.match(text) or _ABBREVIATION.match(text))
 
 
 def references(value: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
