@@ -55,6 +55,7 @@ import functools
 import json
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -97,32 +98,30 @@ def words(name: str) -> tuple[str, ...]:
     return tuple(word.lower() for word in _WORD.findall(name))
 
 
-def _names_a_place(name: str) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Name:
+    """What a field's name says about its value."""
+
+    s3config: bool  # an s3Config: one reference, whatever it holds
+    place: bool  # its last word names a place for data: audio_file, s3Key, downloadURL
+    collection: bool  # a plural of one (output_files, urls): an object under it is a container
+    bucket: bool  # bucket, Bucket, bucket_name, s3Bucket
+    locator: bool  # beside a bucket, locates an object in it: object, name, prefix
+    file_list: bool  # a list under it is a list of files: output_file_name, filenames
+
+
+@functools.lru_cache(maxsize=4096)
+def _name(name: str) -> _Name:
+    # Cached: a large answer repeats the same few names many times over.
     parts = words(name)
-    return bool(parts) and parts[-1] in _PLACE_WORDS
-
-
-def _names_a_collection(name: str) -> bool:
-    """``output_files``, ``urls``: a name for many places, so an object under it is a
-    container of fields, each judged on its own, not one reference."""
-    parts = words(name)
-    return bool(parts) and parts[-1] in _PLURAL_PLACE_WORDS
-
-
-def _names_a_bucket(name: str) -> bool:
-    parts = words(name)
-    return any(parts[-len(bucket) :] == bucket for bucket in _BUCKET_WORDS)
-
-
-def _locates(name: str) -> bool:
-    parts = words(name)
-    return bool(parts) and parts[-1] in _LOCATOR_WORDS
-
-
-def _lists_files(name: str) -> bool:
-    parts = words(name)
-    return bool(parts) and (
-        parts[-1] in _FILE_LIST_WORDS or parts[-2:] in (("file", "name"), ("file", "names"))
+    last = parts[-1] if parts else ""
+    return _Name(
+        s3config="".join(parts) == "s3config",
+        place=last in _PLACE_WORDS,
+        collection=last in _PLURAL_PLACE_WORDS,
+        bucket=any(parts[-len(bucket) :] == bucket for bucket in _BUCKET_WORDS),
+        locator=last in _LOCATOR_WORDS,
+        file_list=last in _FILE_LIST_WORDS or parts[-2:] in (("file", "name"), ("file", "names")),
     )
 
 
@@ -145,9 +144,7 @@ def _holds_nothing(value: Any) -> bool:
 
 
 def _has_bucket(value: Mapping[str, Any]) -> bool:
-    return any(
-        _names_a_bucket(str(k)) and isinstance(v, str) and v.strip() for k, v in value.items()
-    )
+    return any(isinstance(v, str) and v.strip() and _name(str(k)).bucket for k, v in value.items())
 
 
 def is_url(value: Any) -> bool:
@@ -184,15 +181,16 @@ def references(value: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
         here = (*path, name)
         if _is_nothing(item):
             continue
-        if "".join(words(name)) == "s3config":
+        says = _name(name)
+        if says.s3config:
             yield here, item
-        elif isinstance(item, dict) and _names_a_collection(name):
+        elif isinstance(item, dict) and says.collection:
             yield from references(item, here)
         elif (
-            _names_a_place(name)
-            or _names_a_bucket(name)
-            or (in_a_bucket and _locates(name))
-            or (_lists_files(name) and isinstance(item, list))
+            says.place
+            or says.bucket
+            or (in_a_bucket and says.locator)
+            or (says.file_list and isinstance(item, list))
         ):
             yield from _held(item, here)
         else:
