@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -459,9 +460,16 @@ def test_every_field_naming_the_users_obs_objects_is_known_not_to_be_destroyed(
             "thumbnail_output": OBS,
             "thumbnail_outputname": "thumbs.zip",
             "output_url": "https://out-bkt.obs.cn-north-4.myhuaweicloud.com/out/qc.json",
-            "pic_info": [{"pic_name": "1.jpg", "pic_url": "https://out-bkt.obs.example/1.jpg"}],
+            "pic_info": [{"pic_name": "out/thumbs/1.jpg"}],
             "transcode_detail": {
-                "multitrans_info": [{"output_file_name": "ok_7000523.mp4", "status": "ok"}]
+                "multitask_info": [
+                    {
+                        "template_id": 7000523,
+                        "error": {"error_code": "", "error_msg": ""},
+                        "output_file": {"format": "MP4", "size": 1024, "duration": 12},
+                    }
+                ],
+                "input_file": {"format": "MP4", "size": 2048, "duration": 12},
             },
             "user_data": "callback https://acme.example/hook",
         },
@@ -501,6 +509,33 @@ def test_a_task_that_names_a_file_outside_its_obs_fields_keeps_the_task(
     # and once the operator accepts losing that field, the record alone is archived
     accepted = adapter(mpc_sim, ignore_outputs=[path])
     assert accepted.artifacts(snapshot(accepted, task)) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "path"),
+    [
+        ({"output": {**OBS, "Key": "out/ok/copy.mp4"}}, "output.Key"),
+        (
+            {"pic_info": [{"pic_name": "1.jpg", "pic_url": "https://mpc.example/1.jpg"}]},
+            "pic_info[0].pic_url",
+        ),
+        (
+            {"transcode_detail": {"preview_url": "https://mpc.example/p.mp4"}},
+            "transcode_detail.preview_url",
+        ),
+    ],
+)
+def test_a_field_the_sdk_does_not_document_inside_an_obs_field_keeps_the_task(
+    mpc_sim: HuaweiMpcSimulator, extra: dict[str, Any], path: str
+) -> None:
+    # given a task whose OBS fields gain a field Huawei's SDK does not document: whether it
+    # names an object in the user's bucket or one MPC hosts, nobody can tell
+    task = mpc_sim.add_task("SUCCEEDED", output_file_name=["ok.mp4"], extra=extra)
+    provider = adapter(mpc_sim)
+
+    # when its outputs are asked for, then the task is kept, naming the field
+    with pytest.raises(Kept, match=re.escape(f"unrecognised output `{path}`")):
+        provider.artifacts(snapshot(provider, task))
 
 
 def test_the_outputs_in_the_users_obs_bucket_outlive_the_delete(

@@ -5,21 +5,24 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.providers.shapes import SHAPE_IDS, SHAPES, SIGNED, Shape
 from worker.errors import Kept
 from worker.providers.outputs import (
     Path,
     dotted,
+    inert,
+    is_inert,
     references,
     section_of,
     unclaimed,
     unrecognised,
     within,
+    words,
 )
-
-SIGNED = "https://bucket.s3.amazonaws.com/out.mp4?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA"
 
 
 def paths_in(value: Any) -> list[str]:
@@ -55,7 +58,9 @@ def test_every_kind_of_file_reference_is_found_with_its_json_path() -> None:
         "output.summary.url",
         "job_files.captions[0].download_url",
         "downloadUrl",
-        "thumbnail_output",
+        "thumbnail_output.bucket",
+        "thumbnail_output.location",
+        "thumbnail_output.object",
         "output_files[0]",
         "output_files[1]",
         "visualization_paths[0]",
@@ -89,6 +94,28 @@ def test_a_reference_is_not_walked_into() -> None:
     assert paths_in(record) == ["s3Config"]
 
 
+def test_an_object_under_a_name_for_data_is_one_reference_when_nothing_inside_is() -> None:
+    # an id, which only the vendor can resolve, still names the file; a number names nothing
+    record = {
+        "audio_file": {"id": "f-1", "size": 3},
+        "download_url": {"expires": 3600},
+        "summary_links": [{"count": 2}, None, 7],
+    }
+    assert paths_in(record) == ["audio_file"]
+
+
+def test_an_object_under_a_plural_name_is_a_container_of_fields_judged_one_by_one() -> None:
+    record = {
+        "output_files": {
+            "transcripts": [],
+            "extracted_fields_url": None,
+            "captions": [{"filename": "a.vtt", "language": "en"}],
+            "captions_url": "c-1",
+        }
+    }
+    assert paths_in(record) == ["output_files.captions_url"]
+
+
 def test_a_bare_url_string_or_a_list_of_them_is_a_reference() -> None:
     assert paths_in(SIGNED) == ["(the whole record)"]
     assert paths_in(["x", "HTTPS://A.EXAMPLE/b"]) == ["[1]"]
@@ -113,7 +140,7 @@ def test_a_section_is_the_key_under_the_deepest_container_else_the_top_level_key
     assert not within(("a", "bb"), ("a", "b"))
 
 
-def test_unclaimed_leaves_out_what_is_claimed_known_or_ignored() -> None:
+def test_unclaimed_leaves_out_what_is_claimed_inert_or_ignored() -> None:
     # given a record with four references
     record = {
         "input": {"uri": "https://user.example/in.mp4"},
@@ -124,17 +151,92 @@ def test_unclaimed_leaves_out_what_is_claimed_known_or_ignored() -> None:
         "extra_url": "https://x.example/e",
     }
     claimed = {("output", "transcription", 0, "s3Config")}
-    known: tuple[Path, ...] = (("input",),)
+    table = inert({"input.uri": "what the user submitted"})
 
     # when nothing is ignored, then the recording and the extra link are unclaimed
-    found = unclaimed(record, claimed=claimed, known=known, containers=(("output",),))
+    found = unclaimed(record, claimed=claimed, inert=table, containers=(("output",),))
     assert [dotted(p) for p in found] == ["output.recording[0].link", "extra_url"]
 
     # when the operator ignores the recording section, only the extra link is
     found = unclaimed(
-        record, claimed=claimed, known=known, ignored={"recording"}, containers=(("output",),)
+        record, claimed=claimed, inert=table, ignored={"recording"}, containers=(("output",),)
     )
     assert [dotted(p) for p in found] == ["extra_url"]
+
+
+def test_a_claimed_field_claims_what_lies_inside_it_and_nothing_beside_it() -> None:
+    record = {"item": {"files": ["a/b.txt", "c/d.txt"], "key": "e/f.txt"}}
+    found = unclaimed(record, claimed={("item", "files")})
+    assert [dotted(p) for p in found] == ["item.key"]
+
+
+def test_an_inert_pattern_covers_its_field_and_what_lies_inside_it() -> None:
+    # given a declaration with a wildcard key, a wildcard index and a fixed index
+    table = inert(
+        {
+            "output.*[*].format": "a file type",
+            "output.*.format": "a file type",
+            "input": "what the user submitted",
+            "pages[0].url": "the first page is the user's",
+        }
+    )
+
+    # then each pattern matches its field and below, and nothing beside it
+    assert is_inert(("output", "transcription", 3, "format"), table)
+    assert is_inert(("output", "summary", "format"), table)
+    assert is_inert(("input", "uri"), table)
+    assert is_inert(("input", "nested", 0, "x"), table)
+    assert is_inert(("pages", 0, "url"), table)
+    assert not is_inert(("pages", 1, "url"), table)
+    assert not is_inert(("output", "transcription", 3, "link"), table)
+    assert not is_inert(("output", "transcription", "x", "format"), table)
+    assert not is_inert(("output",), table)
+    assert not is_inert(("inputs",), table)
+    assert not is_inert(("extra", "input"), table)
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ({"*.url": "anything"}, "must start with a field name"),
+        ({"[*].url": "anything"}, "must start with a field name"),
+        ({"output..format": "a type"}, "is not a path pattern"),
+        ({"": "nothing"}, "is not a path pattern"),
+        ({"output[x]": "bad index"}, "is not a path pattern"),
+        ({"output.format": "  "}, "needs a reason"),
+    ],
+)
+def test_a_declaration_that_could_hide_everything_or_says_nothing_is_refused(
+    table: dict[str, str], says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        inert(table)
+
+
+def test_a_declared_table_cannot_be_changed_afterwards() -> None:
+    table = inert({"id": "the job's id"})
+    with pytest.raises(TypeError):
+        table["output"] = "everything"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("audio_file", ("audio", "file")),
+        ("audioFile", ("audio", "file")),
+        ("audio-file", ("audio", "file")),
+        ("recording_s3_key", ("recording", "s", "3", "key")),
+        ("s3Key", ("s", "3", "key")),
+        ("downloadURLs", ("download", "urls")),
+        ("HREF", ("href",)),
+        ("BucketName", ("bucket", "name")),
+        ("profile", ("profile",)),
+    ],
+)
+def test_field_names_are_read_as_words_whatever_their_casing(
+    name: str, expected: tuple[str, ...]
+) -> None:
+    assert words(name) == expected
 
 
 def test_the_kept_error_names_paths_and_sections_but_never_a_value() -> None:
@@ -234,3 +336,57 @@ def _url_strings(value: Any, path: Path = ()) -> list[Path]:
     if isinstance(value, dict):
         return [p for k, v in value.items() for p in _url_strings(v, (*path, k))]
     return []
+
+
+# -- every shape of reference -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_each_shape_of_reference_is_found_at_the_top_level(shape: Shape) -> None:
+    record = {"id": "job-1", "status": "finished", **shape.fields}
+    assert paths_in(record) == shape.under("")
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_each_shape_of_reference_is_found_inside_an_output_item(shape: Shape) -> None:
+    # given the shape beside a claimed s3Config, in an item of a list, three levels down
+    item = {"format": "txt", "s3Config": {"key": "k", "bucket": "b"}, **shape.fields}
+    record = {"id": "job-1", "output": {"transcription": [item]}}
+
+    # when it is walked, then it is found beside the s3Config
+    assert paths_in(record) == [
+        "output.transcription[0].s3Config",
+        *shape.under("output.transcription[0]"),
+    ]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_each_shape_of_reference_is_found_deep_in_lists_and_objects(shape: Shape) -> None:
+    record = {"meta": [{"details": {"extra": [shape.fields]}}]}
+    assert paths_in(record) == shape.under("meta[0].details.extra[0]")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"mime_type": "video/mp4"},
+        {"content_type": "application/vnd.api+json"},
+        {"language_code": "it-IT"},
+        {"created_at": "2024-01-15T10:30:00.000Z"},
+        {"date": "2024/05/01"},
+        {"ratio": "1/2", "unknown": "N/A", "either": "and/or", "io": "I/O"},
+        {"accept": "audio/mpeg", "kind": "Video/MP4"},
+        {"error": "Failed to download /tmp/in.mp4: 403 Forbidden"},
+        {"status": "finished", "format": "txt", "preset": "transcript"},
+        {"job_id": "3ab8faa2-8ba2-4ee6-bd15-003a92c18245", "recordingId": "uuid-1"},
+        {"file_type": "audio", "file_size": 12, "file_subtype": "final_transcript"},
+        {"profile": "General", "profiles": ["a", "b"], "allocation": "x", "monkey": "y"},
+        {"region": "us-west-2", "bucket_region": "us-west-2"},
+        {"object": "charge", "name": "Italiano", "type": "subtitles"},
+        {"is_file": True, "has_key": False, "key_count": 3, "keys": []},
+        {"pdf_hash": "sha256:" + "a" * 64, "note": "see s3://b/k for details"},
+    ],
+    ids=",".join,
+)
+def test_what_names_no_stored_data_is_not_a_reference(fields: dict[str, Any]) -> None:
+    assert paths_in({"id": "job-1", **fields}) == []

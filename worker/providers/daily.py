@@ -19,16 +19,18 @@
 
   - an ``output`` item with an ``s3Config`` in a documented section is archived; a ``link``
     or ``url`` beside that ``s3Config`` names the same file;
-  - an ``output`` item without an ``s3Config`` (only a ``link`` or ``url``), an output
-    section the adapter does not know (``recording``), and a file reference anywhere else in
-    the record are unrecognised: ``Kept(reason="unrecognised_output")``, naming each by its
-    JSON path, unless its section (the ``output`` key, or the top-level field for a
-    reference elsewhere) is in ``ignore_outputs``, whose files are neither archived nor a
-    reason to keep;
-  - ``input`` (``uri``, ``recordingId``) is what the user submitted. Daily's delete deletes
-    the job and the objects of its output; it does not mention the source, which Daily never
-    owned (a URL the user supplied) or which is a recording with a lifecycle of its own [I].
-    It is left out of the walk;
+  - an ``output`` item without an ``s3Config`` (only a ``link``, a ``key``, a
+    ``Bucket``/``Key`` pair), an output section the adapter does not know (``recording``),
+    any other reference inside an archived item (``audio_file``, ``artifacts[].key``), and a
+    reference anywhere else in the record are unrecognised: ``Kept(reason=
+    "unrecognised_output")``, naming each by its JSON path, unless its section (the
+    ``output`` key, or the top-level field for a reference elsewhere) is in
+    ``ignore_outputs``, whose files are neither archived nor a reason to keep;
+  - the fields of the seed document that name no data the delete destroys are declared in
+    ``INERT``, each with its reason: ``input.uri`` and ``input.recordingId`` are what the
+    user submitted (Daily never owned the URL, and a recording has a lifecycle of its own
+    [I]; the delete is documented to remove the job and its output objects only). A field of
+    ``input`` the seed does not document is walked like any other;
   - the access-link answer must not name a section the record does not (that file would be
     one nobody archived).
 
@@ -67,7 +69,7 @@ from worker.domain import (
 from worker.errors import BadResponse, DeleteIncomplete, Kept, ProviderRejected
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, HttpApi, need
-from worker.providers.outputs import Path, references, unclaimed, unrecognised
+from worker.providers.outputs import Path, inert, references, unclaimed, unrecognised, within
 from worker.redact import Redactor
 from worker.settings import DailySettings
 
@@ -80,8 +82,20 @@ STATUSES = {
 # The output sections Daily documents (soap in the newer get-job page).
 KNOWN_SECTIONS = ("transcription", "summary", "soap")
 OUTPUT: Path = ("output",)
-# What the user submitted; Daily's delete does not destroy it [I].
-NOT_DESTROYED: tuple[Path, ...] = (("input",),)
+# The fields of Daily's job record (seed 000) that name no data its delete destroys.
+INERT = inert(
+    {
+        "id": "the job's id",
+        "preset": "the preset the job was submitted with",
+        "status": "the job's status word",
+        "error": "Daily's error text",
+        "input.sourceType": "the kind of source the user submitted",
+        "input.recordingId": "the user's recording, which has a lifecycle of its own [I]",
+        "input.uri": "the URL the user submitted; Daily never owned it",
+        "output.*.format": "the file type of the output beside it",
+        "output.*[*].format": "the file type of the output beside it",
+    }
+)
 # Fields beside an s3Config that name the same file.
 SAME_FILE = ("link", "url")
 # The access-link answer's own fields.
@@ -184,9 +198,10 @@ def outputs_of(record: Any) -> list[DailyOutput]:
 
 
 def unrecognised_of(record: Any, ignored: Collection[str] = ()) -> list[Path]:
-    """The file references of a job record that the adapter cannot archive: items without
-    an ``s3Config``, sections it does not know, and references anywhere else in the record.
-    Sections in ``ignored`` are left out, as is ``input`` (not destroyed by the delete)."""
+    """The references of a job record the adapter cannot archive: items without an
+    ``s3Config``, sections it does not know (each stands for everything in it), and any
+    other reference, in an archived item or anywhere else, that is neither the item's file
+    nor declared ``INERT``. Sections in ``ignored`` are left out."""
     found: list[Path] = []
     claimed: set[Path] = set()
     for section, path, item in items_of(record):
@@ -198,9 +213,8 @@ def unrecognised_of(record: Any, ignored: Collection[str] = ()) -> list[Path]:
             continue
         claimed.add((*path, "s3Config"))
         claimed.update((*path, name) for name in SAME_FILE)
-        found.extend(p for p, _v in references(item, path) if p not in claimed)
-    outside = unclaimed(record, known=(OUTPUT, *NOT_DESTROYED), ignored=ignored)
-    return found + outside
+    rest = unclaimed(record, claimed=claimed, inert=INERT, ignored=ignored, containers=(OUTPUT,))
+    return found + [p for p in rest if not any(within(p, item) for item in found)]
 
 
 def lists_no_output(record: Any) -> bool:

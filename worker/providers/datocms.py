@@ -41,12 +41,13 @@
   lets subtitle tracks go without their text (none is then fetched or archived, as for
   every section ``ignore_outputs`` names).
 * The whole-record walk (``providers/outputs.py``) makes that verdict explicit and keeps it
-  honest: the documented track attributes (``type``, ``name``, ``language_code``,
-  ``closed_captions``, ``status``, ``error``) name no file, and JSON:API's ``links`` and
-  ``relationships`` point at API resources (the upload), not at files. Any other file
-  reference, such as a future ``attributes.url`` to the track's media, would be a file the
-  delete may destroy: ``Kept(reason="unrecognised_output")``, naming its JSON path, unless
-  the attribute (or top-level member) is in ``ignore_outputs``.
+  honest: the resource's ``id`` and ``type``, the documented track attributes (``type``,
+  ``name``, ``language_code``, ``closed_captions``, ``status``, ``error``) name no file, and
+  JSON:API's ``links`` and ``relationships`` point at API resources (the upload), not at
+  files; all are declared in ``INERT``. Any other reference, such as a future
+  ``attributes.url`` to the track's media, would be data the delete may destroy:
+  ``Kept(reason="unrecognised_output")``, naming its JSON path, unless the attribute (or
+  top-level member) is in ``ignore_outputs``.
 * Delete: ``DELETE /uploads/:upload_id/tracks/:track_id`` answers 202 ``{data: {type: "job",
   id}}``; the job id is the handle the pipeline stores before it polls. ``GET
   /job-results/:id`` answers 404 while the job runs, then 200 with ``attributes.status`` (the
@@ -97,7 +98,7 @@ from worker.errors import (
 )
 from worker.logging import get_logger
 from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
-from worker.providers.outputs import Path, unclaimed, unrecognised
+from worker.providers.outputs import Path, inert, unclaimed, unrecognised
 from worker.settings import DatoCmsSettings
 
 log = get_logger(__name__)
@@ -108,8 +109,22 @@ STATUSES = {
     "errored": Phase.FAILED,
 }
 NOT_FOUND = "NOT_FOUND"
-# JSON:API members that point at API resources, not at files.
-NOT_FILES: tuple[Path, ...] = (("links",), ("relationships",))
+# The members of a track resource (seed 004, shared/providers.md section 5) that name no data
+# the delete destroys.
+INERT = inert(
+    {
+        "id": "the track's id",
+        "type": "the resource type (upload_track)",
+        "attributes.type": "the kind of track (subtitles, audio)",
+        "attributes.name": "the track's display name",
+        "attributes.language_code": "a language",
+        "attributes.closed_captions": "a flag",
+        "attributes.status": "a status word",
+        "attributes.error": "DatoCMS's reason for an errored track",
+        "links": "JSON:API links to API resources, not files",
+        "relationships": "JSON:API relationships to API resources (the upload), not files",
+    }
+)
 # ignore_outputs names an attribute, or a top-level member.
 ATTRIBUTES: tuple[Path, ...] = (("attributes",),)
 # Every client error is read here rather than in HttpApi, so that DatoCMS's `transient` flag
@@ -320,7 +335,7 @@ def _related_upload(item: dict[str, Any]) -> str | None:
 
 def unrecognised_of(track: Any, ignored: frozenset[str] = frozenset()) -> list[Path]:
     """File references in a track resource, less the attributes named in ``ignored``."""
-    return unclaimed(track, known=NOT_FILES, ignored=ignored, containers=ATTRIBUTES)
+    return unclaimed(track, inert=INERT, ignored=ignored, containers=ATTRIBUTES)
 
 
 def job_of(answer: Any) -> str:

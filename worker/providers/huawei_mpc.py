@@ -19,13 +19,16 @@
 * The whole-record walk (``providers/outputs.py``) makes that verdict explicit. The fields
   of a task (Huawei's SDK, ``QueryTranscodingsTaskResponse``) that name files all name
   objects in the user's OBS bucket, which the delete does not touch [I]: ``input``,
-  ``output`` and ``thumbnail_output`` (OBS bucket and object), ``output_file_name[]`` and
-  ``thumbnail_outputname`` (names under ``output``), ``output_url`` (the quality-check file's
-  output path), ``pic_info[]`` (screenshot files) and ``transcode_detail`` (per-template
-  outputs). ``user_data`` is the user's own text, kept in the manifest with the record. A
-  file reference anywhere else (``audit_report``, or a future ``download_url`` to data MPC
-  hosts) is unrecognised: ``Kept(reason="unrecognised_output")``, naming its JSON path,
-  unless its top-level field is in ``ignore_outputs``.
+  ``output`` and ``thumbnail_output`` (``ObsObjInfo``: bucket, location, object, file_name),
+  ``output_file_name[]`` and ``thumbnail_outputname`` (names under ``output``),
+  ``output_url`` (the quality-check file's output path), ``pic_info[].pic_name`` (screenshot
+  files) and ``transcode_detail`` (``multitask_info[]`` and ``input_file``: per-template
+  results and media facts such as duration, format and size). ``user_data`` is the user's
+  own text, kept in the manifest with the record. These, and the task's id, status, times
+  and codes, are declared in ``INERT``. A reference anywhere else, a field of those objects
+  the SDK does not document (``output.Key``, ``pic_info[].pic_url``) included, is
+  unrecognised: ``Kept(reason="unrecognised_output")``, naming its JSON path, unless its
+  top-level field is in ``ignore_outputs``.
 * Delete: ``DELETE /v1/{project_id}/transcodings/task?task_id=N`` answers 204. A 400
   ``MPC.10213`` (the task is not in a final state) defers the job; it is not a failure. What
   MPC answers for a task it does not know is not documented [?] (400 ``MPC.10202`` or 404):
@@ -69,7 +72,7 @@ from worker.providers.base import (
     need,
     not_the_providers_404,
 )
-from worker.providers.outputs import Path, unclaimed, unrecognised
+from worker.providers.outputs import Path, inert, unclaimed, unrecognised
 from worker.settings import HuaweiMpcSettings
 
 STATUSES = {
@@ -90,21 +93,35 @@ END_TIME_FORMAT = "%Y%m%d%H%M%S"
 # Task ids are longs: the integer text, without sign or leading zeros.
 _TASK_ID = re.compile(r"0|[1-9][0-9]{0,18}")
 _END_TIME = re.compile(r"[0-9]{14}")
-# Task fields that name objects in the user's own OBS bucket, or the user's own text: the
-# delete removes the task record, not these [I].
-IN_USERS_BUCKET: tuple[Path, ...] = tuple(
-    (name,)
-    for name in (
-        "input",
-        "output",
-        "thumbnail_output",
-        "output_file_name",
-        "thumbnail_outputname",
-        "output_url",
-        "pic_info",
-        "transcode_detail",
-        "user_data",
-    )
+# The fields of a task (Huawei's SDK, QueryTranscodingsTaskResponse) that name no data the
+# delete destroys: it removes the task record; files are objects in the user's OBS [I].
+_OBS = "an object in the user's own OBS bucket, which the delete does not touch [I]"
+INERT = inert(
+    {
+        "task_id": "the task's id",
+        "status": "a status word",
+        "create_time": "a time",
+        "end_time": "a time",
+        "trans_template_id": "the ids of the transcoding templates used",
+        "error_code": "MPC's result code",
+        "description": "MPC's text about a failure",
+        "tips": "MPC's hint about a low sample rate",
+        "user_data": "the user's own text, kept in the manifest with the record",
+        **{
+            f"{field}.{part}": _OBS
+            for field in ("input", "output", "thumbnail_output")
+            for part in ("bucket", "location", "object", "file_name")
+        },
+        "output_file_name": "names of objects under output.object: " + _OBS,
+        "thumbnail_outputname": "the screenshot archive's name under output.object: " + _OBS,
+        "output_url": "the quality-check file's output path: " + _OBS,
+        "pic_info[*].pic_name": "a screenshot's name: " + _OBS,
+        "transcode_detail.multitask_info[*].template_id": "a template's id",
+        "transcode_detail.multitask_info[*].error": "MPC's error for that template",
+        # SourceInfo: duration, format, size, video and audio facts; no name or location.
+        "transcode_detail.multitask_info[*].output_file": "the output's media facts",
+        "transcode_detail.input_file": "the input's media facts",
+    }
 )
 
 # -- SDK-HMAC-SHA256 -------------------------------------------------------------------------
@@ -298,9 +315,9 @@ def tasks_of(data: Any, *, what: str, paged: bool) -> tuple[list[Task], bool]:
 
 
 def unrecognised_of(record: Any, ignored: frozenset[str] = frozenset()) -> list[Path]:
-    """File references in a task record outside the fields that name the user's own OBS
-    objects, less the top-level fields in ``ignored``."""
-    return unclaimed(record, known=IN_USERS_BUCKET, ignored=ignored)
+    """References in a task record outside the fields ``INERT`` declares (the user's own OBS
+    objects, the task's facts), less the top-level fields in ``ignored``."""
+    return unclaimed(record, inert=INERT, ignored=ignored)
 
 
 def error_code_of(data: Any) -> str | None:

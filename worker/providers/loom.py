@@ -16,14 +16,16 @@
   details again for fresh ones; each input is checked against its ``file_size``.
 * The whole-record walk (``providers/outputs.py``) over those fresh details: Loom's delete
   "deletes all job data" [V L-delete], so nothing in the record is known to survive it. Each
-  item's ``download_url`` and the ``extracted_fields_url`` map to the artifacts above; every
-  other file reference is unrecognised and keeps the job (``Kept(reason=
-  "unrecognised_output")``, naming its JSON path): an ``output_files`` key other than the
-  three documented ones (any non-empty value, with or without links, is an output nobody
-  archived), a second link in a known item, a link anywhere else. An ``output_files`` key
-  named in ``ignore_outputs`` is neither archived nor a reason to keep (that includes the
-  known ones: the operator said so); so is a ``job_files`` key (``input_files`` included),
-  or the top-level field for a reference outside ``job_files``.
+  item's ``download_url`` and the ``extracted_fields_url`` map to the artifacts above; the
+  other fields the seed documents (the message, ``job_info``, and each file's name, type,
+  size and language) name no data of their own and are declared in ``INERT``. Every other
+  reference is unrecognised and keeps the job (``Kept(reason="unrecognised_output")``,
+  naming its JSON path): an ``output_files`` key other than the three documented ones (any
+  non-empty value, with or without links, is an output nobody archived), a second link or a
+  key in a known item, a reference anywhere else. An ``output_files`` key named in
+  ``ignore_outputs`` is neither archived nor a reason to keep (that includes the known ones:
+  the operator said so); so is a ``job_files`` key (``input_files`` included), or the
+  top-level field for a reference outside ``job_files``.
 * Delete: ``POST {base_url}/jobs/{ref}/delete`` is synchronous. ``SUCCESS: ... deleted``
   is a delete. A ``SUCCESS:`` message that says some parts were "NOTICE: Unexpected error
   during delete ... not deleted" and others deleted is a partial delete:
@@ -61,7 +63,7 @@ from worker.domain import (
 from worker.errors import BadResponse, DeleteIncomplete, ProviderError, ProviderRejected
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
-from worker.providers.outputs import Path, unclaimed, unrecognised, within
+from worker.providers.outputs import Path, inert, unclaimed, unrecognised, within
 from worker.settings import LoomSettings
 
 GONE_CODE = "ERR_C_TA_DJTA_001"
@@ -86,6 +88,37 @@ OUTPUT_LISTS = ("transcripts", "processed_input_media")
 FIELDS_URL = "extracted_fields_url"
 # Where ignore_outputs names sections: an output_files key, else a job_files key.
 CONTAINERS: tuple[Path, ...] = (OUTPUT_FILES, JOB_FILES)
+# The fields of Loom's job details (seed 001) that name no data its delete destroys: the
+# delete removes every file, so only what describes the job or a file already archived.
+_FILE_FACTS = {
+    "filename": "the name of the file its download_url serves, archived under that name",
+    "file_type": "the kind of file (audio, attachment) beside it",
+    "file_subtype": "the kind of output (final_transcript) beside it",
+    "file_size": "the size of the file beside it",
+    "language_code": "the language of the transcript beside it",
+}
+INERT = inert(
+    {
+        "success": "whether the call succeeded",
+        "msg": "Loom's message about the call",
+        "err_code": "Loom's error code",
+        "job_data.job_info.job_reference_id": "the job's id",
+        "job_data.job_info.job_name": "the name the user gave the job",
+        "job_data.job_info.status": "a status word",
+        "job_data.job_info.profile_name": "the transcription profile's name",
+        "job_data.job_info.submitted_at": "a time",
+        "job_data.job_info.completed_at": "a time",
+        "job_data.job_info.total_audio_length": "a duration in seconds",
+        "job_data.job_info.is_blank_audio": "a flag",
+        "job_data.job_info.error_message": "Loom's error text",
+        **{f"job_data.job_files.input_files[*].{k}": why for k, why in _FILE_FACTS.items()},
+        **{
+            f"job_data.job_files.output_files.{section}[*].{k}": why
+            for section in OUTPUT_LISTS
+            for k, why in _FILE_FACTS.items()
+        },
+    }
+)
 
 
 def prefix_of(msg: str) -> str:
@@ -257,7 +290,7 @@ def unrecognised_of(record: Any, ignored: frozenset[str] = frozenset()) -> list[
     the sections in ``ignored``. An ``output_files`` key Loom does not document is an output
     even when it carries no link: its own path stands for it then."""
     claimed = {file.path for file in files_of(record)}
-    found = unclaimed(record, claimed=claimed, ignored=ignored, containers=CONTAINERS)
+    found = unclaimed(record, claimed=claimed, inert=INERT, ignored=ignored, containers=CONTAINERS)
     outputs = record["job_data"]["job_files"].get("output_files") or {}
     for key, value in outputs.items():
         if key in (*OUTPUT_LISTS, FIELDS_URL) or key in ignored:

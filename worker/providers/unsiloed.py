@@ -34,14 +34,16 @@
   kept, the safe direction. Any other form (another algorithm, a truncated digest, not a
   string) leaves ``sha256`` None: nothing is checked beyond the download's own size.
 * What the delete destroys: "the job and all associated data including results" [V U-del]:
-  the result and the source document. The whole-record walk (``providers/outputs.py``):
-  the job record's fields (``id``, ``status``, ``type``, timestamps, ``pdf_name``,
-  ``pdf_hash``, ``user_id``, ``error``) name no file, so any file reference in the record is
-  unrecognised; in the result, ``file_url`` maps to the source document, and ``result`` and
-  ``data`` (the extracted values, shaped by the user's schema, archived inside result.json)
-  and ``metadata.schema`` are content, not walked [I]. Any other reference in the result
-  (the older shape's ``visualization_paths``, a future ``*_url``) is unrecognised and keeps
-  the job (``Kept(reason="unrecognised_output")``) unless its top-level key is in
+  the result and the source document. The whole-record walk (``providers/outputs.py``) over
+  both answers, as ``job.*`` and ``result_json.*``: the documented fields of the job record
+  (``id``, ``status``, ``type``, timestamps, ``pdf_name``, ``pdf_hash``, ``user_id``,
+  ``error``) and of the result (``job_id``, ``status``, ``file_name``, timestamps,
+  ``metadata.page_count`` and ``order``) name no data of their own; ``result`` and ``data``
+  (the extracted values, shaped by the user's schema, archived inside result.json) and
+  ``metadata.schema`` are content [I]; all are declared in ``INERT``. ``file_url`` maps to
+  the source document. Any other reference in either answer (the older shape's
+  ``visualization_paths``, a future ``*_url``, an ``s3_key``) is unrecognised and keeps the
+  job (``Kept(reason="unrecognised_output")``) unless its top-level key is in
   ``ignore_outputs``.
 * A completed job whose result gives no ``file_url`` (the older result shape has none, and
   a newer one may leave it out or null) would lose its source document to the delete, with
@@ -90,7 +92,7 @@ from worker.domain import (
 from worker.errors import BadResponse, Kept, ProviderError, ProviderRejected, WorkerError
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
-from worker.providers.outputs import Path, unclaimed, unrecognised
+from worker.providers.outputs import Path, inert, unclaimed, unrecognised
 from worker.redact import Redactor
 from worker.settings import UnsiloedSettings
 
@@ -104,12 +106,37 @@ STATUSES = {
 MIB = 1024 * 1024
 # The fields of Unsiloed's error bodies (undocumented [?]).
 ERROR_FIELDS = ("detail", "error", "message")
-# Parts of a result that are the extraction's content, archived inside result.json: values
-# shaped by the user's schema, which may hold any URL the document mentions [I].
-RESULT_CONTENT: tuple[Path, ...] = (("result",), ("data",), ("metadata", "schema"))
 FILE_URL: Path = ("file_url",)
 # Messages name a reference by the answer that holds it: `job.x` or `result_json.x`.
 ANSWERS: tuple[Path, ...] = (("job",), ("result_json",))
+# The fields of the job record and the result (shared/providers.md section 4) that name no
+# data the delete destroys. The extraction's content is archived inside result.json: values
+# shaped by the user's schema, which may hold any URL the document mentions [I].
+_CONTENT = "the extraction's content, archived inside result.json [I]"
+INERT = inert(
+    {
+        "job.id": "the job's id",
+        "job.job_id": "the job's id",
+        "job.status": "a status word",
+        "job.type": "the kind of job (extraction, chunking...)",
+        "job.created_at": "a time",
+        "job.updated_at": "a time",
+        "job.pdf_name": "the source document's name; file_url serves it",
+        "job.pdf_hash": "the source document's digest",
+        "job.user_id": "the owner's id",
+        "job.error": "Unsiloed's error text",
+        "result_json.job_id": "the job's id",
+        "result_json.status": "a status word",
+        "result_json.file_name": "the source document's name; file_url serves it",
+        "result_json.created_at": "a time",
+        "result_json.updated_at": "a time",
+        "result_json.metadata.page_count": "a count",
+        "result_json.metadata.order": "the reading order used",
+        "result_json.metadata.schema": "the user's extraction schema: " + _CONTENT,
+        "result_json.result": _CONTENT,
+        "result_json.data": _CONTENT,
+    }
+)
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 # A provider's error text is shown to people; a page of HTML or a stack trace is not useful.
 MAX_DETAIL_CHARS = 300
@@ -248,12 +275,12 @@ def source_of(job_id: str, result: Any, record: Mapping[str, Any]) -> Source | N
 def unrecognised_of(
     record: Mapping[str, Any], result: Any, ignored: frozenset[str] = frozenset()
 ) -> list[Path]:
-    """File references in the job record, or in the result beyond ``file_url`` and the
-    extracted content, less the top-level keys in ``ignored``. The record's are prefixed
-    ``job.``, the result's ``result_json.`` so a message says which answer holds them."""
-    in_record = unclaimed(dict(record), ignored=ignored)
-    in_result = unclaimed(result, claimed={FILE_URL}, known=RESULT_CONTENT, ignored=ignored)
-    return [("job", *p) for p in in_record] + [("result_json", *p) for p in in_result]
+    """References in the job record, or in the result beyond ``file_url``, that ``INERT`` does
+    not declare, less the top-level keys in ``ignored``. The record's are prefixed ``job.``,
+    the result's ``result_json.`` so a message says which answer holds them."""
+    answers = {ANSWERS[0][0]: dict(record), ANSWERS[1][0]: result}
+    claimed = {(*ANSWERS[1], *FILE_URL)}
+    return unclaimed(answers, claimed=claimed, inert=INERT, ignored=ignored, containers=ANSWERS)
 
 
 class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
