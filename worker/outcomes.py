@@ -75,6 +75,9 @@ class JobResult:
     # Deferred because the provider or the archive could not be reached (exits.is_unreachable):
     # when every job a sweep tried says so, the sweep exits 3, not 1.
     unreachable: bool = False
+    # The steps the run took (``domain.StepKind`` values), in order: a dry run's are the real
+    # run's up to the first that would change anything.
+    steps: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
