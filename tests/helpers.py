@@ -147,13 +147,17 @@ def multipart_uploads(s3: S3Client, bucket: str) -> list[Any]:
     return list(s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []))
 
 
-def process_again(rt: Runtime, provider: str, job_id: str) -> JobResult:
-    """A later attempt at a job, once its backoff has passed (as it has by a later sweep):
-    the job's next attempt time is cleared, then the job is processed."""
+def backoff_passed(rt: Runtime, provider: str, job_id: str) -> None:
+    """The job's backoff is over (as it is by a later sweep): its next attempt time cleared."""
     with rt.ledger.engine.begin() as conn:
         conn.execute(
             jobs.update()
             .where(jobs.c.provider == provider, jobs.c.job_id == job_id)
             .values(next_attempt_at=None)
         )
+
+
+def process_again(rt: Runtime, provider: str, job_id: str) -> JobResult:
+    """A later attempt at a job, once its backoff has passed."""
+    backoff_passed(rt, provider, job_id)
     return process_job(rt, provider, job_id)

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import enum
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from worker.errors import BrakeEngaged, Kept, WorkerError
 from worker.outcomes import Outcome
 
 if TYPE_CHECKING:
@@ -64,11 +65,14 @@ class Event(enum.StrEnum):
     """Everything that may happen to a job's row. Each is one fenced UPDATE in the ledger."""
 
     READ = "read"  # a fresh status read is recorded (and a kept job is looked at again)
+    REREAD = "reread"  # the read an archived job's delete rests on is recorded
     FILE_STORED = "file_stored"  # one output stored and verified
     GONE = "gone"  # the provider no longer has the job, before any archive
     KEEP = "keep"  # the job stays at the provider on purpose, with its reason
     ARCHIVE = "archive"  # every output verified and the manifest written
-    REOPEN = "reopen"  # an archived object vanished before the delete: archive again
+    REOPEN = "reopen"  # before the delete, the archive lost an object or the job changed
+    AMEND = "amend"  # past the gate, outputs new at the provider archived: a new manifest
+    KEEP_PAST_GATE = "keep_past_gate"  # past the gate, the job changed in a way we can't archive
     OPEN_GATE = "open_gate"  # the delete gate: the next thing is the provider's delete
     DELETE_PENDING = "delete_pending"  # an asynchronous delete's handle is stored
     DROP_HANDLE = "drop_handle"  # a spent asynchronous delete is forgotten
@@ -96,12 +100,18 @@ _S = JobState
 # other code writes a job's state.
 LIFECYCLE: Mapping[Event, Transition] = {
     Event.READ: _t({_S.PENDING, _S.KEPT}, _S.PENDING),
-    Event.FILE_STORED: _t({_S.PENDING}, None),
+    Event.REREAD: _t({_S.ARCHIVED, _S.DELETING}, None),
+    # Past the gate too: a job that changed after its delete was sent gets what is new.
+    Event.FILE_STORED: _t({_S.PENDING, _S.DELETING}, None),
     Event.GONE: _t({_S.PENDING}, _S.GONE),
     Event.KEEP: _t({_S.PENDING}, _S.KEPT),
     Event.ARCHIVE: _t({_S.PENDING}, _S.ARCHIVED),
     Event.REOPEN: _t({_S.ARCHIVED}, _S.PENDING),
     Event.OPEN_GATE: _t({_S.ARCHIVED, _S.DELETING}, _S.DELETING),
+    # A job whose delete may have been sent never goes back before the gate: what is new is
+    # archived in place, or the job waits there for a person.
+    Event.AMEND: _t({_S.DELETING}, None),
+    Event.KEEP_PAST_GATE: _t({_S.DELETING}, None),
     Event.DELETE_PENDING: _t({_S.DELETING}, None),
     Event.DROP_HANDLE: _t({_S.DELETING}, None),
     Event.PROVIDER_DELETED: _t({_S.DELETING}, _S.CLEANING),
@@ -253,6 +263,10 @@ class Artifact:
     sha256: str | None = None
     # The adapter's check of the bytes themselves, for an output whose format it knows.
     check: OutputCheck | None = field(default=None, compare=False, repr=False)
+    # The ETag or version the provider declared for the file, when it declared one: a later
+    # read that declares another means the file changed.
+    etag: str | None = None
+    version: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,26 +322,6 @@ def is_due(since: datetime, retain_days: int, now: datetime) -> bool:
     return now >= due_at(since, retain_days)
 
 
-class Verdict(enum.StrEnum):
-    ACT = "act"  # archive, verify, then delete
-    HELD = "held"
-    NOT_TERMINAL = "not_terminal"
-    NOT_DUE = "not_due"
-
-
-def decide(
-    *, phase: Phase, since: datetime | None, held: bool, retain_days: int, now: datetime
-) -> Verdict:
-    """The whole eligibility rule: terminal, due and not held."""
-    if held:
-        return Verdict.HELD
-    if not is_terminal(phase) or since is None:
-        return Verdict.NOT_TERMINAL
-    if not is_due(since, retain_days, now):
-        return Verdict.NOT_DUE
-    return Verdict.ACT
-
-
 # -- a job's row, and the one decision about it ---------------------------------------------
 
 
@@ -371,6 +365,13 @@ class JobRow:
     # bucket keeps versions. None for jobs archived before it was recorded.
     manifest_etag: str | None = None
     manifest_version_id: str | None = None
+    # What the archive recorded of the job's outputs (``archived_outputs_json``): a fresh
+    # read before the delete is held to it. None for jobs archived before it was recorded.
+    archived_outputs: Any = None
+    # How many times the job was archived: a new archive writes a new manifest beside the old.
+    archive_revision: int = 0
+    # Why the worker keeps the job at the provider (a ``Kept`` reason), while it does.
+    kept_reason: str | None = None
 
 
 class Policy(Protocol):
@@ -382,6 +383,167 @@ class Policy(Protocol):
     @property
     def read_only(self) -> bool: ...
 
+    @property
+    def max_read_age_seconds(self) -> float: ...
+
+
+# -- what a fresh read lists, and how it compares with the archive --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One output a read of the job lists, as the provider describes it: its name under the
+    job's folder and whatever it declares of its content (size, digest, ETag, version)."""
+
+    name: str
+    size: int | None = None
+    sha256: str | None = None
+    etag: str | None = None
+    version: str | None = None
+
+    def declared(self) -> tuple[int | None, str | None, str | None, str | None]:
+        return (self.size, self.sha256, self.etag, self.version)
+
+
+def outputs_of(artifacts: Sequence[Artifact], names: Sequence[str]) -> tuple[Output, ...]:
+    """The outputs of ``artifacts``, in their order, under ``names`` (their safe relative
+    keys)."""
+    return tuple(
+        Output(name, a.size, a.sha256.lower() if a.sha256 else None, a.etag, a.version)
+        for a, name in zip(artifacts, names, strict=True)
+    )
+
+
+def archived_outputs_json(outputs: Sequence[Output], keys: Mapping[str, str]) -> list[Any]:
+    """What the ledger keeps of an archive's outputs: each one's name, the key that holds it
+    and what the provider declared of it. A later read is compared with this."""
+    return [
+        {
+            "name": o.name,
+            "key": keys[o.name],
+            "size": o.size,
+            "sha256": o.sha256,
+            "etag": o.etag,
+            "version": o.version,
+        }
+        for o in outputs
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """One output as the archive recorded it."""
+
+    output: Output
+    key: str
+    # The job ran again at the provider after this was archived: what the file holds now is
+    # not known to be what was archived, so it is fetched again.
+    rerun: bool = False
+
+
+def recorded_outputs(value: Any) -> dict[str, Recorded] | None:
+    """The ledger's record of an archive's outputs, by name; None when there is none (a job
+    archived before outputs were recorded) or it cannot be read: nothing is proved then."""
+    if not isinstance(value, list):
+        return None
+    found: dict[str, Recorded] = {}
+    for entry in value:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+            return None
+        if not isinstance(entry.get("key"), str):
+            return None
+        output = Output(
+            entry["name"],
+            entry.get("size"),
+            entry.get("sha256"),
+            entry.get("etag"),
+            entry.get("version"),
+        )
+        found[output.name] = Recorded(output, entry["key"], bool(entry.get("rerun")))
+    return found
+
+
+def marked_rerun(value: Any) -> Any:
+    """The record of an archive's outputs with every one marked as run again."""
+    if not isinstance(value, list):
+        return value
+    return [dict(e, rerun=True) if isinstance(e, Mapping) else e for e in value]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputChanges:
+    """How a fresh read's outputs differ from what the archive recorded."""
+
+    added: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    # The archive recorded no outputs to compare with (archived by an earlier version).
+    unrecorded: bool = False
+
+    @property
+    def new_at_provider(self) -> bool:
+        """The provider holds something the archive does not: the delete would destroy it."""
+        return self.unrecorded or bool(self.added or self.changed)
+
+    @property
+    def any(self) -> bool:
+        return self.new_at_provider or bool(self.removed)
+
+    def describe(self) -> str:
+        if self.unrecorded:
+            return "the archive recorded no outputs to compare the provider's with"
+        parts = []
+        for label, names in (
+            ("new output(s)", self.added),
+            ("changed", self.changed),
+            ("no longer listed", self.removed),
+        ):
+            if names:
+                shown = ", ".join(names[:5]) + (
+                    f" and {len(names) - 5} more" if len(names) > 5 else ""
+                )
+                parts.append(f"{label}: {shown}")
+        return "; ".join(parts) or "no change"
+
+
+def compare_outputs(recorded: Any, fresh: Sequence[Output]) -> OutputChanges:
+    """What a fresh read lists against the archive: names added, changed (any declared size,
+    digest, ETag or version that differs, or a file of a job that ran again) and removed."""
+    known = recorded_outputs(recorded)
+    if known is None:
+        return OutputChanges(unrecorded=True)
+    names = {o.name for o in fresh}
+    added = tuple(o.name for o in fresh if o.name not in known)
+    changed = tuple(
+        o.name
+        for o in fresh
+        if o.name in known
+        and (known[o.name].rerun or known[o.name].output.declared() != o.declared())
+    )
+    removed = tuple(sorted(set(known) - names))
+    return OutputChanges(added, changed, removed)
+
+
+@dataclass(frozen=True, slots=True)
+class FreshRead:
+    """A read of the job at the provider, taken under one claim; the delete rests on it.
+
+    ``outputs`` is what the read lists, once worked out (``StepKind.LIST_OUTPUTS``), and
+    ``artifacts`` the files behind them, with their fresh links.
+    """
+
+    answer: JobSnapshot | JobGone
+    at: datetime
+    owner: str | None = None
+    outputs: tuple[Output, ...] | None = None
+    artifacts: tuple[Artifact, ...] | None = field(default=None, repr=False)
+
+    def age(self, now: datetime) -> timedelta:
+        return now - self.at
+
+    def fresh(self, policy: Policy, now: datetime) -> bool:
+        return self.age(now) <= timedelta(seconds=policy.max_read_age_seconds)
+
 
 class StepKind(enum.StrEnum):
     SKIP = "skip"  # nothing to do now; the step's outcome says why
@@ -389,6 +551,9 @@ class StepKind(enum.StrEnum):
     GONE = "gone"  # record that the provider no longer has the job
     DEFER = "defer"  # leave the job for later, with the step's reason
     ARCHIVE = "archive"  # store and verify every output, write the manifest
+    LIST_OUTPUTS = "list_outputs"  # work out what the fresh read lists, to hold it to the archive
+    REOPEN = "reopen"  # archived, but the job changed at the provider: archive it again
+    AMEND = "amend"  # past the gate, the job changed: archive what is new, or keep it
     DELETE = "delete"  # the delete gate, then the provider's delete (or a poll of it)
     FINISH = "finish"  # custom-bucket cleanup and the deletion receipt
 
@@ -407,24 +572,28 @@ class Step:
     due_reason: str | None = field(default=None, compare=False)
 
 
-_VERDICT_OUTCOME = {
-    Verdict.HELD: Outcome.HELD,
-    Verdict.NOT_TERMINAL: Outcome.NOT_TERMINAL,
-    Verdict.NOT_DUE: Outcome.NOT_DUE,
-}
+def _unknown_status(status: str) -> Step:
+    # Never terminal, never silent: a status word we do not know is worth a person's look
+    # (the vendor may have added one), and the job is looked at again later.
+    return Step(
+        StepKind.DEFER,
+        reason=f"status {status!r} is not one this worker knows; it is never "
+        "treated as terminal, and the job stays at the provider",
+    )
 
 
 def next_step(
     row: JobRow | None,
-    snapshot: JobSnapshot | JobGone | None,
+    read: FreshRead | None,
     policy: Policy,
     now: datetime,
 ) -> Step:
     """What to do next with a job: the one decision, for the real run and the dry run.
 
     ``row`` is the job as the ledger has it (None for a job the ledger has not stored: a dry
-    run's listing); ``snapshot`` the provider's fresh answer, None until one was read. A job
-    whose status matters and was not read yet gets READ; the caller reads it and asks again.
+    run's listing); ``read`` the provider's answer to a read taken under this claim, None
+    until one was taken. A job whose status matters and was not read gets READ; the caller
+    reads it and asks again.
     """
     state = row.state if row is not None else INITIAL_STATE
     if row is not None and row.held:
@@ -437,32 +606,22 @@ def next_step(
         # A duplicate task, or one run early: the backoff holds for it too.
         return Step(StepKind.SKIP, Outcome.WAITING, reason=row.last_error)
     if state in RESUMABLE_STATES:
-        if policy.read_only:
-            return Step(StepKind.SKIP, Outcome.ARCHIVED)
-        return Step(StepKind.FINISH if state == JobState.CLEANING else StepKind.DELETE)
-    if snapshot is None:
+        assert row is not None  # a resumable state is one the ledger recorded
+        return _resume(row, read, policy, now)
+    if read is None:
         return Step(StepKind.READ)
-    if isinstance(snapshot, JobGone):
+    if isinstance(read.answer, JobGone):
         return Step(StepKind.GONE)
-    since = None
-    if snapshot.terminal:
-        first_seen = row.terminal_at if row is not None and row.terminal_at else now
-        since = terminal_since(snapshot.finished_at, first_seen)
-    due = due_at(since, policy.retain_days) if since is not None else None
+    snapshot = read.answer
     if snapshot.phase == Phase.UNKNOWN:
-        # Never terminal, never silent: a status word we do not know is worth a person's
-        # look (the vendor may have added one), and the job is looked at again later.
-        return Step(
-            StepKind.DEFER,
-            reason=f"status {snapshot.status!r} is not one this worker knows; it is never "
-            "treated as terminal, and the job stays at the provider",
-        )
-    verdict = decide(
-        phase=snapshot.phase, since=since, held=False, retain_days=policy.retain_days, now=now
-    )
-    if verdict != Verdict.ACT:
-        return Step(StepKind.SKIP, _VERDICT_OUTCOME[verdict], due_at=due)
-    assert since is not None
+        return _unknown_status(snapshot.status)
+    if not snapshot.terminal:
+        return Step(StepKind.SKIP, Outcome.NOT_TERMINAL)
+    first_seen = row.terminal_at if row is not None and row.terminal_at else now
+    since = terminal_since(snapshot.finished_at, first_seen)
+    due = due_at(since, policy.retain_days)
+    if now < due:
+        return Step(StepKind.SKIP, Outcome.NOT_DUE, due_at=due)
     clock = (
         "the provider's finish time"
         if snapshot.finished_at is not None and since == snapshot.finished_at
@@ -475,6 +634,75 @@ def next_step(
     return Step(
         StepKind.ARCHIVE, due_at=due, then_delete=not policy.read_only, due_reason=reason[:300]
     )
+
+
+def _resume(row: JobRow, read: FreshRead | None, policy: Policy, now: datetime) -> Step:
+    """An archived job and onward. The delete rests on a read taken under this claim, no
+    older than ``max_read_age_seconds``, of a job still terminal whose outputs are all in the
+    archive (Kubernetes' TTL controller re-reads a Job right before it deletes it): the
+    manifest proves what the job held when it was archived, not now."""
+    state = row.state
+    if policy.read_only:
+        return Step(StepKind.SKIP, Outcome.ARCHIVED)
+    if state == JobState.CLEANING:
+        return Step(StepKind.FINISH)
+    if state == JobState.DELETING and row.delete_handle:
+        # An asynchronous delete already accepted: follow it; nothing new is sent.
+        return Step(StepKind.DELETE)
+    if read is None or not read.fresh(policy, now):
+        return Step(StepKind.READ)
+    if isinstance(read.answer, JobGone):
+        # Through the gate all the same, so the archive is checked and the job closed as a
+        # delete the provider answered "already gone"; nothing is sent.
+        return Step(StepKind.DELETE)
+    snapshot = read.answer
+    if snapshot.phase == Phase.UNKNOWN:
+        return _unknown_status(snapshot.status)
+    if not snapshot.terminal:
+        return Step(
+            StepKind.SKIP,
+            Outcome.NOT_TERMINAL,
+            reason=f"the job is {snapshot.status!r} again at the provider; it is not deleted "
+            "until it has finished and its outputs are archived",
+        )
+    if read.outputs is None:
+        return Step(StepKind.LIST_OUTPUTS)
+    changes = compare_outputs(row.archived_outputs, read.outputs)
+    if state == JobState.ARCHIVED and changes.any:
+        return Step(StepKind.REOPEN, reason=changes.describe())
+    if state == JobState.DELETING and changes.new_at_provider:
+        return Step(StepKind.AMEND, reason=changes.describe())
+    return Step(StepKind.DELETE)
+
+
+def allows(event: Event, state: JobState) -> bool:
+    """Whether ``event`` may happen to a job in ``state``: the lifecycle table's word."""
+    return state in LIFECYCLE[event].sources
+
+
+class OnError(enum.StrEnum):
+    """What becomes of a job whose step raised: the same answer for the real run and the
+    dry run (which reports it)."""
+
+    STOP = "stop"  # the brake: nothing changed; the job is first in line next sweep
+    KEEP = "keep"  # kept at the provider on purpose, with its reason
+    FAIL = "fail"  # a person must look
+    DEFER = "defer"  # tried again after a backoff
+
+
+def on_error(state: JobState, error: WorkerError) -> OnError:
+    """The one rule for a job's failure. Past the delete gate a delete may have happened, so
+    a job there never fails: it is kept for a person or deferred until the provider's answer
+    is recorded."""
+    if isinstance(error, BrakeEngaged):
+        return OnError.STOP
+    if isinstance(error, Kept) and (
+        allows(Event.KEEP, state) or allows(Event.KEEP_PAST_GATE, state)
+    ):
+        return OnError.KEEP
+    if error.permanent and allows(Event.FAIL, state):
+        return OnError.FAIL
+    return OnError.DEFER
 
 
 # The longest a job waits between attempts; also the cap on a wait a provider asks for.

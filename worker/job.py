@@ -2,21 +2,26 @@
 
     read status fresh ─▶ terminal? due? not held? ─▶ fresh links ─▶ stream each file into S3,
     hashing ─▶ verify each object (fresh HEAD) ─▶ write the manifest ─▶ ARCHIVED
-    ─▶ delete gate ─▶ provider DELETE ─▶ custom-bucket cleanup ─▶ receipt ─▶ DELETED
+    ─▶ a fresh read that lists nothing the archive lacks ─▶ delete gate ─▶ provider DELETE
+    ─▶ custom-bucket cleanup ─▶ receipt ─▶ DELETED
 
-``process_job`` carries out ``domain.next_step`` until the job can go no further now;
-``dry_run.plan_job`` asks the same function and reports its answer instead.
+``process_job`` has ``steps.drive`` carry out ``domain.next_step`` with a ``JobRun``, this
+module's executor, until the job can go no further now; ``dry_run.DryRun`` is driven by the
+same decisions and reports them instead.
 
 The one rule lives in ``delete_job``, the only function that calls a provider's delete. It
+sends one only on a read of the job taken under this claim, no older than
+``max_read_age_seconds``, of a job still terminal whose outputs are all in the archive; it
 re-reads the manifest from the archive, checks that it lists every file the ledger verified
 and that each is still stored unchanged, opens the ledger's delete gate (one conditional
 UPDATE, which also takes one delete from the sweep's budget), and sends the delete only
-while this worker's claim surely holds. Any error before that point leaves the job at the
-provider and records why.
+while this worker's claim surely holds and the read is still fresh. Any error before that
+point leaves the job at the provider and records why.
 
 Every step is idempotent, so a job interrupted anywhere is resumed by the next sweep: files
 already verified are not fetched again, a written manifest is not rewritten, and a delete
-whose answer was lost is sent once more (the provider then answers "gone").
+whose answer was lost is sent once more after a fresh read (the provider then answers
+"gone").
 """
 
 from __future__ import annotations
@@ -32,29 +37,35 @@ from worker import metrics
 from worker.archive import Verified
 from worker.domain import (
     MAX_BACKOFF,
-    PAST_GATE_STATES,
     AlreadyGone,
     Artifact,
     BucketOrigin,
     DeleteAnswer,
     Deleted,
     DeletePending,
+    Event,
+    FreshRead,
     JobGone,
     JobRow,
     JobSnapshot,
     JobState,
     LinkOrigin,
+    OnError,
+    Output,
     OutputCheck,
     ProviderOrigin,
+    Recorded,
     Step,
-    StepKind,
+    allows,
+    archived_outputs_json,
+    compare_outputs,
     due_at,
-    next_step,
+    on_error,
+    outputs_of,
+    recorded_outputs,
     retry_delay,
 )
 from worker.errors import (
-    BadResponse,
-    BrakeEngaged,
     DeleteFailed,
     DeleteIncomplete,
     DownloadError,
@@ -68,7 +79,7 @@ from worker.errors import (
 )
 from worker.exits import is_unreachable, outage
 from worker.fetch import Download, check_response
-from worker.keys import MANIFEST_NAME, RECEIPT_NAME, archive_keys, job_folder
+from worker.keys import archive_keys, job_folder, manifest_key_for, receipt_key_for, revision_key
 from worker.leases import Claim
 from worker.ledger import FileRecord
 from worker.logging import get_logger, scrubbed
@@ -77,6 +88,7 @@ from worker.outcomes import JobResult, Outcome
 from worker.providers.base import Provider, send_guard
 from worker.settings import ProviderPolicy
 from worker.source_bucket import SourceObject
+from worker.steps import drive
 
 if TYPE_CHECKING:
     from worker.bootstrap import Runtime
@@ -88,8 +100,6 @@ ASYNC_DELETE_POLL_SECONDS = 60.0
 # An asynchronous delete still pending after this long is suspect (the provider may have
 # expired its result): the job itself is looked up instead.
 ASYNC_DELETE_STALE = timedelta(hours=1)
-# A job goes READ, ARCHIVE, DELETE, FINISH at most: more steps than this is a bug.
-MAX_STEPS = 8
 
 
 def process_job(
@@ -107,10 +117,10 @@ def process_job(
     ttl = timedelta(seconds=rt.settings.worker.job_lease_seconds)
     with Claim(rt.ledger, provider_name, job_id, ttl=ttl, clock=rt.clock) as claim:
         if claim.row is not None:
-            # carry_out fills in the result as it goes, so a failure after the archive step
+            # The run fills in the result as it goes, so a failure after the archive step
             # still reports what was archived.
             try:
-                carry_out(rt, provider, policy, claim, result, budget)
+                drive(JobRun(rt, provider, policy, claim, result, budget), policy, rt.clock)
             except WorkerError as exc:
                 _record_failure(rt, claim, exc.for_job(provider_name, job_id), result)
             except Exception as exc:  # a bug must defer the job, never crash the sweep
@@ -129,80 +139,156 @@ def process_job(
     return result
 
 
-def carry_out(
-    rt: Runtime,
-    provider: Provider,
-    policy: ProviderPolicy,
-    claim: Claim,
-    result: JobResult,
-    budget: str | None,
-) -> None:
-    """Do what ``next_step`` says, step after step, until it says to stop for now."""
-    snapshot: JobSnapshot | JobGone | None = None
-    for _ in range(MAX_STEPS):
-        claim.check()
-        step = next_step(claim.current, snapshot, policy, rt.clock())
-        result.due_at = step.due_at or result.due_at
-        if step.kind == StepKind.SKIP:
-            assert step.outcome is not None
-            result.outcome = step.outcome
-            result.error = step.reason if step.outcome != Outcome.HELD else None
-            if step.outcome == Outcome.ARCHIVED and claim.current.state == JobState.ARCHIVED:
-                log.info("delete_skipped_read_only", provider=policy.name, job_id=claim.job_id)
-            return
-        if step.kind == StepKind.READ:
-            snapshot = _read(rt, provider, claim)
-            continue
-        if step.kind == StepKind.GONE:
-            assert isinstance(snapshot, JobGone)
-            claim.row = rt.ledger.jobs.mark_gone(
-                claim.current, dict(snapshot.answer), owner=claim.owner, now=rt.clock()
+@dataclasses.dataclass
+class JobRun:
+    """The real run's executor (``steps.Executor``): each step carried out under the claim."""
+
+    rt: Runtime
+    provider: Provider
+    policy: ProviderPolicy
+    claim: Claim
+    result: JobResult
+    budget: str | None
+
+    @property
+    def row(self) -> JobRow:
+        return self.claim.current
+
+    def check(self) -> None:
+        self.claim.check()
+
+    def read(self) -> FreshRead:
+        rt, claim = self.rt, self.claim
+        answer = self.provider.get_job(claim.job_id)
+        now = rt.clock()
+        if isinstance(answer, JobSnapshot):
+            claim.row = rt.ledger.jobs.record_status(
+                claim.current, answer, owner=claim.owner, now=now
             )
-            log.info("job_gone", provider=policy.name, job_id=claim.job_id)
-            result.outcome = Outcome.GONE
-            return
-        if step.kind == StepKind.DEFER:
-            raise BadResponse(step.reason or "the job cannot be decided on now")
-        if step.kind == StepKind.ARCHIVE:
-            assert isinstance(snapshot, JobSnapshot)
-            files = archive_job(rt, provider, claim, snapshot, step, policy)
-            result.archived = True
-            result.files = len(files)
-            result.bytes = sum(f.size for f in files)
-            continue
-        if step.kind == StepKind.DELETE:
-            row = delete_job(rt, provider, claim, budget=budget)
-            if row.state == JobState.DELETING:  # an asynchronous delete still running
-                result.outcome = Outcome.DEFERRED
-                result.error = "the provider is still carrying out the delete"
-                now = rt.clock()
-                claim.row = rt.ledger.jobs.defer(
-                    row, result.error, owner=claim.owner, now=now, retry_at=now + retry_delay(1)
-                )
-                return
-            continue
-        if step.kind == StepKind.FINISH:
-            finish_deletion(rt, provider, claim)
-            result.deleted = True
-            result.outcome = Outcome.DELETED
-            return
-    raise WorkerError(f"the job did not settle within {MAX_STEPS} steps", permanent=False)
+            log.info(
+                "job_status",
+                provider=self.provider.name,
+                job_id=claim.job_id,
+                status=answer.status,
+                phase=answer.phase.value,
+            )
+        return FreshRead(answer, at=now, owner=claim.owner)
+
+    def list_outputs(self, read: FreshRead) -> FreshRead:
+        try:
+            return listed(self.rt, self.provider, self.claim.job_id, read)
+        except Kept as exc:
+            state = self.claim.current.state
+            if state == JobState.DELETING:
+                raise changed_after_delete(
+                    "it names outputs the worker cannot archive", exc
+                ) from exc
+            if state == JobState.ARCHIVED:
+                # The job changed at the provider since its archive, into something the worker
+                # cannot archive: back before the archive, where it is kept with why.
+                self._reopen(f"the job changed at the provider: {exc.message}")
+            raise
+
+    def skip(self, step: Step) -> None:
+        assert step.outcome is not None
+        result = self.result
+        result.outcome = step.outcome
+        result.error = step.reason if step.outcome != Outcome.HELD else None
+        if step.outcome == Outcome.ARCHIVED and self.row.state == JobState.ARCHIVED:
+            log.info(
+                "delete_skipped_read_only", provider=self.policy.name, job_id=self.claim.job_id
+            )
+
+    def gone(self, read: FreshRead) -> None:
+        assert isinstance(read.answer, JobGone)
+        rt, claim = self.rt, self.claim
+        claim.row = rt.ledger.jobs.mark_gone(
+            claim.current, dict(read.answer.answer), owner=claim.owner, now=rt.clock()
+        )
+        log.info("job_gone", provider=self.policy.name, job_id=claim.job_id)
+        self.result.outcome = Outcome.GONE
+
+    def archive(self, step: Step, read: FreshRead) -> FreshRead:
+        read = archive_job(self.rt, self.provider, self.claim, read, step, self.policy)
+        self._archived()
+        return read
+
+    def reopen(self, step: Step, read: FreshRead) -> FreshRead:
+        self._reopen(f"the job changed at the provider since its archive: {step.reason}")
+        return read
+
+    def amend(self, step: Step, read: FreshRead) -> FreshRead:
+        """Past the gate, the provider lists something the archive lacks: archive it, or keep
+        the job for a person. Its delete is never sent again without it."""
+        try:
+            read = archive_job(self.rt, self.provider, self.claim, read, step, self.policy)
+        except WorkerError as exc:
+            if not (isinstance(exc, Kept) or exc.permanent):
+                raise  # transient: tried again later, still past the gate
+            raise changed_after_delete(step.reason or "", exc) from exc
+        self._archived()
+        return read
+
+    def delete(self, read: FreshRead | None) -> FreshRead | None:
+        row = delete_job(self.rt, self.provider, self.claim, read, budget=self.budget)
+        if row.state != JobState.DELETING:
+            return read
+        # An asynchronous delete still running.
+        result = self.result
+        result.outcome = Outcome.DEFERRED
+        result.error = "the provider is still carrying out the delete"
+        rt, claim = self.rt, self.claim
+        now = rt.clock()
+        claim.row = rt.ledger.jobs.defer(
+            row, result.error, owner=claim.owner, now=now, retry_at=now + retry_delay(1)
+        )
+        return None
+
+    def finish(self) -> None:
+        finish_deletion(self.rt, self.provider, self.claim)
+        self.result.deleted = True
+        self.result.outcome = Outcome.DELETED
+
+    def _archived(self) -> None:
+        row = self.claim.current
+        self.result.archived = True
+        self.result.files = row.files_count or 0
+        self.result.bytes = row.bytes_archived or 0
+
+    def _reopen(self, reason: str) -> None:
+        rt, claim = self.rt, self.claim
+        row = claim.current
+        claim.row = rt.ledger.jobs.reopen(row, [], reason[:4000], owner=claim.owner, now=rt.clock())
+        log.warning(
+            "archive_reopened",
+            provider=self.provider.name,
+            job_id=row.job_id,
+            reason=reason,
+            old_manifest=row.manifest_key,
+        )
 
 
-def _read(rt: Runtime, provider: Provider, claim: Claim) -> JobSnapshot | JobGone:
-    snapshot = provider.get_job(claim.job_id)
-    if isinstance(snapshot, JobSnapshot):
-        claim.row = rt.ledger.jobs.record_status(
-            claim.current, snapshot, owner=claim.owner, now=rt.clock()
-        )
-        log.info(
-            "job_status",
-            provider=provider.name,
-            job_id=claim.job_id,
-            status=snapshot.status,
-            phase=snapshot.phase.value,
-        )
-    return snapshot
+def changed_after_delete(changes: str, cause: WorkerError) -> Kept:
+    """A job whose delete may have been sent lists something its archive lacks, and it
+    cannot be archived: the delete is not sent again, and a person must look."""
+    return Kept(
+        f"the job changed at the provider after its delete was sent ({changes}), and what is "
+        f"new could not be archived: {cause.message}. Nothing more is deleted",
+        reason="changed_after_delete",
+        hint="Archive the new outputs by hand (or accept losing them with ignore_outputs), "
+        "then run `retention retry`; the job is looked at again on a later sweep",
+    )
+
+
+def listed(rt: Runtime, provider: Provider, job_id: str, read: FreshRead) -> FreshRead:
+    """``read`` with what it lists worked out: the files the delete would destroy now, with
+    fresh links, and each one's name and what the provider declares of it."""
+    assert isinstance(read.answer, JobSnapshot)
+    artifacts = tuple(provider.artifacts(read.answer))
+    folder = job_folder(rt.settings.archive.prefix, provider.name, job_id)
+    keys = archive_keys(folder, [a.name for a in artifacts])
+    names = [key[len(folder) :] for key in keys]
+    return dataclasses.replace(read, outputs=outputs_of(artifacts, names), artifacts=artifacts)
 
 
 def _log_result(result: JobResult, state: JobState | None) -> None:
@@ -225,20 +311,28 @@ def _log_result(result: JobResult, state: JobState | None) -> None:
 
 
 def _record_failure(rt: Runtime, claim: Claim, exc: WorkerError, result: JobResult) -> None:
-    """Record why the job stopped: kept, stopped by the brake, failed or deferred."""
+    """Record why the job stopped, as ``domain.on_error`` says: kept, stopped by the brake,
+    failed or deferred."""
     row = claim.current
     now = rt.clock()
     message = str(exc)
     result.error = message
+    action = on_error(row.state, exc)
     try:
-        if isinstance(exc, BrakeEngaged):
+        if action == OnError.STOP:
             # The gate changed nothing: the job stays archived, due, and first in line.
             result.outcome = Outcome.STOPPED
-        elif isinstance(exc, Kept) and row.state == JobState.PENDING:
-            claim.row = rt.ledger.jobs.keep(row, exc.reason, message, owner=claim.owner, now=now)
+        elif action == OnError.KEEP:
+            assert isinstance(exc, Kept)
+            keep = (
+                rt.ledger.jobs.keep
+                if allows(Event.KEEP, row.state)
+                else rt.ledger.jobs.keep_past_gate
+            )
+            claim.row = keep(row, exc.reason, message, owner=claim.owner, now=now)
             result.outcome = Outcome.KEPT
             result.kept_reason = exc.reason
-        elif exc.permanent and row.state not in PAST_GATE_STATES:
+        elif action == OnError.FAIL:
             claim.row = rt.ledger.jobs.fail(row, message, owner=claim.owner, now=now)
             result.outcome = Outcome.FAILED
         else:
@@ -268,24 +362,35 @@ def archive_job(
     rt: Runtime,
     provider: Provider,
     claim: Claim,
-    snapshot: JobSnapshot,
+    read: FreshRead,
     step: Step,
     policy: ProviderPolicy,
-) -> list[FileRecord]:
+) -> FreshRead:
     """Store and verify every file the delete would destroy, then write the manifest, and
-    record the policy that made the job due (``step``'s due time and reason)."""
+    record the policy that made the job due (``step``'s due time and reason).
+
+    The job's first archive writes ``manifest.json``; a job archived again after it changed
+    at the provider writes ``manifest.N.json`` beside the earlier ones, which stay. A file
+    kept from an earlier archive is not fetched again; a file the provider changed since
+    (another declared size, digest, ETag or version, or the job ran again) is stored under
+    ``rev-N/`` and never over the earlier copy. Each manifest lists every file archived for
+    the job. Returns ``read`` with what it lists, for the delete that may follow.
+    """
     row = claim.current
     name = provider.name
+    read, plan = archive_plan(rt, provider, row, read)
+    assert read.outputs is not None
     folder = job_folder(rt.settings.archive.prefix, name, row.job_id)
-    artifacts = provider.artifacts(snapshot)
-    keys = archive_keys(folder, [a.name for a in artifacts])
+    revision = row.archive_revision + 1
     known = rt.ledger.query.files(row.pk)
-    records: list[FileRecord] = []
-    for artifact, key in zip(artifacts, keys, strict=True):
+    records: dict[str, FileRecord] = {}
+    keys: dict[str, str] = {}
+    for artifact, output, key in plan:
         claim.check()
+        keys[output.name] = key
         record = known.get(key)
         if record is not None and _still_archived(rt, record, artifact):
-            records.append(record)
+            records[key] = record
             log.info(
                 "file_already_archived",
                 provider=name,
@@ -307,17 +412,21 @@ def archive_job(
             source=record.source,
             duration_ms=int((time.monotonic() - started) * 1000),
         )
-        records.append(record)
+        records[key] = record
+    # Files of an earlier archive that this read no longer lists (or lists changed) stay in
+    # the bucket, and every manifest lists all of the job's files.
+    every = [*records.values(), *(r for k, r in known.items() if k not in records)]
     claim.check()
     now = rt.clock()
-    manifest_key = folder + MANIFEST_NAME
+    manifest_key = manifest_key_for(folder, revision)
     manifest = build_manifest(
         provider=name,
         provider_type=provider.type,
         job_id=row.job_id,
         archived_at=now,
-        job=scrubbed(dict(snapshot.record)),
-        files=[ManifestFile(r.key, r.size, r.sha256, r.source, r.version_id) for r in records],
+        job=scrubbed(dict(read.answer.record)),  # type: ignore[union-attr]
+        files=[ManifestFile(r.key, r.size, r.sha256, r.source, r.version_id) for r in every],
+        revision=revision,
     )
     # A manifest this job wrote in an interrupted earlier attempt is kept if it lists the same
     # files (archived objects are never overwritten).
@@ -328,27 +437,61 @@ def archive_job(
             _same_job(existing, manifest) and existing.get("files") == manifest["files"]
         ),
     )
-    claim.row = rt.ledger.jobs.mark_archived(
+    outputs = archived_outputs_json(read.outputs, keys)
+    write = rt.ledger.jobs.amend if row.state == JobState.DELETING else rt.ledger.jobs.mark_archived
+    claim.row = write(
         row,
         owner=claim.owner,
         manifest_key=manifest_key,
         manifest_etag=stored.etag,
         manifest_version_id=stored.version_id,
-        files=records,
+        files=every,
+        outputs=outputs,
         now=now,
         retain_days=policy.retain_days,
-        due_at=step.due_at,
-        due_reason=step.due_reason,
+        due_at=step.due_at or row.due_at,
+        due_reason=step.due_reason or row.due_reason,
     )
     log.info(
         "manifest_written",
         provider=name,
         job_id=row.job_id,
         key=manifest_key,
-        files=len(records),
-        bytes=sum(r.size for r in records),
+        revision=revision,
+        files=len(every),
+        bytes=sum(r.size for r in every),
     )
-    return records
+    return read
+
+
+def archive_plan(
+    rt: Runtime, provider: Provider, row: JobRow | None, read: FreshRead
+) -> tuple[FreshRead, list[tuple[Artifact, Output, str]]]:
+    """Each file the read lists and the key it is archived at (``_key_for``): what the real
+    run stores, and what the dry run reports. ``read`` is returned with what it lists."""
+    job_id = row.job_id if row is not None else read.answer.job_id
+    if read.outputs is None or read.artifacts is None:
+        read = listed(rt, provider, job_id, read)
+    assert read.outputs is not None
+    assert read.artifacts is not None
+    folder = job_folder(rt.settings.archive.prefix, provider.name, job_id)
+    revision = (row.archive_revision if row is not None else 0) + 1
+    previous = recorded_outputs(row.archived_outputs) if row is not None else None
+    plan = [
+        (artifact, output, _key_for(folder, output, (previous or {}).get(output.name), revision))
+        for artifact, output in zip(read.artifacts, read.outputs, strict=True)
+    ]
+    return read, plan
+
+
+def _key_for(folder: str, output: Output, earlier: Recorded | None, revision: int) -> str:
+    """Where ``output`` is archived: its own key the first time, the earlier archive's key
+    while the provider declares it unchanged, and a key of this revision once it changed."""
+    if earlier is None:
+        return folder + output.name
+    if earlier.rerun or earlier.output.declared() != output.declared():
+        return revision_key(folder, revision, output.name)
+    return earlier.key
 
 
 def _same_job(existing: Any, ours: dict[str, Any]) -> bool:
@@ -480,22 +623,35 @@ def _open_provider_artifact(
 
 
 def delete_job(
-    rt: Runtime, provider: Provider, claim: Claim, *, budget: str | None = None
+    rt: Runtime,
+    provider: Provider,
+    claim: Claim,
+    read: FreshRead | None,
+    *,
+    budget: str | None = None,
 ) -> JobRow:
     """The only caller of a provider's delete.
 
     It calls it only when all of these hold, in this order:
-    1. the ledger shows the job ARCHIVED (or DELETING: a delete whose answer was lost) with a
+    1. ``read`` is a read of the job taken under this claim, no older than
+       ``max_read_age_seconds``, of a job still terminal that lists no output the archive
+       lacks (``domain.compare_outputs``): the manifest proves what the job held when it was
+       archived, this read what it holds now (a delete already accepted and only followed
+       needs none: nothing new is sent);
+    2. the ledger shows the job ARCHIVED (or DELETING: a delete whose answer was lost) with a
        manifest key;
-    2. the bucket, asked right now, still holds that manifest as it was written with the
+    3. the bucket, asked right now, still holds that manifest as it was written with the
        files the ledger recorded as verified (its recorded ETag and version; a manifest
        without them is read and matched file by file), and every one of those files with its
        verified size and ETag, at its verified version;
-    3. the ledger's delete gate opens: one conditional UPDATE that also requires the job not
+    4. the ledger's delete gate opens: one conditional UPDATE that also requires the job not
        held and still claimed by this worker, and takes one delete from the sweep's budget;
-    4. right before the request leaves, this worker's claim surely still holds (a worker
-       paused past its lease sends nothing).
+    5. right before the request leaves, this worker's claim surely still holds (a worker
+       paused past its lease sends nothing), and the read is still fresh.
     """
+    following = claim.current.state == JobState.DELETING and claim.current.delete_handle
+    if not following:
+        _hold_to_read(rt, claim, read)
     # Checked again even when resending a delete whose answer was lost: if that first request
     # never arrived, the provider still holds the only other copy.
     files = _recheck_archive(rt, provider, claim)
@@ -504,9 +660,15 @@ def delete_job(
     row = claim.row = rt.ledger.jobs.open_delete_gate(
         claim.current, owner=claim.owner, now=rt.clock(), budget=budget
     )
+    answer: DeleteAnswer
     if row.delete_handle:
         answer = _poll(rt, provider, claim, row.delete_handle)
+    elif read is not None and isinstance(read.answer, JobGone):
+        # The read right before the delete found the job gone: there is nothing to send.
+        log.info("delete_not_sent", provider=provider.name, job_id=row.job_id, why="gone")
+        answer = AlreadyGone(status_code=404, body=dict(read.answer.answer))
     else:
+        assert read is not None  # _hold_to_read refused a delete without one
         log.info(
             "delete_requested",
             provider=provider.name,
@@ -515,8 +677,13 @@ def delete_job(
             files=len(files),
             resend=resend,
         )
+
+        def still_safe() -> None:
+            claim.check()
+            _hold_to_read(rt, claim, read, what="right before the delete left")
+
         try:
-            with send_guard(claim.check):
+            with send_guard(still_safe):
                 answer = provider.delete(row.job_id)
         except DeleteIncomplete as exc:
             # Kept for the receipt: if the provider drops the job before a delete completes,
@@ -549,6 +716,41 @@ def delete_job(
         already_gone=isinstance(answer, AlreadyGone),
     )
     return row
+
+
+def _hold_to_read(
+    rt: Runtime, claim: Claim, read: FreshRead | None, *, what: str = "before the delete"
+) -> None:
+    """Raise unless ``read`` is one the delete may rest on (``delete_job``'s first rule). The
+    step driver only asks for a delete on such a read: this is the rule kept where it is
+    used, so no other path can reach the provider's delete without it."""
+    row = claim.current
+    policy = rt.settings.policy(row.provider)
+    problem = None
+    if read is None or read.owner != claim.owner:
+        problem = "no read of the job was taken under this claim"
+    elif not read.fresh(policy, rt.clock()):
+        problem = (
+            f"the job was last read {read.age(rt.clock()).total_seconds():.0f} s ago, more "
+            f"than max_read_age_seconds ({policy.max_read_age_seconds:g})"
+        )
+    elif isinstance(read.answer, JobGone):
+        return  # nothing is sent: the job is closed as "already gone"
+    elif not read.answer.terminal:
+        problem = "the last read does not show the job finished"
+    elif read.outputs is None:
+        problem = "what the last read lists was not compared with the archive"
+    else:
+        changes = compare_outputs(row.archived_outputs, read.outputs)
+        if changes.new_at_provider or (row.state == JobState.ARCHIVED and changes.any):
+            problem = f"the last read differs from the archive ({changes.describe()})"
+    if problem is not None:
+        raise WorkerError(
+            f"the delete was not sent {what}: {problem}",
+            provider=row.provider,
+            job_id=row.job_id,
+            hint="The job stays at the provider and is read again on a later attempt",
+        )
 
 
 def _poll(rt: Runtime, provider: Provider, claim: Claim, handle: str) -> DeleteAnswer:
@@ -735,7 +937,7 @@ def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
         )
     now = rt.clock()
     assert row.manifest_key is not None
-    receipt_key = row.manifest_key[: -len(MANIFEST_NAME)] + RECEIPT_NAME
+    receipt_key = receipt_key_for(row.manifest_key)
     receipt = build_receipt(
         provider=provider.name,
         provider_type=provider.type,

@@ -22,6 +22,9 @@ MAX_SEGMENT_BYTES = 255
 MANIFEST_NAME = "manifest.json"
 RECEIPT_NAME = "deletion.json"
 RESERVED_NAMES = frozenset({MANIFEST_NAME, RECEIPT_NAME})
+# A job archived again after it changed at the provider gets manifest.2.json, manifest.3.json
+# beside the first: a provider's file may not take any of these names either.
+_MANIFEST = re.compile(r"manifest(?:\.([2-9]|[1-9][0-9]+))?\.json")
 
 # C0 and C1 controls, DEL, and the bidirectional overrides that make a name display as
 # something other than what it is ("trojan source").
@@ -72,7 +75,7 @@ def archive_keys(folder: str, names: Iterable[str]) -> list[str]:
     seen: dict[str, str] = {}
     for name in names:
         relative = safe_relative_key(name)
-        if relative in RESERVED_NAMES:
+        if relative in RESERVED_NAMES or _MANIFEST.fullmatch(relative):
             raise UnsafeInput(
                 f"the provider's file name {name!r} collides with the worker's own {relative}"
             )
@@ -90,6 +93,31 @@ def archive_keys(folder: str, names: Iterable[str]) -> list[str]:
         seen[key] = name
         keys.append(key)
     return keys
+
+
+def manifest_key_for(folder: str, revision: int) -> str:
+    """The manifest of the job's ``revision``-th archive: ``manifest.json`` for the first,
+    ``manifest.N.json`` for each later one, beside the earlier ones."""
+    return folder + (MANIFEST_NAME if revision <= 1 else f"manifest.{revision}.json")
+
+
+def manifest_revision(key: str) -> int | None:
+    """Which archive of its job the manifest at ``key`` records; None for another key."""
+    match = _MANIFEST.fullmatch(key.rsplit("/", 1)[-1])
+    if match is None:
+        return None
+    return int(match.group(1) or 1)
+
+
+def revision_key(folder: str, revision: int, name: str) -> str:
+    """Where a file that changed at the provider since an earlier archive is stored by the
+    ``revision``-th: never over the earlier copy, which its manifest still lists."""
+    return archive_keys(folder, [f"rev-{revision}/{name}"])[0]
+
+
+def receipt_key_for(manifest_key: str) -> str:
+    """The deletion receipt beside a job's manifest, whichever revision it is."""
+    return manifest_key.rsplit("/", 1)[0] + "/" + RECEIPT_NAME
 
 
 def strip_query(url: str) -> str:

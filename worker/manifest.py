@@ -37,9 +37,14 @@ def build_manifest(
     archived_at: datetime,
     job: Any,
     files: Sequence[ManifestFile],
+    revision: int = 1,
 ) -> dict[str, Any]:
+    """A job's manifest. ``revision`` counts its archives: a job archived again after it
+    changed at the provider gets a new manifest (``keys.manifest_key_for``) listing every file
+    archived for it, earlier copies included."""
     return {
         "format": FORMAT,
+        "revision": revision,
         "provider": provider,
         "provider_type": provider_type,
         "job_id": job_id,

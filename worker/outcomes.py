@@ -78,6 +78,9 @@ class JobResult:
     # Deferred because a store every job needs (the ledger, Redis) could not be used: what it
     # said (exits.outage). One such job stops the sweep, which exits 3.
     outage: str | None = None
+    # The steps the run took (``domain.StepKind`` values), in order: a dry run's are the real
+    # run's up to the first that would change anything.
+    steps: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

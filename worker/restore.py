@@ -24,7 +24,7 @@ from pathlib import Path
 
 from worker.archive import Archive, Thaw
 from worker.errors import ConfigError, WorkerError
-from worker.keys import MANIFEST_NAME, RECEIPT_NAME, job_folder
+from worker.keys import RECEIPT_NAME, job_folder, manifest_key_for
 from worker.manifest import ManifestFile, parse_manifest
 from worker.settings import Settings
 
@@ -97,7 +97,9 @@ def restore(
     under ``to`` (keys relative to the job's folder) unless ``to`` is None. Cold files are
     thawed first; ``wait`` is how many seconds to wait for them (None: not at all)."""
     folder = job_folder(settings.archive.prefix, provider, job_id)
-    manifest_key = folder + MANIFEST_NAME
+    manifests = _manifests(archive, folder)
+    # The newest lists every file archived for the job, earlier archives' copies included.
+    manifest_key = manifests[-1]
     deadline = None if wait is None else clock() + wait
     days = settings.archive.restore_days
     thaw = archive.thaw(manifest_key)
@@ -155,11 +157,20 @@ def restore(
         else:
             yield _restore_one(archive, entry, path)
     if to is not None:
-        for name in (MANIFEST_NAME, RECEIPT_NAME):
-            present = archive.thaw(folder + name, start=False)
+        for key in (*manifests, folder + RECEIPT_NAME):
+            present = archive.thaw(key, start=False)
             if present is not None and present.state == "readable":
-                with (root / name).open("wb") as out:
-                    archive.read_back_sha256(folder + name, sink=out.write)
+                with (root / key[len(folder) :]).open("wb") as out:
+                    archive.read_back_sha256(key, sink=out.write)
+
+
+def _manifests(archive: Archive, folder: str) -> list[str]:
+    """The job's manifests, oldest first: ``manifest.json``, then one per later archive (a job
+    archived again after it changed at the provider)."""
+    found = [manifest_key_for(folder, 1)]
+    while archive.stat(manifest_key_for(folder, len(found) + 1)) is not None:
+        found.append(manifest_key_for(folder, len(found) + 1))
+    return found
 
 
 def _await(

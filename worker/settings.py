@@ -195,6 +195,11 @@ class DefaultsSettings(_Strict):
     # Jobs processed at once by one `retention sweep` process, per provider. A job mostly
     # waits on its provider; the uploads' memory is bounded by max_buffer_mib, not by this.
     concurrency: int = Field(default=8, ge=1, le=64)
+    # A delete is sent only on a read of the job at the provider no older than this, taken
+    # under the same claim, that lists nothing its archive lacks. The read that led to the
+    # archive counts while it is this fresh; an archive that took longer (or one from an
+    # earlier sweep) costs one more read before the delete.
+    max_read_age_seconds: int = Field(default=300, ge=1, le=3600)
 
     _cron = field_validator("schedule")(_check_cron)
 
@@ -266,6 +271,7 @@ class ProviderCommon(_Strict):
     max_deletes_per_sweep: int | None = Field(default=None, ge=1)
     read_only: bool | None = None
     concurrency: int | None = Field(default=None, ge=1, le=64)
+    max_read_age_seconds: int | None = Field(default=None, ge=1, le=3600)
     # Requests per period to this provider's API, e.g. "20/second".
     rate_limit: str | None = None
     # Seconds to wait for one API answer.
@@ -473,6 +479,7 @@ class Settings(_Strict):
             read_only=d.read_only or bool(p.read_only),
             concurrency=p.concurrency or d.concurrency,
             rate_limit=p.rate_limit or p.default_rate_limit(),
+            max_read_age_seconds=p.max_read_age_seconds or d.max_read_age_seconds,
         )
 
     def overdue_terms(self) -> tuple[dict[str, int], set[str]]:
@@ -507,6 +514,7 @@ class ProviderPolicy:
     read_only: bool
     concurrency: int
     rate_limit: str
+    max_read_age_seconds: int = 300
 
 
 def _walk(model: BaseModel) -> Iterator[Any]:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from worker import metrics
 from worker.domain import JobState, ListedJob, Phase
-from worker.dry_run import plan_job
+from worker.dry_run import LocalBudget, plan_job
 from worker.errors import StoreUnavailable, WorkerError
 from worker.job import process_job
 from worker.leases import Heartbeat
@@ -56,21 +56,6 @@ BUDGET_CHECK_EVERY = 50
 # Hands one job to whoever processes it, with the sweep's delete budget (None: no deletes).
 Dispatch = Callable[[str, str | None], None]
 OnResult = Callable[[JobResult], None]
-
-
-class LocalBudget:
-    """The dry run's stand-in for the ledger's delete budget: the same count, in memory."""
-
-    def __init__(self, limit: int) -> None:
-        self.left = limit
-        self._lock = threading.Lock()
-
-    def take(self) -> bool:
-        with self._lock:
-            if self.left <= 0:
-                return False
-            self.left -= 1
-            return True
 
 
 class _Runner:

@@ -1,4 +1,5 @@
-"""The eligibility rule (terminal, due, not held), tested on both sides of each boundary."""
+"""The pure parts of the eligibility rule (terminal, due), tested on both sides of each
+boundary; ``next_step`` itself is tested in test_next_step.py."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import pytest
 
 from worker.domain import (
     Phase,
-    Verdict,
-    decide,
     due_at,
     is_due,
     is_terminal,
@@ -34,59 +33,12 @@ def test_only_succeeded_and_failed_are_terminal(phase: Phase, terminal: bool) ->
     assert is_terminal(phase) is terminal
 
 
-def test_an_unknown_status_is_never_acted_on_however_old() -> None:
-    verdict = decide(
-        phase=Phase.UNKNOWN, since=T0 - timedelta(days=999), held=False, retain_days=0, now=T0
-    )
-    assert verdict == Verdict.NOT_TERMINAL
-
-
 @pytest.mark.parametrize("days", [0, 3, 30])
 def test_a_job_is_due_exactly_retain_days_after_it_became_terminal(days: int) -> None:
     boundary = T0 + timedelta(days=days)
     assert not is_due(T0, days, boundary - SECOND)
     assert is_due(T0, days, boundary)
     assert is_due(T0, days, boundary + SECOND)
-
-
-def test_one_hour_before_and_after_the_threshold() -> None:
-    since = T0
-    before = decide(
-        phase=Phase.SUCCEEDED,
-        since=since,
-        held=False,
-        retain_days=7,
-        now=T0 + timedelta(days=7) - timedelta(hours=1),
-    )
-    after = decide(
-        phase=Phase.SUCCEEDED,
-        since=since,
-        held=False,
-        retain_days=7,
-        now=T0 + timedelta(days=7) + timedelta(hours=1),
-    )
-    assert (before, after) == (Verdict.NOT_DUE, Verdict.ACT)
-
-
-def test_a_held_job_is_never_acted_on_even_when_due() -> None:
-    verdict = decide(
-        phase=Phase.SUCCEEDED, since=T0 - timedelta(days=30), held=True, retain_days=0, now=T0
-    )
-    assert verdict == Verdict.HELD
-
-
-def test_releasing_the_hold_makes_a_due_job_eligible_again() -> None:
-    verdict = decide(
-        phase=Phase.FAILED, since=T0 - timedelta(days=30), held=False, retain_days=7, now=T0
-    )
-    assert verdict == Verdict.ACT
-
-
-def test_a_terminal_job_without_a_clock_is_not_acted_on() -> None:
-    assert (
-        decide(phase=Phase.SUCCEEDED, since=None, held=False, retain_days=0, now=T0)
-        == Verdict.NOT_TERMINAL
-    )
 
 
 def test_the_providers_finish_time_starts_the_clock_when_it_is_earlier() -> None:

@@ -288,9 +288,39 @@ def test_an_upgrade_to_0005_keeps_every_job_and_adds_an_empty_manifest_identity(
         )
     engine.dispose()
     ledger = Ledger.open(ledger_url)
-    assert SCHEMA_REVISION == "0005"
-    assert ledger.schema_revision() == "0005"
+    assert ledger.schema_revision() == SCHEMA_REVISION
     old = ledger.query.get("daily", "old")
     assert old is not None
     assert (old.state, old.manifest_key) == (JobState.ARCHIVED, "m")
     assert (old.manifest_etag, old.manifest_version_id) == (None, None)
+
+
+def test_an_upgrade_to_0006_counts_an_archived_job_as_archived_once_with_no_outputs_on_record(
+    ledger_url: str,
+) -> None:
+    # given: a ledger at 0005 with an archived job and a pending one
+    _upgrade(ledger_url, "0005")
+    engine = make_engine(ledger_url)
+    with engine.begin() as conn:
+        for job_id, state, key in (("old", "archived", "'m'"), ("new", "pending", "NULL")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO jobs (provider, job_id, state, tracked, held, first_seen_at, "
+                    f"attempts, updated_at, manifest_key) VALUES ('daily', '{job_id}', "
+                    f"'{state}', false, false, '2026-11-01 00:00:00', 0, "
+                    f"'2026-11-01 00:00:00', {key})"
+                )
+            )
+    engine.dispose()
+
+    # when: the worker opens it
+    ledger = Ledger.open(ledger_url)
+
+    # then: the archived job was archived once, and nothing proves its outputs yet (the read
+    # before its delete archives it again); the pending one was never archived
+    assert SCHEMA_REVISION == "0006"
+    old, new = ledger.query.get("daily", "old"), ledger.query.get("daily", "new")
+    assert old is not None
+    assert new is not None
+    assert (old.archive_revision, old.archived_outputs, old.kept_reason) == (1, None, None)
+    assert new.archive_revision == 0

@@ -33,12 +33,15 @@ TTL = timedelta(minutes=1)
 # The table as a person reads it: (event, from-states, to-state or None for "unchanged").
 EXPECTED = {
     Event.READ: ({S.PENDING, S.KEPT}, S.PENDING),
-    Event.FILE_STORED: ({S.PENDING}, None),
+    Event.REREAD: ({S.ARCHIVED, S.DELETING}, None),
+    Event.FILE_STORED: ({S.PENDING, S.DELETING}, None),
     Event.GONE: ({S.PENDING}, S.GONE),
     Event.KEEP: ({S.PENDING}, S.KEPT),
     Event.ARCHIVE: ({S.PENDING}, S.ARCHIVED),
     Event.REOPEN: ({S.ARCHIVED}, S.PENDING),
     Event.OPEN_GATE: ({S.ARCHIVED, S.DELETING}, S.DELETING),
+    Event.AMEND: ({S.DELETING}, None),
+    Event.KEEP_PAST_GATE: ({S.DELETING}, None),
     Event.DELETE_PENDING: ({S.DELETING}, None),
     Event.DROP_HANDLE: ({S.DELETING}, None),
     Event.PROVIDER_DELETED: ({S.DELETING}, S.CLEANING),

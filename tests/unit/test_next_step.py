@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from worker.domain import (
+    FreshRead,
     JobGone,
     JobRow,
     JobSnapshot,
     JobState,
+    Output,
     Phase,
     Step,
     StepKind,
@@ -29,6 +31,7 @@ WEEK = timedelta(days=7)
 class Policy:
     retain_days: int = 7
     read_only: bool = False
+    max_read_age_seconds: float = 300
 
 
 def row(state: JobState = JobState.PENDING, **fields: object) -> JobRow:
@@ -69,6 +72,18 @@ def snap(phase: Phase, *, finished_at: datetime | None = None, status: str = "x"
 
 
 GONE = JobGone("j", {"status_code": 404})
+
+
+def fresh(
+    answer: JobSnapshot | JobGone | None,
+    *,
+    age: timedelta = timedelta(0),
+    outputs: tuple[Output, ...] | None = None,
+) -> FreshRead | None:
+    """A read taken ``age`` ago under this claim (None: no read yet)."""
+    return None if answer is None else FreshRead(answer, at=NOW - age, outputs=outputs)
+
+
 ARCHIVE = Step(StepKind.ARCHIVE, then_delete=True)
 
 
@@ -169,11 +184,18 @@ CASES: list[tuple[str, JobRow | None, JobSnapshot | JobGone | None, Policy, Step
         Policy(read_only=True),
         Step(StepKind.ARCHIVE, due_at=NOW, then_delete=False),
     ),
-    # Past the archive step: resume.
-    ("archived", row(JobState.ARCHIVED), None, Policy(), Step(StepKind.DELETE)),
+    # Past the archive step: the delete rests on a fresh read (see RESUME_CASES).
+    ("archived, not read yet", row(JobState.ARCHIVED), None, Policy(), Step(StepKind.READ)),
     (
-        "a delete whose answer was lost",
+        "a delete whose answer was lost, not read yet",
         row(JobState.DELETING),
+        None,
+        Policy(),
+        Step(StepKind.READ),
+    ),
+    (
+        "an asynchronous delete accepted: followed, nothing new sent",
+        row(JobState.DELETING, delete_handle="4235"),
         None,
         Policy(),
         Step(StepKind.DELETE),
@@ -200,14 +222,14 @@ def test_the_next_step(
     policy: Policy,
     expected: Step,
 ) -> None:
-    assert next_step(current, snapshot, policy, NOW) == expected
+    assert next_step(current, fresh(snapshot), policy, NOW) == expected
 
 
 @pytest.mark.parametrize("days", [0, 7, 10_000])
 def test_a_status_word_nobody_knows_is_deferred_however_old(days: int) -> None:
     step = next_step(
         row(terminal_at=NOW - timedelta(days=days)),
-        snap(Phase.UNKNOWN, status="archiving"),
+        fresh(snap(Phase.UNKNOWN, status="archiving")),
         Policy(retain_days=0),
         NOW,
     )
@@ -219,19 +241,19 @@ def test_a_status_word_nobody_knows_is_deferred_however_old(days: int) -> None:
 def test_a_held_job_is_never_read_archived_or_deleted_whatever_the_provider_says() -> None:
     for state in (JobState.PENDING, JobState.KEPT, JobState.ARCHIVED, JobState.DELETING):
         for snapshot in (None, GONE, snap(Phase.SUCCEEDED, finished_at=NOW - WEEK * 10)):
-            step = next_step(row(state, held=True), snapshot, Policy(retain_days=0), NOW)
+            step = next_step(row(state, held=True), fresh(snapshot), Policy(retain_days=0), NOW)
             assert step == skip(Outcome.HELD)
 
 
 def test_the_reason_a_job_is_due_says_whose_clock_started_it() -> None:
     by_provider = next_step(
         row(terminal_at=NOW),
-        snap(Phase.SUCCEEDED, finished_at=NOW - WEEK, status="finished"),
+        fresh(snap(Phase.SUCCEEDED, finished_at=NOW - WEEK, status="finished")),
         Policy(),
         NOW,
     )
     by_worker = next_step(
-        row(terminal_at=NOW - WEEK), snap(Phase.FAILED, status="error"), Policy(), NOW
+        row(terminal_at=NOW - WEEK), fresh(snap(Phase.FAILED, status="error")), Policy(), NOW
     )
     assert by_provider.due_reason == (
         f"finished since {(NOW - WEEK).isoformat()} (the provider's finish time); retain_days 7"
@@ -240,3 +262,128 @@ def test_the_reason_a_job_is_due_says_whose_clock_started_it() -> None:
         f"error since {(NOW - WEEK).isoformat()} (when the worker first saw it finished); "
         "retain_days 7"
     )
+
+
+# -- the delete rests on a fresh read that matches the archive ------------------------------
+
+A = Output("out-0.txt")
+B = Output("summary.txt")
+RECORDED = [{"name": "out-0.txt", "key": "archive/daily/j/out-0.txt"}]
+ARCHIVED = row(JobState.ARCHIVED, archived_outputs=RECORDED, manifest_key="m")
+DELETING = row(JobState.DELETING, archived_outputs=RECORDED, manifest_key="m")
+DONE = snap(Phase.SUCCEEDED)
+MAX_AGE = timedelta(seconds=300)
+
+RESUME_CASES: list[tuple[str, JobRow, FreshRead | None, Step]] = [
+    (
+        "archived, read now, same outputs",
+        ARCHIVED,
+        fresh(DONE, outputs=(A,)),
+        Step(StepKind.DELETE),
+    ),
+    (
+        "archived, read at max_read_age, same outputs",
+        ARCHIVED,
+        fresh(DONE, age=MAX_AGE, outputs=(A,)),
+        Step(StepKind.DELETE),
+    ),
+    (
+        "archived, read a second past max_read_age: read again",
+        ARCHIVED,
+        fresh(DONE, age=MAX_AGE + SECOND, outputs=(A,)),
+        Step(StepKind.READ),
+    ),
+    ("archived, outputs not listed yet", ARCHIVED, fresh(DONE), Step(StepKind.LIST_OUTPUTS)),
+    (
+        "archived, a new output at the provider: archive again",
+        ARCHIVED,
+        fresh(DONE, outputs=(A, B)),
+        Step(StepKind.REOPEN, reason="new output(s): summary.txt"),
+    ),
+    (
+        "archived, an output the provider declares another size for: archive again",
+        ARCHIVED,
+        fresh(DONE, outputs=(Output("out-0.txt", size=12),)),
+        Step(StepKind.REOPEN, reason="changed: out-0.txt"),
+    ),
+    (
+        "archived, an output no longer listed: archive again",
+        ARCHIVED,
+        fresh(DONE, outputs=()),
+        Step(StepKind.REOPEN, reason="no longer listed: out-0.txt"),
+    ),
+    (
+        "archived by an earlier version, with no outputs on record: archive again",
+        row(JobState.ARCHIVED, manifest_key="m"),
+        fresh(DONE, outputs=(A,)),
+        Step(
+            StepKind.REOPEN,
+            reason="the archive recorded no outputs to compare the provider's with",
+        ),
+    ),
+    (
+        "archived, running again at the provider: waits",
+        ARCHIVED,
+        fresh(snap(Phase.RUNNING, status="processing")),
+        Step(
+            StepKind.SKIP,
+            Outcome.NOT_TERMINAL,
+            reason="the job is 'processing' again at the provider; it is not deleted until "
+            "it has finished and its outputs are archived",
+        ),
+    ),
+    (
+        "archived, a status nobody knows: deferred",
+        ARCHIVED,
+        fresh(snap(Phase.UNKNOWN, status="paused")),
+        Step(
+            StepKind.DEFER,
+            reason="status 'paused' is not one this worker knows; it is never treated as "
+            "terminal, and the job stays at the provider",
+        ),
+    ),
+    (
+        "archived, gone at the provider: through the gate, nothing sent",
+        ARCHIVED,
+        fresh(GONE),
+        Step(StepKind.DELETE),
+    ),
+    (
+        "deleting, a new output at the provider: archive what is new",
+        DELETING,
+        fresh(DONE, outputs=(A, B)),
+        Step(StepKind.AMEND, reason="new output(s): summary.txt"),
+    ),
+    (
+        "deleting, an output removed (a partial delete): send the delete again",
+        DELETING,
+        fresh(DONE, outputs=()),
+        Step(StepKind.DELETE),
+    ),
+    ("deleting, gone at the provider", DELETING, fresh(GONE), Step(StepKind.DELETE)),
+    (
+        "cleaning needs no read",
+        row(JobState.CLEANING, archived_outputs=RECORDED),
+        None,
+        Step(StepKind.FINISH),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("current", "read", "expected"),
+    [case[1:] for case in RESUME_CASES],
+    ids=[case[0] for case in RESUME_CASES],
+)
+def test_the_delete_rests_on_a_fresh_read_that_matches_the_archive(
+    current: JobRow, read: FreshRead | None, expected: Step
+) -> None:
+    assert next_step(current, read, Policy(), NOW) == expected
+
+
+def test_an_output_of_a_job_that_ran_again_counts_as_changed() -> None:
+    rerun = [dict(RECORDED[0], rerun=True)]
+    step = next_step(
+        row(JobState.ARCHIVED, archived_outputs=rerun), fresh(DONE, outputs=(A,)), Policy(), NOW
+    )
+    assert step == Step(StepKind.REOPEN, reason="changed: out-0.txt")

@@ -50,6 +50,7 @@ def new_job(provider: str, job_id: str, now: datetime, *, tracked: bool = False)
         "held": False,
         "first_seen_at": now,
         "attempts": 0,
+        "archive_revision": 0,
         "updated_at": now,
     }
 

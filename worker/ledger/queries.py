@@ -106,6 +106,12 @@ def _iso(value: datetime | None) -> str | None:
 
 
 _RESUMABLE = sorted(RESUMABLE_STATES)
+# Kept at the provider: before the gate, in its own state; past it (a job that changed after
+# its delete was sent), still DELETING with the reason it is kept.
+_KEPT = sa.or_(
+    jobs.c.state == JobState.KEPT,
+    sa.and_(jobs.c.state == JobState.DELETING, jobs.c.kept_reason.is_not(None)),
+)
 
 
 def _overdue(
@@ -378,11 +384,11 @@ class Queries:
                 failed, kept = (
                     conn.execute(
                         sa.select(c.job_id, c.attempts, c.last_error, c.last_error_at)
-                        .where(c.provider == provider, c.state == state)
+                        .where(c.provider == provider, which)
                         .order_by(c.last_error_at.desc())
                         .limit(limit)
                     ).all()
-                    for state in (JobState.FAILED, JobState.KEPT)
+                    for which in (c.state == JobState.FAILED, _KEPT)
                 )
                 unknown_where = sa.and_(
                     c.provider == provider, c.state == JobState.PENDING, c.phase == Phase.UNKNOWN

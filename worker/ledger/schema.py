@@ -30,7 +30,7 @@ from worker.redact import REDACTOR, mask_url
 
 # The Alembic revision this code expects. A test checks it equals the migrations' head, so
 # "are migrations pending?" is answered without importing Alembic on every command.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -138,6 +138,11 @@ jobs = sa.Table(
     sa.Column("retain_days", sa.Integer),
     sa.Column("due_at", UTCDateTime),
     sa.Column("due_reason", sa.String(300)),
+    # What the archive recorded of the job's outputs: the read before the delete is held to
+    # it (``domain.compare_outputs``). How many times the job was archived. Why it is kept.
+    sa.Column("archived_outputs", sa.JSON),
+    sa.Column("archive_revision", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("kept_reason", sa.String(64)),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("provider", "job_id", name="uq_jobs_provider_job"),
     sa.Index("ix_jobs_provider_state_terminal", "provider", "state", "terminal_at"),

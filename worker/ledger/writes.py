@@ -30,6 +30,9 @@ from worker.domain import (
     JobRow,
     JobSnapshot,
     JobState,
+    Phase,
+    allows,
+    marked_rerun,
     terminal_since,
 )
 from worker.errors import BrakeEngaged, LedgerError
@@ -50,6 +53,8 @@ AUDIT_NAMES = {
     Event.KEEP: "kept",
     Event.ARCHIVE: "archived",
     Event.REOPEN: "reopened",
+    Event.AMEND: "amended",
+    Event.KEEP_PAST_GATE: "kept",
     Event.OPEN_GATE: "delete_requested",
     Event.DELETE_PENDING: "delete_pending",
     Event.DROP_HANDLE: "delete_handle_dropped",
@@ -284,18 +289,26 @@ class JobWrites:
     def record_status(
         self, row: JobRow, snapshot: JobSnapshot, *, owner: str, now: datetime
     ) -> JobRow:
-        """Store a fresh read of the job's status; start or reset its retention clock."""
+        """Store a fresh read of the job's status; start or reset its retention clock.
+
+        An archived job read again before its delete keeps its state. If it is running again
+        at the provider, what its archive holds is no longer known to be what the provider
+        holds: every output is marked to be fetched again once it has finished.
+        """
         terminal_at = None
         if snapshot.terminal:
             terminal_at = terminal_since(snapshot.finished_at, row.terminal_at or now)
-        values = {
+        values: dict[str, Any] = {
             "provider_status": snapshot.status[:64],
             "phase": snapshot.phase,
             "finished_at": snapshot.finished_at,
             "terminal_at": terminal_at,
             "last_checked_at": now,
         }
-        return transition(self.db, row, Event.READ, owner=owner, now=now, values=values)
+        event = Event.READ if allows(Event.READ, row.state) else Event.REREAD
+        if event == Event.REREAD and not snapshot.terminal and snapshot.phase != Phase.UNKNOWN:
+            values["archived_outputs"] = marked_rerun(row.archived_outputs)
+        return transition(self.db, row, event, owner=owner, now=now, values=values)
 
     def mark_gone(self, row: JobRow, answer: Any, *, owner: str, now: datetime) -> JobRow:
         """The provider no longer has the job; nothing is left to do, so the claim ends too."""
@@ -306,16 +319,28 @@ class JobWrites:
 
     def keep(self, row: JobRow, reason: str, message: str, *, owner: str, now: datetime) -> JobRow:
         """Keep the job at the provider, with why; it is looked at again after KEEP_RECHECK."""
+        return self._keep(Event.KEEP, row, reason, message, owner=owner, now=now)
+
+    def keep_past_gate(
+        self, row: JobRow, reason: str, message: str, *, owner: str, now: datetime
+    ) -> JobRow:
+        """Keep a job whose delete may have been sent, with why: it stays past the gate (it
+        never goes back before it), nothing more is sent, and it is looked at again after
+        KEEP_RECHECK. ``retention status`` lists it with the kept jobs."""
+        return self._keep(Event.KEEP_PAST_GATE, row, reason, message, owner=owner, now=now)
+
+    def _keep(
+        self, event: Event, row: JobRow, reason: str, message: str, *, owner: str, now: datetime
+    ) -> JobRow:
         values = {
             "attempts": Sql.PLUS_ONE,
             "last_error": message[:4000],
             "last_error_at": now,
             "next_attempt_at": now + KEEP_RECHECK,
+            "kept_reason": reason[:64],
         }
         detail = {"reason": reason, "message": message[:4000]}
-        return transition(
-            self.db, row, Event.KEEP, owner=owner, now=now, values=values, detail=detail
-        )
+        return transition(self.db, row, event, owner=owner, now=now, values=values, detail=detail)
 
     # -- the archive -----------------------------------------------------------------------
 
@@ -342,6 +367,7 @@ class JobWrites:
         manifest_key: str,
         files: Sequence[FileRecord],
         now: datetime,
+        outputs: Any = None,
         retain_days: int | None = None,
         due_at: datetime | None = None,
         due_reason: str | None = None,
@@ -350,7 +376,67 @@ class JobWrites:
     ) -> JobRow:
         """The archive is complete; the policy that made the job due is kept with it, and so
         is the manifest's identity: its ETag and (where the bucket keeps versions) version,
-        which tell the object written as the manifest from any other at ``manifest_key``."""
+        which tell the object written as the manifest from any other at ``manifest_key``, and
+        what the archive recorded of the job's ``outputs``, which the read before the delete
+        is held to."""
+        return self._archived(
+            Event.ARCHIVE,
+            row,
+            owner=owner,
+            manifest_key=manifest_key,
+            files=files,
+            now=now,
+            outputs=outputs,
+            values={"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason},
+            manifest_etag=manifest_etag,
+            manifest_version_id=manifest_version_id,
+        )
+
+    def amend(
+        self,
+        row: JobRow,
+        *,
+        owner: str,
+        manifest_key: str,
+        files: Sequence[FileRecord],
+        now: datetime,
+        outputs: Any = None,
+        retain_days: int | None = None,
+        due_at: datetime | None = None,
+        due_reason: str | None = None,
+        manifest_etag: str | None = None,
+        manifest_version_id: str | None = None,
+    ) -> JobRow:
+        """A job whose delete may have been sent changed at the provider, and what is new is
+        archived: its new manifest becomes the one the delete rests on. It stays past the
+        gate; the policy it was archived under stays as it was."""
+        return self._archived(
+            Event.AMEND,
+            row,
+            owner=owner,
+            manifest_key=manifest_key,
+            files=files,
+            now=now,
+            outputs=outputs,
+            values={"kept_reason": None},
+            manifest_etag=manifest_etag,
+            manifest_version_id=manifest_version_id,
+        )
+
+    def _archived(
+        self,
+        event: Event,
+        row: JobRow,
+        *,
+        owner: str,
+        manifest_key: str,
+        files: Sequence[FileRecord],
+        now: datetime,
+        outputs: Any,
+        values: dict[str, Any],
+        manifest_etag: str | None,
+        manifest_version_id: str | None,
+    ) -> JobRow:
         total = sum(f.size for f in files)
         values = {
             "archived_at": now,
@@ -359,11 +445,11 @@ class JobWrites:
             "manifest_version_id": manifest_version_id,
             "files_count": len(files),
             "bytes_archived": total,
+            "archived_outputs": outputs,
+            "archive_revision": Sql.PLUS_ONE,
             "last_error": None,
             "next_attempt_at": None,
-            "retain_days": retain_days,
-            "due_at": due_at,
-            "due_reason": due_reason,
+            **values,
         }
         detail = {
             "manifest_key": manifest_key,
@@ -372,17 +458,17 @@ class JobWrites:
         }
         if manifest_etag is not None or manifest_version_id is not None:
             detail |= {"manifest_etag": manifest_etag, "manifest_version_id": manifest_version_id}
-        return transition(
-            self.db, row, Event.ARCHIVE, owner=owner, now=now, values=values, detail=detail
-        )
+        return transition(self.db, row, event, owner=owner, now=now, values=values, detail=detail)
 
     def reopen(
         self, row: JobRow, missing: Iterable[str], reason: str, *, owner: str, now: datetime
     ) -> JobRow:
-        """Send an archived job back to be archived again: its archive lost something.
+        """Send an archived job back to be archived again: its archive lost something (the
+        ``missing`` keys), or the job changed at the provider since (nothing missing).
 
         The provider still has the job (the gate never opened), so the worker fetches again
-        what vanished; files that are still there are kept.
+        what vanished or changed; files that are still there are kept, and so is the old
+        manifest: the next archive writes a new one beside it.
         """
         missing = list(missing)
         forget_file = self.db.prepared("forget_file", _forget_file)
@@ -396,8 +482,15 @@ class JobWrites:
             Event.REOPEN,
             owner=owner,
             now=now,
-            values={"manifest_key": None, "manifest_etag": None, "manifest_version_id": None},
-            detail={"reason": reason, "missing": missing},
+            values={
+                "manifest_key": None,
+                "manifest_etag": None,
+                "manifest_version_id": None,
+                # Repairing what the bucket lost rewrites the same archive (its manifest, at
+                # its key); a job that changed gets a new one beside it.
+                "archive_revision": row.archive_revision - 1 if missing else row.archive_revision,
+            },
+            detail={"reason": reason, "missing": missing, "manifest_key": row.manifest_key},
             also=forget,
         )
 
@@ -473,7 +566,7 @@ class JobWrites:
     def record_provider_deleted(
         self, row: JobRow, answer: Any, *, owner: str, now: datetime
     ) -> JobRow:
-        values = {"delete_answer": answer, "provider_deleted_at": now}
+        values = {"delete_answer": answer, "provider_deleted_at": now, "kept_reason": None}
         return transition(
             self.db,
             row,

@@ -189,6 +189,22 @@ class DailySimulator(SimServer):
                     self.bucket_writer(out.bucket, out.key, out.content)
         return job_id
 
+    def add_output(
+        self, job_id: str, section: str, fmt: str, content: Content, *, located: bool = True
+    ) -> str:
+        """Give a job one more output, as a vendor does when it generates a file later (a
+        summary, a re-run); its s3Config key is returned."""
+        with self._state:
+            job = self.jobs[job_id]
+            index = sum(o.section == section for o in job.outputs)
+            folder = "summary" if section == "summary" else "transcript"
+            name = f"{section}-{index}.{fmt}" if located else f"{section}-link-{index}.{fmt}"
+            key = f"{self.domain}/{job_id}/{folder}/{name}"
+            out = SimOutput(section, fmt, key, self.daily_bucket, self.region, content, located)
+            job.outputs.append(out)
+            self.files.put(key, content)
+        return key
+
     def set_status(self, job_id: str, status: str) -> None:
         with self._state:
             self.jobs[job_id].status = status
