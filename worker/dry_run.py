@@ -104,9 +104,10 @@ class DryRun:
     def amend(self, step: Step, read: FreshRead) -> None:
         self._plan(read, Outcome.WOULD_DELETE, reason=step.reason)
 
-    def delete(self, read: FreshRead | None) -> None:
+    def delete(self, read: FreshRead | None) -> bool:
         self.result.outcome = Outcome.WOULD_DELETE
         self.result.manifest_key = self.row.manifest_key if self.row else None
+        return False
 
     def finish(self) -> None:
         self.delete(None)

@@ -229,10 +229,10 @@ class JobRun:
         self._archived()
         return read
 
-    def delete(self, read: FreshRead | None) -> FreshRead | None:
+    def delete(self, read: FreshRead | None) -> bool:
         row = delete_job(self.rt, self.provider, self.claim, read, budget=self.budget)
         if row.state != JobState.DELETING:
-            return read
+            return True
         # An asynchronous delete still running.
         result = self.result
         result.outcome = Outcome.DEFERRED
@@ -242,7 +242,7 @@ class JobRun:
         claim.row = rt.ledger.jobs.defer(
             row, result.error, owner=claim.owner, now=now, retry_at=now + retry_delay(1)
         )
-        return None
+        return False
 
     def finish(self) -> None:
         finish_deletion(self.rt, self.provider, self.claim)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from worker.domain import FreshRead, JobRow, Policy, Step, StepKind, next_step
+from worker.domain import FreshRead, JobGone, JobRow, Policy, Step, StepKind, next_step
 from worker.errors import BadResponse, WorkerError
 from worker.outcomes import JobResult
 
@@ -57,7 +57,9 @@ class Executor(Protocol):
 
     def amend(self, step: Step, read: FreshRead) -> FreshRead | None: ...
 
-    def delete(self, read: FreshRead | None) -> FreshRead | None: ...
+    def delete(self, read: FreshRead | None) -> bool:
+        """The delete (or a poll of one already accepted); True to go on to what follows."""
+        ...
 
     def finish(self) -> None: ...
 
@@ -78,8 +80,12 @@ def drive(executor: Executor, policy: Policy, clock: Callable[[], datetime]) -> 
         following = _carry(executor, step, read)
         if following is None:
             return
-        read = following
+        read = None if following is _NO_READ else following
     raise WorkerError(f"the job did not settle within {MAX_STEPS} steps", permanent=False)
+
+
+# Go on to the next step, with no read taken yet.
+_NO_READ = FreshRead(JobGone("", {}), at=datetime.min)
 
 
 def _carry(executor: Executor, step: Step, read: FreshRead | None) -> FreshRead | None:
@@ -93,7 +99,8 @@ def _carry(executor: Executor, step: Step, read: FreshRead | None) -> FreshRead 
     if kind == StepKind.READ:
         return executor.read()
     if kind == StepKind.DELETE:
-        return executor.delete(read)
+        # A poll of an accepted delete goes on without a read: FINISH needs none.
+        return (read or _NO_READ) if executor.delete(read) else None
     if kind == StepKind.FINISH:
         executor.finish()
         return None
