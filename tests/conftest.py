@@ -1,20 +1,28 @@
 """Real parts for the tests: an S3 API server, the ledgers, Redis and the simulators.
 
-* S3: moto's standalone server, one process per test session, a fresh bucket per test.
-* Ledger: SQLite in the test's folder, and PostgreSQL on 127.0.0.1 in a schema of its own.
-* Simulators: started per test on a free loopback port.
+Safe under pytest-xdist: each worker process has its own servers, and everything a test
+names on a shared server (a bucket, a PostgreSQL schema, a Redis queue) is unique to it.
+
+* S3: moto's standalone server, one process per test session (per xdist worker), a fresh
+  bucket per test.
+* Ledger: SQLite in the test's folder, copied from a template migrated once per session; and
+  PostgreSQL on 127.0.0.1 in a schema of its own, built by replaying the template's
+  migration (Alembic runs once per session, not once per test).
+* Simulators: one per session on a port the OS picks, reset (``SimServer.reset``) before
+  each test, so each test starts with a simulator as new as one built for it alone.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
@@ -22,6 +30,7 @@ import redis
 import sqlalchemy as sa
 
 from tests.helpers import PG_URL, REDIS_URL, ROOT, write_to_bucket
+from worker.ledger import Ledger, migrate
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import LOCAL_CREDENTIALS, S3Server, start_s3_server
 
@@ -72,13 +81,87 @@ def custom_bucket(s3: S3Client) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite ledger migrated to head once per session, which tests copy."""
+    path = tmp_path_factory.mktemp("template") / "ledger.db"
+    Ledger.open(f"sqlite:///{path}").close()  # the last connection folds the WAL back in
+    return path
+
+
 @pytest.fixture
-def sqlite_url(tmp_path: Path) -> str:
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """A migrated ledger of the test's own: ``ledger.db`` in its folder."""
+    shutil.copyfile(sqlite_template, tmp_path / "ledger.db")
     return f"sqlite:///{tmp_path}/ledger.db"
 
 
+@pytest.fixture(scope="session")
+def postgres_migration() -> Iterator[list[tuple[str, Any, bool]]]:
+    """The statements Alembic runs to migrate an empty PostgreSQL schema to head, recorded
+    once per session in a schema of the session's own, for ``postgres_url`` to replay."""
+    schema = f"tmpl_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    statements: list[tuple[str, Any, bool]] = []
+    ledger = Ledger(sa.create_engine(f"{PG_URL}?options=-csearch_path%3D{schema}"))
+
+    def record(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        if "pg_advisory" not in sql:  # migrate's lock against other processes
+            statements.append((sql, params, many))
+
+    sa.event.listen(ledger.engine, "before_cursor_execute", record)
+    try:
+        migrate(ledger.engine)
+    finally:
+        ledger.close()
+    yield statements
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
 @pytest.fixture
-def postgres_url() -> Iterator[str]:
+def postgres_url(postgres_migration: list[tuple[str, Any, bool]]) -> Iterator[str]:
+    """A migrated ledger of the test's own: a schema on the PostgreSQL server, built with the
+    very statements Alembic ran for the session's template."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        conn.execute(sa.text(f'SET LOCAL search_path TO "{schema}"'))
+        cursor = conn.connection.cursor()
+        for sql, params, many in postgres_migration:
+            if many:
+                cursor.executemany(sql, params)
+            else:
+                cursor.execute(sql, params)
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def ledger_url(request: pytest.FixtureRequest) -> str:
+    """A migrated ledger; each test that takes this runs once on SQLite and once on
+    PostgreSQL. For the ledger's own SQL: claims, transitions, queries, concurrency."""
+    url: str = request.getfixturevalue(
+        "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    )
+    return url
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database, on SQLite and on PostgreSQL, for the migrations' own tests."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/empty.db"
+        return
     schema = f"t_{uuid.uuid4().hex[:16]}"
     engine = sa.create_engine(PG_URL)
     with engine.begin() as conn:
@@ -89,32 +172,46 @@ def postgres_url() -> Iterator[str]:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each test that takes this runs once on SQLite and once on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/ledger.db"
-    else:
-        yield request.getfixturevalue("postgres_url")
+@pytest.fixture(scope="session")
+def sim_s3(s3_server: S3Server) -> S3Client:
+    """The simulators' own client, for writing their outputs into a bucket (tests may hook
+    events onto ``s3``; none reach this one)."""
+    client: S3Client = boto3.client(
+        "s3", endpoint_url=s3_server.endpoint_url, region_name="us-east-1"
+    )
+    return client
 
 
-@pytest.fixture
-def daily_sim(s3: S3Client) -> Iterator[DailySimulator]:
-    sim = DailySimulator("daily-test-key-5f1c9a2e", bucket_writer=write_to_bucket(s3))
+@pytest.fixture(scope="session")
+def daily_server(sim_s3: S3Client) -> Iterator[DailySimulator]:
+    sim = DailySimulator("daily-test-key-5f1c9a2e", bucket_writer=write_to_bucket(sim_s3))
     sim.start()
     yield sim
     sim.stop()
 
 
-@pytest.fixture
-def later_sim(s3: S3Client) -> Iterator[DailySimulator]:
-    """A second Daily account, for jobs that are not due yet."""
+@pytest.fixture(scope="session")
+def later_server(sim_s3: S3Client) -> Iterator[DailySimulator]:
     sim = DailySimulator(
-        "daily-later-key-77aa31", domain="later", bucket_writer=write_to_bucket(s3)
+        "daily-later-key-77aa31", domain="later", bucket_writer=write_to_bucket(sim_s3)
     )
     sim.start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def daily_sim(daily_server: DailySimulator) -> DailySimulator:
+    """A Daily account with no jobs, faults or requests yet (the session's, reset)."""
+    daily_server.reset()
+    return daily_server
+
+
+@pytest.fixture
+def later_sim(later_server: DailySimulator) -> DailySimulator:
+    """A second Daily account, for jobs that are not due yet."""
+    later_server.reset()
+    return later_server
 
 
 @pytest.fixture

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
+import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,10 +116,74 @@ def run_cli(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
+) -> CliRun:
+    """Run `retention [--config PATH] ARGS...` in this process, with click's CliRunner.
+
+    As a new process would: stdout and stderr apart, the environment with ``env`` on top,
+    the repository as the working directory, logging as the command sets it up, and no
+    secret, runtime or logging left behind by an earlier run or test. Where a real process
+    matters (signals, an interrupt's exit code, start-up, a closed pipe), ``run_process``.
+    ``timeout`` is for ``run_process``; here pytest-timeout bounds a run that hangs.
+    """
+    from click.testing import CliRunner
+
+    from worker.cli import cli
+
+    argv = ([] if config is None else ["--config", str(config)]) + list(args)
+    with _as_a_new_process(), contextlib.chdir(ROOT):
+        result = CliRunner().invoke(cli, argv, env=dict(env or {}), prog_name="retention")
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        # What the interpreter prints for an exception nobody caught.
+        stderr += "".join(traceback.format_exception(result.exception))
+    return CliRun(result.exit_code, result.stdout, stderr, result.stdout.splitlines())
+
+
+@contextlib.contextmanager
+def _as_a_new_process() -> Iterator[None]:
+    """The process-wide state a command sets up, set aside for it and put back afterwards:
+    the root logger's handlers and levels, structlog's configuration and context, the
+    secrets the redactor knows, and the runtime a task would reuse."""
+    import structlog
+
+    from worker import bootstrap, logsetup
+    from worker.redact import REDACTOR
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in logsetup.THIRD_PARTY}
+    config = structlog.get_config()
+    secrets = REDACTOR._secrets
+    REDACTOR._secrets = ()
+    logsetup.PENDING.clear()
+    try:
+        yield
+    finally:
+        bootstrap.reset_process_runtime()
+        structlog.contextvars.clear_contextvars()
+        structlog.configure(**config)
+        logsetup.PENDING.clear()
+        REDACTOR._secrets = secrets
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        for name, saved in levels.items():
+            logging.getLogger(name).setLevel(saved)
+
+
+def run_process(
+    *args: str,
+    config: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
     module: str = "worker",
     before: tuple[str, ...] = (),
 ) -> CliRun:
-    """Run `python -m MODULE [BEFORE...] [--config PATH] ARGS...` (the CLI by default)."""
+    """Run `python -m MODULE [BEFORE...] [--config PATH] ARGS...` (the CLI by default) as a
+    process of its own: for what only a real process shows (signals, exit codes set by the
+    interpreter, start-up, a process killed at a chosen point)."""
     argv = [sys.executable, "-m", module, *before]
     if config is not None:
         argv += ["--config", str(config)]
