@@ -29,7 +29,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.helpers import PG_URL, REDIS_URL, ROOT, write_to_bucket
+from tests.helpers import PG_URL, REDIS_URL, ROOT, quick_wait, write_to_bucket
 from worker.ledger import Ledger, migrate
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import LOCAL_CREDENTIALS, S3Server, start_s3_server
@@ -50,6 +50,80 @@ def local_aws_environment() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_service_models() -> Iterator[None]:
+    """Every boto3 session of the test process reads AWS's service models from one loader.
+
+    The worker builds a session per S3 client (``make_s3_client``: one per process in
+    production), and each new session parses the S3 model's JSON again: some 150 ms of CPU
+    per runtime, when a test builds a runtime or two. The models are read-only data, and
+    credentials, configuration and event handlers stay each session's own.
+    """
+    import botocore.loaders
+    import botocore.session
+
+    shared = botocore.loaders.create_loader()
+    create = botocore.loaders.create_loader
+
+    def create_loader(search_path_string: str | None = None) -> botocore.loaders.Loader:
+        return shared if search_path_string is None else create(search_path_string)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(botocore.session, "create_loader", create_loader)
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_tls_context() -> Iterator[None]:
+    """One default TLS context for every httpx client of the test process, per environment.
+
+    Each client loads the whole CA bundle into a context of its own (about 30 ms of CPU);
+    the tests build one or more adapters and a download client per runtime. The context is
+    what httpx would build, and every client here speaks HTTP/1.1.
+    """
+    import ssl
+
+    import httpx
+    import httpx._transports.default as transport
+
+    create = httpx.create_ssl_context
+    made: dict[tuple[object, ...], ssl.SSLContext] = {}
+
+    def create_ssl_context(
+        verify: Any = True, cert: Any = None, trust_env: bool = True
+    ) -> ssl.SSLContext:
+        if verify is not True or cert is not None:
+            return create(verify=verify, cert=cert, trust_env=trust_env)
+        key = (trust_env, os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        if key not in made:
+            made[key] = create(verify=verify, cert=cert, trust_env=trust_env)
+        return made[key]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(transport, "create_ssl_context", create_ssl_context)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries without the wait between them, unless the test is marked ``real_backoff``.
+
+    A provider adapter's backoff between retries (up to 8 s) and botocore's (up to 20 s) are
+    cut to 10 ms; a wait the provider asked for (a 429's Retry-After) stays the real one, up
+    to ``MAX_INLINE_WAIT``. What is retried, how often, and what happens after are unchanged.
+    """
+    if request.node.get_closest_marker("real_backoff"):
+        return
+    import botocore.retries.standard
+
+    from worker.providers import base
+
+    monkeypatch.setattr(base, "_wait", quick_wait(base._wait))
+    monkeypatch.setattr(
+        botocore.retries.standard.ExponentialBackoff, "delay_amount", lambda *_: 0.01
+    )
 
 
 @pytest.fixture(scope="session")
