@@ -29,13 +29,31 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.helpers import PG_URL, REDIS_URL, ROOT, quick_wait, write_to_bucket
+from tests.helpers import PG_URL, REDIS_URL, ROOT, quick_wait, unused_port, write_to_bucket
 from worker.ledger import Ledger, migrate
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import LOCAL_CREDENTIALS, S3Server, start_s3_server
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+
+# The fixtures that bring in a server process: a test that takes one (directly or through
+# another fixture) is an integration test, and so is one marked redis or postgres.
+SERVER_FIXTURES = frozenset(
+    {"s3_server", "s3rver", "any_s3", "postgres_url", "celery_queue", "start_worker"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the integration tests (``scripts/test --fast`` leaves them out, with the slow
+    ones), and run the slow tests first: under pytest-xdist a long test that starts last
+    keeps the whole run waiting for it."""
+    for item in items:
+        needs = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if needs or item.get_closest_marker("redis") or item.get_closest_marker("postgres"):
+            item.add_marker(pytest.mark.integration)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -128,7 +146,7 @@ def quick_backoff(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    server = start_s3_server()
+    server = start_s3_server(unused_port())
     yield server
     server.stop()
 

@@ -6,6 +6,8 @@ import contextlib
 import json
 import logging
 import os
+import random
+import socket
 import subprocess
 import sys
 import traceback
@@ -34,6 +36,24 @@ if TYPE_CHECKING:
 PG_URL = os.environ.get("RETENTION_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("RETENTION_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def unused_port() -> int:
+    """A loopback port nothing listens on, for a server that must be told its port.
+
+    Taken below the range the OS hands out for port 0 and for outgoing connections
+    (32768-60999 on Linux), at random: a port found free there is not taken by a client
+    socket or another test process's server between this check and the server's bind.
+    """
+    for _ in range(100):
+        port = random.randrange(20000, 32768)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free loopback port between 20000 and 32767")
 
 
 def quick_wait(
