@@ -45,14 +45,20 @@ SERVER_FIXTURES = frozenset(
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark the integration tests (``scripts/test --fast`` leaves them out, with the slow
-    ones), and run the slow tests first: under pytest-xdist a long test that starts last
-    keeps the whole run waiting for it."""
+    ones); put the tests that start Celery workers in one xdist group, so that with
+    ``--dist loadgroup`` they run one after another on one worker, never two fleets of
+    processes at once on two cores; and run the slow tests first: under pytest-xdist a long
+    test that starts last keeps the whole run waiting for it."""
     for item in items:
-        needs = SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        fixtures = getattr(item, "fixturenames", ())
+        needs = SERVER_FIXTURES.intersection(fixtures)
         if needs or item.get_closest_marker("redis") or item.get_closest_marker("postgres"):
             item.add_marker(pytest.mark.integration)
+        if "start_worker" in fixtures:
+            item.add_marker(pytest.mark.xdist_group("celery-workers"))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 

@@ -66,7 +66,7 @@ from worker.ledger.schema import FileRecord, actor_name
 from worker.ledger.writes import AUDIT_NAMES
 from worker.ports import ArchiveStore, JobLedger, JobOperations, JobReads
 from worker.providers.base import Provider
-from worker.source_bucket import SourceObject
+from worker.source_bucket import SourceBucket, SourceObject
 
 # -- the archive ---------------------------------------------------------------------------
 
@@ -784,7 +784,14 @@ class FakeProvider(Provider):
         if job is None or name not in job.files:
             yield httpx.Response(404, request=httpx.Request("GET", url))
             return
-        yield httpx.Response(200, content=job.files[name], request=httpx.Request("GET", url))
+        body = job.files[name]
+        # Streamed, as a real response is: the pipeline reads it in chunks as it stores it.
+        yield httpx.Response(
+            200,
+            headers={"Content-Length": str(len(body))},
+            stream=httpx.ByteStream(body),
+            request=httpx.Request("GET", url),
+        )
 
     def delete(self, job_id: str) -> DeleteAnswer:
         self.delete_requests.append(job_id)
@@ -843,6 +850,24 @@ def _record(job: FakeJob) -> dict[str, Any]:
 # -- a runtime of fakes ------------------------------------------------------------------------
 
 
+class NoOwnBuckets(SourceBucket):
+    """The user's own buckets, where the fake runtime has none: its provider hands out no
+    bucket origins, and anything that reaches for one fails the test. Outputs in the
+    user's buckets and their cleanup are proven on moto (tests/e2e)."""
+
+    def __init__(self) -> None:
+        self.same_endpoint = True
+
+    def head(self, bucket: str, key: str) -> SourceObject:
+        raise AssertionError(f"the fake runtime has no bucket of the user's own ({bucket})")
+
+    def open(self, bucket: str, key: str) -> Any:
+        raise AssertionError(f"the fake runtime has no bucket of the user's own ({bucket})")
+
+    def remove(self, bucket: str, key: str, *, etag: str | None, version_id: str | None) -> Any:
+        raise AssertionError(f"the fake runtime has no bucket of the user's own ({bucket})")
+
+
 @dataclass
 class Fakes:
     """A runtime whose archive, ledger and provider are the fakes, and the fakes themselves."""
@@ -859,17 +884,25 @@ class Fakes:
 
 
 def fake_runtime(
-    provider: FakeProvider | None = None, *, now: datetime | None = None, **policy: Any
+    provider: FakeProvider | None = None,
+    *,
+    now: datetime | None = None,
+    same: Fakes | None = None,
+    **policy: Any,
 ) -> Fakes:
     """A ``Runtime`` over the fakes, for ``process_job``: ``policy`` goes in the provider's
-    ``[providers.NAME]`` table (``retain_days``, ``read_only``...).
+    ``[providers.NAME]`` table (``retain_days``, ``read_only``...). With ``same``, over the
+    same provider, archive, ledger and clock (a later run under another configuration).
 
     The runtime's fields are typed by the real classes; the fakes stand in for them through
     their ports, which is all a job reaches (mypy holds both sides to the ports).
     """
-    provider = provider or FakeProvider()
-    archive, ledger = FakeArchive(), FakeLedger()
-    clock = [now or datetime.now(UTC)]
+    if same is not None:
+        provider, archive, ledger, clock = same.provider, same.archive, same.ledger, same.clock
+    else:
+        provider = provider or FakeProvider()
+        archive, ledger = FakeArchive(), FakeLedger()
+        clock = [now or datetime.now(UTC)]
     data = config_data(
         bucket="fake-archive",
         endpoint_url="http://s3.fake.invalid",
@@ -890,6 +923,7 @@ def fake_runtime(
         archive=cast(Archive, archive),
         fetcher=Fetcher(make_download_client(settings.downloads), settings.downloads),
         providers={provider.name: provider},
+        source_buckets={provider.name: NoOwnBuckets()},
         clock=lambda: clock[0],
     )
     return Fakes(rt, provider, archive, ledger, clock)
