@@ -147,6 +147,7 @@ def _no(_: float) -> None:
     return None
 
 
+@pytest.mark.slow
 def test_every_call_the_worker_makes_is_granted_and_every_grant_is_used(
     s3_server: S3Server, s3: S3Client, tmp_path: Path, recorder: Recorder
 ) -> None:
@@ -232,6 +233,7 @@ def clients(endpoint: str, key: dict[str, str]) -> tuple[Any, Any, Any]:
     )
 
 
+@pytest.mark.slow
 def test_a_user_holding_only_the_policies_archives_deletes_and_restores_under_moto_iam(
     iam_server: S3Server, tmp_path: Path
 ) -> None:

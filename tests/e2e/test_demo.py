@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.helpers import run_cli
 
 
+@pytest.mark.slow
 def test_the_demo_shows_all_five_providers_archived_and_deleted() -> None:
     run = run_cli("demo", timeout=300)
     assert run.code == 0, run.stderr
