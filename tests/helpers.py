@@ -153,15 +153,22 @@ def run_cli(
     config: Path | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
+    module: str = "worker",
+    before: tuple[str, ...] = (),
 ) -> CliRun:
     """Run `retention [--config PATH] ARGS...` in this process, with click's CliRunner.
 
     As a new process would: stdout and stderr apart, the environment with ``env`` on top,
     the repository as the working directory, logging as the command sets it up, and no
     secret, runtime or logging left behind by an earlier run or test. Where a real process
-    matters (signals, an interrupt's exit code, start-up, a closed pipe), ``run_process``.
-    ``timeout`` is for ``run_process``; here pytest-timeout bounds a run that hangs.
+    matters (signals, an interrupt's exit code, start-up, a closed pipe), ``run_process``;
+    another ``module`` (or arguments ``before`` the command's) is always run as one.
+    ``timeout`` is for a process; in this one pytest-timeout bounds a run that hangs.
     """
+    if module != "worker" or before:
+        return run_process(
+            *args, config=config, env=env, timeout=timeout, module=module, before=before
+        )
     from click.testing import CliRunner
 
     from worker.cli import cli
