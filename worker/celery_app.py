@@ -24,7 +24,9 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from worker.errors import ConfigError
-from worker.logging import bind, clear, configure_logging, register_secrets
+from worker.logging import bind, clear
+from worker.logsetup import configure_logging
+from worker.redact import register_secrets
 from worker.schedules import schedule_of, schedule_problems, shortest_period
 from worker.settings import CONFIG_ENV, Settings, load_settings
 

@@ -82,10 +82,11 @@ from worker.fetch import Download, check_response
 from worker.keys import archive_keys, job_folder, manifest_key_for, receipt_key_for, revision_key
 from worker.leases import Claim
 from worker.ledger import FileRecord
-from worker.logging import get_logger, scrubbed
+from worker.logging import get_logger
 from worker.manifest import ManifestFile, build_manifest, build_receipt, parse_manifest
 from worker.outcomes import JobResult, Outcome
 from worker.providers.base import Provider, send_guard
+from worker.redact import scrubbed
 from worker.settings import ProviderPolicy
 from worker.source_bucket import SourceObject
 from worker.steps import drive
