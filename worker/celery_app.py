@@ -195,19 +195,19 @@ def _serve_metrics(**_: Any) -> None:
     settings = load_settings()
     if not settings.metrics.enabled:
         return
-    from worker import metrics
+    from worker.metrics import serving
 
     # Celery sets logging up after this signal: ours now, so an error here is not lost.
     configure_logging()
-    metrics.prepare_multiprocess_dir()
-    metrics.serve(settings)
+    serving.prepare_multiprocess_dir()
+    serving.serve(settings)
 
 
 @signals.worker_process_shutdown.connect
 def _forget_process(pid: int | None = None, **_: Any) -> None:
-    from worker import metrics
+    from worker.metrics import serving
 
-    metrics.process_exited(pid or os.getpid())
+    serving.process_exited(pid or os.getpid())
 
 
 @signals.worker_process_init.connect

@@ -33,7 +33,6 @@ from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from worker import metrics
 from worker.archive import Verified
 from worker.domain import (
     MAX_BACKOFF,
@@ -84,6 +83,7 @@ from worker.leases import Claim
 from worker.ledger import FileRecord
 from worker.logging import get_logger
 from worker.manifest import ManifestFile, build_manifest, build_receipt, parse_manifest
+from worker.metrics import recorders
 from worker.outcomes import JobResult, Outcome
 from worker.providers.base import Provider, send_guard
 from worker.redact import scrubbed
@@ -136,7 +136,7 @@ def process_job(
     due_seconds = None
     if result.deleted and row is not None and row.terminal_at is not None:
         due_seconds = (rt.clock() - due_at(row.terminal_at, policy.retain_days)).total_seconds()
-    metrics.record_job(result, due_seconds=due_seconds)
+    recorders.record_job(result, due_seconds=due_seconds)
     return result
 
 
@@ -928,7 +928,7 @@ def finish_deletion(rt: Runtime, provider: Provider, claim: Claim) -> None:
         )
     partial = _partial_deletes(rt, row)
     if partial:
-        metrics.record_closed_with_remains(provider.name)
+        recorders.record_closed_with_remains(provider.name)
         log.warning(
             "provider_dropped_job_after_partial_delete",
             provider=provider.name,

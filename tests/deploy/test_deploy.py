@@ -29,8 +29,8 @@ import yaml
 
 from tests.aws.iam import Need, allows, load_policy
 from tests.helpers import REDIS_URL, ROOT, objects, run_cli
-from worker import metrics as worker_metrics
 from worker.celery_app import celery_config, sweep_queue
+from worker.metrics import gauges as worker_metrics
 from worker.settings import Settings, load_settings
 from worker.simulators import __main__ as simulators_main
 

@@ -46,7 +46,7 @@ import tenacity
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from worker import metrics, shared_redis
+from worker import shared_redis
 from worker.domain import (
     Artifact,
     DeleteAnswer,
@@ -63,6 +63,7 @@ from worker.errors import (
 )
 from worker.http_headers import MAX_DEFERRAL, retry_after_seconds
 from worker.logging import get_logger
+from worker.metrics import recorders
 from worker.providers.parsing import MAX_PARSE_BYTES, MIB, parse_json
 from worker.redact import Redactor
 
@@ -541,7 +542,7 @@ class HttpApi:
             ) from exc
         finally:
             # Every attempt, retries included: a 429 or a 5xx that tenacity retries is one.
-            metrics.record_provider_request(
+            recorders.record_provider_request(
                 self.provider,
                 method,
                 status=answered,
@@ -610,17 +611,23 @@ class HttpApi:
                 method, path, headers={"Accept-Encoding": "identity"}
             ) as response:
                 # Counted, not timed: the body streams for as long as the file is large.
-                metrics.record_provider_request(self.provider, method, status=response.status_code)
+                recorders.record_provider_request(
+                    self.provider, method, status=response.status_code
+                )
                 opened = True
                 self._note_window(response.headers)
                 yield response
         except httpx.TimeoutException as exc:
             if not opened:
-                metrics.record_provider_request(self.provider, method, status=None, error="timeout")
+                recorders.record_provider_request(
+                    self.provider, method, status=None, error="timeout"
+                )
             raise ProviderUnavailable(f"{what} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             if not opened:
-                metrics.record_provider_request(self.provider, method, status=None, error="network")
+                recorders.record_provider_request(
+                    self.provider, method, status=None, error="network"
+                )
             raise ProviderUnavailable(f"{what} failed: {type(exc).__name__}") from exc
 
     def _wait_for_window(self) -> None:
