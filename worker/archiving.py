@@ -24,14 +24,10 @@ from worker.domain import (
     JobSnapshot,
     JobState,
     LinkOrigin,
-    Output,
     OutputCheck,
     ProviderOrigin,
-    Recorded,
     Step,
-    archived_outputs_json,
     outputs_of,
-    recorded_outputs,
 )
 from worker.errors import DownloadError, Kept, UnsafeInput, VerifyError
 from worker.fetch import Download, check_response
@@ -40,6 +36,7 @@ from worker.leases import Claim
 from worker.ledger import FileRecord
 from worker.logging import get_logger
 from worker.manifest import ManifestFile, build_manifest, same_job
+from worker.outputs import Output, Recorded, archived_outputs_json, recorded_outputs
 from worker.providers.base import Provider
 from worker.redact import scrubbed
 from worker.settings import ProviderPolicy

@@ -32,7 +32,6 @@ from worker.domain import (
     JobGone,
     JobRow,
     JobState,
-    compare_outputs,
 )
 from worker.errors import (
     DeleteFailed,
@@ -48,6 +47,7 @@ from worker.ledger import FileRecord
 from worker.logging import get_logger
 from worker.manifest import ManifestFile, build_receipt, parse_manifest, same_job
 from worker.metrics import recorders
+from worker.outputs import compare_outputs
 from worker.providers.base import Provider, send_guard
 from worker.redact import scrubbed
 
