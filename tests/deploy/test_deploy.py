@@ -558,7 +558,7 @@ RULE_TESTS = ("alerts.test.yaml", "sweep-schedules.test.yaml")
 
 
 def exposed_metric_names() -> set[str]:
-    """The series names worker/metrics.py's metrics appear under on /metrics: each declared
+    """The series names worker.metrics' metrics appear under on /metrics: each declared
     family with its type's suffixes (a counter is only ever queried as ..._total)."""
     return {
         name + suffix
