@@ -77,7 +77,7 @@ def delete_job(
     It calls it only when all of these hold, in this order:
     1. ``read`` is a read of the job taken under this claim, no older than
        ``max_read_age_seconds``, of a job still terminal that lists no output the archive
-       lacks (``domain.compare_outputs``): the manifest proves what the job held when it was
+       lacks (``outputs.compare_outputs``): the manifest proves what the job held when it was
        archived, this read what it holds now (a delete already accepted and only followed
        needs none: nothing new is sent);
     2. the ledger shows the job ARCHIVED (or DELETING: a delete whose answer was lost) with a
