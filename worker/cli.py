@@ -347,7 +347,7 @@ def sweep(
     summaries = [report.summary() for report in reports]
     code = exits.sweep_exit_code(summaries)
     if not dry_run:
-        from worker import metrics
+        from worker.metrics import export as metrics
 
         # CLI-only users: the same metrics, through a textfile or a Pushgateway (optional).
         # Before the results are printed, which fails if the reader has gone.
@@ -878,10 +878,10 @@ def scrub(
       retention scrub --provider daily --read-data 5% --json
     """
     _one_format(as_json, as_jsonl)
-    from worker import metrics
     from worker.archive import Archive, make_s3_client
     from worker.domain import utcnow
     from worker.errors import ArchiveError
+    from worker.metrics import recorders as metrics
     from worker.reports import parse_since
     from worker.scrub import scrub as scrub_archive
 

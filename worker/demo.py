@@ -172,7 +172,7 @@ def _world(workdir: Path) -> Iterator[World]:
 
 def run_demo(*, keep: bool = False) -> None:
     """The demo's story, one section after another."""
-    from worker.logging import configure_logging
+    from worker.logsetup import configure_logging
 
     workdir = Path(tempfile.mkdtemp(prefix="retention-demo-"))
     os.environ.update(LOCAL_CREDENTIALS)

@@ -8,7 +8,7 @@ read by people (a compliance officer) and by ``retention restore``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -132,3 +132,14 @@ def build_receipt(
         "policy": policy or {},
         "worker_version": __version__,
     }
+
+
+def same_job(existing: Any, ours: Mapping[str, Any]) -> bool:
+    """Whether a document found at a key this job writes (``existing``, parsed) is this job's:
+    the same provider and job id as ``ours``. Archived objects are never overwritten, so one
+    an interrupted attempt left is kept only if it is."""
+    return (
+        isinstance(existing, dict)
+        and existing.get("provider") == ours["provider"]
+        and existing.get("job_id") == ours["job_id"]
+    )

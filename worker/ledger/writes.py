@@ -32,7 +32,6 @@ from worker.domain import (
     JobState,
     Phase,
     allows,
-    marked_rerun,
     terminal_since,
 )
 from worker.errors import BrakeEngaged, LedgerError
@@ -45,6 +44,7 @@ from worker.ledger.schema import (
     open_jobs_condition,
     sweep_budgets,
 )
+from worker.outputs import marked_rerun
 
 # What each event is called in the audit trail; events left out are not audited (a status
 # read, a file stored, a deferral: the log has them, the trail keeps what a person asks about).
@@ -379,7 +379,8 @@ class JobWrites:
         which tell the object written as the manifest from any other at ``manifest_key``, and
         what the archive recorded of the job's ``outputs``, which the read before the delete
         is held to."""
-        return self._archived(
+        return _record_archive(
+            self.db,
             Event.ARCHIVE,
             row,
             owner=owner,
@@ -410,7 +411,8 @@ class JobWrites:
         """A job whose delete may have been sent changed at the provider, and what is new is
         archived: its new manifest becomes the one the delete rests on. It stays past the
         gate; the policy it was archived under stays as it was."""
-        return self._archived(
+        return _record_archive(
+            self.db,
             Event.AMEND,
             row,
             owner=owner,
@@ -422,43 +424,6 @@ class JobWrites:
             manifest_etag=manifest_etag,
             manifest_version_id=manifest_version_id,
         )
-
-    def _archived(
-        self,
-        event: Event,
-        row: JobRow,
-        *,
-        owner: str,
-        manifest_key: str,
-        files: Sequence[FileRecord],
-        now: datetime,
-        outputs: Any,
-        values: dict[str, Any],
-        manifest_etag: str | None,
-        manifest_version_id: str | None,
-    ) -> JobRow:
-        total = sum(f.size for f in files)
-        values = {
-            "archived_at": now,
-            "manifest_key": manifest_key,
-            "manifest_etag": manifest_etag,
-            "manifest_version_id": manifest_version_id,
-            "files_count": len(files),
-            "bytes_archived": total,
-            "archived_outputs": outputs,
-            "archive_revision": Sql.PLUS_ONE,
-            "last_error": None,
-            "next_attempt_at": None,
-            **values,
-        }
-        detail = {
-            "manifest_key": manifest_key,
-            "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
-            "bytes": total,
-        }
-        if manifest_etag is not None or manifest_version_id is not None:
-            detail |= {"manifest_etag": manifest_etag, "manifest_version_id": manifest_version_id}
-        return transition(self.db, row, event, owner=owner, now=now, values=values, detail=detail)
 
     def reopen(
         self, row: JobRow, missing: Iterable[str], reason: str, *, owner: str, now: datetime
@@ -641,6 +606,46 @@ class JobWrites:
             values=values,
             detail={"error": error[:4000]},
         )
+
+
+def _record_archive(
+    db: Database,
+    event: Event,
+    row: JobRow,
+    *,
+    owner: str,
+    manifest_key: str,
+    files: Sequence[FileRecord],
+    now: datetime,
+    outputs: Any,
+    values: dict[str, Any],
+    manifest_etag: str | None,
+    manifest_version_id: str | None,
+) -> JobRow:
+    """The archive ``event`` (ARCHIVE, AMEND): the manifest that lists ``files``, their
+    totals, and what the archive recorded of the job's outputs, in the row and its audit."""
+    total = sum(f.size for f in files)
+    values = {
+        "archived_at": now,
+        "manifest_key": manifest_key,
+        "manifest_etag": manifest_etag,
+        "manifest_version_id": manifest_version_id,
+        "files_count": len(files),
+        "bytes_archived": total,
+        "archived_outputs": outputs,
+        "archive_revision": Sql.PLUS_ONE,
+        "last_error": None,
+        "next_attempt_at": None,
+        **values,
+    }
+    detail = {
+        "manifest_key": manifest_key,
+        "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
+        "bytes": total,
+    }
+    if manifest_etag is not None or manifest_version_id is not None:
+        detail |= {"manifest_etag": manifest_etag, "manifest_version_id": manifest_version_id}
+    return transition(db, row, event, owner=owner, now=now, values=values, detail=detail)
 
 
 def _forget_file() -> sa.Delete:
