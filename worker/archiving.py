@@ -22,7 +22,6 @@ from worker.domain import (
     FreshRead,
     JobRow,
     JobSnapshot,
-    JobState,
     LinkOrigin,
     OutputCheck,
     ProviderOrigin,
@@ -111,8 +110,7 @@ def archive_job(
         ),
     )
     outputs = archived_outputs_json(read.outputs, keys)
-    write = rt.ledger.jobs.amend if row.state == JobState.DELETING else rt.ledger.jobs.mark_archived
-    claim.row = write(
+    claim.row = rt.ledger.jobs.mark_archived(
         row,
         owner=claim.owner,
         manifest_key=manifest_key,

@@ -378,49 +378,28 @@ class JobWrites:
         is the manifest's identity: its ETag and (where the bucket keeps versions) version,
         which tell the object written as the manifest from any other at ``manifest_key``, and
         what the archive recorded of the job's ``outputs``, which the read before the delete
-        is held to."""
-        return _record_archive(
-            self.db,
-            Event.ARCHIVE,
-            row,
-            owner=owner,
-            manifest_key=manifest_key,
-            files=files,
-            now=now,
-            outputs=outputs,
-            values={"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason},
-            manifest_etag=manifest_etag,
-            manifest_version_id=manifest_version_id,
-        )
+        is held to.
 
-    def amend(
-        self,
-        row: JobRow,
-        *,
-        owner: str,
-        manifest_key: str,
-        files: Sequence[FileRecord],
-        now: datetime,
-        outputs: Any = None,
-        retain_days: int | None = None,
-        due_at: datetime | None = None,
-        due_reason: str | None = None,
-        manifest_etag: str | None = None,
-        manifest_version_id: str | None = None,
-    ) -> JobRow:
-        """A job whose delete may have been sent changed at the provider, and what is new is
-        archived: its new manifest becomes the one the delete rests on. It stays past the
-        gate; the policy it was archived under stays as it was."""
+        A job whose delete may have been sent (past the gate) changed at the provider, and
+        what is new is archived: its new manifest becomes the one the delete rests on
+        (``Event.AMEND``). It stays past the gate, under the policy it was archived with.
+        """
+        event = Event.ARCHIVE if allows(Event.ARCHIVE, row.state) else Event.AMEND
+        values: dict[str, Any] = (
+            {"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason}
+            if event == Event.ARCHIVE
+            else {"kept_reason": None}
+        )
         return _record_archive(
             self.db,
-            Event.AMEND,
+            event,
             row,
             owner=owner,
             manifest_key=manifest_key,
             files=files,
             now=now,
             outputs=outputs,
-            values={"kept_reason": None},
+            values=values,
             manifest_etag=manifest_etag,
             manifest_version_id=manifest_version_id,
         )
