@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.render import COLUMNS, counts_of, status_more
+from worker.render.sweep import COLUMNS, counts_of, status_more
 
 if TYPE_CHECKING:
     from worker.domain import JobRow
