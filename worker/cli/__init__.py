@@ -13,6 +13,15 @@ Its contract with scripts (cron, CI, runbooks), after rclone and restic:
 * Logs: ``-v``/``-q`` a level more or less (from ``RETENTION_LOG_LEVEL``, else INFO, or
   WARNING at a terminal); ``--log-format json|console``.
 
+A module per group of commands: ``sweep``; ``ledger`` (track, hold, release, retry, status,
+migrate); ``reports`` (check, report); ``archive`` (restore, scrub); ``config``. Each command
+parses its options, makes one call outside the CLI (``worker.operations``, ``check``,
+``reports``, ``restore``, ``scrub``, ``config_view``, or the ledger's ``operator``), and
+hands what comes back to a view of ``worker.render``, in the form the options ask for.
+``context`` builds what the commands share, once (the settings, the logging, the ledger and
+archive clients); ``errors`` turns the exit code a command returns, or the error it raises,
+into the process's exit, in one place.
+
 Heavy libraries (boto3, Celery, SQLAlchemy, structlog, rich) are imported inside the commands
 that need them, so `retention --help` stays quick.
 """
@@ -80,10 +89,14 @@ def cli(
     ctx.obj = Context(config, verbosity=verbose - quiet, log_format=log_format)
 
 
-for command in (sweep, track, hold, release, retry, status, check, report, restore, scrub):
+for command in (
+    sweep,
+    *(track, hold, release, retry, status, migrate),
+    *(check, report),
+    *(restore, scrub),
+    config_group,
+):
     cli.add_command(command)
-cli.add_command(migrate)
-cli.add_command(config_group)
 
 
 @cli.command()
@@ -104,8 +117,5 @@ def demo(keep: bool) -> None:
 
 
 def main() -> None:
+    """The console script `retention` (and `python -m worker`)."""
     cli(prog_name="retention")
-
-
-if __name__ == "__main__":
-    main()

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from worker import exits
 from worker.cli.context import Context, pass_ctx
 from worker.cli.errors import handle_errors
-from worker.cli.options import interactive, json_option, jsonl_option, one_format, print_json
-
-if TYPE_CHECKING:
-    from worker.domain import JobRow
-    from worker.render.terminal import ScrubProgress
-    from worker.scrub import Finding
+from worker.cli.options import json_option, jsonl_option, output_format
+from worker.render.view import show
 
 
 @click.command()
@@ -57,7 +49,7 @@ def restore(
     wait: bool,
     timeout: str,
     as_json: bool,
-) -> None:
+) -> int:
     """Get an archived job back: each file is read from the archive and checked against the
     manifest (size and SHA-256). Exits 1 if any file is missing, differs, or is still
     thawing; 3 if the archive cannot be reached.
@@ -74,59 +66,15 @@ def restore(
     """
     if (to is None) == (not verify_only):
         raise click.UsageError("give --to DIR, or --verify-only")
-    from worker.archive import Archive, make_s3_client
-    from worker.restore import parse_duration
-    from worker.restore import restore as restore_job
+    from worker.render.restore import RestoreView
+    from worker.restore import parse_duration, restore_job
 
     seconds = parse_duration(timeout) if wait else None
-    settings = ctx.settings
-    settings.provider(provider)
-    archive = Archive(make_s3_client(settings.archive), settings.archive)
-    bad = thawing = total = 0
-    records = []
-    files = restore_job(
-        archive, settings, provider, job_id, to=None if verify_only else to, wait=seconds
-    )
-    for item in files:
-        total += 1
-        where = str(item.path) if item.path else item.key
-        records.append(dataclasses.asdict(item))
-        if item.ok:
-            if not as_json:
-                click.echo(f"ok        {where}  {item.size} bytes")
-                if item.note:
-                    click.echo(f"  note: {item.note}")
-        elif item.waiting:
-            thawing += 1
-            if not as_json:
-                click.echo(f"WAITING   {where}: {item.waiting}")
-        else:
-            bad += 1
-            if not as_json:
-                click.echo(f"PROBLEM   {where}: {item.problem}")
-    verb = "verified" if verify_only else "restored"
-    code = exits.INCOMPLETE if bad or thawing else exits.OK
-    if as_json:
-        print_json(
-            {
-                "provider": provider,
-                "job_id": job_id,
-                "mode": verb,
-                "ok": code == exits.OK,
-                "files": records,
-                verb: total - bad - thawing,
-                "problems": bad,
-                "waiting": thawing,
-            }
-        )
-        sys.exit(code)
-    summary = f"{provider} job {job_id}: {total - bad - thawing} of {total} file(s) {verb}"
-    if bad:
-        summary += f"; {bad} missing or different"
-    if thawing:
-        summary += f"; {thawing} waiting for a restore from cold storage"
-    click.echo(summary)
-    sys.exit(code)
+    ctx.provider(provider)
+    run = restore_job(ctx.archive(), ctx.settings, provider, job_id, to=to, wait=seconds)
+    view = RestoreView(run, provider, job_id, verify_only=verify_only)
+    show(view, output_format(as_json=as_json))
+    return exits.OK if run.ok else exits.INCOMPLETE
 
 
 def _read_fraction(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float:
@@ -168,7 +116,7 @@ def scrub(
     read_fraction: float,
     as_json: bool,
     as_jsonl: bool,
-) -> None:
+) -> int:
     """Re-verify the archive: each archived job's manifest against the ledger, and each of
     its files by a HEAD at the version that was verified (size, ETag, and SHA-256 where the
     server stores it); with --read-data a sample is read back and hashed. Changes nothing.
@@ -181,105 +129,26 @@ def scrub(
       retention scrub --since 30d
       retention scrub --provider daily --read-data 5% --json
     """
-    one_format(as_json, as_jsonl)
     from worker import metrics
-    from worker.archive import Archive, make_s3_client
     from worker.domain import utcnow
-    from worker.errors import ArchiveError
+    from worker.render.scrub import ScrubView, scrub_feed
     from worker.reports import parse_since
-    from worker.scrub import scrub as scrub_archive
+    from worker.scrub import scrub_archive
 
-    settings = ctx.settings
+    fmt = output_format(as_json=as_json, as_jsonl=as_jsonl)
     if provider is not None:
-        settings.provider(provider)
+        ctx.provider(provider)
     since_at = parse_since(since, utcnow()) if since else None
-    archive = Archive(make_s3_client(settings.archive), settings.archive)
-    try:
-        # An archive that cannot be reached is one error (exit 3), not a finding per job;
-        # any other answer is left to the scrub, which names what it finds per file.
-        archive.check_bucket()
-    except ArchiveError as exc:
-        if exits.is_unreachable(exc):
-            raise
-    ledger = ctx.ledger()
-    machine = as_json or as_jsonl
-    watched = not machine and not ctx.quiet and interactive()
-    lock = threading.Lock()
-    progress: ScrubProgress | None = None
-
-    def seen(row: JobRow, found: list[Finding]) -> None:
-        lines = _finding_lines(found)
-        if as_jsonl:
-            record = {
-                "message_type": "job",
-                "provider": row.provider,
-                "job_id": row.job_id,
-                "manifest_key": row.manifest_key,
-                "findings": [dataclasses.asdict(f) for f in found],
-            }
-            with lock:
-                print_json(record)
-        elif progress is not None:
-            progress(row, found, lines)
-        elif not machine:
-            for line in lines:
-                click.echo(line)
-
-    if watched:
-        from worker.render.terminal import ScrubProgress
-
-        with ScrubProgress() as progress:
-            result = scrub_archive(
-                archive,
-                ledger,
-                provider=provider,
-                since=since_at,
-                read_fraction=read_fraction,
-                on_job=seen,
-            )
-    else:
+    with scrub_feed(fmt, quiet=ctx.quiet) as feed:
         result = scrub_archive(
-            archive,
-            ledger,
+            ctx.archive(),
+            ctx.ledger(),
             provider=provider,
             since=since_at,
             read_fraction=read_fraction,
-            on_job=seen,
+            on_job=feed,
         )
     metrics.record_scrub(findings=len(result.findings))
     code = exits.OK if result.clean else exits.INCOMPLETE
-    if machine:
-        print_json(
-            {
-                "message_type": "summary",
-                "jobs": result.jobs,
-                "files": result.files,
-                "read": result.read,
-                "bytes_read": result.bytes_read,
-                "cold_skipped": result.cold_skipped,
-                "clean": result.clean,
-                "findings": [dataclasses.asdict(f) for f in result.findings],
-                "exit_code": code,
-            }
-        )
-        sys.exit(code)
-    text = f"scrubbed {result.jobs} job(s), {result.files} file(s)"
-    if read_fraction:
-        text += f"; read back {result.read} ({result.bytes_read} bytes)"
-        if result.cold_skipped:
-            text += f", {result.cold_skipped} in cold storage not read"
-    keys = len({(f.provider, f.job_id, f.key) for f in result.findings})
-    click.echo(text + (f"; {keys} key(s) damaged or missing" if keys else "; all intact"))
-    sys.exit(code)
-
-
-def _finding_lines(found: list[Finding]) -> list[str]:
-    """One line per damaged or missing key, its problems together."""
-    by_key: dict[str, list[str]] = {}
-    for finding in found:
-        by_key.setdefault(finding.key, []).append(finding.problem)
-    lines = []
-    for key, problems in by_key.items():
-        missing = all(p.startswith(("missing", "the manifest is missing")) for p in problems)
-        lines.append(f"{'MISSING' if missing else 'DAMAGED':<8} {key}: {'; '.join(problems)}")
-    return lines
+    show(ScrubView(result, read_fraction=read_fraction, exit_code=code), fmt)
+    return code

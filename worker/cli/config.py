@@ -3,8 +3,6 @@ the file's JSON Schema."""
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 from pathlib import Path
 
 import click
@@ -12,7 +10,8 @@ import click
 from worker import exits
 from worker.cli.context import Context, pass_ctx
 from worker.cli.errors import handle_errors
-from worker.cli.options import json_option, print_json
+from worker.cli.options import json_option, output_format
+from worker.render.view import show
 
 
 @click.group("config")
@@ -38,7 +37,7 @@ def config_group() -> None:
 @json_option
 @pass_ctx
 @handle_errors
-def config_validate(ctx: Context, file: Path | None, allow_unset: bool, as_json: bool) -> None:
+def config_validate(ctx: Context, file: Path | None, allow_unset: bool, as_json: bool) -> int:
     """Check a configuration file without touching the network: TOML syntax, types, unknown
     keys, ${NAME} references, KEY_file files, RETENTION_* overrides and RETENTION_SECRETS_DIR.
     Once those pass, each schedule is built as Celery beat builds it, and must come round.
@@ -51,49 +50,13 @@ def config_validate(ctx: Context, file: Path | None, allow_unset: bool, as_json:
       retention config validate /etc/retention.toml
       retention config validate --allow-unset deploy/retention.toml   # in CI
     """
-    from worker.errors import ConfigError
-    from worker.settings import config_path, read_config
+    from worker.config_view import validate
+    from worker.render.config import ValidationView
+    from worker.settings import config_path
 
-    source = config_path(file or ctx.config)
-    try:
-        found = read_config(source, allow_unset=allow_unset)
-        if found.settings is not None:
-            # Beat's own schedule objects, which need Celery: built here, not in every
-            # command that reads the settings.
-            from worker.schedules import schedule_problems
-
-            wrong = tuple(schedule_problems(found.settings))
-            if wrong:
-                found = dataclasses.replace(found, settings=None, problems=wrong)
-    except ConfigError as exc:  # no file to read, or not TOML: a problem like the others
-        problems = [{"key": "", "message": str(exc)}]
-        lines = [str(exc)]
-        unchecked: tuple[str, ...] = ()
-        providers: list[str] = []
-    else:
-        problems = [{"key": p.key, "message": p.message} for p in found.problems]
-        lines = found.message().splitlines() if found.problems else []
-        unchecked = found.unchecked
-        providers = list(found.settings.providers) if found.settings else []
-    if as_json:
-        print_json(
-            {
-                "file": str(source),
-                "ok": not problems,
-                "problems": problems,
-                "unchecked": list(unchecked),
-                "providers": providers,
-            }
-        )
-    elif problems:
-        for line in lines:
-            click.echo(line)
-    else:
-        names = ", ".join(providers) or "none"
-        click.echo(f"{source}: valid; providers: {names}")
-        if unchecked:
-            click.echo(f"  not checked (unset variables): {', '.join(unchecked)}")
-    sys.exit(exits.USAGE if problems else exits.OK)
+    found = validate(config_path(file or ctx.config), allow_unset=allow_unset)
+    show(ValidationView(found), output_format(as_json=as_json))
+    return exits.OK if found.ok else exits.USAGE
 
 
 @config_group.command("show")
@@ -111,14 +74,12 @@ def config_show(ctx: Context, as_json: bool) -> None:
       retention config show
       retention config show --json | jq '.providers.daily.retain_days'
     """
-    from worker.config_view import effective_config, render_toml
+    from worker.config_view import effective_config
+    from worker.render.config import ConfigView
     from worker.settings import config_path
 
     document = effective_config(ctx.settings, source=config_path(ctx.config))
-    if as_json:
-        print_json(document)
-    else:
-        click.echo(render_toml(document), nl=False)
+    show(ConfigView(document), output_format(as_json=as_json))
 
 
 @config_group.command("schema")

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
+    from worker.archive import Archive
     from worker.ledger import Ledger
     from worker.settings import Settings
 
@@ -53,6 +54,11 @@ class Context:
         defer(level=cli_level(self.verbosity, at_terminal=at_terminal), json=as_json, stream=STDERR)
         self._logging = True
 
+    def provider(self, name: str) -> str:
+        """A provider the configuration names (ConfigError, exit 2, otherwise)."""
+        self.settings.provider(name)
+        return name
+
     def providers(self, names: tuple[str, ...]) -> list[str]:
         settings = self.settings
         chosen = list(dict.fromkeys(names)) or list(settings.providers)
@@ -69,6 +75,12 @@ class Context:
 
         s = self.settings
         return Ledger.open(s.ledger.url, auto_migrate=s.ledger.auto_migrate)
+
+    def archive(self) -> Archive:
+        from worker.archive import Archive, make_s3_client
+
+        s = self.settings.archive
+        return Archive(make_s3_client(s), s)
 
 
 pass_ctx = click.make_pass_decorator(Context)

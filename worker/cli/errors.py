@@ -1,10 +1,10 @@
-"""How a command ends: our errors as one or two lines on stderr (or one JSON object when the
-command was asked for JSON) and the exit code ``worker.exits`` documents, never a traceback."""
+"""How a command ends, in one place: the exit code it returned, or its error as one or two
+lines on stderr (one JSON object when it was asked for JSON) with the exit code
+``worker.exits`` documents for it; never a traceback."""
 
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -19,27 +19,38 @@ F = TypeVar("F", bound=Callable[..., Any])
 _JSON_MODES = ("as_json", "as_jsonl")
 
 
+class CommandFailed(Exception):
+    """What was asked was not done, for a reason that is no error of ours (a job to retry
+    that is not failed): the message, and the exit code."""
+
+    def __init__(self, message: str, code: int = exits.INCOMPLETE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
 def fail(message: str, code: int, *, as_json: bool = False) -> None:
-    """One error on stderr: a line or two for a person, or one JSON object (restic's
-    ``exit_error``) when the command was asked for JSON."""
-    if as_json:
-        error = {"message_type": "exit_error", "code": code, "message": message}
-        click.echo(json.dumps(error, sort_keys=True), err=True)
-    else:
-        click.echo(f"error: {message}", err=True)
+    """One error on stderr, and exit with ``code``."""
+    from worker.render.errors import ErrorView
+    from worker.render.view import Format, show
+
+    show(ErrorView(message, code), Format.JSON if as_json else Format.TEXT, err=True)
     sys.exit(code)
 
 
-def handle_errors(fn: F) -> F:
-    """Turn our errors into one or two lines and the documented exit code, not a traceback."""
+def handle_errors(fn: Callable[..., int | None]) -> Callable[..., None]:
+    """Run a command and exit with the code it returns (None: 0); turn our errors into one
+    or two lines and their documented exit code, not a traceback."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, **kwargs: Any) -> None:
         from worker.errors import ConfigError, WorkerError
 
         as_json = any(kwargs.get(mode) for mode in _JSON_MODES) or kwargs.get("fmt") == "json"
         try:
-            return fn(*args, **kwargs)
+            code = fn(*args, **kwargs)
+        except CommandFailed as exc:
+            fail(exc.message, exc.code, as_json=as_json)
         except ConfigError as exc:
             fail(str(exc), exits.USAGE, as_json=as_json)
         except WorkerError as exc:
@@ -61,9 +72,11 @@ def handle_errors(fn: F) -> F:
             _unexpected(exc, as_json=as_json)
         except Exception as exc:
             _unexpected(exc, as_json=as_json)
-        return None
+        else:
+            if code is not None:
+                sys.exit(code)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _unexpected(exc: Exception, *, as_json: bool) -> None:

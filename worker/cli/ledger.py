@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import click
 
-from worker import exits
 from worker.cli.context import Context, pass_ctx
-from worker.cli.errors import fail, handle_errors
-from worker.cli.options import interactive, json_option, print_json
+from worker.cli.errors import CommandFailed, handle_errors
+from worker.cli.options import json_option, output_format
+from worker.render.view import show
 
 
 @click.command()
@@ -27,15 +25,13 @@ def track(ctx: Context, provider: str, job_ids: tuple[str, ...], as_json: bool) 
     """
     from worker.domain import utcnow
     from worker.keys import safe_relative_key
+    from worker.render.ledger import TrackView
 
-    ctx.settings.provider(provider)
+    ctx.provider(provider)
     for job_id in job_ids:
         safe_relative_key(job_id, what="job id")
     added = ctx.ledger().operator.track(provider, job_ids, now=utcnow())
-    if as_json:
-        print_json({"provider": provider, "tracking": list(job_ids), "new": sorted(added)})
-    else:
-        click.echo(f"tracking {len(job_ids)} job(s) of {provider}; {len(added)} new")
+    show(TrackView(provider, job_ids, added), output_format(as_json=as_json))
 
 
 @click.command()
@@ -55,15 +51,13 @@ def hold(ctx: Context, provider: str, job_id: str, reason: str | None, as_json: 
       retention hold daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245 --reason "case 42"
     """
     from worker.domain import utcnow
+    from worker.render.ledger import HoldView
 
-    ctx.settings.provider(provider)
+    ctx.provider(provider)
     changed = ctx.ledger().operator.set_hold(
         provider, job_id, held=True, now=utcnow(), reason=reason
     )
-    if as_json:
-        print_json({"provider": provider, "job_id": job_id, "held": True, "changed": changed})
-    else:
-        click.echo(f"{provider} job {job_id} is held" + ("" if changed else " (it already was)"))
+    show(HoldView(provider, job_id, held=True, changed=changed), output_format(as_json=as_json))
 
 
 @click.command()
@@ -80,13 +74,11 @@ def release(ctx: Context, provider: str, job_id: str, as_json: bool) -> None:
       retention release daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245
     """
     from worker.domain import utcnow
+    from worker.render.ledger import HoldView
 
-    ctx.settings.provider(provider)
+    ctx.provider(provider)
     changed = ctx.ledger().operator.set_hold(provider, job_id, held=False, now=utcnow())
-    if as_json:
-        print_json({"provider": provider, "job_id": job_id, "held": False, "changed": changed})
-    else:
-        click.echo(f"{provider} job {job_id} " + ("released" if changed else "was not held"))
+    show(HoldView(provider, job_id, held=False, changed=changed), output_format(as_json=as_json))
 
 
 @click.command()
@@ -104,19 +96,13 @@ def retry(ctx: Context, provider: str, job_id: str, as_json: bool) -> None:
       retention retry daily 3ab8faa2-8ba2-4ee6-bd15-003a92c18245
     """
     from worker.domain import utcnow
+    from worker.render.ledger import RetryView
 
-    ctx.settings.provider(provider)
+    ctx.provider(provider)
     retried = ctx.ledger().operator.retry(provider, job_id, now=utcnow())
-    if as_json:
-        print_json({"provider": provider, "job_id": job_id, "retried": retried})
-    elif retried:
-        click.echo(f"{provider} job {job_id} will be tried again on the next sweep")
+    show(RetryView(provider, job_id, retried=retried), output_format(as_json=as_json))
     if not retried:
-        fail(
-            f"{provider} job {job_id} is not in the failed state",
-            exits.INCOMPLETE,
-            as_json=as_json,
-        )
+        raise CommandFailed(f"{provider} job {job_id} is not in the failed state")
 
 
 @click.command()
@@ -132,51 +118,11 @@ def status(ctx: Context, as_json: bool) -> None:
     Example:
       retention status --json
     """
-    from worker.domain import utcnow
+    from worker.operations import ledger_status
+    from worker.render.status import StatusView
 
-    settings = ctx.settings
-    days, on_purpose = settings.overdue_terms()
-    statuses = ctx.ledger().query.status(days, now=utcnow(), archived_on_purpose=on_purpose)
-    if as_json:
-        print_json({"providers": [dataclasses.asdict(s) for s in statuses]})
-        return
-    if interactive():
-        from worker.render.terminal import status_tables
-
-        status_tables(statuses)
-        return
-    if not statuses:
-        click.echo("the ledger is empty")
-    from worker.render.sweep import status_more
-
-    for s in statuses:
-        states = ", ".join(f"{k} {v}" for k, v in sorted(s.states.items())) or "no jobs"
-        header = f"{s.provider}: {states}; held {s.held}; overdue {s.overdue_count}"
-        click.echo(header + (f"; unknown status {s.unknown_count}" if s.unknown_count else ""))
-        more = status_more(s)
-        for job in s.overdue:
-            error = f" - {job.last_error}" if job.last_error else ""
-            click.echo(f"  overdue {job.job_id} ({job.state}, due {job.due_at}){error}")
-        _more_line(more, "overdue")
-        for kept in s.kept:
-            click.echo(f"  kept    {kept.job_id}: {kept.reason}")
-        _more_line(more, "kept")
-        for failed in s.failed:
-            click.echo(
-                f"  failed  {failed.job_id} after {failed.attempts} attempt(s): {failed.last_error}"
-            )
-        _more_line(more, "failed")
-        for odd in s.unknown:
-            click.echo(
-                f"  unknown {odd.job_id} (status {odd.status!r}, {odd.attempts} attempt(s)): "
-                f"{odd.last_error or 'not read since it was listed'}"
-            )
-        _more_line(more, "unknown")
-
-
-def _more_line(more: dict[str, int], kind: str) -> None:
-    if more[kind]:
-        click.echo(f"  ... {more[kind]} more {kind}")
+    statuses = ledger_status(ctx.settings, ctx.ledger())
+    show(StatusView(statuses), output_format(as_json=as_json))
 
 
 @click.command()
@@ -190,13 +136,8 @@ def migrate(ctx: Context, as_json: bool) -> None:
     Example:
       retention migrate
     """
-    from worker.ledger import Ledger, make_engine
-    from worker.ledger import migrate as run_migrations
+    from worker.operations import migrate_ledger
+    from worker.render.ledger import MigrateView
 
-    engine = make_engine(ctx.settings.ledger.url)
-    run_migrations(engine)
-    revision = Ledger(engine).schema_revision()
-    if as_json:
-        print_json({"schema": revision})
-    else:
-        click.echo(f"the ledger is at schema {revision}")
+    revision = migrate_ledger(ctx.settings)
+    show(MigrateView(revision), output_format(as_json=as_json))

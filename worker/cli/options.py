@@ -1,14 +1,13 @@
-"""The options and output helpers the commands share."""
+"""The output options the commands share, and the form of output they choose."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+
+from worker.render.view import Format, interactive
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -33,16 +32,13 @@ def jsonl_option(fn: F) -> F:
     return option(fn)
 
 
-def print_json(document: Any) -> None:
-    click.echo(json.dumps(document, sort_keys=True, default=str))
-
-
-def one_format(as_json: bool, as_jsonl: bool) -> None:
+def output_format(*, as_json: bool = False, as_jsonl: bool = False) -> Format:
+    """--json, --jsonl, or else tables for a person at a terminal and plain lines for a pipe.
+    Whether a person watches is asked only here, so scripts and pipes never import rich."""
     if as_json and as_jsonl:
         raise click.UsageError("give --json or --jsonl, not both")
-
-
-def interactive() -> bool:
-    """A person is watching: stdout is a terminal, and not a dumb one or a CI log. Checked
-    here, so scripts and pipes never import rich."""
-    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
+    if as_json:
+        return Format.JSON
+    if as_jsonl:
+        return Format.JSONL
+    return Format.RICH if interactive() else Format.TEXT

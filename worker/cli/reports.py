@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import sys
-
 import click
 
 from worker import exits
 from worker.cli.context import Context, pass_ctx
 from worker.cli.errors import handle_errors
-from worker.cli.options import interactive, json_option, print_json
+from worker.cli.options import json_option, output_format
+from worker.render.view import show
 
 
 @click.command()
@@ -28,7 +25,7 @@ from worker.cli.options import interactive, json_option, print_json
 @json_option
 @pass_ctx
 @handle_errors
-def check(ctx: Context, skip_providers: bool, no_probe: bool, as_json: bool) -> None:
+def check(ctx: Context, skip_providers: bool, no_probe: bool, as_json: bool) -> int:
     """Check the configuration, the archive bucket, the ledger (and pending migrations), the
     broker, and each provider's credentials. One line per check: "ok", "warn" (works, but
     the server lacks an optional feature or a setting could be better) or "FAILED"; exits 1
@@ -44,32 +41,18 @@ def check(ctx: Context, skip_providers: bool, no_probe: bool, as_json: bool) -> 
       retention check
       retention check --skip-providers     # the image's HEALTHCHECK
     """
-    from worker.check import run_checks
-    from worker.schedules import check_schedules
+    from worker.check import check_all
+    from worker.render.checks import CheckView
     from worker.settings import config_path
 
-    # A schedule beat would refuse is a configuration error (exit 2), as `config validate`
-    # says: init containers gate on this command, and beat would exit 2 behind them.
-    check_schedules(ctx.settings, config_path(ctx.config))
-    failed = False
-    results = []
-    marks = {"ok": "ok", "warn": "warn", "failed": "FAILED"}
-    checks = run_checks(
+    run = check_all(
         ctx.settings,
         config_path(ctx.config),
         providers=not skip_providers,
         probe=not (skip_providers or no_probe),
     )
-    for result in checks:
-        failed = failed or not result.ok
-        results.append(dataclasses.asdict(result))
-        if not as_json:
-            click.echo(f"{marks[result.level]:<6}  {result.name}: {result.detail}")
-            for note in result.notes:
-                click.echo(f"        {marks[note.level]:<6}  {note.name}: {note.detail}")
-    if as_json:
-        print_json({"ok": not failed, "checks": results})
-    sys.exit(exits.INCOMPLETE if failed else exits.OK)
+    show(CheckView(run), output_format(as_json=as_json))
+    return exits.INCOMPLETE if run.failed else exits.OK
 
 
 @click.command()
@@ -100,39 +83,19 @@ def report(ctx: Context, since: str, provider: str | None, fmt: str | None, as_j
       retention report --json | jq length
     """
     from worker.domain import utcnow
-    from worker.reports import REPORT_FIELDS, parse_since
-    from worker.reports import report as build_report
+    from worker.render.report import ReportView
+    from worker.reports import parse_since
+    from worker.reports import report as deleted_jobs
 
     if as_json:
         if fmt not in (None, "json"):
             raise click.UsageError(f"--json is --format json; it cannot go with --format {fmt}")
         fmt = "json"
+    since_at = parse_since(since, utcnow())
     if provider is not None:
-        ctx.settings.provider(provider)
-    rows = build_report(
-        ctx.ledger(), ctx.settings, since=parse_since(since, utcnow()), provider=provider
-    )
-    if fmt == "json":
-        click.echo("[", nl=False)
-        for n, row in enumerate(rows):
-            click.echo(("," if n else "") + "\n" + json.dumps(row, sort_keys=True), nl=False)
-        click.echo("\n]")
-    elif fmt == "csv":
-        import csv
-
-        writer = csv.DictWriter(sys.stdout, fieldnames=REPORT_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row | {"archive_keys": ";".join(row["archive_keys"])})
-    elif interactive():
-        from worker.render.terminal import report_table
-
-        report_table(rows)
+        ctx.provider(provider)
+    view = ReportView(deleted_jobs(ctx.ledger(), ctx.settings, since=since_at, provider=provider))
+    if fmt == "csv":
+        view.csv()
     else:
-        for row in rows:
-            click.echo(
-                f"{row['provider']}  {row['job_id']}  due {row['due_at']}  archived "
-                f"{row['archived_at']}  deleted {row['deleted_at']}  {row['files']} "
-                f"file(s) {row['bytes']} bytes  {row['manifest_key']}  "
-                f"{row['provider_answer']} ({row['provider_status_code']})"
-            )
+        show(view, output_format(as_json=fmt == "json"))

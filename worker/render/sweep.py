@@ -1,25 +1,25 @@
-"""How a sweep's result reads: one line per job, one summary per provider, one JSON document.
+"""How a sweep reads: a line per job as it finishes, then a line (or a table row) per
+provider, or one JSON document; and, sent to the Celery workers instead, what was sent.
 
-The CLI, the demo and ``terminal`` (rich tables at a terminal) all render from here, so a
-count is named and ordered the same way wherever a person or a script reads it.
-
-For scripts, as restic's ``--json`` does, every JSON object says what it is in
-``message_type``: ``"job"`` for one job's result (a line of ``--jsonl``), ``"summary"`` for
-the whole run (the one document of ``--json``, and the last line of ``--jsonl``).
+The CLI and the demo render from here, so a count is named and ordered the same way wherever
+a person or a script reads it. For scripts, as restic's ``--json`` does, every JSON object
+says what it is in ``message_type``: ``"job"`` for one job's result (a line of ``--jsonl``),
+``"summary"`` for the whole run (the one document of ``--json``, and the last line of
+``--jsonl``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from worker.outcomes import JobResult, Outcome, SweepSummary, SweepTotals
 from worker.redact import REDACTOR
+from worker.render.view import Feed, Format, Lines, View, human_bytes, json_line
 
 if TYPE_CHECKING:
-    from worker.ledger.queries import ProviderStatus
+    from worker.operations import SentSweep
 
 # The columns of a sweep's summary, in the order they are shown.
 COLUMNS = ("archived", "deleted", "deferred", "failed", "kept", "stopped", "skipped", "gone")
@@ -98,25 +98,89 @@ def job_record(result: JobResult) -> dict[str, Any]:
     return {"message_type": "job", **record}
 
 
-def status_more(s: ProviderStatus) -> dict[str, int]:
-    """How many jobs of each of ``retention status``'s lists it does not show (it shows the
-    first few; the counts are of the whole list)."""
-    return {
-        "overdue": max(0, s.overdue_count - len(s.overdue)),
-        "kept": max(0, s.states.get("kept", 0) - len(s.kept)),
-        "failed": max(0, s.states.get("failed", 0) - len(s.failed)),
-        "unknown": max(0, s.unknown_count - len(s.unknown)),
-    }
+class SweepView(View):
+    """Each provider's counts: a line each, a table at a terminal, or the added-up totals
+    with each provider's and the exit code the command ends with."""
+
+    message_type = "summary"
+
+    def __init__(self, summaries: Sequence[SweepSummary], *, exit_code: int) -> None:
+        self.summaries = summaries
+        self.exit_code = exit_code
+
+    def lines(self) -> Iterator[str]:
+        for summary in self.summaries:
+            yield summary_line(summary)
+
+    def rich(self) -> None:
+        sweep_table(self.summaries)
+
+    def fields(self) -> dict[str, Any]:
+        return {**SweepTotals.of(self.summaries).to_dict(), "exit_code": self.exit_code}
 
 
-def json_line(record: dict[str, Any]) -> str:
-    return json.dumps(record, sort_keys=True, default=str)
+def sweep_table(summaries: Sequence[SweepSummary]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="retention sweep", title_justify="left")
+    dry = False
+    for name in ("provider", *COLUMNS, "bytes"):
+        table.add_column(name, justify="left" if name == "provider" else "right")
+    for s in summaries:
+        dry = dry or s.dry_run
+        counts = counts_of(s)
+        note = " (another sweep was running)" if s.busy else ""
+        cells = [
+            f"[red]{counts[name]}[/]"
+            if name in ("failed", "kept") and counts[name]
+            else str(counts[name])
+            for name in COLUMNS
+        ]
+        table.add_row(s.provider + note, *cells, human_bytes(s.bytes))
+    if dry:
+        table.title = "retention sweep --dry-run (what a real run would do)"
+    console = Console()
+    console.print(table)
+    for s in summaries:
+        if s.busy_detail:
+            console.print(f"[yellow]{s.provider}: another sweep is running:[/] {s.busy_detail}")
+        if s.listing_error:
+            console.print(f"[red]{s.provider}: listing failed:[/] {s.listing_error}")
+        if s.stopped_reason:
+            console.print(f"[yellow]{s.provider}: stopped:[/] {s.stopped_reason}")
 
 
-def json_document(summaries: Iterable[SweepSummary], *, exit_code: int | None = None) -> str:
-    """The whole sweep as one JSON document: the counts added up, each provider's, and the
-    exit code the command ends with."""
-    document: dict[str, Any] = {"message_type": "summary", **SweepTotals.of(summaries).to_dict()}
-    if exit_code is not None:
-        document["exit_code"] = exit_code
-    return json_line(document)
+def sweep_feed(
+    fmt: Format, *, quiet: bool, dry_run: bool, providers: Sequence[str]
+) -> Feed[[JobResult]]:
+    """What a sweep shows while it runs: a JSON line per job (``--jsonl``); at a terminal, a
+    progress bar; in a pipe, a line per job that changed, would change, or needs a look.
+    Nothing with ``--json``, or with ``-q``, which leaves the results."""
+    if fmt is Format.JSONL:
+        return Lines(lambda result: [json_line(job_record(result))], past_a_gone_reader=True)
+    if fmt is Format.JSON or quiet:
+        return Feed()
+    if fmt is Format.RICH:
+        from worker.render.progress import SweepProgress
+
+        return SweepProgress(providers, dry_run=dry_run)
+    return Lines(lambda result: job_line(result, dry_run=dry_run), past_a_gone_reader=True)
+
+
+class EnqueuedView(View):
+    """Sweeps sent to the Celery workers, a line each as it is sent; or one document of what
+    was sent (``message_type`` "enqueued"): no sweep ran here, so it has no sweep's counts."""
+
+    message_type = "enqueued"
+
+    def __init__(self, queue: str, sent: Iterable[SentSweep]) -> None:
+        self.queue = queue
+        self.sent = sent
+
+    def lines(self) -> Iterator[str]:
+        for sweep in self.sent:
+            yield f"enqueued a sweep of {sweep.provider} (task {sweep.task_id})"
+
+    def fields(self) -> dict[str, Any]:
+        return {"queue": self.queue, "enqueued": [dataclasses.asdict(s) for s in self.sent]}
