@@ -123,7 +123,7 @@ VIEWS: dict[str, Callable[[], View]] = {
     "check": lambda: CheckView(
         CheckRun(iter([Check("archive", True, "reachable", "warn", (Note("KMS", "warn", "off"),))]))
     ),
-    "report": lambda: ReportView(iter([report_row("j-1"), report_row("j-2")])),
+    "report": lambda: ReportView(iter([report_row("j-1"), report_row("j-2")]), since=NOW),
     "restore": lambda: RestoreView(
         RestoreRun(iter([Restored("archive/daily/j/a.txt", None, 6, True)])),
         "daily",
@@ -208,7 +208,7 @@ def test_a_report_is_printed_as_the_ledger_yields_it(capsys: pytest.CaptureFixtu
             yield report_row(f"j-{n}")
 
     # when
-    show(ReportView(rows()), Format.JSON)
+    show(ReportView(rows(), since=NOW), Format.JSON)
 
     # then: each row was asked for after the one before it was printed, not all at once
     assert [bool(out) for out in printed] == [True, True, True]
@@ -325,3 +325,47 @@ def test_a_scrubs_lines_stop_the_scrub_once_the_reader_has_gone(
 
     with pytest.raises(BrokenPipeError), scrub_feed(Format.TEXT, quiet=False) as feed:
         feed(job_row(), [DAMAGED])
+
+
+# The message_type of each view's JSON: the command's name for a command that prints one
+# document, restic's "summary" for a long run's totals.
+MESSAGE_TYPES = {
+    "sweep": "summary",
+    "enqueued": "enqueued",
+    "status": "status",
+    "check": "check",
+    "report": "report",
+    "restore": "restore",
+    "scrub": "summary",
+    "track": "track",
+    "hold": "hold",
+    "retry": "retry",
+    "migrate": "migrate",
+    "config show": "config_show",
+    "config validate": "config_validate",
+    "error": "exit_error",
+}
+
+
+@pytest.mark.parametrize("name", VIEWS)
+@pytest.mark.parametrize("fmt", [Format.JSON, Format.JSONL])
+def test_every_json_document_says_what_it_is(
+    name: str, fmt: Format, capsys: pytest.CaptureFixture[str]
+) -> None:
+    show(VIEWS[name](), fmt)
+    out = capsys.readouterr().out
+
+    documents = (
+        [json.loads(out)] if fmt is Format.JSON else [json.loads(line) for line in out.splitlines()]
+    )
+    assert [d["message_type"] for d in documents] == [MESSAGE_TYPES[name]] * len(documents)
+
+
+def test_the_reports_json_is_a_document_with_its_rows_under_jobs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    show(VIEWS["report"](), Format.JSON)
+
+    document = json.loads(capsys.readouterr().out)
+    assert document["message_type"] == "report"
+    assert [row["job_id"] for row in document["jobs"]] == ["j-1", "j-2"]

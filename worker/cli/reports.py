@@ -68,7 +68,7 @@ def check(ctx: Context, skip_providers: bool, no_probe: bool, as_json: bool) -> 
     "--format",
     "fmt",
     type=click.Choice(["table", "csv", "json"]),
-    help="table (the default), csv, or json (one JSON array).",
+    help='table (the default), csv, or json (one JSON document, the rows under "jobs").',
 )
 @click.option("--json", "as_json", is_flag=True, help="The same as --format json.")
 @pass_ctx
@@ -80,7 +80,7 @@ def report(ctx: Context, since: str, provider: str | None, fmt: str | None, as_j
     \b
     Example:
       retention report --since 90d --format csv > deletions.csv
-      retention report --json | jq length
+      retention report --json | jq '.jobs | length'
     """
     from worker.domain import utcnow
     from worker.render.report import ReportView
@@ -94,7 +94,8 @@ def report(ctx: Context, since: str, provider: str | None, fmt: str | None, as_j
     since_at = parse_since(since, utcnow())
     if provider is not None:
         ctx.provider(provider)
-    view = ReportView(deleted_jobs(ctx.ledger(), ctx.settings, since=since_at, provider=provider))
+    rows = deleted_jobs(ctx.ledger(), ctx.settings, since=since_at, provider=provider)
+    view = ReportView(rows, since=since_at, provider=provider)
     if fmt == "csv":
         view.csv()
     else:

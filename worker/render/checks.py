@@ -16,6 +16,8 @@ MARKS = {"ok": "ok", "warn": "warn", "failed": "FAILED"}
 
 
 class CheckView(View):
+    message_type = "check"
+
     def __init__(self, run: CheckRun) -> None:
         self.run = run
 

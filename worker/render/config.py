@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 class ConfigView(View):
     """The document of ``config_view.effective_config``."""
 
+    message_type = "config_show"
+
     def __init__(self, document: dict[str, Any]) -> None:
         self.config = document
 
@@ -27,6 +29,8 @@ class ConfigView(View):
 
 
 class ValidationView(View):
+    message_type = "config_validate"
+
     def __init__(self, found: Validation) -> None:
         self.found = found
 

@@ -10,6 +10,8 @@ from worker.render.view import View
 
 
 class TrackView(View):
+    message_type = "track"
+
     def __init__(self, provider: str, job_ids: Sequence[str], new: Collection[str]) -> None:
         self.provider = provider
         self.job_ids = job_ids
@@ -24,6 +26,8 @@ class TrackView(View):
 
 class HoldView(View):
     """A hold put on (``held``) or lifted, and whether that changed anything."""
+
+    message_type = "hold"
 
     def __init__(self, provider: str, job_id: str, *, held: bool, changed: bool) -> None:
         self.provider = provider
@@ -51,6 +55,8 @@ class RetryView(View):
     """A job put back in line for the next sweep; if it was not failed, the command's error
     says so on stderr, and there is no line here."""
 
+    message_type = "retry"
+
     def __init__(self, provider: str, job_id: str, *, retried: bool) -> None:
         self.provider = provider
         self.job_id = job_id
@@ -65,6 +71,8 @@ class RetryView(View):
 
 
 class MigrateView(View):
+    message_type = "migrate"
+
     def __init__(self, revision: str | None) -> None:
         self.revision = revision
 

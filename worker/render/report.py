@@ -1,5 +1,6 @@
 """How the report of deleted jobs reads: a line or a table row per job, CSV for spreadsheets,
-or JSON, every column of ``reports.REPORT_FIELDS``. Rows are printed as the ledger yields
+or one JSON document (``message_type`` "report", the period it covers, and the rows under
+``jobs``), every column of ``reports.REPORT_FIELDS``. Rows are printed as the ledger yields
 them, so a report of a million jobs is never held whole."""
 
 from __future__ import annotations
@@ -8,14 +9,21 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
-from worker.render.view import View, human_bytes
+from worker.render.view import View, human_bytes, json_line
 
 
 class ReportView(View):
-    def __init__(self, rows: Iterable[dict[str, Any]]) -> None:
+    message_type = "report"
+
+    def __init__(
+        self, rows: Iterable[dict[str, Any]], *, since: datetime, provider: str | None = None
+    ) -> None:
         self.rows = rows
+        self.since = since
+        self.provider = provider
 
     def lines(self) -> Iterator[str]:
         for row in self.rows:
@@ -30,14 +38,18 @@ class ReportView(View):
         report_table(self.rows)
 
     def fields(self) -> dict[str, Any]:
-        return {"jobs": list(self.rows)}
+        return {**self._period(), "jobs": list(self.rows)}
+
+    def _period(self) -> dict[str, Any]:
+        return {"since": self.since.isoformat(timespec="seconds"), "provider": self.provider}
 
     def json(self) -> Iterator[str]:
-        # A row at a time, as a script reading a long report can too.
-        yield "["
+        # The document's own keys first, then its rows a line each, as they come.
+        head = json_line({"message_type": self.message_type, **self._period()})
+        yield head.removesuffix("}") + ', "jobs": ['
         for n, row in enumerate(self.rows):
             yield ("," if n else "") + "\n" + json.dumps(row, sort_keys=True)
-        yield "\n]\n"
+        yield "\n]}\n"
 
     def csv(self) -> None:
         from worker.reports import REPORT_FIELDS

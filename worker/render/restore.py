@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 
 
 class RestoreView(View):
+    message_type = "restore"
+
     def __init__(self, run: RestoreRun, provider: str, job_id: str, *, verify_only: bool) -> None:
         self.run = run
         self.provider = provider

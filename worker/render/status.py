@@ -26,6 +26,8 @@ def status_more(s: ProviderStatus) -> dict[str, int]:
 
 
 class StatusView(View):
+    message_type = "status"
+
     def __init__(self, statuses: Sequence[ProviderStatus]) -> None:
         self.statuses = statuses
 

@@ -8,9 +8,11 @@ A view is one result type as a reader sees it, in four forms:
     json    a script: one document on stdout, nothing else   --json
     jsonl   a script following a long run: a line per item   --jsonl
 
-A view without tables shows its plain lines at a terminal too. The JSON objects of a long
-run say what they are in ``message_type``, restic's convention: ``"job"`` and ``"summary"``
-for its items and totals, and ``"exit_error"`` for an error on stderr.
+A view without tables shows its plain lines at a terminal too. Every JSON object a command
+prints says what it is in ``message_type``, restic's convention: ``"job"`` and ``"summary"``
+for a long run's items and totals (a sweep's, a scrub's), ``"exit_error"`` for an error on
+stderr, and for a command that prints one document, the command's name (``"status"``,
+``"report"``, ``"config_show"`` for ``config show``; ``"hold"`` for hold and release).
 
 A long command also shows something while it runs: a *feed*, called with each item (a job's
 result) as it arrives, from whichever of the run's threads finished it: a line per job, a
@@ -72,7 +74,7 @@ class View(abc.ABC):
     """One result, in each form a reader may ask for. ``lines`` may stream (a check, a
     restored file at a time, as the command gets them); ``fields`` is the whole result."""
 
-    message_type: ClassVar[str | None] = None
+    message_type: ClassVar[str]
 
     @abc.abstractmethod
     def lines(self) -> Iterator[str]:
@@ -88,8 +90,6 @@ class View(abc.ABC):
         """The JSON document's content, ``message_type`` aside."""
 
     def document(self) -> dict[str, Any]:
-        if self.message_type is None:
-            return self.fields()
         return {"message_type": self.message_type, **self.fields()}
 
     def json(self) -> Iterator[str]:
