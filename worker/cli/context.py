@@ -15,6 +15,10 @@ if TYPE_CHECKING:
 
 
 class Context:
+    """Built once per command from the global options; the commands' only way to the
+    configuration, and to the clients built from it, each when first asked for (a command
+    that fails on its arguments opens nothing)."""
+
     def __init__(
         self, config: str | None, *, verbosity: int = 0, log_format: str | None = None
     ) -> None:

@@ -46,11 +46,6 @@ class Format(enum.Enum):
     JSON = "json"
     JSONL = "jsonl"
 
-    @property
-    def machine(self) -> bool:
-        """For a script: JSON, and nothing on stdout but JSON."""
-        return self in (Format.JSON, Format.JSONL)
-
 
 def interactive() -> bool:
     """A person is watching: stdout is a terminal, and not a dumb one or a CI log."""
