@@ -247,7 +247,7 @@ def dry_run(world: World) -> None:
 
 def sweep(world: World) -> None:
     from worker.bootstrap import build_runtime
-    from worker.render import summary_line
+    from worker.render.sweep import summary_line
     from worker.sweep import sweep_provider
 
     _section("retention sweep")
@@ -302,7 +302,7 @@ def show_what_was_deleted(world: World) -> None:
 
 def sweep_again(world: World) -> None:
     from worker.bootstrap import build_runtime
-    from worker.render import summary_line
+    from worker.render.sweep import summary_line
     from worker.sweep import sweep_provider
 
     _section("retention sweep, again (nothing is archived or deleted twice)")

@@ -139,7 +139,3 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(_StructuredHandler(stream, json=json))
     set_levels(level)
-
-
-# The name the command line calls it by.
-defer = configure_logging
