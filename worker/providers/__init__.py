@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
-    from worker.providers.base import Provider, RateLimiter
+    from worker.providers.base import BaseProvider, Provider, RateLimiter
     from worker.settings import ProviderSettings
 
 # type -> "module:class"; a module is imported only when an account of its type is used.
@@ -19,10 +19,22 @@ ADAPTERS = {
 }
 
 
+def adapter_class(type_: str) -> type[BaseProvider[Any]]:
+    """The adapter of a provider type, its module imported now."""
+    module_name, class_name = ADAPTERS[type_].split(":")
+    return cast(
+        "type[BaseProvider[Any]]", getattr(importlib.import_module(module_name), class_name)
+    )
+
+
 def build_provider(
     name: str, settings: ProviderSettings, *, limiter: RateLimiter | None = None
 ) -> Provider:
     """The adapter for one configured account: ``Adapter.build(name, settings, limiter=...)``."""
-    module_name, class_name = ADAPTERS[settings.type].split(":")
-    adapter = getattr(importlib.import_module(module_name), class_name)
-    return cast("Provider", adapter.build(name, settings, limiter=limiter))
+    return cast("Provider", adapter_class(settings.type).build(name, settings, limiter=limiter))
+
+
+def job_id_problem(settings: ProviderSettings, job_id: str) -> str | None:
+    """Why ``job_id`` cannot be a job of an account with these settings, by its adapter's
+    rules (``BaseProvider.job_id_problem``), or None. Nothing is asked of the provider."""
+    return adapter_class(settings.type).job_id_problem(job_id)

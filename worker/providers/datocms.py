@@ -96,6 +96,7 @@ from worker.errors import (
     UnsafeInput,
     WorkerError,
 )
+from worker.keys import job_id_problem
 from worker.logging import get_logger
 from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
 from worker.providers.outputs import Path, inert, unclaimed, unrecognised
@@ -365,6 +366,14 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
     type: ClassVar[str] = "datocms"
     # Only the uploads in `upload_ids` are listed; with none, jobs come from `retention track`.
     lists_jobs: ClassVar[bool] = True
+
+    @classmethod
+    def job_id_problem(cls, job_id: str) -> str | None:
+        # One folder per track, under its upload's: UPLOAD_ID/TRACK_ID, each part a segment.
+        problem = job_id_problem(job_id, segments=2)
+        if problem is None:
+            return None
+        return f"{problem}: a DatoCMS job is UPLOAD_ID/TRACK_ID, the upload's and the track's ids"
 
     @classmethod
     def api_options(cls, settings: DatoCmsSettings) -> ApiOptions:
