@@ -713,9 +713,10 @@ def test_the_simulators_config_archives_and_deletes_every_due_job(
         "RETENTION_BROKER__QUEUE": f"deploy-test-{os.getpid()}",
     }
     for name in simulators_main.ORDER:
-        env[f"RETENTION_PROVIDERS__SIM_{name.upper()}__BASE_URL"] = simulators.provider(name)[
-            "base_url"
-        ]
+        table = simulators.provider(name)
+        for key in ("base_url", "stream_base_url"):
+            if key in table:
+                env[f"RETENTION_PROVIDERS__SIM_{name.upper()}__{key.upper()}"] = table[key]
     assert run_cli("migrate", config=config, env=env).code == 0
     for name in ("loom", "unsiloed"):
         tracked = run_cli(
