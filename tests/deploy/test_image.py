@@ -55,8 +55,9 @@ pytestmark = pytest.mark.skipif(
 CONFIG_PATH = "/etc/retention/retention.toml"  # the image's RETENTION_CONFIG
 # What a pod may write (emptyDirs in deploy/k8s); the rest of the root filesystem is read-only.
 WRITABLE = ("/tmp", "/var/lib/retention")
-# What buildah itself puts into the container's root for every command it runs.
-RUNTIME_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run/.containerenv")
+# What buildah itself puts into the container's root for every command it runs (/run's own
+# time changes with /run/.containerenv).
+RUNTIME_FILES = ("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run", "/run/.containerenv")
 
 
 @dataclasses.dataclass
