@@ -29,22 +29,27 @@ image_tools_missing() {
   fi
 }
 
-# overlay where the kernel lets us mount it on the cache's filesystem (much faster: a layer
-# is a directory of changes, not a copy of the whole tree), vfs elsewhere (in a container
-# whose own root is an overlay, for one). RETENTION_BUILDAH_DRIVER chooses.
+# How buildah stores layers: the kernel's overlay where it lets us mount one on the cache's
+# filesystem (a layer is a directory of changes, not a copy of the whole tree); else overlay
+# through fuse-overlayfs (buildah's Debian package brings it), in a container whose own root is
+# an overlay for one; else vfs, which copies every layer whole and is several times slower.
+# RETENTION_BUILDAH_DRIVER (overlay, fuse-overlayfs or vfs) chooses.
 storage_driver() {
   if [ -n "${RETENTION_BUILDAH_DRIVER:-}" ]; then
     echo "$RETENTION_BUILDAH_DRIVER"
     return 0
   fi
-  local probe driver=vfs
+  local probe driver=vfs options
   probe="$(mktemp -d "$IMAGE_CACHE/overlay-probe.XXXXXX")"
   mkdir -p "$probe/lower" "$probe/upper" "$probe/work" "$probe/merged"
-  if mount -t overlay overlay \
-       -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" "$probe/merged" \
-       2>/dev/null; then
+  options="lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work"
+  if mount -t overlay overlay -o "$options" "$probe/merged" 2>/dev/null; then
     umount "$probe/merged"
     driver=overlay
+  elif command -v fuse-overlayfs >/dev/null 2>&1 &&
+       fuse-overlayfs -o "$options" "$probe/merged" >/dev/null 2>&1; then
+    umount "$probe/merged" 2>/dev/null || fusermount3 -u "$probe/merged" 2>/dev/null || true
+    driver=fuse-overlayfs
   fi
   rm -rf "$probe"
   echo "$driver"
@@ -53,19 +58,28 @@ storage_driver() {
 # Point every buildah call of this shell (and its children) at the cache's image store.
 setup_image_store() {
   mkdir -p "$IMAGE_CACHE"
-  local driver conf
-  driver="$(storage_driver)"
-  conf="$IMAGE_CACHE/storage-$driver.conf"
-  cat >"$conf.tmp" <<EOF
-# Written by scripts/image.sh: the image store of scripts/test-image.
-[storage]
-driver = "$driver"
-graphroot = "$IMAGE_CACHE/storage-$driver"
-runroot = "$IMAGE_CACHE/run-$driver"
-EOF
+  local choice driver conf
+  choice="$(storage_driver)"
+  case "$choice" in
+    overlay | vfs) driver="$choice" ;;
+    fuse-overlayfs) driver=overlay ;;
+    *) die "RETENTION_BUILDAH_DRIVER=$choice: use overlay, fuse-overlayfs or vfs" ;;
+  esac
+  conf="$IMAGE_CACHE/storage-$choice.conf"
+  {
+    echo "# Written by scripts/image.sh: the image store of scripts/test-image."
+    echo "[storage]"
+    echo "driver = \"$driver\""
+    echo "graphroot = \"$IMAGE_CACHE/storage-$choice\""
+    echo "runroot = \"$IMAGE_CACHE/run-$choice\""
+    if [ "$choice" = fuse-overlayfs ]; then
+      echo "[storage.options.overlay]"
+      echo "mount_program = \"$(command -v fuse-overlayfs)\""
+    fi
+  } >"$conf.tmp"
   mv "$conf.tmp" "$conf"
   export CONTAINERS_STORAGE_CONF="$conf"
-  BUILDAH_DRIVER="$driver"
+  BUILDAH_DRIVER="$choice"
 }
 
 # The base's recipe. Its text, with the CA bundle, names the base image: change either and the
