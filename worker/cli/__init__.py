@@ -29,6 +29,8 @@ that need them, so `retention --help` stays quick.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from worker import __version__, exits
@@ -103,16 +105,37 @@ for command in (
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Keep the demo's working folder afterwards.")
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Start the simulated providers and the S3 server, write a configuration for them, "
+    "and keep them running until Ctrl-C, to try each command by hand.",
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --serve: the folder for the configuration and the ledger (default: a new one).",
+)
 @handle_errors
-def demo(keep: bool) -> None:
+def demo(keep: bool, serve: bool, folder: Path | None) -> None:
     """Run the whole pipeline against simulated providers and a local S3 server.
 
-    Needs nothing but this package and its demo extra: no credentials, no network.
+    Needs nothing but this package and its demo extra: no credentials, no network. With
+    --serve, nothing runs by itself: the servers wait for your commands, which it prints.
 
     \b
     Example:
       retention demo
+      retention demo --serve
     """
+    if serve:
+        from worker.demo import serve_demo
+
+        serve_demo(folder)
+        return
+    if folder is not None:
+        raise click.UsageError("--dir goes with --serve")
     from worker.demo import run_demo
 
     run_demo(keep=keep)
