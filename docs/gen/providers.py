@@ -44,9 +44,12 @@ def adapter_page(kind: str) -> str:
     """The docstring without its title line, its bullets as Markdown list items."""
     body = docstring(kind).split("\n", 1)[1].strip("\n")
     # Docstring lists nest by two spaces; Markdown wants four.
-    lines = []
+    lines: list[str] = []
     for line in body.splitlines():
         indent = len(line) - len(line.lstrip(" "))
+        if line.startswith("* ") and lines and lines[-1]:
+            # A bullet right after an item's later paragraph would read as more of it.
+            lines.append("")
         lines.append(" " * (indent * 2) + line.lstrip(" ") if indent else line)
     return markdown("\n".join(lines)) + "\n"
 
