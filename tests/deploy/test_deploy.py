@@ -11,23 +11,32 @@ deploy/retention.simulators.toml, archives and deletes every due job.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-import yaml
 
 from tests.aws.iam import Need, allows, load_policy
+from tests.deploy.support import (
+    DEPLOY,
+    ENV_REF,
+    IMAGE_UID,
+    K8S,
+    Simulators,
+    dummy_environment,
+    env_refs,
+    load_all_yaml,
+    load_yaml,
+    locked,
+)
 from tests.helpers import REDIS_URL, ROOT, objects, run_cli
 from worker.celery_app import celery_config, sweep_queue
 from worker.metrics import gauges as worker_metrics
@@ -38,45 +47,6 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from worker.simulators.s3server import S3Server
-
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
-ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-# The image's user (Dockerfile `USER 10001:10001`), which the manifests must name.
-IMAGE_UID = 10001
-
-
-def load_yaml(path: Path) -> Any:
-    return yaml.safe_load(path.read_text())
-
-
-def load_all_yaml(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-def env_refs(path: Path) -> set[str]:
-    """Every ``"${NAME}"`` value a configuration file reads from the environment."""
-
-    def walk(value: Any) -> Iterator[str]:
-        if isinstance(value, dict):
-            for item in value.values():
-                yield from walk(item)
-        elif isinstance(value, list):
-            for item in value:
-                yield from walk(item)
-        elif isinstance(value, str) and (match := ENV_REF.fullmatch(value)):
-            yield match.group(1)
-
-    return set(walk(tomllib.loads(path.read_text())))
-
-
-def dummy_environment(names: set[str]) -> dict[str, str]:
-    values = {name: f"dummy-{name.lower()}" for name in names}
-    values.update(
-        LEDGER_URL="postgresql+psycopg://retention:secret@postgres:5432/retention",
-        BROKER_URL="redis://redis:6379/0",
-    )
-    return {k: v for k, v in values.items() if k in names}
 
 
 def load_deploy_config(path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
@@ -664,12 +634,6 @@ def test_the_dashboard_is_importable_into_any_grafana_with_a_prometheus() -> Non
 # -- the image ---------------------------------------------------------------------------------
 
 
-def locked(path: Path) -> dict[str, str]:
-    """name -> version of a `uv pip compile` lock."""
-    found = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\;]+)", path.read_text(), re.M)
-    return {name.lower().replace("_", "-"): version for name, version in found}
-
-
 def test_the_image_installs_only_the_runtime_dependencies_hash_checked() -> None:
     # given the image's lock, the demo's and the dev lock
     runtime, demo, dev = (
@@ -697,47 +661,6 @@ def test_the_image_installs_only_the_runtime_dependencies_hash_checked() -> None
 
 
 # -- the simulators' server, end to end ----------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Simulators:
-    process: subprocess.Popen[str]
-    ready: dict[str, Any]
-
-    def provider(self, name: str) -> dict[str, Any]:
-        table: dict[str, Any] = self.ready["providers"][name]
-        return table
-
-
-@pytest.fixture(scope="module")
-def simulators() -> Iterator[Simulators]:
-    """`python -m worker.simulators --base-port 0`, ready once it prints its JSON line."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.simulators", "--base-port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    stdout = process.stdout
-    assert stdout is not None
-    first: list[str] = []
-    reader = threading.Thread(target=lambda: first.append(stdout.readline()))
-    reader.start()
-    reader.join(timeout=30)
-    if not first or not first[0]:
-        process.kill()
-        _, err = process.communicate()
-        pytest.fail(f"the simulators did not start: {err}")
-    try:
-        yield Simulators(process, json.loads(first[0]))
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def test_the_simulators_listen_on_loopback_and_stop_cleanly_on_sigterm() -> None:
