@@ -19,12 +19,10 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -40,42 +38,18 @@ from pydantic_settings import (
 )
 
 from worker.errors import ConfigError
+from worker.providers import registry
+from worker.providers.spec import ProviderCommon
 from worker.redact import url_credentials
+from worker.settings_base import PROVIDER_NAME
+from worker.settings_base import Strict as _Strict
+from worker.settings_base import check_cron as _check_cron
 
 ENV_PREFIX = "RETENTION_"
 CONFIG_ENV = "RETENTION_CONFIG"
-# Provider names appear in S3 keys, Celery arguments, metric labels and environment variable
-# names (where a hyphen is not allowed), so they are held to the narrowest useful alphabet.
-PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_CRON_FIELD = re.compile(r"^[0-9a-zA-Z*/,-]+$")
 # Storage classes whose objects cannot be read until a RestoreObject has finished.
 COLD_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-_RATE = re.compile(r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|s|m|h|d)s?\s*$")
-
-
-class _Strict(BaseModel):
-    # A misspelt key is an error, not a silently ignored line: a typo in `retain_days` must not
-    # fall back to a default that deletes sooner than the policy says.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_cron(value: str | None) -> str | None:
-    if value is None:
-        return None
-    fields = value.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        raise ValueError(
-            "must be a five-field cron expression such as '0 * * * *' "
-            "(minute hour day-of-month month day-of-week)"
-        )
-    return " ".join(fields)
-
-
-def _check_rate(value: str | None) -> str | None:
-    if value is not None and not _RATE.match(value):
-        raise ValueError("must look like '20/second', '100/minute' or '60 per 3 seconds'")
-    return value
 
 
 class ArchiveSettings(_Strict):
@@ -262,178 +236,13 @@ class MetricsSettings(_Strict):
         return v
 
 
-class ProviderCommon(_Strict):
-    """Keys every provider accepts. ``None`` means "take it from [defaults]"."""
-
-    base_url: str
-    retain_days: int | None = Field(default=None, ge=0)
-    schedule: str | None = None
-    max_deletes_per_sweep: int | None = Field(default=None, ge=1)
-    read_only: bool | None = None
-    concurrency: int | None = Field(default=None, ge=1, le=64)
-    max_read_age_seconds: int | None = Field(default=None, ge=1, le=3600)
-    # Requests per period to this provider's API, e.g. "20/second".
-    rate_limit: str | None = None
-    # Seconds to wait for one API answer.
-    timeout: float = Field(default=30.0, gt=0)
-    # Sections of the provider's job record that the operator accepts losing, by name (for
-    # Daily an `output` section such as "recording", for Loom an `output_files` key, for
-    # Unsiloed "file_url", its source document). Files they name are neither archived nor a
-    # reason to keep the job. Without this, a job whose record names a file the worker does
-    # not recognise is kept at the provider.
-    ignore_outputs: list[str] = Field(default_factory=list)
-    # The memory parsing one of its JSON answers may take (MiB), counted on the answer's
-    # bytes before it is parsed (providers.base.parse_cost, an upper bound): an answer that
-    # could take more is refused unparsed and the job stays at the provider. With the body
-    # itself, one answer costs at most its size cap (16 MiB; Unsiloed's max_result_mib) plus
-    # this. Genuine answers count 3 (long texts) to 30 (compact small objects) times their
-    # size.
-    max_parse_mib: int = Field(default=256, ge=1, le=65536)
-
-    _cron = field_validator("schedule")(_check_cron)
-    _rate = field_validator("rate_limit")(_check_rate)
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://api.daily.co/v1")
-        if parts.query or parts.username or parts.password:
-            raise ValueError("must not carry a query string or credentials")
-        return v.rstrip("/")
-
-    def default_rate_limit(self) -> str:
-        return "10/second"
-
-    def secret_values(self) -> tuple[str, ...]:
-        """This account's credentials, to keep out of messages."""
-        values = (getattr(self, name) for name in type(self).model_fields)
-        return tuple(v.get_secret_value() for v in values if isinstance(v, SecretStr))
-
-
-class DailySettings(ProviderCommon):
-    """Daily's Batch Processor (providers.md section 1)."""
-
-    type: Literal["daily"]
-    base_url: str = "https://api.daily.co/v1"
-    api_key: SecretStr
-    # Buckets of the user's own that a Daily domain writes outputs to (batch_processor_bucket).
-    # Daily's delete leaves those objects; the worker archives them, then removes them.
-    custom_buckets: list[str] = Field(default_factory=list)
-    # Where the custom buckets are served, when not by the archive's endpoint. Server-side
-    # copy is used only when both share one endpoint.
-    custom_bucket_endpoint_url: str | None = None
-    # Jobs per list page; Daily allows at most 100.
-    page_size: int = Field(default=100, ge=1, le=100)
-
-    def default_rate_limit(self) -> str:
-        # Daily's documented tier for "most endpoints" is 20 requests per second; the batch
-        # processor is not named in that table, so this is an inference (providers.md 1(g)).
-        return "20/second"
-
-
-class LoomSettings(ProviderCommon):
-    """Loom Analytics' Claudio transcription API (providers.md section 2)."""
-
-    type: Literal["loom"]
-    # Per team, handed out by the team admin; there is no public default.
-    base_url: str
-    # Both travel in the JSON body of every call, never in a URL or header.
-    key: SecretStr
-    secret: SecretStr
-    # Loom documents about 30 s for a details call.
-    timeout: float = Field(default=60.0, gt=0)
-
-    def default_rate_limit(self) -> str:
-        # Loom documents no rate limit [?]; a gentle default, configurable.
-        return "5/second"
-
-
-class HuaweiMpcSettings(ProviderCommon):
-    """Huawei Cloud Media Processing Center transcoding tasks (providers.md section 3)."""
-
-    type: Literal["huawei_mpc"]
-    # https://mpc.{region}.myhuaweicloud.com: the region must match the project's.
-    base_url: str
-    project_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    # Either an IAM token (sent as X-Auth-Token)...
-    token: SecretStr | None = None
-    # ...or an access key pair, used to sign each request with SDK-HMAC-SHA256.
-    access_key: SecretStr | None = None
-    secret_key: SecretStr | None = None
-    # Tasks per list page (1-100).
-    page_size: int = Field(default=100, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _one_auth_mode(self) -> HuaweiMpcSettings:
-        pair = self.access_key is not None, self.secret_key is not None
-        if self.token is not None and any(pair):
-            raise ValueError("set either token, or access_key and secret_key, not both")
-        if self.token is None and not all(pair):
-            raise ValueError("set token, or both access_key and secret_key")
-        return self
-
-    def default_rate_limit(self) -> str:
-        # MPC's documented flow control: 100 calls a minute per tenant (providers.md 3(g)).
-        return "100/minute"
-
-
-class UnsiloedSettings(ProviderCommon):
-    """Unsiloed's vision API jobs (providers.md section 4)."""
-
-    type: Literal["unsiloed"]
-    base_url: str = "https://visionapi.unsiloed.ai"
-    # Sent as X-API-Key.
-    api_key: SecretStr
-    # A failed job has no result, and its delete removes the source document, which the
-    # worker cannot fetch. By default such jobs are kept at Unsiloed and reported; true
-    # deletes them anyway, with only their record archived.
-    delete_failed_jobs: bool = False
-    # The largest result document read (MiB); a larger answer is refused, not buffered.
-    max_result_mib: int = Field(default=64, ge=1, le=4096)
-
-    def default_rate_limit(self) -> str:
-        # The standard plan's documented limit; professional plans allow 1000/minute.
-        return "100/minute"
-
-
-class DatoCmsSettings(ProviderCommon):
-    """DatoCMS upload tracks and asynchronous job results (providers.md section 5)."""
-
-    type: Literal["datocms"]
-    base_url: str = "https://site-api.datocms.com"
-    api_token: SecretStr
-    # A sandbox environment's name, sent as X-Environment; the primary one when unset.
-    environment: str | None = None
-    # Uploads whose tracks are listed at each sweep; tracks of other uploads are looked after
-    # only when tracked by id (UPLOAD_ID/TRACK_ID).
-    upload_ids: list[str] = Field(default_factory=list)
-    # Mux's stream host, where a subtitle track's WebVTT is fetched (a public playback id's
-    # text needs no credentials, and none are sent). ignore_outputs takes "audio_media"
-    # (audio tracks, whose media cannot be archived, are deleted with their record only)
-    # and "subtitles_media" (subtitle tracks are deleted without their text, none fetched).
-    stream_base_url: str = "https://stream.mux.com"
-
-    @field_validator("stream_base_url")
-    @classmethod
-    def _stream_base_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://stream.mux.com")
-        if parts.query or parts.username or parts.password:
-            raise ValueError("must not carry a query string or credentials")
-        return v.rstrip("/")
-
-    def default_rate_limit(self) -> str:
-        # DatoCMS's documented default is 60 requests per 3 seconds (plan-dependent).
-        return "60 per 3 seconds"
-
-
-ProviderSettings = Annotated[
-    DailySettings | LoomSettings | HuaweiMpcSettings | UnsiloedSettings | DatoCmsSettings,
-    Field(discriminator="type"),
-]
+# The [providers.NAME] table: one of the registered providers' settings models, told apart by
+# its `type` (worker/providers/registry.py). The union is built at run time, from the built-in
+# providers and the installed plug-ins; the type checker sees what they have in common.
+if TYPE_CHECKING:
+    ProviderSettings: TypeAlias = ProviderCommon
+else:
+    ProviderSettings = registry.REGISTRY.settings_union()
 
 
 class Settings(_Strict):
@@ -478,7 +287,7 @@ class Settings(_Strict):
             max_deletes_per_sweep=p.max_deletes_per_sweep or d.max_deletes_per_sweep,
             read_only=d.read_only or bool(p.read_only),
             concurrency=p.concurrency or d.concurrency,
-            rate_limit=p.rate_limit or p.default_rate_limit(),
+            rate_limit=p.rate_limit or registry.spec(p.type).default_rate_limit,
             max_read_age_seconds=p.max_read_age_seconds or d.max_read_age_seconds,
         )
 
@@ -700,10 +509,8 @@ def _section_model(model: type[BaseModel] | None, key: str) -> type[BaseModel] |
 
 def _provider_model(table: Any) -> type[BaseModel] | None:
     kind = table.get("type") if isinstance(table, dict) else None
-    for cls in provider_classes():
-        if get_args(cls.model_fields["type"].annotation)[0] == kind:
-            return cls
-    return None
+    spec = registry.REGISTRY.specs.get(kind) if isinstance(kind, str) else None
+    return spec.settings if spec is not None else None
 
 
 class _Expander:
@@ -844,14 +651,9 @@ class _Expander:
 
 
 def provider_classes() -> tuple[type[ProviderCommon], ...]:
-    """The settings class of every provider type, read off the ProviderSettings union."""
-    inner = get_args(ProviderSettings)[0]
-    return get_args(inner) or (inner,)
+    """The settings model of every registered provider type."""
+    return tuple(spec.settings for spec in registry.specs())
 
-
-_PROVIDER_TYPES = frozenset(
-    get_args(cls.model_fields["type"].annotation)[0] for cls in provider_classes()
-)
 
 _FRIENDLY = {
     "extra_forbidden": "unknown key (check its spelling against config/retention.example.toml)",
@@ -871,12 +673,17 @@ def validation_problems(
     for err in exc.errors(include_input=False, include_url=False):
         parts = [str(p) for p in err["loc"]]
         # A tagged union reports providers.NAME.TYPE.key; the type is noise to the reader.
-        if len(parts) >= 3 and parts[0] == "providers" and parts[2] in _PROVIDER_TYPES:
+        if len(parts) >= 3 and parts[0] == "providers" and parts[2] in registry.REGISTRY.specs:
             del parts[2]
         loc = ".".join(parts)
         message = _FRIENDLY.get(err["type"], err["msg"])
         if err["type"] == "union_tag_invalid":
-            message = f"unknown provider type; expected one of {err['ctx']['expected_tags']}"
+            refusal = registry.REGISTRY.refused.get(str(err["ctx"]["tag"]))
+            message = (
+                f"provider type {refusal.type!r} is refused: {refusal.reason}"
+                if refusal is not None
+                else f"unknown provider type; expected one of {err['ctx']['expected_tags']}"
+            )
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         variable = ENV_PREFIX + "__".join(parts).upper()

@@ -31,6 +31,8 @@ from tests.aws.iam import Need, allows, load_policy
 from tests.helpers import REDIS_URL, ROOT, objects, run_cli
 from worker import metrics as worker_metrics
 from worker.celery_app import celery_config, sweep_queue
+from worker.providers.daily_spec import DailySettings
+from worker.providers.loom_spec import LoomSettings
 from worker.settings import Settings, load_settings
 from worker.simulators import __main__ as simulators_main
 
@@ -388,9 +390,9 @@ def test_the_simulators_config_names_the_simulators_accounts(
         provider = settings.providers[f"sim_{name}"]
         assert provider.base_url.startswith(f"http://{host}:{base_port + offset}"), name
     daily, loom = settings.providers["sim_daily"], settings.providers["sim_loom"]
-    assert daily.type == "daily"
+    assert isinstance(daily, DailySettings)
+    assert isinstance(loom, LoomSettings)
     assert daily.api_key.get_secret_value() == simulators_main.DAILY_API_KEY
-    assert loom.type == "loom"
     assert loom.secret.get_secret_value() == simulators_main.LOOM_SECRET
 
 

@@ -34,8 +34,9 @@ from worker.providers.daily import (
     phase_of,
     unrecognised_of,
 )
+from worker.providers.daily_spec import DailySettings
 from worker.providers.outputs import references, within
-from worker.settings import DailySettings, DownloadSettings
+from worker.settings import DownloadSettings
 from worker.simulators.daily import DailySimulator, OutputAs, UnknownRoute
 
 

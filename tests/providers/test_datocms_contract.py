@@ -62,7 +62,7 @@ from worker.providers.datocms import (
     tracks_of,
     webvtt_problem,
 )
-from worker.settings import DatoCmsSettings
+from worker.providers.datocms_spec import DatoCmsSettings
 from worker.simulators.datocms import DatoCmsSimulator, Failure, error_document
 from worker.simulators.http import Request
 from worker.simulators.s3server import S3Server

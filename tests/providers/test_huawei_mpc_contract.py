@@ -47,7 +47,7 @@ from worker.providers.huawei_mpc import (
     string_to_sign,
     tasks_of,
 )
-from worker.settings import HuaweiMpcSettings
+from worker.providers.huawei_mpc_spec import HuaweiMpcSettings
 from worker.simulators.huawei_mpc import (
     HuaweiMpcSimulator,
     gateway_canonical_request,

@@ -50,8 +50,9 @@ from worker.providers.loom import (
     read_details,
     unrecognised_of,
 )
+from worker.providers.loom_spec import LoomSettings
 from worker.providers.outputs import dotted, references
-from worker.settings import DownloadSettings, LoomSettings
+from worker.settings import DownloadSettings
 from worker.simulators.blobs import Blob
 from worker.simulators.loom import (
     ALREADY_DELETED_MSG,

@@ -49,7 +49,8 @@ from worker.providers.unsiloed import (
     phase_of,
     sha256_of,
 )
-from worker.settings import DownloadSettings, UnsiloedSettings
+from worker.providers.unsiloed_spec import UnsiloedSettings
+from worker.settings import DownloadSettings, Settings
 from worker.simulators.blobs import Blob
 from worker.simulators.unsiloed import ErrorShape, UnknownRoute, UnsiloedSimulator
 
@@ -166,7 +167,9 @@ def test_the_registry_builds_the_adapter_from_its_settings(sim: UnsiloedSimulato
     assert isinstance(provider, UnsiloedProvider)
     BUILT.append(provider)
     assert provider.name == "vision"
-    assert settings.default_rate_limit() == "100/minute"
+    assert Settings.model_validate(
+        {"archive": {"bucket": "archive"}, "providers": {"vision": settings.model_dump()}}
+    ).policy("vision").rate_limit == "100/minute"
     assert UnsiloedSettings.model_validate({"type": "unsiloed", "api_key": KEY}).base_url == (
         "https://visionapi.unsiloed.ai"
     )

@@ -18,8 +18,10 @@ from worker.cli import cli
 from worker.config_view import MASK, effective_config, render_toml, schema, schema_text
 from worker.errors import ConfigError
 from worker.logging import cli_level
+from worker.providers.daily_spec import DailySettings
+from worker.providers.loom_spec import LoomSettings
 from worker.redact import mask_url
-from worker.settings import DailySettings, LoomSettings, load_settings, read_config
+from worker.settings import load_settings, read_config
 
 MINIMAL = """
 [archive]

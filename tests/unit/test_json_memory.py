@@ -41,7 +41,7 @@ from worker.providers.base import (
     parse_json,
 )
 from worker.providers.unsiloed import UnsiloedProvider
-from worker.settings import UnsiloedSettings
+from worker.providers.unsiloed_spec import UnsiloedSettings
 from worker.simulators.unsiloed import UnsiloedSimulator
 
 if TYPE_CHECKING:

@@ -69,9 +69,9 @@ from worker.domain import (
 from worker.errors import BadResponse, DeleteIncomplete, Kept, ProviderRejected
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, HttpApi, need
-from worker.providers.outputs import Path, inert, references, unclaimed, unrecognised, within
+from worker.providers.daily_spec import SPEC, DailySettings
+from worker.providers.outputs import Path, references, unclaimed, unrecognised, within
 from worker.redact import Redactor
-from worker.settings import DailySettings
 
 STATUSES = {
     "submitted": Phase.RUNNING,
@@ -82,20 +82,8 @@ STATUSES = {
 # The output sections Daily documents (soap in the newer get-job page).
 KNOWN_SECTIONS = ("transcription", "summary", "soap")
 OUTPUT: Path = ("output",)
-# The fields of Daily's job record (seed 000) that name no data its delete destroys.
-INERT = inert(
-    {
-        "id": "the job's id",
-        "preset": "the preset the job was submitted with",
-        "status": "the job's status word",
-        "error": "Daily's error text",
-        "input.sourceType": "the kind of source the user submitted",
-        "input.recordingId": "the user's recording, which has a lifecycle of its own [I]",
-        "input.uri": "the URL the user submitted; Daily never owned it",
-        "output.*.format": "the file type of the output beside it",
-        "output.*[*].format": "the file type of the output beside it",
-    }
-)
+# The fields of Daily's job record that name no data its delete destroys (daily_spec.py).
+INERT = SPEC.inert
 # Fields beside an s3Config that name the same file.
 SAME_FILE = ("link", "url")
 # The access-link answer's own fields.
@@ -281,8 +269,8 @@ def not_dailys(what: str, base_url: str) -> BadResponse:
 
 
 class DailyProvider(BaseProvider[DailySettings]):
-    type: ClassVar[str] = "daily"
-    lists_jobs: ClassVar[bool] = True
+    type: ClassVar[str] = SPEC.type
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
 
     def __init__(self, name: str, settings: DailySettings, api: HttpApi) -> None:
         super().__init__(name, settings, api)

@@ -98,8 +98,8 @@ from worker.errors import (
 )
 from worker.logging import get_logger
 from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
-from worker.providers.outputs import Path, inert, unclaimed, unrecognised
-from worker.settings import DatoCmsSettings
+from worker.providers.datocms_spec import SPEC, DatoCmsSettings
+from worker.providers.outputs import Path, unclaimed, unrecognised
 
 log = get_logger(__name__)
 
@@ -109,22 +109,8 @@ STATUSES = {
     "errored": Phase.FAILED,
 }
 NOT_FOUND = "NOT_FOUND"
-# The members of a track resource (seed 004, shared/providers.md section 5) that name no data
-# the delete destroys.
-INERT = inert(
-    {
-        "id": "the track's id",
-        "type": "the resource type (upload_track)",
-        "attributes.type": "the kind of track (subtitles, audio)",
-        "attributes.name": "the track's display name",
-        "attributes.language_code": "a language",
-        "attributes.closed_captions": "a flag",
-        "attributes.status": "a status word",
-        "attributes.error": "DatoCMS's reason for an errored track",
-        "links": "JSON:API links to API resources, not files",
-        "relationships": "JSON:API relationships to API resources (the upload), not files",
-    }
-)
+# The members of a track resource that name no data the delete destroys (datocms_spec.py).
+INERT = SPEC.inert
 # ignore_outputs names an attribute, or a top-level member.
 ATTRIBUTES: tuple[Path, ...] = (("attributes",),)
 # Every client error is read here rather than in HttpApi, so that DatoCMS's `transient` flag
@@ -362,9 +348,9 @@ def job_result_of(answer: Any) -> tuple[int, Any]:
 
 
 class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
-    type: ClassVar[str] = "datocms"
+    type: ClassVar[str] = SPEC.type
     # Only the uploads in `upload_ids` are listed; with none, jobs come from `retention track`.
-    lists_jobs: ClassVar[bool] = True
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
 
     @classmethod
     def api_options(cls, settings: DatoCmsSettings) -> ApiOptions:

@@ -72,8 +72,8 @@ from worker.providers.base import (
     need,
     not_the_providers_404,
 )
-from worker.providers.outputs import Path, inert, unclaimed, unrecognised
-from worker.settings import HuaweiMpcSettings
+from worker.providers.huawei_mpc_spec import SPEC, HuaweiMpcSettings
+from worker.providers.outputs import Path, unclaimed, unrecognised
 
 STATUSES = {
     "SUCCEEDED": Phase.SUCCEEDED,
@@ -93,36 +93,8 @@ END_TIME_FORMAT = "%Y%m%d%H%M%S"
 # Task ids are longs: the integer text, without sign or leading zeros.
 _TASK_ID = re.compile(r"0|[1-9][0-9]{0,18}")
 _END_TIME = re.compile(r"[0-9]{14}")
-# The fields of a task (Huawei's SDK, QueryTranscodingsTaskResponse) that name no data the
-# delete destroys: it removes the task record; files are objects in the user's OBS [I].
-_OBS = "an object in the user's own OBS bucket, which the delete does not touch [I]"
-INERT = inert(
-    {
-        "task_id": "the task's id",
-        "status": "a status word",
-        "create_time": "a time",
-        "end_time": "a time",
-        "trans_template_id": "the ids of the transcoding templates used",
-        "error_code": "MPC's result code",
-        "description": "MPC's text about a failure",
-        "tips": "MPC's hint about a low sample rate",
-        "user_data": "the user's own text, kept in the manifest with the record",
-        **{
-            f"{field}.{part}": _OBS
-            for field in ("input", "output", "thumbnail_output")
-            for part in ("bucket", "location", "object", "file_name")
-        },
-        "output_file_name": "names of objects under output.object: " + _OBS,
-        "thumbnail_outputname": "the screenshot archive's name under output.object: " + _OBS,
-        "output_url": "the quality-check file's output path: " + _OBS,
-        "pic_info[*].pic_name": "a screenshot's name: " + _OBS,
-        "transcode_detail.multitask_info[*].template_id": "a template's id",
-        "transcode_detail.multitask_info[*].error": "MPC's error for that template",
-        # SourceInfo: duration, format, size, video and audio facts; no name or location.
-        "transcode_detail.multitask_info[*].output_file": "the output's media facts",
-        "transcode_detail.input_file": "the input's media facts",
-    }
-)
+# The fields of a task that name no data the delete destroys (huawei_mpc_spec.py).
+INERT = SPEC.inert
 
 # -- SDK-HMAC-SHA256 -------------------------------------------------------------------------
 
@@ -384,8 +356,8 @@ def _secrets_of(settings: HuaweiMpcSettings) -> list[str]:
 
 
 class HuaweiMpcProvider(BaseProvider[HuaweiMpcSettings]):
-    type: ClassVar[str] = "huawei_mpc"
-    lists_jobs: ClassVar[bool] = True
+    type: ClassVar[str] = SPEC.type
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
     lookup_batch_size: ClassVar[int] = LOOKUP_BATCH
 
     def __init__(self, name: str, settings: HuaweiMpcSettings, api: HttpApi) -> None:

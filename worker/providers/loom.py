@@ -63,8 +63,8 @@ from worker.domain import (
 from worker.errors import BadResponse, DeleteIncomplete, ProviderError, ProviderRejected
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
-from worker.providers.outputs import Path, inert, unclaimed, unrecognised, within
-from worker.settings import LoomSettings
+from worker.providers.loom_spec import OUTPUT_LISTS, SPEC, LoomSettings
+from worker.providers.outputs import Path, unclaimed, unrecognised, within
 
 GONE_CODE = "ERR_C_TA_DJTA_001"
 # A reference no job can have: asking for its details costs Loom one lookup, touches no
@@ -83,42 +83,11 @@ _PART = re.compile(r"([A-Za-z][A-Za-z ]*?)\s+(not\s+)?deleted\b", re.IGNORECASE)
 _MAX_DETAIL = 200
 JOB_FILES: Path = ("job_data", "job_files")
 OUTPUT_FILES: Path = (*JOB_FILES, "output_files")
-# The output_files keys Loom documents: lists of files, and one link.
-OUTPUT_LISTS = ("transcripts", "processed_input_media")
 FIELDS_URL = "extracted_fields_url"
 # Where ignore_outputs names sections: an output_files key, else a job_files key.
 CONTAINERS: tuple[Path, ...] = (OUTPUT_FILES, JOB_FILES)
-# The fields of Loom's job details (seed 001) that name no data its delete destroys: the
-# delete removes every file, so only what describes the job or a file already archived.
-_FILE_FACTS = {
-    "filename": "the name of the file its download_url serves, archived under that name",
-    "file_type": "the kind of file (audio, attachment) beside it",
-    "file_subtype": "the kind of output (final_transcript) beside it",
-    "file_size": "the size of the file beside it",
-    "language_code": "the language of the transcript beside it",
-}
-INERT = inert(
-    {
-        "success": "whether the call succeeded",
-        "msg": "Loom's message about the call",
-        "err_code": "Loom's error code",
-        "job_data.job_info.job_reference_id": "the job's id",
-        "job_data.job_info.job_name": "the name the user gave the job",
-        "job_data.job_info.status": "a status word",
-        "job_data.job_info.profile_name": "the transcription profile's name",
-        "job_data.job_info.submitted_at": "a time",
-        "job_data.job_info.completed_at": "a time",
-        "job_data.job_info.total_audio_length": "a duration in seconds",
-        "job_data.job_info.is_blank_audio": "a flag",
-        "job_data.job_info.error_message": "Loom's error text",
-        **{f"job_data.job_files.input_files[*].{k}": why for k, why in _FILE_FACTS.items()},
-        **{
-            f"job_data.job_files.output_files.{section}[*].{k}": why
-            for section in OUTPUT_LISTS
-            for k, why in _FILE_FACTS.items()
-        },
-    }
-)
+# The fields of Loom's job details that name no data its delete destroys (loom_spec.py).
+INERT = SPEC.inert
 
 
 def prefix_of(msg: str) -> str:
@@ -384,8 +353,8 @@ def read_delete(
 
 
 class LoomProvider(BaseProvider[LoomSettings]):
-    type: ClassVar[str] = "loom"
-    lists_jobs: ClassVar[bool] = False
+    type: ClassVar[str] = SPEC.type
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
 
     @classmethod
     def api_options(cls, settings: LoomSettings) -> ApiOptions:

@@ -92,9 +92,9 @@ from worker.domain import (
 from worker.errors import BadResponse, Kept, ProviderError, ProviderRejected, WorkerError
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
-from worker.providers.outputs import Path, inert, unclaimed, unrecognised
+from worker.providers.outputs import Path, unclaimed, unrecognised
+from worker.providers.unsiloed_spec import SPEC, UnsiloedSettings
 from worker.redact import Redactor
-from worker.settings import UnsiloedSettings
 
 STATUSES = {
     "queued": Phase.RUNNING,
@@ -109,34 +109,9 @@ ERROR_FIELDS = ("detail", "error", "message")
 FILE_URL: Path = ("file_url",)
 # Messages name a reference by the answer that holds it: `job.x` or `result_json.x`.
 ANSWERS: tuple[Path, ...] = (("job",), ("result_json",))
-# The fields of the job record and the result (shared/providers.md section 4) that name no
-# data the delete destroys. The extraction's content is archived inside result.json: values
-# shaped by the user's schema, which may hold any URL the document mentions [I].
-_CONTENT = "the extraction's content, archived inside result.json [I]"
-INERT = inert(
-    {
-        "job.id": "the job's id",
-        "job.job_id": "the job's id",
-        "job.status": "a status word",
-        "job.type": "the kind of job (extraction, chunking...)",
-        "job.created_at": "a time",
-        "job.updated_at": "a time",
-        "job.pdf_name": "the source document's name; file_url serves it",
-        "job.pdf_hash": "the source document's digest",
-        "job.user_id": "the owner's id",
-        "job.error": "Unsiloed's error text",
-        "result_json.job_id": "the job's id",
-        "result_json.status": "a status word",
-        "result_json.file_name": "the source document's name; file_url serves it",
-        "result_json.created_at": "a time",
-        "result_json.updated_at": "a time",
-        "result_json.metadata.page_count": "a count",
-        "result_json.metadata.order": "the reading order used",
-        "result_json.metadata.schema": "the user's extraction schema: " + _CONTENT,
-        "result_json.result": _CONTENT,
-        "result_json.data": _CONTENT,
-    }
-)
+# The fields of the job record and the result that name no data the delete destroys
+# (unsiloed_spec.py).
+INERT = SPEC.inert
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 # A provider's error text is shown to people; a page of HTML or a stack trace is not useful.
 MAX_DETAIL_CHARS = 300
@@ -284,8 +259,8 @@ def unrecognised_of(
 
 
 class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
-    type: ClassVar[str] = "unsiloed"
-    lists_jobs: ClassVar[bool] = False
+    type: ClassVar[str] = SPEC.type
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
 
     @classmethod
     def api_options(cls, settings: UnsiloedSettings) -> ApiOptions:
