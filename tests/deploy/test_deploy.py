@@ -35,6 +35,7 @@ from worker.providers.daily_spec import DailySettings
 from worker.providers.loom_spec import LoomSettings
 from worker.settings import Settings, load_settings
 from worker.simulators import __main__ as simulators_main
+from worker.simulators import seed
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -392,8 +393,8 @@ def test_the_simulators_config_names_the_simulators_accounts(
     daily, loom = settings.providers["sim_daily"], settings.providers["sim_loom"]
     assert isinstance(daily, DailySettings)
     assert isinstance(loom, LoomSettings)
-    assert daily.api_key.get_secret_value() == simulators_main.DAILY_API_KEY
-    assert loom.secret.get_secret_value() == simulators_main.LOOM_SECRET
+    assert daily.api_key.get_secret_value() == seed.DAILY_API_KEY
+    assert loom.secret.get_secret_value() == seed.LOOM_SECRET
 
 
 # -- Kubernetes ---------------------------------------------------------------------------------
