@@ -390,6 +390,10 @@ def test_the_simulators_config_names_the_simulators_accounts(
     for offset, name in enumerate(simulators_main.ORDER):
         provider = settings.providers[f"sim_{name}"]
         assert provider.base_url.startswith(f"http://{host}:{base_port + offset}"), name
+        # and every other host the account is read from is the simulator's, never the vendor's
+        for key, value in provider.model_dump().items():
+            if key.endswith("base_url"):
+                assert value.startswith(f"http://{host}:{base_port + offset}"), (name, key)
     daily, loom = settings.providers["sim_daily"], settings.providers["sim_loom"]
     assert isinstance(daily, DailySettings)
     assert isinstance(loom, LoomSettings)
@@ -793,9 +797,10 @@ def test_the_simulators_config_archives_and_deletes_every_due_job(
         "RETENTION_BROKER__QUEUE": f"deploy-test-{os.getpid()}",
     }
     for name in simulators_main.ORDER:
-        env[f"RETENTION_PROVIDERS__SIM_{name.upper()}__BASE_URL"] = simulators.provider(name)[
-            "base_url"
-        ]
+        # Every URL of the account (DatoCMS's stream host too) points at the running server.
+        for key, value in simulators.provider(name).items():
+            if key.endswith("base_url"):
+                env[f"RETENTION_PROVIDERS__SIM_{name.upper()}__{key.upper()}"] = value
     assert run_cli("migrate", config=config, env=env).code == 0
     for name in ("loom", "unsiloed"):
         tracked = run_cli(
