@@ -43,7 +43,18 @@ RUN python -m venv /opt/build \
  && /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/retention_worker-*.whl \
  && /opt/venv/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
 
-# ---- runtime ----------------------------------------------------------------------------
+# ---- simulators: the provider simulators, for the compose try-out only -------------------
+# Test and demo equipment: pyproject.toml leaves them out of the wheel, so the runtime image
+# below never holds them. deploy/compose.yaml's `simulators` profile builds this target: the
+# source tree copied above, run on the same locked dependencies.
+FROM build AS simulators
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/src \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+CMD ["python", "-m", "worker.simulators", "--help"]
+
+# ---- runtime (the default target) -------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
