@@ -9,7 +9,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.providers.contract import Call, Contract, Description, WrongKey
 from worker.domain import (
     AlreadyGone,
     BucketOrigin,
@@ -37,6 +36,7 @@ from worker.providers.daily import (
 from worker.providers.daily_spec import DailySettings
 from worker.providers.outputs import references, within
 from worker.settings import DownloadSettings
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.daily import DailySimulator, OutputAs, UnknownRoute
 
 
@@ -51,7 +51,7 @@ def snapshot(provider: DailyProvider, job_id: str) -> JobSnapshot:
     return snap
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 CONTRACT_KEY = "daily-contract-key-8c41d2e7"
 

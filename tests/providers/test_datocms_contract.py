@@ -24,7 +24,6 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tests.helpers import config_data, process_again, settings_of
-from tests.providers.contract import Call, Contract, Description, WrongKey
 from worker import job as job_path
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
@@ -63,6 +62,7 @@ from worker.providers.datocms import (
     webvtt_problem,
 )
 from worker.providers.datocms_spec import DatoCmsSettings
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.datocms import DatoCmsSimulator, Failure, error_document
 from worker.simulators.http import Request
 from worker.simulators.s3server import S3Server
@@ -99,7 +99,7 @@ def snapshot(provider: DatoCmsProvider, job_id: str) -> JobSnapshot:
     return snap
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 
 def _ready_track(sim: DatoCmsSimulator, status: str = "ready") -> str:

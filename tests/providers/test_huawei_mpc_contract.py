@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import config_data, objects, process_again, settings_of, write_to_bucket
-from tests.providers.contract import Call, Contract, Description, WrongKey
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -48,6 +47,7 @@ from worker.providers.huawei_mpc import (
     tasks_of,
 )
 from worker.providers.huawei_mpc_spec import HuaweiMpcSettings
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.huawei_mpc import (
     HuaweiMpcSimulator,
     gateway_canonical_request,
@@ -145,7 +145,7 @@ def snapshot(provider: HuaweiMpcProvider, job_id: str) -> JobSnapshot:
     return snap
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 
 class TestHuaweiMpcContract(Contract):

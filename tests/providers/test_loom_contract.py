@@ -16,7 +16,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import config_data, objects, settings_of
-from tests.providers.contract import Call, Contract, Description, WrongKey
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -54,6 +53,7 @@ from worker.providers.loom_spec import LoomSettings
 from worker.providers.outputs import dotted, references
 from worker.settings import DownloadSettings
 from worker.simulators.blobs import Blob
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.loom import (
     ALREADY_DELETED_MSG,
     DELETE_PARTS,
@@ -134,7 +134,7 @@ def download(fetcher: Fetcher, origin: object, size: int | None = None) -> bytes
         return b"".join(body.chunks())
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 
 def _job_saying(sim: LoomSimulator, word: str) -> str:
