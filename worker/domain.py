@@ -22,9 +22,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict
 
 from worker.errors import BrakeEngaged, Kept, WorkerError
+from worker.json_types import JSONValue
 from worker.outcomes import Outcome
 
 if TYPE_CHECKING:
@@ -186,7 +187,7 @@ class JobSnapshot:
     finished_at: datetime | None
     # The provider's record as returned, for the manifest. Signed query strings are removed
     # before it is written anywhere.
-    record: Mapping[str, Any] = field(repr=False)
+    record: dict[str, JSONValue] = field(repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -198,7 +199,7 @@ class JobGone:
     """The provider answered that the job does not exist (any more)."""
 
     job_id: str
-    answer: Mapping[str, Any] = field(repr=False)
+    answer: dict[str, JSONValue] = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +275,7 @@ class Deleted:
     """The provider confirmed the delete."""
 
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +283,7 @@ class AlreadyGone:
     """The provider answered the delete with "no such job": someone deleted it before us."""
 
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +292,7 @@ class DeletePending:
 
     handle: str
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 DeleteAnswer = Deleted | AlreadyGone | DeletePending
@@ -352,7 +353,7 @@ class JobRow:
     bytes_archived: int | None
     delete_requested_at: datetime | None
     delete_handle: str | None
-    delete_answer: Any
+    delete_answer: JSONValue
     provider_deleted_at: datetime | None
     deleted_at: datetime | None
     receipt_key: str | None
@@ -367,7 +368,7 @@ class JobRow:
     manifest_version_id: str | None = None
     # What the archive recorded of the job's outputs (``archived_outputs_json``): a fresh
     # read before the delete is held to it. None for jobs archived before it was recorded.
-    archived_outputs: Any = None
+    archived_outputs: JSONValue = None
     # How many times the job was archived: a new archive writes a new manifest beside the old.
     archive_revision: int = 0
     # Why the worker keeps the job at the provider (a ``Kept`` reason), while it does.
@@ -414,7 +415,20 @@ def outputs_of(artifacts: Sequence[Artifact], names: Sequence[str]) -> tuple[Out
     )
 
 
-def archived_outputs_json(outputs: Sequence[Output], keys: Mapping[str, str]) -> list[Any]:
+class OutputRecord(TypedDict):
+    """One archived output as the ledger keeps it (``archived_outputs``)."""
+
+    name: str
+    key: str
+    size: int | None
+    sha256: str | None
+    etag: str | None
+    version: str | None
+    # Set when the job ran again at the provider after this was archived.
+    rerun: NotRequired[bool]
+
+
+def archived_outputs_json(outputs: Sequence[Output], keys: Mapping[str, str]) -> list[OutputRecord]:
     """What the ledger keeps of an archive's outputs: each one's name, the key that holds it
     and what the provider declared of it. A later read is compared with this."""
     return [
@@ -441,33 +455,34 @@ class Recorded:
     rerun: bool = False
 
 
-def recorded_outputs(value: Any) -> dict[str, Recorded] | None:
+def recorded_outputs(value: JSONValue) -> dict[str, Recorded] | None:
     """The ledger's record of an archive's outputs, by name; None when there is none (a job
     archived before outputs were recorded) or it cannot be read: nothing is proved then."""
     if not isinstance(value, list):
         return None
     found: dict[str, Recorded] = {}
     for entry in value:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+        if not isinstance(entry, dict):
             return None
-        if not isinstance(entry.get("key"), str):
+        name, key, size = entry.get("name"), entry.get("key"), entry.get("size")
+        declared = [entry.get(field) for field in ("sha256", "etag", "version")]
+        if not (isinstance(name, str) and isinstance(key, str)):
             return None
-        output = Output(
-            entry["name"],
-            entry.get("size"),
-            entry.get("sha256"),
-            entry.get("etag"),
-            entry.get("version"),
-        )
-        found[output.name] = Recorded(output, entry["key"], bool(entry.get("rerun")))
+        if not (size is None or isinstance(size, int)):
+            return None
+        if not all(v is None or isinstance(v, str) for v in declared):
+            return None
+        sha256, etag, version = (v if isinstance(v, str) else None for v in declared)
+        output = Output(name, size, sha256, etag, version)
+        found[output.name] = Recorded(output, key, bool(entry.get("rerun")))
     return found
 
 
-def marked_rerun(value: Any) -> Any:
+def marked_rerun(value: JSONValue) -> JSONValue:
     """The record of an archive's outputs with every one marked as run again."""
     if not isinstance(value, list):
         return value
-    return [dict(e, rerun=True) if isinstance(e, Mapping) else e for e in value]
+    return [dict(e, rerun=True) if isinstance(e, dict) else e for e in value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,7 +521,7 @@ class OutputChanges:
         return "; ".join(parts) or "no change"
 
 
-def compare_outputs(recorded: Any, fresh: Sequence[Output]) -> OutputChanges:
+def compare_outputs(recorded: JSONValue, fresh: Sequence[Output]) -> OutputChanges:
     """What a fresh read lists against the archive: names added, changed (any declared size,
     digest, ETag or version that differs, or a file of a job that ran again) and removed."""
     known = recorded_outputs(recorded)

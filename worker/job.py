@@ -83,7 +83,15 @@ from worker.keys import archive_keys, job_folder, manifest_key_for, receipt_key_
 from worker.leases import Claim
 from worker.ledger import FileRecord
 from worker.logging import get_logger, scrubbed
-from worker.manifest import ManifestFile, build_manifest, build_receipt, parse_manifest
+from worker.manifest import (
+    Manifest,
+    ManifestFile,
+    PartialDelete,
+    Receipt,
+    build_manifest,
+    build_receipt,
+    parse_manifest,
+)
 from worker.outcomes import JobResult, Outcome
 from worker.providers.base import Provider, send_guard
 from worker.settings import ProviderPolicy
@@ -494,7 +502,7 @@ def _key_for(folder: str, output: Output, earlier: Recorded | None, revision: in
     return earlier.key
 
 
-def _same_job(existing: Any, ours: dict[str, Any]) -> bool:
+def _same_job(existing: Any, ours: Manifest | Receipt) -> bool:
     return (
         isinstance(existing, dict)
         and existing.get("provider") == ours["provider"]
@@ -873,7 +881,7 @@ def _answer_record(answer: Deleted | AlreadyGone | DeletePending) -> dict[str, A
     return record
 
 
-def _partial_deletes(rt: Runtime, row: JobRow) -> list[dict[str, Any]]:
+def _partial_deletes(rt: Runtime, row: JobRow) -> list[PartialDelete]:
     """The deletes the provider answered in part, when it then answered that the job was
     gone: the job is closed (there is nothing left to delete through the API), but what those
     answers said was not deleted may remain at the provider. Read only in that case, so a

@@ -23,6 +23,8 @@ from worker.s3 import MISSING, TAKEN, encrypted, error_code, etag_of, s3_errors
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from worker.manifest import CustomObject
+
 CHUNK = 1024 * 1024
 
 
@@ -52,8 +54,8 @@ class Removal:
     # Why it was left: it changed since it was archived, or it was already gone.
     left_because: str | None = None
 
-    def receipt_entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"bucket": self.bucket, "key": self.key}
+    def receipt_entry(self) -> CustomObject:
+        entry: CustomObject = {"bucket": self.bucket, "key": self.key}
         if self.removed:
             entry |= {"version_id": self.version_id, "delete_marker": self.delete_marker}
         else:

@@ -57,9 +57,9 @@ import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
 from worker.errors import Kept
+from worker.json_types import JSONValue
 
 Segment = str | int
 Path = tuple[Segment, ...]
@@ -125,14 +125,14 @@ def _name(name: str) -> _Name:
     )
 
 
-def _is_nothing(value: Any) -> bool:
+def _is_nothing(value: JSONValue) -> bool:
     """Null, blank, empty, a number or a boolean."""
     if isinstance(value, str):
         return not value.strip()
     return not isinstance(value, list | dict) or not value
 
 
-def _holds_nothing(value: Any) -> bool:
+def _holds_nothing(value: JSONValue) -> bool:
     """Nothing, or lists and objects of nothing else: no text that could name anything
     (``{"expires": 3600}``). Only asked of what a field that names data holds, so a large
     answer is not searched once per level."""
@@ -143,11 +143,11 @@ def _holds_nothing(value: Any) -> bool:
     return _is_nothing(value)
 
 
-def _has_bucket(value: Mapping[str, Any]) -> bool:
+def _has_bucket(value: Mapping[str, JSONValue]) -> bool:
     return any(isinstance(v, str) and v.strip() and _name(str(k)).bucket for k, v in value.items())
 
 
-def is_url(value: Any) -> bool:
+def is_url(value: object) -> bool:
     """Whether a string is a URI of some scheme, or protocol-relative."""
     return isinstance(value, str) and bool(_URI.match(value))
 
@@ -161,7 +161,7 @@ def looks_like_a_place(text: str) -> bool:
     return not (_NUMERIC.match(text) or _MEDIA_TYPE.match(text) or _ABBREVIATION.match(text))
 
 
-def references(value: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
+def references(value: JSONValue, path: Path = ()) -> Iterator[tuple[Path, JSONValue]]:
     """``(path, value)`` for every reference to stored data in a JSON value, in document
     order. No reference lies inside another: a field is either one, or is represented by
     the ones inside it."""
@@ -197,7 +197,7 @@ def references(value: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
             yield from references(item, here)
 
 
-def _held(value: Any, path: Path) -> Iterator[tuple[Path, Any]]:
+def _held(value: JSONValue, path: Path) -> Iterator[tuple[Path, JSONValue]]:
     """The references a field that names data holds: a string is one; each item of a list is
     one, or the ones inside it; an object is the ones inside it, or one itself when it has
     none but holds some text (``{"id": "f-1"}``)."""
@@ -304,7 +304,7 @@ def section_of(path: Path, containers: Sequence[Path] = ()) -> str:
 
 
 def unclaimed(
-    record: Any,
+    record: JSONValue,
     *,
     claimed: Collection[Path] = (),
     inert: Inert = MappingProxyType({}),
