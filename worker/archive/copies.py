@@ -22,6 +22,8 @@ from worker.s3 import (
 )
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
+
     from worker.source_bucket import SourceObject
 from worker.archive.bucket import (
     _MD5_HEX,
@@ -119,7 +121,7 @@ class _Copies(_Verification):
             )
 
     def _confirm_copy(
-        self, source: SourceObject, dest_key: str, head: dict[str, Any]
+        self, source: SourceObject, dest_key: str, head: HeadObjectOutputTypeDef
     ) -> tuple[str, Proof]:
         """The copy's SHA-256, and what ties it to its source; _Differs for a copy that holds
         other bytes, VerifyError when nothing the configuration accepts proves it."""
