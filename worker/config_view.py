@@ -20,17 +20,17 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from worker.config_expand import credential_keys
+from worker.json_types import JSONValue
 from worker.redact import URL_MASK, mask_url
 from worker.settings import (
     CONFIG_ENV,
     ENV_PREFIX,
     SECRETS_DIR_ENV,
     Settings,
-    credential_keys,
     provider_classes,
 )
 
@@ -47,7 +47,8 @@ POLICY_KEYS = (
 )
 
 
-def _shown(value: Any) -> Any:
+def _shown(value: object) -> JSONValue:
+    """A setting as plain data: credentials masked, URLs without their passwords."""
     if isinstance(value, SecretStr):
         return MASK
     if isinstance(value, BaseModel):
@@ -58,10 +59,12 @@ def _shown(value: Any) -> Any:
         return [_shown(v) for v in value]
     if isinstance(value, str) and "://" in value:
         return mask_url(value)
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)
 
 
-def _unmasked(value: Any, secrets: set[str]) -> Any:
+def _unmasked(value: JSONValue, secrets: set[str]) -> JSONValue:
     """Every configured secret replaced, wherever it is (a secret that is also a bucket
     name, a URL's user name...): what is shown never carries one."""
     if isinstance(value, str):
@@ -90,21 +93,22 @@ def overrides(environ: os._Environ[str] | dict[str, str] | None = None) -> list[
     return sorted(found)
 
 
-def effective_config(settings: Settings, *, source: Path) -> dict[str, Any]:
+def effective_config(settings: Settings, *, source: Path) -> dict[str, JSONValue]:
     """The configuration the worker runs with, as plain data, secrets masked."""
-    document: dict[str, Any] = {
+    document: dict[str, JSONValue] = {
         "source": {
             "file": str(source),
-            "environment_overrides": overrides(),
+            "environment_overrides": [*overrides()],
             "secrets_dir": os.environ.get(SECRETS_DIR_ENV) or None,
         }
     }
     for section in SECTIONS:
         document[section] = _shown(getattr(settings, section))
-    providers: dict[str, Any] = {}
+    providers: dict[str, JSONValue] = {}
     for name, provider in settings.providers.items():
         policy = dataclasses.asdict(settings.policy(name))
         own = _shown(provider)
+        assert isinstance(own, dict)  # a model is shown as an object
         providers[name] = {
             "type": own.pop("type"),
             **{key: policy[key] for key in POLICY_KEYS},
@@ -116,7 +120,7 @@ def effective_config(settings: Settings, *, source: Path) -> dict[str, Any]:
     return result
 
 
-def _toml_value(value: Any) -> str:
+def _toml_value(value: JSONValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -127,9 +131,9 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
+def _toml_table(name: str, table: JSONValue) -> list[str]:
     lines = [f"[{name}]"]
-    for key, value in table.items():
+    for key, value in (table if isinstance(table, dict) else {}).items():
         if value is None:
             lines.append(f"# {key} is not set")
         elif isinstance(value, dict):
@@ -143,36 +147,42 @@ def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_toml(document: dict[str, Any]) -> str:
+def render_toml(document: dict[str, JSONValue]) -> str:
     """The effective configuration as TOML, in the file's own shape, with a header that
     says where it came from."""
-    source = document["source"]
+    source, providers = document["source"], document["providers"]
+    # Both are objects: effective_config makes them.
+    assert isinstance(source, dict)
+    assert isinstance(providers, dict)
+    overridden = source["environment_overrides"]
     lines = [
         f"# The effective configuration: {source['file']}",
         "# with [defaults] folded into each provider, and references resolved.",
     ]
-    if source["environment_overrides"]:
-        lines.append("# Overridden by " + ", ".join(source["environment_overrides"]) + ".")
+    if isinstance(overridden, list) and overridden:
+        lines.append("# Overridden by " + ", ".join(map(str, overridden)) + ".")
     if source["secrets_dir"]:
         lines.append(f"# Secrets also read from {source['secrets_dir']}.")
     lines.append(f"# Secrets are shown as {MASK}.")
     for section in SECTIONS:
         lines += ["", *_toml_table(section, document[section])]
-    for name, table in document["providers"].items():
+    for name, table in providers.items():
         lines += ["", *_toml_table(f"providers.{name}", table)]
     return "\n".join(lines) + "\n"
 
 
-def schema() -> dict[str, Any]:
+def schema() -> dict[str, JSONValue]:
     """The JSON Schema of the configuration file (draft 2020-12)."""
-    document = Settings.model_json_schema()
+    document: dict[str, JSONValue] = Settings.model_json_schema()
+    definitions = document["$defs"]
+    assert isinstance(definitions, dict)
     models: list[type[BaseModel]] = [*provider_classes()]
     for info in Settings.model_fields.values():
         if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
             models.append(info.annotation)
     for model in models:
-        definition = document["$defs"].get(model.__name__)
-        if definition is not None:
+        definition = definitions.get(model.__name__)
+        if isinstance(definition, dict):
             _add_file_keys(definition, sorted(credential_keys(model)))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -183,11 +193,12 @@ def schema() -> dict[str, Any]:
     }
 
 
-def _add_file_keys(definition: dict[str, Any], keys: list[str]) -> None:
+def _add_file_keys(definition: dict[str, JSONValue], keys: list[str]) -> None:
     """``KEY_file`` next to each credential key; a required key may be given either way."""
-    properties = definition["properties"]
-    required = definition.get("required", [])
-    either = []
+    properties, required = definition["properties"], definition.get("required", [])
+    assert isinstance(properties, dict)  # pydantic's schema of a model
+    assert isinstance(required, list)
+    either: list[JSONValue] = []
     for key in keys:
         properties[f"{key}_file"] = {
             "type": "string",
@@ -200,7 +211,8 @@ def _add_file_keys(definition: dict[str, Any], keys: list[str]) -> None:
             required.remove(key)
             either.append({"oneOf": [{"required": [key]}, {"required": [f"{key}_file"]}]})
     if either:
-        definition["allOf"] = [*definition.get("allOf", []), *either]
+        earlier = definition.get("allOf")
+        definition["allOf"] = [*(earlier if isinstance(earlier, list) else []), *either]
     if "required" in definition and not required:
         del definition["required"]
 

@@ -5,8 +5,10 @@ Environment variables ``RETENTION_<SECTION>__<KEY>`` override its keys (for exam
 ``RETENTION_PROVIDERS__DAILY__API_KEY``), and so do files named like them in
 ``RETENTION_SECRETS_DIR``. In a string, ``${NAME}`` is the environment variable NAME and
 ``${NAME:-default}`` falls back when it is unset or empty; a credential may be read from a
-file with ``KEY_file = PATH``. A bad configuration raises one ``ConfigError`` that names every
-offending key, all at once; the CLI prints it and exits with code 2.
+file with ``KEY_file = PATH`` (both applied by ``worker/config_expand.py``). A bad
+configuration raises one ``ConfigError`` that names every offending key, all at once; the CLI
+prints it and exits with code 2. Each provider's table is its spec's model
+(``worker/specs/registry.py``).
 
 This module imports no network client, so that loading settings stays cheap.
 """
@@ -16,10 +18,10 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -37,13 +39,14 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from worker.config_expand import UNKNOWN_KEY, Expander
 from worker.errors import ConfigError
-from worker.providers import registry
-from worker.providers.spec import ProviderCommon
 from worker.redact import url_credentials
 from worker.settings_base import PROVIDER_NAME
 from worker.settings_base import Strict as _Strict
 from worker.settings_base import check_cron as _check_cron
+from worker.specs import registry
+from worker.specs.spec import ProviderCommon
 
 ENV_PREFIX = "RETENTION_"
 CONFIG_ENV = "RETENTION_CONFIG"
@@ -237,7 +240,7 @@ class MetricsSettings(_Strict):
 
 
 # The [providers.NAME] table: one of the registered providers' settings models, told apart by
-# its `type` (worker/providers/registry.py). The union is built at run time, from the built-in
+# its `type` (worker/specs/registry.py). The union is built at run time, from the built-in
 # providers and the installed plug-ins; the type checker sees what they have in common.
 if TYPE_CHECKING:
     ProviderSettings: TypeAlias = ProviderCommon
@@ -304,7 +307,7 @@ class Settings(_Strict):
         found: set[str] = set()
         for value in _walk(self):
             text = value.get_secret_value() if isinstance(value, SecretStr) else value
-            if isinstance(value, SecretStr) and text:
+            if isinstance(value, SecretStr) and isinstance(text, str) and text:
                 found.add(text)
             if isinstance(text, str) and "://" in text:
                 found |= url_credentials(text)
@@ -326,7 +329,7 @@ class ProviderPolicy:
     max_read_age_seconds: int = 300
 
 
-def _walk(model: BaseModel) -> Iterator[Any]:
+def _walk(model: BaseModel) -> Iterator[object]:
     for name in type(model).model_fields:
         value = getattr(model, name)
         yield value
@@ -370,12 +373,6 @@ class _Loader(BaseSettings, Settings):
 # -- loading --------------------------------------------------------------------------------
 
 SECRETS_DIR_ENV = "RETENTION_SECRETS_DIR"
-# ${NAME} and ${NAME:-default} anywhere in a string; $${ is a literal ${. A lone ${ that is
-# neither is refused rather than kept: it is far more often a typo than a value.
-_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}|\$\{")
-# A credential read from a file (KEY_file) is a line or a few. Anything larger is the wrong
-# file, and it is not read whole into memory, nor into a message.
-MAX_SECRET_FILE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,13 +446,16 @@ def read_config(
         raise ConfigError(f"configuration file {file} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from None
-    expander = _Expander(os.environ, base=file.parent, allow_unset=allow_unset)
+    expander = Expander(os.environ, base=file.parent, allow_unset=allow_unset)
     data = expander.table(raw, (), Settings)
-    problems = list(expander.problems)
+    problems = [Problem(*found) for found in expander.problems]
     secrets_dir = _secrets_dir(problems)
     settings: Settings | None = None
+    # The file's tables are the loader's keyword arguments, whatever their keys: pydantic
+    # validates them, and reports every one it refuses.
+    loader: Callable[..., Settings] = _Loader
     try:
-        settings = _Loader(**data, _secrets_dir=secrets_dir)
+        settings = loader(**data, _secrets_dir=secrets_dir)
     except ValidationError as exc:
         problems += [
             p
@@ -489,174 +489,13 @@ def _secrets_dir(problems: list[Problem]) -> Path | None:
     return path
 
 
-def credential_keys(model: type[BaseModel]) -> frozenset[str]:
-    """The keys that may be read from a file (``KEY_file``): credentials, and the settings
-    kept out of reprs because they may carry one (the ledger's and the broker's URLs)."""
-    return frozenset(
-        name
-        for name, info in model.model_fields.items()
-        if not info.repr or SecretStr in (info.annotation, *get_args(info.annotation))
-    )
-
-
-def _section_model(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
-    info = model.model_fields.get(key) if model is not None else None
-    annotation = info.annotation if info is not None else None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
-
-
-def _provider_model(table: Any) -> type[BaseModel] | None:
-    kind = table.get("type") if isinstance(table, dict) else None
-    spec = registry.REGISTRY.specs.get(kind) if isinstance(kind, str) else None
-    return spec.settings if spec is not None else None
-
-
-class _Expander:
-    """Expands ``${NAME}`` references and reads ``KEY_file`` files, walking the file's tables
-    alongside the settings models, and notes every problem instead of stopping at one."""
-
-    def __init__(self, environ: Mapping[str, str], *, base: Path, allow_unset: bool) -> None:
-        self.environ = environ
-        self.base = base
-        self.allow_unset = allow_unset
-        self.problems: list[Problem] = []
-        # A key read from a file, by the key that named the file: errors name the latter.
-        self.renamed: dict[str, str] = {}
-        self.unchecked: set[str] = set()
-        # Keys whose value could not be had: validation errors under them would only repeat.
-        self._broken: set[str] = set()
-
-    def broke(self, key: str) -> bool:
-        return any(key == b or key.startswith(b + ".") for b in self._broken)
-
-    def _problem(self, path: tuple[str, ...], message: str, *, sentence: bool = False) -> None:
-        key = ".".join(path)
-        self.problems.append(Problem(key, message, sentence))
-        self._broken.add(key)
-
-    def table(
-        self, table: dict[str, Any], path: tuple[str, ...], model: type[BaseModel] | None
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        fields = model.model_fields if model is not None else {}
-        for key, value in table.items():
-            here = (*path, key)
-            if not path and key.startswith("_"):
-                # pydantic-settings reads keyword arguments such as _env_file or _secrets_dir
-                # as its own options: a file must not be able to set them.
-                self._problem(here, _FRIENDLY["extra_forbidden"])
-            elif model is Settings and key == "providers" and isinstance(value, dict):
-                out[key] = {
-                    name: self.value(provider, (*here, name), _provider_model(provider))
-                    for name, provider in value.items()
-                }
-            elif (
-                model is not None
-                and key.endswith("_file")
-                and key not in fields
-                and key[: -len("_file")] in credential_keys(model)
-            ):
-                target = key[: -len("_file")]
-                if target in table:
-                    self._problem(here, f"give {target} or {key}, not both")
-                    self._broken.add(".".join((*path, target)))
-                    continue
-                self.renamed[".".join((*path, target))] = ".".join(here)
-                out[target] = self._read_file(self.value(value, here, None), here)
-            else:
-                out[key] = self.value(value, here, _section_model(model, key))
-        return out
-
-    def value(self, value: Any, path: tuple[str, ...], model: type[BaseModel] | None) -> Any:
-        if isinstance(value, dict):
-            return self.table(value, path, model)
-        if isinstance(value, list):
-            return [self.value(v, (*path, str(i)), None) for i, v in enumerate(value)]
-        if isinstance(value, str) and "${" in value:
-            return self._expand(value, path)
-        return value
-
-    def _expand(self, text: str, path: tuple[str, ...]) -> str:
-        found: list[str] = []
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if match.group(0) == "$${":
-                return "${"
-            if name is None:
-                found.append(
-                    "has a '${' that is no reference: write ${NAME} or ${NAME:-default}, "
-                    "or $${ for a literal '${'"
-                )
-                return match.group(0)
-            value = self.environ.get(name)
-            if match.group(2) is not None:  # ${NAME:-default}: unset or empty takes it
-                return value if value and value.strip() else match.group(3)
-            if value is None or not value.strip():
-                if self.allow_unset:
-                    self.unchecked.add(".".join(path))
-                    self._broken.add(".".join(path))
-                elif value is None:
-                    found.append(
-                        f"refers to the environment variable {name}, which is not set: "
-                        f"export {name} or write the value in the file"
-                    )
-                else:
-                    # An empty line in an env file would otherwise pass every check here and
-                    # fail only at the provider, as a wrong key.
-                    found.append(
-                        f"refers to the environment variable {name}, which is empty: give "
-                        f"{name} a value, or remove the key to use its default"
-                    )
-                return match.group(0)
-            return value
-
-        expanded = _REFERENCE.sub(replace, text)
-        for message in found:
-            self._problem(path, message, sentence=message.startswith("refers"))
-        return text if found else expanded
-
-    def _read_file(self, name: Any, path: tuple[str, ...]) -> str:
-        """A credential from a file (Docker and Kubernetes secrets): its text, trailing
-        newlines stripped. A problem leaves an empty placeholder, reported once."""
-        if not isinstance(name, str) or not name:
-            self._problem(path, "must be the path of a file")
-            return ""
-        if self.broke(".".join(path)):
-            return ""
-        file = Path(name).expanduser()
-        file = file if file.is_absolute() else self.base / file
-        try:
-            with file.open("rb") as handle:
-                data = handle.read(MAX_SECRET_FILE + 1)
-        except OSError as exc:
-            self._problem(path, f"cannot read {file} ({exc.strerror or type(exc).__name__})")
-            return ""
-        if len(data) > MAX_SECRET_FILE:
-            self._problem(
-                path, f"{file} is over {MAX_SECRET_FILE // 1024} KiB: is it the right file?"
-            )
-            return ""
-        try:
-            text = data.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            self._problem(path, f"{file} is not UTF-8 text")
-            return ""
-        if not text.strip():
-            self._problem(path, f"{file} is empty")
-            return ""
-        return text
-
-
 def provider_classes() -> tuple[type[ProviderCommon], ...]:
     """The settings model of every registered provider type."""
     return tuple(spec.settings for spec in registry.specs())
 
 
 _FRIENDLY = {
-    "extra_forbidden": "unknown key (check its spelling against config/retention.example.toml)",
+    "extra_forbidden": UNKNOWN_KEY,
     "missing": "is required",
     "union_tag_not_found": "needs a `type` key",
 }

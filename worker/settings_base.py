@@ -1,7 +1,7 @@
 """The building blocks of every settings model: a strict base and the shared field checks.
 
 ``worker/settings.py`` builds the configuration file's sections from them, and each provider's
-spec module (``worker/providers/*_spec.py``, or a plug-in's) its ``[providers.NAME]`` table.
+spec module (``worker/specs/``, or a plug-in's) its ``[providers.NAME]`` table.
 They sit below both, so a provider's settings can be read without the rest of the settings,
 and the settings can collect every provider's model without an import cycle. Nothing here
 imports more than pydantic.

@@ -34,11 +34,11 @@ from tests.aws.iam import Need, allows, load_policy
 from tests.helpers import REDIS_URL, ROOT, objects, run_cli
 from worker import metrics as worker_metrics
 from worker.celery_app import celery_config, sweep_queue
-from worker.providers.daily_spec import DailySettings
-from worker.providers.loom_spec import LoomSettings
 from worker.settings import Settings, load_settings
 from worker.simulators import __main__ as simulators_main
 from worker.simulators import seed
+from worker.specs.daily import DailySettings
+from worker.specs.loom import LoomSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

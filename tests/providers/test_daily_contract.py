@@ -35,11 +35,11 @@ from worker.providers.daily import (
     phase_of,
     unrecognised_of,
 )
-from worker.providers.daily_spec import DailySettings
 from worker.providers.outputs import references, within
 from worker.settings import DownloadSettings
 from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.daily import DailySimulator, OutputAs, UnknownRoute
+from worker.specs.daily import DailySettings
 
 
 def adapter(sim: DailySimulator, **extra: object) -> DailyProvider:

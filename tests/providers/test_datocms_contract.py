@@ -63,11 +63,11 @@ from worker.providers.datocms import (
     tracks_of,
     webvtt_problem,
 )
-from worker.providers.datocms_spec import DatoCmsSettings
 from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.datocms import DatoCmsSimulator, Failure, error_document
 from worker.simulators.http import Request
 from worker.simulators.s3server import S3Server
+from worker.specs.datocms import DatoCmsSettings
 from worker.sweep import sweep_provider
 
 if TYPE_CHECKING:

@@ -48,7 +48,6 @@ from worker.providers.huawei_mpc import (
     string_to_sign,
     tasks_of,
 )
-from worker.providers.huawei_mpc_spec import HuaweiMpcSettings
 from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.huawei_mpc import (
     HuaweiMpcSimulator,
@@ -56,6 +55,7 @@ from worker.simulators.huawei_mpc import (
     gateway_signature,
 )
 from worker.simulators.s3server import S3Server
+from worker.specs.huawei_mpc import HuaweiMpcSettings
 from worker.sweep import sweep_provider
 
 if TYPE_CHECKING:

@@ -51,7 +51,6 @@ from worker.providers.loom import (
     read_details,
     unrecognised_of,
 )
-from worker.providers.loom_spec import LoomSettings
 from worker.providers.outputs import dotted, references
 from worker.settings import DownloadSettings
 from worker.simulators.blobs import Blob
@@ -63,6 +62,7 @@ from worker.simulators.loom import (
     LoomSimulator,
     delete_message,
 )
+from worker.specs.loom import LoomSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

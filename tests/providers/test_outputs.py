@@ -15,7 +15,6 @@ from worker.json_types import JSONValue
 from worker.providers.outputs import (
     Path,
     dotted,
-    inert,
     is_inert,
     references,
     section_of,
@@ -24,6 +23,7 @@ from worker.providers.outputs import (
     within,
     words,
 )
+from worker.specs.inert import inert
 
 
 def paths_in(value: Any) -> list[str]:

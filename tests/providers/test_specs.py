@@ -9,10 +9,10 @@ import pytest
 
 from tests.helpers import ROOT
 from tests.providers.test_reference_shapes import WALKS
-from worker.providers import registry
-from worker.providers.spec import ProviderSpec, load
 from worker.simulators.contract import Contract
 from worker.simulators.seed import SimulatedAccount, simulated_accounts
+from worker.specs import registry
+from worker.specs.spec import ProviderSpec, load
 
 BUILT_IN = registry.BUILTIN
 IDS = [spec.type for spec in BUILT_IN]
@@ -56,6 +56,6 @@ def test_the_guide_to_adding_a_provider_names_what_the_code_reads() -> None:
     guide = readme[readme.index("### Adding a provider") : readme.index("## Architecture")]
     assert f'[project.entry-points."{registry.GROUP}"]' in guide
     assert "from worker.simulators.contract import Call, Contract, Description, WrongKey" in guide
-    for path in ("worker/providers/registry.py", "worker/simulators/contract.py"):
+    for path in ("worker/specs/registry.py", "worker/simulators/contract.py"):
         assert (ROOT / path).is_file()
         assert f"`{path}`" in guide

@@ -48,11 +48,11 @@ from worker.providers.unsiloed import (
     phase_of,
     sha256_of,
 )
-from worker.providers.unsiloed_spec import UnsiloedSettings
 from worker.settings import DownloadSettings, Settings
 from worker.simulators.blobs import Blob
 from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.unsiloed import ErrorShape, UnknownRoute, UnsiloedSimulator
+from worker.specs.unsiloed import UnsiloedSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

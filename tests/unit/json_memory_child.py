@@ -35,7 +35,7 @@ from worker.errors import BadResponse
 from worker.memory import return_large_buffers
 from worker.providers.base import HttpApi, parse_json
 from worker.providers.unsiloed import UnsiloedProvider
-from worker.providers.unsiloed_spec import UnsiloedSettings
+from worker.specs.unsiloed import UnsiloedSettings
 
 MiB = 1024 * 1024
 JOB = "job-7f3a"

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import SecretStr
 
-from worker.providers.spec import ProviderCommon, ProviderSpec
+from worker.specs.spec import ProviderCommon, ProviderSpec
 
 
 class AcmeSettings(ProviderCommon):

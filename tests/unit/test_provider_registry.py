@@ -16,9 +16,9 @@ from pydantic import SecretStr
 
 from tests.helpers import ROOT
 from worker.errors import ConfigError
-from worker.providers import registry
-from worker.providers.registry import GROUP, collect
-from worker.providers.spec import ProviderCommon, ProviderSpec, SpecError
+from worker.specs import registry
+from worker.specs.registry import GROUP, collect
+from worker.specs.spec import ProviderCommon, ProviderSpec, SpecError
 
 BUILT_IN = ("daily", "loom", "huawei_mpc", "unsiloed", "datocms")
 
@@ -55,13 +55,13 @@ def test_each_spec_declares_what_its_documents_leave_open(spec: ProviderSpec) ->
 def test_loading_the_settings_imports_no_adapter_and_no_http_client() -> None:
     code = (
         "import sys, worker.settings\n"
-        "print(sorted(m for m in sys.modules if m in ('httpx', 'boto3') "
-        "or m.startswith(('worker.simulators', 'worker.providers.daily'))))"
+        "print(sorted(m for m in sys.modules if m in ('httpx', 'boto3', 'worker.specs.daily') "
+        "or m.startswith(('worker.simulators', 'worker.providers'))))"
     )
     run = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
-    assert run.stdout.split() == ["['worker.providers.daily_spec']"]
+    assert run.stdout.split() == ["['worker.specs.daily']"]
 
 
 # -- a spec checks itself -------------------------------------------------------------------
@@ -172,7 +172,7 @@ from typing import Literal
 
 from pydantic import SecretStr
 
-from worker.providers.spec import ProviderCommon, ProviderSpec
+from worker.specs.spec import ProviderCommon, ProviderSpec
 
 
 class AcmeSettings(ProviderCommon):

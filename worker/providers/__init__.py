@@ -1,20 +1,32 @@
-"""Provider adapters, one module per vendor beside its spec (``daily.py`` and
-``daily_spec.py``), built from their settings through the registry (``registry.py``)."""
+"""Provider adapters, one module per vendor (``daily.py``), each declared by its spec
+(``worker/specs/daily.py``), built from their settings through the registry.
+
+The specs and the registry sit below the settings (the settings read them); the adapters sit
+above, among the other adapters. Only this function joins the two: it imports an adapter's
+module when an account of its type is built.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from worker.providers.base import Provider, RateLimiter
-    from worker.providers.spec import ProviderCommon
+    from worker.specs.spec import ProviderCommon
+
+    class Adapter(Protocol):
+        """What a spec's ``adapter`` names (every ``BaseProvider`` is one)."""
+
+        def build(
+            self, name: str, settings: ProviderCommon, *, limiter: RateLimiter | None = None
+        ) -> Provider: ...
 
 
 def build_provider(
     name: str, settings: ProviderCommon, *, limiter: RateLimiter | None = None
 ) -> Provider:
-    """The adapter for one configured account, built by its type's spec; the adapter's module
-    is imported only now, when an account of its type is used."""
-    from worker.providers import registry
+    """The adapter for one configured account, built by the class its type's spec names."""
+    from worker.specs import registry
 
-    return registry.build(name, settings, limiter=limiter)
+    adapter = cast("Adapter", registry.spec(settings.type).adapter_class())
+    return adapter.build(name, settings, limiter=limiter)

@@ -72,7 +72,7 @@ from worker.logging import get_logger
 from worker.redact import Redactor
 
 if TYPE_CHECKING:
-    from worker.providers.spec import ProviderCommon
+    from worker.specs.spec import ProviderCommon
 
 log = get_logger(__name__)
 

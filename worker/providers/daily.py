@@ -70,9 +70,9 @@ from worker.errors import BadResponse, DeleteIncomplete, Kept, ProviderRejected
 from worker.json_types import JSONValue
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, HttpApi, need
-from worker.providers.daily_spec import SPEC, DailySettings
 from worker.providers.outputs import Path, references, unclaimed, unrecognised, within
 from worker.redact import Redactor
+from worker.specs.daily import SPEC, DailySettings
 
 STATUSES = {
     "submitted": Phase.RUNNING,
@@ -83,7 +83,7 @@ STATUSES = {
 # The output sections Daily documents (soap in the newer get-job page).
 KNOWN_SECTIONS = ("transcription", "summary", "soap")
 OUTPUT: Path = ("output",)
-# The fields of Daily's job record that name no data its delete destroys (daily_spec.py).
+# The fields of Daily's job record that name no data its delete destroys (specs/daily.py).
 INERT = SPEC.inert
 # Fields beside an s3Config that name the same file.
 SAME_FILE = ("link", "url")

@@ -99,8 +99,8 @@ from worker.errors import (
 from worker.json_types import JSONValue
 from worker.logging import get_logger
 from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
-from worker.providers.datocms_spec import SPEC, DatoCmsSettings
 from worker.providers.outputs import Path, unclaimed, unrecognised
+from worker.specs.datocms import SPEC, DatoCmsSettings
 
 log = get_logger(__name__)
 
@@ -110,7 +110,7 @@ STATUSES = {
     "errored": Phase.FAILED,
 }
 NOT_FOUND = "NOT_FOUND"
-# The members of a track resource that name no data the delete destroys (datocms_spec.py).
+# The members of a track resource that name no data the delete destroys (specs/datocms.py).
 INERT = SPEC.inert
 # ignore_outputs names an attribute, or a top-level member.
 ATTRIBUTES: tuple[Path, ...] = (("attributes",),)

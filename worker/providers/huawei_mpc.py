@@ -73,8 +73,8 @@ from worker.providers.base import (
     need,
     not_the_providers_404,
 )
-from worker.providers.huawei_mpc_spec import SPEC, HuaweiMpcSettings
 from worker.providers.outputs import Path, unclaimed, unrecognised
+from worker.specs.huawei_mpc import SPEC, HuaweiMpcSettings
 
 STATUSES = {
     "SUCCEEDED": Phase.SUCCEEDED,
@@ -94,7 +94,7 @@ END_TIME_FORMAT = "%Y%m%d%H%M%S"
 # Task ids are longs: the integer text, without sign or leading zeros.
 _TASK_ID = re.compile(r"0|[1-9][0-9]{0,18}")
 _END_TIME = re.compile(r"[0-9]{14}")
-# The fields of a task that name no data the delete destroys (huawei_mpc_spec.py).
+# The fields of a task that name no data the delete destroys (specs/huawei_mpc.py).
 INERT = SPEC.inert
 
 # -- SDK-HMAC-SHA256 -------------------------------------------------------------------------

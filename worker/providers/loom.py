@@ -63,8 +63,8 @@ from worker.errors import BadResponse, DeleteIncomplete, ProviderError, Provider
 from worker.json_types import JSONValue
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
-from worker.providers.loom_spec import OUTPUT_LISTS, SPEC, LoomSettings
 from worker.providers.outputs import Path, unclaimed, unrecognised, within
+from worker.specs.loom import OUTPUT_LISTS, SPEC, LoomSettings
 
 GONE_CODE = "ERR_C_TA_DJTA_001"
 # A reference no job can have: asking for its details costs Loom one lookup, touches no
@@ -86,7 +86,7 @@ OUTPUT_FILES: Path = (*JOB_FILES, "output_files")
 FIELDS_URL = "extracted_fields_url"
 # Where ignore_outputs names sections: an output_files key, else a job_files key.
 CONTAINERS: tuple[Path, ...] = (OUTPUT_FILES, JOB_FILES)
-# The fields of Loom's job details that name no data its delete destroys (loom_spec.py).
+# The fields of Loom's job details that name no data its delete destroys (specs/loom.py).
 INERT = SPEC.inert
 
 

@@ -11,8 +11,9 @@ The rule, the same for every provider. Each reference must be
 * claimed: it is, or lies inside, a field that maps to an ``Artifact`` the adapter returns;
 * inert: it lies in a field the adapter declares, from the provider's own documents, as
   naming nothing the delete destroys (an id, a status, a format, what the user submitted, an
-  object in the user's own bucket). Each adapter declares these once, in its ``INERT`` table:
-  a path pattern (``output.*[*].format``) and a one-line reason for each (``inert()``); or
+  object in the user's own bucket). Each provider declares these once, in its spec's
+  ``INERT`` table (``worker/specs/``): a path pattern (``output.*[*].format``) and a one-line
+  reason for each (``inert()``); or
 * in a section the operator named in ``ignore_outputs``, accepting its loss.
 
 Anything else stops the delete: ``unrecognised`` builds the ``Kept`` error naming each field by
@@ -60,11 +61,10 @@ from types import MappingProxyType
 
 from worker.errors import Kept
 from worker.json_types import JSONValue
+from worker.specs.inert import ANY_INDEX, ANY_KEY, Inert, PatternPart, pattern
 
 Segment = str | int
 Path = tuple[Segment, ...]
-# An adapter's declaration: path pattern -> why the provider's delete destroys nothing there.
-Inert = Mapping[str, str]
 
 # A URI of any scheme, or protocol-relative. A string is a reference only when it *is* one,
 # not when it mentions one ("Failed to download https://...").
@@ -213,56 +213,17 @@ def _held(value: JSONValue, path: Path) -> Iterator[tuple[Path, JSONValue]]:
         yield path, value
 
 
-# -- the declarations ------------------------------------------------------------------------
-
-# In a pattern: any key at that level, and any index.
-_ANY_KEY = "*"
-_ANY_INDEX = -1
-_PATTERN_PART = re.compile(r"\[(\*|[0-9]+)\]|(?:^|\.)([^.\[\]]+)")
-
-PatternPart = str | int
-
-
-@functools.cache
-def pattern(text: str) -> tuple[PatternPart, ...]:
-    """``output.*[*].format`` as its parts: ``("output", "*", -1, "format")``. ``*`` is any
-    key, ``[*]`` any index. ValueError for a pattern that is not one."""
-    parts: list[PatternPart] = []
-    position = 0
-    for match in _PATTERN_PART.finditer(text):
-        if match.start() != position:
-            break
-        index, key = match.groups()
-        if index is not None:
-            parts.append(_ANY_INDEX if index == "*" else int(index))
-        else:
-            parts.append(key)
-        position = match.end()
-    if not parts or position != len(text):
-        raise ValueError(f"{text!r} is not a path pattern (like output.*[*].format)")
-    return tuple(parts)
-
-
-def inert(table: Mapping[str, str]) -> Inert:
-    """An adapter's ``INERT`` table, checked: each pattern parses and starts with a named
-    field (a leading wildcard would declare whole records inert), and each has a reason."""
-    for text, reason in table.items():
-        parts = pattern(text)
-        if not isinstance(parts[0], str) or parts[0] == _ANY_KEY:
-            raise ValueError(f"inert pattern {text!r} must start with a field name")
-        if not reason.strip():
-            raise ValueError(f"inert pattern {text!r} needs a reason")
-    return MappingProxyType(dict(table))
+# -- the declarations (worker/specs/inert.py) -----------------------------------------------
 
 
 def _matches(path: Path, parts: tuple[PatternPart, ...]) -> bool:
     if len(path) < len(parts):
         return False
     for segment, part in zip(path, parts, strict=False):
-        if part == _ANY_KEY:
+        if part == ANY_KEY:
             if not isinstance(segment, str):
                 return False
-        elif part == _ANY_INDEX:
+        elif part == ANY_INDEX:
             if not isinstance(segment, int):
                 return False
         elif segment != part or type(segment) is not type(part):

@@ -94,8 +94,8 @@ from worker.json_types import JSONValue
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
 from worker.providers.outputs import Path, unclaimed, unrecognised
-from worker.providers.unsiloed_spec import SPEC, UnsiloedSettings
 from worker.redact import Redactor
+from worker.specs.unsiloed import SPEC, UnsiloedSettings
 
 STATUSES = {
     "queued": Phase.RUNNING,
@@ -111,7 +111,7 @@ FILE_URL: Path = ("file_url",)
 # Messages name a reference by the answer that holds it: `job.x` or `result_json.x`.
 ANSWERS: tuple[Path, ...] = (("job",), ("result_json",))
 # The fields of the job record and the result that name no data the delete destroys
-# (unsiloed_spec.py).
+# (specs/unsiloed.py).
 INERT = SPEC.inert
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 # A provider's error text is shown to people; a page of HTML or a stack trace is not useful.

@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from worker.providers import registry
-from worker.providers.spec import load
 from worker.simulators.blobs import Blob, Content
 from worker.simulators.daily import DailySimulator
 from worker.simulators.datocms import DatoCmsSimulator
@@ -30,6 +28,8 @@ from worker.simulators.http import SimServer
 from worker.simulators.huawei_mpc import HuaweiMpcSimulator
 from worker.simulators.loom import LoomSimulator
 from worker.simulators.unsiloed import UnsiloedSimulator
+from worker.specs import registry
+from worker.specs.spec import load
 
 S = TypeVar("S", bound=SimServer)
 # Writes an output into one of the user's own buckets: (bucket, key, content).

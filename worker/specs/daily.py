@@ -1,6 +1,6 @@
 """Daily's Batch Processor, declared: its settings, the inert fields of its job record, the
 facts its documents leave open, and its spec (shared/providers.md section 1; seed 000). The
-adapter is ``daily.py``."""
+adapter is ``worker/providers/daily.py``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from worker.providers.outputs import inert
-from worker.providers.spec import ProviderCommon, ProviderSpec
+from worker.specs.inert import inert
+from worker.specs.spec import ProviderCommon, ProviderSpec
 
 
 class DailySettings(ProviderCommon):

@@ -1,6 +1,6 @@
 """DatoCMS upload tracks, declared: its settings, the inert members of a track resource, the
 facts its documents leave open, and its spec (shared/providers.md section 5; seed 004). The
-adapter is ``datocms.py``."""
+adapter is ``worker/providers/datocms.py``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from worker.providers.outputs import inert
-from worker.providers.spec import ProviderCommon, ProviderSpec
 from worker.settings_base import check_http_url
+from worker.specs.inert import inert
+from worker.specs.spec import ProviderCommon, ProviderSpec
 
 
 class DatoCmsSettings(ProviderCommon):

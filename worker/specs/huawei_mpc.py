@@ -1,6 +1,6 @@
 """Huawei Cloud Media Processing Center, declared: its settings, the inert fields of a
 transcoding task, the facts its documents leave open, and its spec (shared/providers.md
-section 3; seed 002). The adapter is ``huawei_mpc.py``."""
+section 3; seed 002). The adapter is ``worker/providers/huawei_mpc.py``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from worker.providers.outputs import inert
-from worker.providers.spec import ProviderCommon, ProviderSpec
+from worker.specs.inert import inert
+from worker.specs.spec import ProviderCommon, ProviderSpec
 
 
 class HuaweiMpcSettings(ProviderCommon):

@@ -1,6 +1,6 @@
 """Loom Analytics' Claudio transcription API, declared: its settings, the inert fields of its
 job details, the facts its documents leave open, and its spec (shared/providers.md section 2;
-seed 001). The adapter is ``loom.py``."""
+seed 001). The adapter is ``worker/providers/loom.py``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from worker.providers.outputs import inert
-from worker.providers.spec import ProviderCommon, ProviderSpec
+from worker.specs.inert import inert
+from worker.specs.spec import ProviderCommon, ProviderSpec
 
 
 class LoomSettings(ProviderCommon):

@@ -8,7 +8,8 @@ group, under its type::
     acme = "acme_retention.spec:SPEC"
 
 The settings read the registry to validate ``[providers.NAME]`` tables (their ``type`` picks
-the model, through one discriminated union), ``build`` makes an account's adapter from it,
+the model, through one discriminated union), ``providers.build_provider`` builds an account's
+adapter from it,
 and the simulators' server, the demo and the tests list providers from it. README.md,
 "Adding a provider", says what a plug-in holds and which tests it must pass.
 
@@ -32,25 +33,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Annotated, Any, Union
+from typing import Annotated, Union
 
 from pydantic import Field
 
 from worker.errors import ConfigError
-from worker.providers import daily_spec, datocms_spec, huawei_mpc_spec, loom_spec, unsiloed_spec
-from worker.providers.spec import ProviderCommon, ProviderSpec
-
-if TYPE_CHECKING:
-    from worker.providers.base import Provider, RateLimiter
+from worker.specs import daily, datocms, huawei_mpc, loom, unsiloed
+from worker.specs.spec import ProviderSpec
 
 GROUP = "retention.providers"
 # In the order the simulators' server gives them ports (8101-8105).
 BUILTIN: tuple[ProviderSpec, ...] = (
-    daily_spec.SPEC,
-    loom_spec.SPEC,
-    huawei_mpc_spec.SPEC,
-    unsiloed_spec.SPEC,
-    datocms_spec.SPEC,
+    daily.SPEC,
+    loom.SPEC,
+    huawei_mpc.SPEC,
+    unsiloed.SPEC,
+    datocms.SPEC,
 )
 
 
@@ -104,9 +102,10 @@ class Registry:
                 hint="Install the package that provides it, or check the spelling",
             ) from None
 
-    def settings_union(self) -> Any:
+    def settings_union(self) -> object:
         """The type of a ``[providers.NAME]`` table: the settings models, told apart by
-        ``type``. ``Any`` because it is built at run time; the checker sees ProviderCommon."""
+        ``type``, for pydantic. Built at run time, so the type checker sees ProviderCommon
+        (``settings.ProviderSettings``)."""
         models = tuple(spec.settings for spec in self.specs.values())
         if len(models) == 1:
             return models[0]
@@ -157,8 +156,3 @@ def spec(type_: str) -> ProviderSpec:
     """The spec of a provider type; ConfigError, with the reason, for an unknown or refused
     one."""
     return REGISTRY.spec(type_)
-
-
-def build(name: str, settings: ProviderCommon, *, limiter: RateLimiter | None = None) -> Provider:
-    """The adapter for one configured account: its type's spec builds it."""
-    return spec(settings.type).build(name, settings, limiter=limiter)

@@ -1,13 +1,18 @@
 """What a provider is, declared once: its ``ProviderSpec``, and ``ProviderCommon``, the keys
 every ``[providers.NAME]`` table accepts.
 
-Each provider has a spec module beside its adapter (``daily_spec.py`` beside ``daily.py``)
-holding its settings model, the fields of its job record that name no data its delete
-destroys (``inert``), the facts its documents leave open (``facts``), and a ``SPEC`` that
-names them together with its adapter and its simulator. ``worker/providers/registry.py``
-collects the built-in specs and those of installed plug-ins (the ``retention.providers``
-entry-point group); the settings, the adapters' construction, the simulators' server and the
-demo all read the registry, so a new provider is its three modules and its tests.
+Each provider has a spec module (``worker/specs/daily.py`` for the adapter
+``worker/providers/daily.py``) holding its settings model, the fields of its job record that
+name no data its delete destroys (``inert``), the facts its documents leave open (``facts``),
+and a ``SPEC`` that names them together with its adapter and its simulator.
+``worker/specs/registry.py`` collects the built-in specs and those of installed plug-ins (the
+``retention.providers`` entry-point group); the settings, the adapters' construction, the
+simulators' server and the demo all read the registry, so a new provider is its three
+modules and its tests.
+
+The specs are a package of their own, below the settings (which read them) and below the
+adapters (which import theirs), so that the settings never depend on an adapter, not even
+through the package they share: the import contract forbids cycles between packages.
 
 A spec module stays cheap to import: loading the configuration reads every spec (the
 ``type`` of each ``[providers.NAME]`` table picks a settings model), and ``retention status``
@@ -23,15 +28,12 @@ import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol, cast, get_args
+from typing import TYPE_CHECKING, get_args
 
 from pydantic import Field, SecretStr, field_validator
 
-from worker.providers.outputs import Inert, inert
 from worker.settings_base import PROVIDER_NAME, Strict, check_cron, check_http_url, check_rate
-
-if TYPE_CHECKING:
-    from worker.providers.base import Provider, RateLimiter
+from worker.specs.inert import Inert, inert
 
 # Marks of a fact that the provider's documents do not settle (shared/providers.md): inferred
 # from the docs or by analogy, or not found in any public source.
@@ -86,15 +88,6 @@ class ProviderCommon(Strict):
         return tuple(v.get_secret_value() for v in values if isinstance(v, SecretStr))
 
 
-class Adapter(Protocol):
-    """What a spec's ``adapter`` names: a class that builds one account's ``Provider``
-    (``BaseProvider.build`` does, for every adapter that subclasses it)."""
-
-    def build(
-        self, name: str, settings: ProviderCommon, *, limiter: RateLimiter | None = None
-    ) -> Provider: ...
-
-
 class SpecError(ValueError):
     """A spec that contradicts itself (a programming error in the provider's package)."""
 
@@ -128,13 +121,15 @@ class ProviderSpec:
     title: str
     # The [providers.NAME] table's model: ProviderCommon plus the provider's own keys.
     settings: builtins.type[ProviderCommon]
-    # "module:Class" of the adapter (an ``Adapter``), imported when an account is built.
+    # "module:Class" of the adapter, imported when an account is built: a class whose
+    # ``build(name, settings, limiter=...)`` makes the account's Provider (every
+    # ``providers.base.BaseProvider`` has it).
     adapter: str
     # "module:ACCOUNT" of its simulated account (``worker.simulators.accounts``), for the
     # demo, the simulators' server and the tests; None when the provider ships none.
     simulator: str | None = None
     # The fields of its job record that name no data its delete destroys, each with its
-    # reason (``providers.outputs.inert``): the whole-record walk passes over them.
+    # reason (``specs.inert``): the whole-record walk passes over them.
     inert: Inert = field(default_factory=lambda: MappingProxyType({}))
     # What its documents leave open, each marked [I] (inferred) or [?] (unknown), with what
     # the adapter does about it and which key, if any, changes it.
@@ -172,12 +167,6 @@ class ProviderSpec:
         object.__setattr__(self, "inert", table)
         object.__setattr__(self, "facts", MappingProxyType(dict(self.facts)))
 
-    def adapter_class(self) -> Adapter:
-        """The adapter, imported now."""
-        return cast("Adapter", load(self.adapter))
-
-    def build(
-        self, name: str, settings: ProviderCommon, *, limiter: RateLimiter | None = None
-    ) -> Provider:
-        """The adapter of one configured account of this type."""
-        return self.adapter_class().build(name, settings, limiter=limiter)
+    def adapter_class(self) -> object:
+        """The adapter, imported now (``providers.build_provider`` builds accounts with it)."""
+        return load(self.adapter)

@@ -1,6 +1,6 @@
 """Unsiloed's vision API, declared: its settings, the inert fields of its job record and
 result, the facts its documents leave open, and its spec (shared/providers.md section 4;
-seed 003). The adapter is ``unsiloed.py``."""
+seed 003). The adapter is ``worker/providers/unsiloed.py``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from worker.providers.outputs import inert
-from worker.providers.spec import ProviderCommon, ProviderSpec
+from worker.specs.inert import inert
+from worker.specs.spec import ProviderCommon, ProviderSpec
 
 
 class UnsiloedSettings(ProviderCommon):
