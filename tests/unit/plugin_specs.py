@@ -22,6 +22,7 @@ SPEC = ProviderSpec(
     type="acme",
     title="Acme's transcoding API",
     settings=AcmeSettings,
+    # Named, never imported: these tests build no account.
     adapter="tests.unit.plugin_specs:AcmeAdapter",
     facts={"deleting a job removes its outputs [I]": "every output is archived first"},
     default_rate_limit="5/second",

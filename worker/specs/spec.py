@@ -125,8 +125,8 @@ class ProviderSpec:
     # ``build(name, settings, limiter=...)`` makes the account's Provider (every
     # ``providers.base.BaseProvider`` has it).
     adapter: str
-    # "module:ACCOUNT" of its simulated account (``worker.simulators.accounts``), for the
-    # demo, the simulators' server and the tests; None when the provider ships none.
+    # "module:ACCOUNT" of its simulated account (a ``worker.simulators.seed.SimulatedAccount``)
+    # for the demo, the simulators' server and the tests; None when the provider ships none.
     simulator: str | None = None
     # The fields of its job record that name no data its delete destroys, each with its
     # reason (``specs.inert``): the whole-record walk passes over them.
