@@ -24,7 +24,7 @@ from bench.util import child_stats
 
 def discover(config: str) -> dict[str, Any]:
     from worker.bootstrap import build_runtime
-    from worker.logging import configure_logging
+    from worker.logsetup import configure_logging
     from worker.settings import Settings
     from worker.sweep import sweep_provider
 

@@ -24,7 +24,9 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from worker.errors import ConfigError
-from worker.logging import bind, clear, configure_logging, register_secrets
+from worker.logging import bind, clear
+from worker.logsetup import configure_logging
+from worker.redact import register_secrets
 from worker.schedules import schedule_of, schedule_problems, shortest_period
 from worker.settings import CONFIG_ENV, Settings, load_settings
 
@@ -193,19 +195,19 @@ def _serve_metrics(**_: Any) -> None:
     settings = load_settings()
     if not settings.metrics.enabled:
         return
-    from worker import metrics
+    from worker.metrics import serving
 
     # Celery sets logging up after this signal: ours now, so an error here is not lost.
     configure_logging()
-    metrics.prepare_multiprocess_dir()
-    metrics.serve(settings)
+    serving.prepare_multiprocess_dir()
+    serving.serve(settings)
 
 
 @signals.worker_process_shutdown.connect
 def _forget_process(pid: int | None = None, **_: Any) -> None:
-    from worker import metrics
+    from worker.metrics import serving
 
-    metrics.process_exited(pid or os.getpid())
+    serving.process_exited(pid or os.getpid())
 
 
 @signals.worker_process_init.connect

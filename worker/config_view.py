@@ -1,5 +1,6 @@
-"""What `retention config` shows: the effective configuration with its secrets masked, and the
-JSON Schema of the file.
+"""What `retention config` shows: the effective configuration with its secrets masked, a
+file's problems found offline, and the JSON Schema of the file (``render.config`` prints
+them).
 
 The effective configuration is what the worker runs with: the file, under the environment's
 ``RETENTION_*`` overrides and ``RETENTION_SECRETS_DIR``, references and ``KEY_file`` files
@@ -24,14 +25,17 @@ from pathlib import Path
 from pydantic import BaseModel, SecretStr
 
 from worker.config_expand import credential_keys
+from worker.errors import ConfigError
 from worker.json_types import JSONValue
 from worker.redact import URL_MASK, mask_url
 from worker.settings import (
     CONFIG_ENV,
     ENV_PREFIX,
     SECRETS_DIR_ENV,
+    Problem,
     Settings,
     provider_classes,
+    read_config,
 )
 
 MASK = URL_MASK
@@ -120,55 +124,45 @@ def effective_config(settings: Settings, *, source: Path) -> dict[str, JSONValue
     return result
 
 
-def _toml_value(value: JSONValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # A JSON string is a TOML basic string: the same quotes and escapes.
-    return json.dumps(str(value), ensure_ascii=False)
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """What checking a file found: its problems, each by key (none: it is valid), and the
+    message a person reads; the references let pass unchecked, and its providers."""
+
+    file: Path
+    problems: tuple[Problem, ...]
+    message: str = ""
+    unchecked: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
 
-def _toml_table(name: str, table: JSONValue) -> list[str]:
-    lines = [f"[{name}]"]
-    for key, value in (table if isinstance(table, dict) else {}).items():
-        if value is None:
-            lines.append(f"# {key} is not set")
-        elif isinstance(value, dict):
-            lines.append(
-                f"{key} = {{ "
-                + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
-                + " }"
-            )
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    return lines
+def validate(source: Path, *, allow_unset: bool = False) -> Validation:
+    """`retention config validate`: the file read as the worker reads it, without the
+    network; once that passes, each schedule built as Celery beat builds it, which must come
+    round. A file that cannot be read, or is not TOML, is a problem like the others."""
+    try:
+        found = read_config(source, allow_unset=allow_unset)
+        if found.settings is not None:
+            # Beat's own schedule objects, which need Celery: built here, not in every
+            # command that reads the settings.
+            from worker.schedules import schedule_problems
 
-
-def render_toml(document: dict[str, JSONValue]) -> str:
-    """The effective configuration as TOML, in the file's own shape, with a header that
-    says where it came from."""
-    source, providers = document["source"], document["providers"]
-    # Both are objects: effective_config makes them.
-    assert isinstance(source, dict)
-    assert isinstance(providers, dict)
-    overridden = source["environment_overrides"]
-    lines = [
-        f"# The effective configuration: {source['file']}",
-        "# with [defaults] folded into each provider, and references resolved.",
-    ]
-    if isinstance(overridden, list) and overridden:
-        lines.append("# Overridden by " + ", ".join(map(str, overridden)) + ".")
-    if source["secrets_dir"]:
-        lines.append(f"# Secrets also read from {source['secrets_dir']}.")
-    lines.append(f"# Secrets are shown as {MASK}.")
-    for section in SECTIONS:
-        lines += ["", *_toml_table(section, document[section])]
-    for name, table in providers.items():
-        lines += ["", *_toml_table(f"providers.{name}", table)]
-    return "\n".join(lines) + "\n"
+            wrong = tuple(schedule_problems(found.settings))
+            if wrong:
+                found = dataclasses.replace(found, settings=None, problems=wrong)
+    except ConfigError as exc:
+        return Validation(source, (Problem("", str(exc)),), str(exc))
+    return Validation(
+        source,
+        found.problems,
+        found.message() if found.problems else "",
+        found.unchecked,
+        tuple(found.settings.providers) if found.settings else (),
+    )
 
 
 def schema() -> dict[str, JSONValue]:

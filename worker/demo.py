@@ -168,7 +168,7 @@ def _world(workdir: Path) -> Iterator[World]:
 
 def run_demo(*, keep: bool = False) -> None:
     """The demo's story, one section after another."""
-    from worker.logging import configure_logging
+    from worker.logsetup import configure_logging
 
     _need_simulators()
     from worker.simulators.s3server import LOCAL_CREDENTIALS
@@ -244,7 +244,7 @@ def dry_run(world: World) -> None:
 
 def sweep(world: World) -> None:
     from worker.bootstrap import build_runtime
-    from worker.render import summary_line
+    from worker.render.sweep import summary_line
     from worker.sweep import sweep_provider
 
     _section("retention sweep")
@@ -301,7 +301,7 @@ def show_what_was_deleted(world: World) -> None:
 
 def sweep_again(world: World) -> None:
     from worker.bootstrap import build_runtime
-    from worker.render import summary_line
+    from worker.render.sweep import summary_line
     from worker.sweep import sweep_provider
 
     _section("retention sweep, again (nothing is archived or deleted twice)")

@@ -12,7 +12,7 @@ tests can stand one second on either side of each boundary.
 Where things go: a new state is a member of ``JobState`` and the events that enter and leave
 it in ``LIFECYCLE`` (the derived sets follow; the table test in tests/unit/test_lifecycle.py
 lists them); what to do about it is a branch of ``next_step`` with its unit test; carrying it
-out is a branch of ``job.carry_out``.
+out is a method of the two executors, ``job.JobRun`` and ``dry_run.DryRun`` (``steps``).
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NotRequired, Protocol, TypedDict
+from typing import Protocol
 
 from worker.errors import BrakeEngaged, Kept, WorkerError
 from worker.json_types import JSONValue
 from worker.outcomes import Outcome
-
-if TYPE_CHECKING:
-    from worker.errors import WorkerError
+from worker.outputs import Output, compare_outputs
 
 
 class Phase(enum.StrEnum):
@@ -388,22 +386,7 @@ class Policy(Protocol):
     def max_read_age_seconds(self) -> float: ...
 
 
-# -- what a fresh read lists, and how it compares with the archive --------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One output a read of the job lists, as the provider describes it: its name under the
-    job's folder and whatever it declares of its content (size, digest, ETag, version)."""
-
-    name: str
-    size: int | None = None
-    sha256: str | None = None
-    etag: str | None = None
-    version: str | None = None
-
-    def declared(self) -> tuple[int | None, str | None, str | None, str | None]:
-        return (self.size, self.sha256, self.etag, self.version)
+# -- what a fresh read lists (``outputs`` compares it with the archive) ------------------------
 
 
 def outputs_of(artifacts: Sequence[Artifact], names: Sequence[str]) -> tuple[Output, ...]:
@@ -413,130 +396,6 @@ def outputs_of(artifacts: Sequence[Artifact], names: Sequence[str]) -> tuple[Out
         Output(name, a.size, a.sha256.lower() if a.sha256 else None, a.etag, a.version)
         for a, name in zip(artifacts, names, strict=True)
     )
-
-
-class OutputRecord(TypedDict):
-    """One archived output as the ledger keeps it (``archived_outputs``)."""
-
-    name: str
-    key: str
-    size: int | None
-    sha256: str | None
-    etag: str | None
-    version: str | None
-    # Set when the job ran again at the provider after this was archived.
-    rerun: NotRequired[bool]
-
-
-def archived_outputs_json(outputs: Sequence[Output], keys: Mapping[str, str]) -> list[OutputRecord]:
-    """What the ledger keeps of an archive's outputs: each one's name, the key that holds it
-    and what the provider declared of it. A later read is compared with this."""
-    return [
-        {
-            "name": o.name,
-            "key": keys[o.name],
-            "size": o.size,
-            "sha256": o.sha256,
-            "etag": o.etag,
-            "version": o.version,
-        }
-        for o in outputs
-    ]
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """One output as the archive recorded it."""
-
-    output: Output
-    key: str
-    # The job ran again at the provider after this was archived: what the file holds now is
-    # not known to be what was archived, so it is fetched again.
-    rerun: bool = False
-
-
-def recorded_outputs(value: JSONValue) -> dict[str, Recorded] | None:
-    """The ledger's record of an archive's outputs, by name; None when there is none (a job
-    archived before outputs were recorded) or it cannot be read: nothing is proved then."""
-    if not isinstance(value, list):
-        return None
-    found: dict[str, Recorded] = {}
-    for entry in value:
-        if not isinstance(entry, dict):
-            return None
-        name, key, size = entry.get("name"), entry.get("key"), entry.get("size")
-        declared = [entry.get(field) for field in ("sha256", "etag", "version")]
-        if not (isinstance(name, str) and isinstance(key, str)):
-            return None
-        if not (size is None or isinstance(size, int)):
-            return None
-        if not all(v is None or isinstance(v, str) for v in declared):
-            return None
-        sha256, etag, version = (v if isinstance(v, str) else None for v in declared)
-        output = Output(name, size, sha256, etag, version)
-        found[output.name] = Recorded(output, key, bool(entry.get("rerun")))
-    return found
-
-
-def marked_rerun(value: JSONValue) -> JSONValue:
-    """The record of an archive's outputs with every one marked as run again."""
-    if not isinstance(value, list):
-        return value
-    return [dict(e, rerun=True) if isinstance(e, dict) else e for e in value]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputChanges:
-    """How a fresh read's outputs differ from what the archive recorded."""
-
-    added: tuple[str, ...] = ()
-    changed: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    # The archive recorded no outputs to compare with (archived by an earlier version).
-    unrecorded: bool = False
-
-    @property
-    def new_at_provider(self) -> bool:
-        """The provider holds something the archive does not: the delete would destroy it."""
-        return self.unrecorded or bool(self.added or self.changed)
-
-    @property
-    def any(self) -> bool:
-        return self.new_at_provider or bool(self.removed)
-
-    def describe(self) -> str:
-        if self.unrecorded:
-            return "the archive recorded no outputs to compare the provider's with"
-        parts = []
-        for label, names in (
-            ("new output(s)", self.added),
-            ("changed", self.changed),
-            ("no longer listed", self.removed),
-        ):
-            if names:
-                shown = ", ".join(names[:5]) + (
-                    f" and {len(names) - 5} more" if len(names) > 5 else ""
-                )
-                parts.append(f"{label}: {shown}")
-        return "; ".join(parts) or "no change"
-
-
-def compare_outputs(recorded: JSONValue, fresh: Sequence[Output]) -> OutputChanges:
-    """What a fresh read lists against the archive: names added, changed (any declared size,
-    digest, ETag or version that differs, or a file of a job that ran again) and removed."""
-    known = recorded_outputs(recorded)
-    if known is None:
-        return OutputChanges(unrecorded=True)
-    names = {o.name for o in fresh}
-    added = tuple(o.name for o in fresh if o.name not in known)
-    changed = tuple(
-        o.name
-        for o in fresh
-        if o.name in known
-        and (known[o.name].rerun or known[o.name].output.declared() != o.declared())
-    )
-    removed = tuple(sorted(set(known) - names))
-    return OutputChanges(added, changed, removed)
 
 
 @dataclass(frozen=True, slots=True)

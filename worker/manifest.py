@@ -211,3 +211,14 @@ def build_receipt(
         "policy": policy or {},
         "worker_version": __version__,
     }
+
+
+def same_job(existing: object, ours: Manifest | Receipt) -> bool:
+    """Whether a document found at a key this job writes (``existing``, parsed) is this job's:
+    the same provider and job id as ``ours``. Archived objects are never overwritten, so one
+    an interrupted attempt left is kept only if it is."""
+    return (
+        isinstance(existing, dict)
+        and existing.get("provider") == ours["provider"]
+        and existing.get("job_id") == ours["job_id"]
+    )

@@ -15,8 +15,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker import metrics
 from worker.errors import ArchiveError
+from worker.metrics import recorders
 from worker.settings import ArchiveSettings
 
 if TYPE_CHECKING:
@@ -139,12 +139,12 @@ def s3_errors(action: str, bucket: str, key: str | None = None) -> Iterator[None
         )
         # Counted here, where every S3 failure passes once, after botocore's own retries;
         # the answers callers expect (a missing object) are handled before they get here.
-        metrics.record_s3_error(metrics.operation_of(exc, action), code)
+        recorders.record_s3_error(recorders.operation_of(exc, action), code)
         raise ArchiveError(
             f"S3 answered {code} while {action} {where}", hint=_s3_hint(code, bucket)
         ) from exc
     except BotoCoreError as exc:
-        metrics.record_s3_error(metrics.operation_of(exc, action), type(exc).__name__)
+        recorders.record_s3_error(recorders.operation_of(exc, action), type(exc).__name__)
         raise ArchiveError(
             f"S3 could not be reached while {action} {where}: {type(exc).__name__}",
             hint="Check [archive] endpoint_url and the network; the job will be tried again",

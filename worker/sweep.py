@@ -31,7 +31,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from worker import metrics
 from worker.domain import JobState, ListedJob, Phase
 from worker.dry_run import LocalBudget, plan_job
 from worker.errors import StoreUnavailable, WorkerError
@@ -39,6 +38,7 @@ from worker.job import process_job
 from worker.leases import Heartbeat
 from worker.ledger import Candidate
 from worker.logging import get_logger
+from worker.metrics import recorders
 from worker.outcomes import JobResult, Outcome, SweepReport
 from worker.providers.base import Provider
 from worker.settings import ProviderPolicy
@@ -117,7 +117,7 @@ def sweep_provider(
     if not rt.dry_run:
         # A sweep "succeeds" when it ran its listing and dispatch; failed jobs are counted
         # apart. The dead-man's switch watches this timestamp.
-        metrics.record_sweep(
+        recorders.record_sweep(
             provider_name,
             seconds=report.duration_ms / 1000,
             succeeded=not report.busy and report.listing_error is None and report.outage is None,

@@ -9,12 +9,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from worker import metrics
 from worker.bootstrap import Runtime, process_runtime
 from worker.celery_app import app, sweep_lease_ttl
 from worker.errors import StoreUnavailable
 from worker.job import process_job
 from worker.logging import get_logger
+from worker.metrics import recorders
 from worker.schedules import schedule_of, shortest_period
 from worker.scrub import scrub
 from worker.settings import load_settings
@@ -119,7 +119,7 @@ def scrub_task(read_fraction: float = 0.0) -> dict[str, Any]:
     """
     rt = runtime()
     report = scrub(rt.archive, rt.ledger, read_fraction=read_fraction)
-    metrics.record_scrub(findings=len(report.findings))
+    recorders.record_scrub(findings=len(report.findings))
     for finding in report.findings[:SCRUB_FINDINGS_LOGGED]:
         log.warning(
             "scrub_finding",

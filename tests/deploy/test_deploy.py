@@ -32,8 +32,8 @@ import yaml
 
 from tests.aws.iam import Need, allows, load_policy
 from tests.helpers import REDIS_URL, ROOT, objects, run_cli
-from worker import metrics as worker_metrics
 from worker.celery_app import celery_config, sweep_queue
+from worker.metrics import gauges as worker_metrics
 from worker.settings import Settings, load_settings
 from worker.simulators import __main__ as simulators_main
 from worker.simulators import seed
@@ -573,7 +573,7 @@ RULE_TESTS = ("alerts.test.yaml", "sweep-schedules.test.yaml")
 
 
 def exposed_metric_names() -> set[str]:
-    """The series names worker/metrics.py's metrics appear under on /metrics: each declared
+    """The series names worker.metrics' metrics appear under on /metrics: each declared
     family with its type's suffixes (a counter is only ever queried as ..._total)."""
     return {
         name + suffix

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from tests.helpers import config_data, process_again, settings_of
 from tests.json_at import at
-from worker import job as job_path
+from worker import delete as delete_path
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -996,7 +996,7 @@ def test_a_crash_while_polling_resumes_the_polling_without_a_second_delete(
     def die(_seconds: float) -> None:
         raise Crash
 
-    monkeypatch.setattr(job_path, "time", SimpleNamespace(monotonic=time.monotonic, sleep=die))
+    monkeypatch.setattr(delete_path, "time", SimpleNamespace(monotonic=time.monotonic, sleep=die))
     with pytest.raises(Crash):
         process_job(first, "dato", job_id)
     monkeypatch.undo()
@@ -1017,7 +1017,7 @@ def test_a_crash_while_polling_resumes_the_polling_without_a_second_delete(
 def test_a_delete_still_running_when_the_run_ends_is_polled_by_later_runs(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(delete_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
     dato_sim.pending_polls = 1
     job_id = dato_sim.add_track(dato_sim.add_upload())
     rt = runtime_of()
@@ -1034,7 +1034,7 @@ def test_a_delete_job_that_failed_is_dropped_and_a_new_delete_sent(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: DatoCMS finishes the first delete job with a failure
-    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(delete_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
     dato_sim.pending_polls = 0
     dato_sim.delete_failure = Failure(422, "MUX_ERROR")
     job_id = dato_sim.add_track(dato_sim.add_upload())
@@ -1066,8 +1066,8 @@ def test_a_delete_pending_too_long_is_checked_against_the_track_itself(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: a delete job that never finishes (its result expired, say)
-    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
-    monkeypatch.setattr(job_path, "ASYNC_DELETE_STALE", timedelta(0))
+    monkeypatch.setattr(delete_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(delete_path, "ASYNC_DELETE_STALE", timedelta(0))
     dato_sim.pending_polls = 1_000_000
     job_id = dato_sim.add_track(dato_sim.add_upload())
     rt = runtime_of()

@@ -16,10 +16,11 @@ from click.testing import CliRunner
 from tests.helpers import ROOT
 from tests.json_at import at
 from worker.cli import cli
-from worker.config_view import MASK, effective_config, render_toml, schema, schema_text
+from worker.config_view import MASK, effective_config, schema, schema_text
 from worker.errors import ConfigError
-from worker.logging import cli_level
+from worker.logsetup import cli_level
 from worker.redact import mask_url
+from worker.render.config import render_toml
 from worker.settings import load_settings, read_config
 from worker.specs.daily import DailySettings
 from worker.specs.loom import LoomSettings

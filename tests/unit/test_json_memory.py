@@ -32,10 +32,10 @@ from worker.errors import BadResponse, ProviderUnavailable
 from worker.fetch import Download, check_response
 from worker.job import process_job
 from worker.outcomes import Outcome
-from worker.providers.base import (
+from worker.providers.base import HttpApi
+from worker.providers.parsing import (
     JSON_VALUE_COST,
     MAX_PARSE_BYTES,
-    HttpApi,
     _depth_ok,
     parse_cost,
     parse_json,

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.logging import REDACTED, Redactor, configure_logging, get_logger, register_secrets
-from worker.redact import URL_MASK, mask_url, url_credentials
+from worker.logging import get_logger
+from worker.logsetup import configure_logging
+from worker.redact import REDACTED, URL_MASK, Redactor, mask_url, register_secrets, url_credentials
 
 
 @pytest.mark.parametrize(

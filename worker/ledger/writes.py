@@ -30,10 +30,8 @@ from worker.domain import (
     JobRow,
     JobSnapshot,
     JobState,
-    OutputRecord,
     Phase,
     allows,
-    marked_rerun,
     terminal_since,
 )
 from worker.errors import BrakeEngaged, LedgerError
@@ -47,6 +45,7 @@ from worker.ledger.schema import (
     open_jobs_condition,
     sweep_budgets,
 )
+from worker.outputs import OutputRecord, marked_rerun
 
 # What the ledger keeps of an archive's outputs: written as OutputRecords, read back as JSON.
 Outputs = Sequence[OutputRecord] | JSONValue
@@ -383,87 +382,31 @@ class JobWrites:
         is the manifest's identity: its ETag and (where the bucket keeps versions) version,
         which tell the object written as the manifest from any other at ``manifest_key``, and
         what the archive recorded of the job's ``outputs``, which the read before the delete
-        is held to."""
-        return self._archived(
-            Event.ARCHIVE,
+        is held to.
+
+        A job whose delete may have been sent (past the gate) changed at the provider, and
+        what is new is archived: its new manifest becomes the one the delete rests on
+        (``Event.AMEND``). It stays past the gate, under the policy it was archived with.
+        """
+        event = Event.ARCHIVE if allows(Event.ARCHIVE, row.state) else Event.AMEND
+        values: dict[str, object] = (
+            {"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason}
+            if event == Event.ARCHIVE
+            else {"kept_reason": None}
+        )
+        return _record_archive(
+            self.db,
+            event,
             row,
             owner=owner,
             manifest_key=manifest_key,
             files=files,
             now=now,
             outputs=outputs,
-            values={"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason},
+            values=values,
             manifest_etag=manifest_etag,
             manifest_version_id=manifest_version_id,
         )
-
-    def amend(
-        self,
-        row: JobRow,
-        *,
-        owner: str,
-        manifest_key: str,
-        files: Sequence[FileRecord],
-        now: datetime,
-        outputs: Outputs = None,
-        retain_days: int | None = None,
-        due_at: datetime | None = None,
-        due_reason: str | None = None,
-        manifest_etag: str | None = None,
-        manifest_version_id: str | None = None,
-    ) -> JobRow:
-        """A job whose delete may have been sent changed at the provider, and what is new is
-        archived: its new manifest becomes the one the delete rests on. It stays past the
-        gate; the policy it was archived under stays as it was."""
-        return self._archived(
-            Event.AMEND,
-            row,
-            owner=owner,
-            manifest_key=manifest_key,
-            files=files,
-            now=now,
-            outputs=outputs,
-            values={"kept_reason": None},
-            manifest_etag=manifest_etag,
-            manifest_version_id=manifest_version_id,
-        )
-
-    def _archived(
-        self,
-        event: Event,
-        row: JobRow,
-        *,
-        owner: str,
-        manifest_key: str,
-        files: Sequence[FileRecord],
-        now: datetime,
-        outputs: Outputs,
-        values: dict[str, object],
-        manifest_etag: str | None,
-        manifest_version_id: str | None,
-    ) -> JobRow:
-        total = sum(f.size for f in files)
-        values = {
-            "archived_at": now,
-            "manifest_key": manifest_key,
-            "manifest_etag": manifest_etag,
-            "manifest_version_id": manifest_version_id,
-            "files_count": len(files),
-            "bytes_archived": total,
-            "archived_outputs": outputs,
-            "archive_revision": Sql.PLUS_ONE,
-            "last_error": None,
-            "next_attempt_at": None,
-            **values,
-        }
-        detail = {
-            "manifest_key": manifest_key,
-            "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
-            "bytes": total,
-        }
-        if manifest_etag is not None or manifest_version_id is not None:
-            detail |= {"manifest_etag": manifest_etag, "manifest_version_id": manifest_version_id}
-        return transition(self.db, row, event, owner=owner, now=now, values=values, detail=detail)
 
     def reopen(
         self, row: JobRow, missing: Iterable[str], reason: str, *, owner: str, now: datetime
@@ -646,6 +589,46 @@ class JobWrites:
             values=values,
             detail={"error": error[:4000]},
         )
+
+
+def _record_archive(
+    db: Database,
+    event: Event,
+    row: JobRow,
+    *,
+    owner: str,
+    manifest_key: str,
+    files: Sequence[FileRecord],
+    now: datetime,
+    outputs: Outputs,
+    values: dict[str, object],
+    manifest_etag: str | None,
+    manifest_version_id: str | None,
+) -> JobRow:
+    """The archive ``event`` (ARCHIVE, AMEND): the manifest that lists ``files``, their
+    totals, and what the archive recorded of the job's outputs, in the row and its audit."""
+    total = sum(f.size for f in files)
+    values = {
+        "archived_at": now,
+        "manifest_key": manifest_key,
+        "manifest_etag": manifest_etag,
+        "manifest_version_id": manifest_version_id,
+        "files_count": len(files),
+        "bytes_archived": total,
+        "archived_outputs": outputs,
+        "archive_revision": Sql.PLUS_ONE,
+        "last_error": None,
+        "next_attempt_at": None,
+        **values,
+    }
+    detail = {
+        "manifest_key": manifest_key,
+        "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
+        "bytes": total,
+    }
+    if manifest_etag is not None or manifest_version_id is not None:
+        detail |= {"manifest_etag": manifest_etag, "manifest_version_id": manifest_version_id}
+    return transition(db, row, event, owner=owner, now=now, values=values, detail=detail)
 
 
 def _forget_file() -> sa.Delete:

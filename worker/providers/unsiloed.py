@@ -22,7 +22,7 @@
   walk over it. The parsed JSON is what costs memory (Python objects: up to 50 times the
   bytes, for a body of tiny containers), so the parse has a cap of its own, ``max_parse_mib``
   (256 MiB by default), counted on the raw bytes before anything is parsed
-  (``base.parse_cost``): a result that could take more is a ``BadResponse`` naming the
+  (``parsing.parse_cost``): a result that could take more is a ``BadResponse`` naming the
   setting and how far to raise it, and the job stays at Unsiloed. Reading a result thus
   takes at most ``max_result_mib`` + ``max_parse_mib``. A result of small objects (OCR boxes)
   counts 13 (indented) to 30 (compact) times its size, so the default takes one of 9 MiB or

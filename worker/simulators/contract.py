@@ -83,11 +83,11 @@ from worker.providers import base, build_provider
 from worker.providers.base import (
     MAX_BODY_BYTES,
     MAX_INLINE_WAIT,
-    MAX_JSON_DEPTH,
     BaseProvider,
     HttpApi,
     Provider,
 )
+from worker.providers.parsing import MAX_JSON_DEPTH
 from worker.settings import DownloadSettings, ProviderSettings
 from worker.simulators.http import Seen, SimServer
 

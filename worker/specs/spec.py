@@ -61,7 +61,7 @@ class ProviderCommon(Strict):
     # not recognise is kept at the provider.
     ignore_outputs: list[str] = Field(default_factory=list)
     # The memory parsing one of its JSON answers may take (MiB), counted on the answer's
-    # bytes before it is parsed (providers.base.parse_cost, an upper bound): an answer that
+    # bytes before it is parsed (providers.parsing.parse_cost, an upper bound): an answer that
     # could take more is refused unparsed and the job stays at the provider. With the body
     # itself, one answer costs at most its size cap (16 MiB; Unsiloed's max_result_mib) plus
     # this. Genuine answers count 3 (long texts) to 30 (compact small objects) times their
