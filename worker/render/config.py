@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.json_types import JSONValue
 from worker.render.view import View
@@ -25,8 +25,8 @@ class ConfigView(View):
     def lines(self) -> Iterator[str]:
         yield render_toml(self.config).removesuffix("\n")
 
-    def fields(self) -> dict[str, Any]:
-        return self.config
+    def fields(self) -> dict[str, object]:
+        return {**self.config}
 
 
 class ValidationView(View):
@@ -44,7 +44,7 @@ class ValidationView(View):
         if found.unchecked:
             yield f"  not checked (unset variables): {', '.join(found.unchecked)}"
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         found = self.found
         return {
             "file": str(found.file),
