@@ -6,7 +6,10 @@ there). The names:
 
 * ``settings-reference``: every section of the configuration, from the JSON Schema;
 * ``provider-settings TYPE``: one provider type's own keys;
-* ``provider-facts TYPE``: its adapter's sentences marked [I] or [?];
+* ``provider-facts TYPE``: its spec's ``FACTS``, each marked [I] or [?], with what the
+  worker does about it;
+* ``provider-marked TYPE``: its adapter's sentences marked [I] or [?];
+* ``provider-inert TYPE``: its spec's ``INERT``, the fields that name no data;
 * ``provider-adapter TYPE``: its adapter's docstring;
 * ``commands``: every command of the CLI with its one-line help;
 * ``states`` and ``lifecycle``: the job's states and the lifecycle table.
@@ -46,7 +49,9 @@ def generators() -> dict[str, Callable[[str | None], str]]:
     return {
         "settings-reference": settings_reference,
         "provider-settings": lambda kind: reference.provider(needs(kind)),
-        "provider-facts": lambda kind: providers.facts_list(needs(kind)),
+        "provider-facts": lambda kind: providers.facts_table(needs(kind)),
+        "provider-marked": lambda kind: providers.facts_list(needs(kind)),
+        "provider-inert": lambda kind: providers.inert_table(needs(kind)),
         "provider-adapter": lambda kind: providers.adapter_page(needs(kind)),
         "commands": lambda _: commands.commands_table(),
         "states": lambda _: lifecycle.states_table(),

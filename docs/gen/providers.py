@@ -1,10 +1,11 @@
-"""Each provider's page: how its adapter reads the API, and the facts marked [I] or [?].
+"""Each provider's page: the facts its documents leave open, the fields of its record that
+name no data, and how its adapter reads the API, all from the provider's spec
+(``worker/specs/<type>.py``, through the registry) and its adapter's docstring.
 
-Facts that a provider's documents leave open are marked where the adapter relies on them:
-``[I]`` inferred (with the reason, or what the adapter does if the inference is wrong),
-``[?]`` unknown (and how the adapter copes either way). The adapter's module docstring is the
-one place that says so, next to the code it explains; these pages show it, and list the
-marked sentences first, so a reader sees what rests on an inference before anything else.
+Facts are marked ``[I]`` inferred or ``[?]`` unknown. The spec's ``FACTS`` lists each with
+what the worker does about it; the adapter's docstring marks the same where the code relies
+on it, and the page lists those sentences too, so a reader sees what rests on an inference
+before anything else.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import importlib
 import re
 
 from docs.gen import GenerationError
-from worker.providers import ADAPTERS
+from worker.specs import registry
+from worker.specs.spec import ProviderSpec
 
 # [I], [?], and the forms with a note ([I: 400]).
 MARKER = re.compile(r"\[(I|\?)(?::[^\]]*)?\]")
@@ -23,11 +25,16 @@ BULLET = re.compile(r"^\* ", re.M)
 NESTED = re.compile(r"\n\s+- ")
 
 
+def spec(kind: str) -> ProviderSpec:
+    try:
+        return registry.spec(kind)
+    except Exception as exc:  # ConfigError, naming the types there are
+        raise GenerationError(f"a page names the provider type {kind!r}: {exc}") from exc
+
+
 def docstring(kind: str) -> str:
     """The adapter module's docstring, as written (reStructuredText-ish, in plain words)."""
-    if kind not in ADAPTERS:
-        raise GenerationError(f"no adapter for provider type {kind!r} (worker.providers.ADAPTERS)")
-    module = importlib.import_module(ADAPTERS[kind].split(":")[0])
+    module = importlib.import_module(spec(kind).adapter.split(":")[0])
     text = module.__doc__
     if not text:
         raise GenerationError(f"the {kind} adapter has no module docstring to show")
@@ -70,7 +77,32 @@ def facts(kind: str) -> list[tuple[str, str]]:
     return found
 
 
+def _cell(text: str) -> str:
+    return markdown(" ".join(text.split())).replace("|", "\\|")
+
+
+def facts_table(kind: str) -> str:
+    """The spec's ``FACTS``: each open fact, marked, with what the worker does about it."""
+    declared = spec(kind).facts
+    unmarked = [fact for fact in declared if not MARKER.search(fact)]
+    if unmarked:
+        raise GenerationError(
+            f"the {kind} spec's FACTS must each be marked [I] or [?]: {', '.join(unmarked)}"
+        )
+    lines = ["| what the provider's documents leave open | what the worker does |", "|---|---|"]
+    lines += [f"| {_cell(fact)} | {_cell(done)} |" for fact, done in declared.items()]
+    return "\n".join(lines) + "\n"
+
+
+def inert_table(kind: str) -> str:
+    """The spec's ``INERT``: the fields of a job's record that name no data its delete destroys."""
+    lines = ["| field | why nothing there is lost |", "|---|---|"]
+    lines += [f"| `{path}` | {_cell(why)} |" for path, why in spec(kind).inert.items()]
+    return "\n".join(lines) + "\n"
+
+
 def facts_list(kind: str) -> str:
+    """The adapter docstring's sentences that carry a marker, under their topic."""
     listed = facts(kind)
     if not listed:
         return "Its documents leave nothing open that the adapter relies on.\n"

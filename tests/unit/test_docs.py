@@ -20,9 +20,10 @@ from docs.gen import GenerationError, lifecycle, pages, providers
 from docs.gen.settings import Meaning, Reference, load_meanings, load_schema, reference
 from tests.helpers import ROOT
 from worker import domain, settings
-from worker.providers import ADAPTERS
+from worker.specs import registry
 
 DOCS = ROOT / "docs"
+TYPES = sorted(spec.type for spec in registry.BUILTIN)
 README = ROOT / "README.md"
 SECTIONS: dict[str, type[BaseModel]] = {
     "archive": settings.ArchiveSettings,
@@ -118,19 +119,41 @@ def test_an_event_without_a_comment_stops_the_build(tmp_path: Path) -> None:
         lifecycle.comments(domain.Event, tmp_path / "domain.py")
 
 
-@pytest.mark.parametrize("kind", sorted(ADAPTERS))
-def test_every_fact_marked_inferred_or_unknown_is_on_its_providers_page(kind: str) -> None:
+@pytest.mark.parametrize("kind", TYPES)
+def test_every_fact_its_spec_declares_is_on_its_providers_page(kind: str) -> None:
+    table = providers.facts_table(kind)
+    facts = registry.spec(kind).facts
+    assert facts
+    for fact in facts:
+        assert providers.markdown(fact) in table, fact
+
+
+@pytest.mark.parametrize("kind", TYPES)
+def test_every_sentence_its_adapter_marks_inferred_or_unknown_is_listed(kind: str) -> None:
     marked = len(providers.MARKER.findall(providers.docstring(kind)))
     listed = providers.facts_list(kind)
     assert marked > 0
     assert len(re.findall(r"\*\*\[(?:I|\?)[^\]]*\]\*\*", listed)) == marked
 
 
-@pytest.mark.parametrize("kind", sorted(ADAPTERS))
+@pytest.mark.parametrize("kind", TYPES)
+def test_every_field_its_spec_declares_inert_is_listed_with_its_reason(kind: str) -> None:
+    table = providers.inert_table(kind)
+    for path in registry.spec(kind).inert:
+        assert f"| `{path}` |" in table, path
+
+
+@pytest.mark.parametrize("kind", TYPES)
 def test_every_provider_has_a_page_with_its_generated_parts(kind: str) -> None:
     page = (DOCS / "providers" / f"{kind}.md").read_text()
     made = {match.group(1) for match in pages.MARKER.finditer(page) if match.group(2) == kind}
-    assert made == {"provider-facts", "provider-settings", "provider-adapter"}
+    assert made == {
+        "provider-facts",
+        "provider-marked",
+        "provider-inert",
+        "provider-settings",
+        "provider-adapter",
+    }
 
 
 def test_every_marker_in_the_pages_is_one_the_build_knows() -> None:
