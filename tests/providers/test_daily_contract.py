@@ -451,7 +451,7 @@ def test_the_simulator_enforces_its_rate_limit_and_the_limiter_keeps_under_it(
     daily_sim: DailySimulator,
 ) -> None:
     # The limiter measures when a request leaves, the provider when it arrives: configure a
-    # little under the provider's limit, as the README advises.
+    # little under the provider's limit, as the configuration reference advises.
     daily_sim.rate_limit = (10, 1.0)
     provider = adapter(daily_sim)
     provider.api.limiter = RateLimiter("8/second", "daily")

@@ -52,8 +52,8 @@ def test_every_built_in_provider_has_a_simulated_account_of_its_own_type(
 
 
 def test_the_guide_to_adding_a_provider_names_what_the_code_reads() -> None:
-    readme = (ROOT / "README.md").read_text()
-    guide = readme[readme.index("### Adding a provider") : readme.index("## Architecture")]
+    page = (ROOT / "docs" / "architecture" / "modules.md").read_text()
+    guide = page[page.index("## Adding a provider") :]
     assert f'[project.entry-points."{registry.GROUP}"]' in guide
     assert "from worker.simulators.contract import Call, Contract, Description, WrongKey" in guide
     for path in ("worker/specs/registry.py", "worker/simulators/contract.py"):

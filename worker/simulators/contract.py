@@ -14,7 +14,8 @@ provider needs one ``Description`` and those two lines; the cases here stay as t
 adapter is built as the worker builds it, through the registry from a settings table, so a
 plug-in's provider is tested the way it will run; its simulator is a ``SimServer``
 (``worker/simulators/http.py``), which gives every case its faults (``inject``) and what was
-asked of it (``seen``). README.md, "Adding a provider", says what else a plug-in holds.
+asked of it (``seen``). docs/architecture/modules.md, "Adding a provider", says what else a
+plug-in holds.
 
 Why a base class rather than a parametrized fixture over a list of descriptions:
 

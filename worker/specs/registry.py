@@ -10,8 +10,9 @@ group, under its type::
 The settings read the registry to validate ``[providers.NAME]`` tables (their ``type`` picks
 the model, through one discriminated union), ``providers.build_provider`` builds an account's
 adapter from it,
-and the simulators' server, the demo and the tests list providers from it. README.md,
-"Adding a provider", says what a plug-in holds and which tests it must pass.
+and the simulators' server, the demo and the tests list providers from it.
+docs/architecture/modules.md, "Adding a provider", says what a plug-in holds and which tests
+it must pass.
 
 Two sources must never silently decide which adapter deletes a job, so a type is refused,
 with the reason, when
