@@ -1,5 +1,6 @@
-"""`retention init`: a first configuration for the providers named, written from the settings
-models themselves, so it never names a key the worker does not know.
+"""`retention init`: a first configuration for the providers named, written from their specs
+(``worker.specs.registry``: the built-in providers and installed plug-ins) and settings
+models, so it never names a key the worker does not know.
 
 For each provider it writes the table's ``type``, each key the model requires, and each
 credential, every one of them a ``${NAME}`` reference to an environment variable
@@ -32,7 +33,10 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import PydanticUndefined
 
 from worker.errors import ConfigError
-from worker.settings import PROVIDER_NAME, ArchiveSettings, ProviderCommon, provider_classes
+from worker.settings import ArchiveSettings
+from worker.settings_base import PROVIDER_NAME
+from worker.specs import registry
+from worker.specs.spec import ProviderCommon, ProviderSpec
 
 # Values for each required key while checking which credentials a model accepts together.
 _PLACEHOLDERS = ("https://placeholder.invalid", "placeholder")
@@ -45,8 +49,15 @@ class Account:
     """One ``[providers.NAME]`` table to write: its name and its type's settings model."""
 
     name: str
-    type: str
-    model: builtins.type[ProviderCommon]
+    spec: ProviderSpec
+
+    @property
+    def type(self) -> str:
+        return self.spec.type
+
+    @property
+    def model(self) -> builtins.type[ProviderCommon]:
+        return self.spec.settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +69,9 @@ class Starter:
     providers: tuple[str, ...]
 
 
-def types() -> dict[str, type[ProviderCommon]]:
-    """Every provider type, with its settings model."""
-    return {get_args(m.model_fields["type"].annotation)[0]: m for m in provider_classes()}
+def types() -> dict[str, ProviderSpec]:
+    """Every provider type this installation knows (the registry's, plug-ins included)."""
+    return {spec.type: spec for spec in registry.specs()}
 
 
 def accounts(specs: Sequence[str]) -> list[Account]:
@@ -82,7 +93,7 @@ def accounts(specs: Sequence[str]) -> list[Account]:
         elif any(a.name == name for a in found):
             problems.append(f"{name!r} is named twice (NAME=TYPE names a second account)")
         else:
-            found.append(Account(name, type_, known[type_]))
+            found.append(Account(name, known[type_]))
     if problems or not found:
         raise ConfigError(
             "; ".join(problems) or "name at least one provider",
@@ -179,7 +190,7 @@ def provider_table(account: Account, variables: dict[str, str]) -> Iterator[str]
     required = [n for n, info in fields.items() if info.is_required() and n != "type"]
     credentials = _accepted_credentials(account, required)
     yield f"[providers.{account.name}]"
-    yield from _wrapped((model.__doc__ or account.type).strip().splitlines()[0])
+    yield from _wrapped(account.spec.title)
     yield f'type = "{account.type}"'
     for name in [*required, *credentials]:
         variable = _variable(account, name)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from worker.errors import ConfigError, TrackRefused
 from worker.providers import job_id_problem
-from worker.settings import PROVIDER_NAME
+from worker.settings_base import PROVIDER_NAME
 
 if TYPE_CHECKING:
     from worker.ledger import Ledger

@@ -48,7 +48,7 @@ def test_init_writes_a_config_that_validates_once_its_variables_are_set(
     ]
     # and every secret in it is a reference, never a value
     table = tomllib.loads(config.read_text())["providers"][provider_type]
-    fields = types()[provider_type].model_fields
+    fields = types()[provider_type].settings.model_fields
     secrets = [
         key
         for key in table

@@ -72,8 +72,8 @@ def test_sweep_progress_in_a_pipe_goes_to_stderr_as_lines_and_stdout_keeps_its_d
     finals = {line.split(":")[0]: line for line in progress}
     assert set(finals) == {"progress daily", "progress daily_later"}
     daily = finals["progress daily"]
+    # (the rate and time left show once a second of work has passed: tests/unit/test_meter.py)
     assert daily.startswith("progress daily: 6/6 jobs, 9.0 MiB archived")
-    assert "/s" in daily
 
 
 def test_no_progress_in_a_pipe_unless_asked(

@@ -110,8 +110,8 @@ class OperatorCommands:
                 changes: dict[str, Any] = {}
                 if not found:
                     row = new_job(provider, job_id, now, tracked=True)
-                    row |= {"held": hold, "terminal_at": finished_at}
-                    self.db.insert_job(tx, row)
+                    row["held"] = hold
+                    self.db.insert_job(tx, {**row, "terminal_at": finished_at})
                     result.added.append(job_id)
                     changes |= {"new": True, **clock}
                     state, was_held = INITIAL_STATE, False
