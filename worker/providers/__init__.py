@@ -34,8 +34,13 @@ def build_provider(
 
 def job_id_problem(settings: ProviderCommon, job_id: str) -> str | None:
     """Why ``job_id`` cannot be a job of an account with these settings, by its adapter's
-    rules (``BaseProvider.job_id_problem``), or None. Nothing is asked of the provider."""
+    rules (``BaseProvider.job_id_problem``), or None. Nothing is asked of the provider. A
+    plug-in's adapter that is no ``BaseProvider`` is held to the rule every id meets
+    (``keys.job_id_problem``: one archive folder, as given)."""
+    from worker.keys import job_id_problem as folder_problem
     from worker.specs import registry
 
-    adapter = cast("type[BaseProvider[Any]]", registry.spec(settings.type).adapter_class())
-    return adapter.job_id_problem(job_id)
+    adapter = registry.spec(settings.type).adapter_class()
+    if not hasattr(adapter, "job_id_problem"):
+        return folder_problem(job_id)
+    return cast("type[BaseProvider[Any]]", adapter).job_id_problem(job_id)
