@@ -160,6 +160,11 @@ def scrub_task(read_fraction: float = 0.0) -> dict[str, Any]:
     throws=(TrackRefused,),
     # Kept, unlike every other task's, so an application may wait for the answer.
     ignore_result=False,
+    # At least once: a message whose process died under it (OOM, kill -9) goes back to the
+    # queue, where the app's setting would acknowledge it (that suits the other tasks, whose
+    # jobs the next sweep finds in the ledger; a lost track has nothing to find it again).
+    # Idempotent, and at most 1000 ids, so running it again is harmless and cheap.
+    reject_on_worker_lost=True,
 )
 def track_task(
     self: Task[Any, Any],

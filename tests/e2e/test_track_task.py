@@ -4,16 +4,23 @@ and `worker.client.track` for applications that share the configuration."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
 import sqlalchemy as sa
+from celery import Celery
 
 from tests.conftest import StartWorker
 from tests.helpers import REDIS_URL, config_data, objects, run_cli, write_config
@@ -271,3 +278,107 @@ def test_the_python_helper_checks_here_sends_by_the_configured_queue_and_may_wai
         row = rows.get("loom", ref)
         assert row is not None
         assert row.tracked
+
+
+class HeldProxy:
+    """A TCP proxy to PostgreSQL that, until ``forward()``, accepts connections and holds
+    them unanswered: a task that opens the ledger then hangs where it is, to be killed."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.forwarding = threading.Event()
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.forwarding.is_set():
+                self.held.append(client)
+                continue
+            upstream = socket.create_connection(self.upstream)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def forward(self) -> None:
+        self.forwarding.set()
+
+    def close(self) -> None:
+        self.server.close()
+        for held in self.held:
+            held.close()
+
+
+def worker_pid(queue: str) -> int:
+    """The main process of the worker this test started (its hostname names the queue)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+                if b"worker" in argv and f"{queue}-0@%h".encode() in argv:
+                    return int(proc.name)
+    raise AssertionError(f"no worker process for {queue}")
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def children_of(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@pytest.mark.postgres
+def test_a_track_whose_worker_process_dies_mid_way_is_delivered_again(
+    loom: LoomSimulator,
+    bucket: str,
+    s3_server: S3Server,
+    postgres_url: str,
+    tmp_path: Path,
+    celery_queue: str,
+    start_worker: StartWorker,
+) -> None:
+    # given: a worker whose ledger answers nothing yet, so a task hangs as it opens it
+    url = sa.make_url(postgres_url)
+    proxy = HeldProxy((url.host or "127.0.0.1", url.port or 5432))
+    held_url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    config = loom_config(tmp_path, loom, bucket, s3_server, held_url, celery_queue)
+    start_worker(config, celery_queue, concurrency=1)
+    try:
+        client = Celery(broker=REDIS_URL)
+        client.send_task("retention.track", args=["loom", ["R30"]], queue=celery_queue)
+        wait_until(lambda: bool(proxy.held), timeout=60, what="the task to open the ledger")
+
+        # when: the process running it is killed (OOM, a node's kill -9), then the ledger answers
+        proxy.forward()
+        (child,) = children_of(worker_pid(celery_queue))
+        os.kill(child, signal.SIGKILL)
+
+        # then: the message is delivered again, and the job is recorded
+        def recorded() -> bool:
+            return Ledger.open(postgres_url).query.get("loom", "R30") is not None
+
+        wait_until(recorded, timeout=90, what="the track to be recorded after the kill")
+    finally:
+        proxy.close()
