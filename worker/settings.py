@@ -229,6 +229,12 @@ class WorkerSettings(_Strict):
     # The same for a sweep's lease on its provider (under Celery it is also kept below the
     # schedule period).
     sweep_lease_seconds: float = Field(default=30.0, ge=1, le=60)
+    # Liveness: the worker's consumer and beat's scheduler each renew a file in this directory
+    # (worker.heartbeat, beat.heartbeat) every heartbeat_seconds, from the loop that does the
+    # work; `python -m worker.heartbeat FILE --max-age N` is the probe that reads it (deploy/).
+    # Unset: no heartbeat is written.
+    heartbeat_dir: str | None = None
+    heartbeat_seconds: float = Field(default=10.0, ge=0.2, le=60)
 
 
 class MetricsSettings(_Strict):
