@@ -38,6 +38,7 @@ from tests.deploy.support import (
     locked,
 )
 from tests.helpers import REDIS_URL, ROOT, objects, run_cli
+from worker import heartbeat
 from worker.celery_app import celery_config, sweep_queue
 from worker.metrics import gauges as worker_metrics
 from worker.settings import Settings, load_settings
@@ -190,6 +191,25 @@ def test_a_worker_is_stopped_within_the_configured_grace_period_by_a_soft_shutdo
         assert any(t.startswith("/run/retention/metrics:") for t in service["tmpfs"])
         port = settings.metrics.port
         assert any(p.endswith(f":{port}") for p in service["ports"])
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_compose_health_is_the_heartbeat_each_celery_process_renews(
+    compose: dict[str, Any], profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roles = {"worker": heartbeat.WORKER_FILE, "beat": heartbeat.BEAT_FILE}
+    checked = set()
+    for name, service in services(compose, profile).items():
+        role = celery_role(service)
+        if role not in roles:
+            continue
+        settings = load_deploy_config(mounted_config(service), monkeypatch)
+        assert settings.worker.heartbeat_dir is not None, name
+        test = service["healthcheck"]["test"]
+        assert test[:4] == ["CMD", "python", "-m", "worker.heartbeat"], name
+        assert Path(test[4]) == Path(settings.worker.heartbeat_dir) / roles[role], name
+        checked.add(role)
+    assert checked == set(roles)
 
 
 def consumed_queues(command: list[str], settings: Settings) -> set[str]:
@@ -456,6 +476,45 @@ def test_kubernetes_workers_consume_both_the_jobs_and_the_sweeps_queue(
     }
 
 
+def heartbeat_probe(probe: Mapping[str, Any]) -> tuple[Path, float | None, bool]:
+    """(file, --max-age, --running) of an exec probe that runs `python -m worker.heartbeat`."""
+    command = probe["exec"]["command"]
+    assert command[:3] == ["python", "-m", "worker.heartbeat"], command
+    options = command[4:]
+    max_age = float(options[options.index("--max-age") + 1]) if "--max-age" in options else None
+    return Path(command[3]), max_age, "--running" in options
+
+
+@pytest.mark.parametrize(
+    ("deployment", "container_name", "file"),
+    [
+        ("retention-worker", "worker", heartbeat.WORKER_FILE),
+        ("retention-beat", "beat", heartbeat.BEAT_FILE),
+    ],
+)
+def test_liveness_reads_the_heartbeat_the_configuration_has_renewed_on_a_writable_volume(
+    k8s: dict[tuple[str, str], Any],
+    k8s_settings: Settings,
+    deployment: str,
+    container_name: str,
+    file: str,
+) -> None:
+    (container,) = k8s[("Deployment", deployment)]["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == container_name
+    assert k8s_settings.worker.heartbeat_dir is not None
+    expected = Path(k8s_settings.worker.heartbeat_dir) / file
+    # the heartbeat's directory is on a volume: the root filesystem is read-only
+    mounts = [Path(m["mountPath"]) for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert any(expected.is_relative_to(mount) for mount in mounts)
+    path, max_age, running = heartbeat_probe(container["livenessProbe"])
+    assert (path, running) == (expected, False)
+    # a few heartbeats may be missed before the probe fails
+    assert max_age is not None
+    assert max_age >= 3 * k8s_settings.worker.heartbeat_seconds
+    path, _, running = heartbeat_probe(container["startupProbe"])
+    assert (path, running) == (expected, True)
+
+
 def test_worker_probes_and_scraping_use_the_configured_metrics_port(
     k8s: dict[tuple[str, str], Any], k8s_settings: Settings
 ) -> None:
@@ -467,8 +526,8 @@ def test_worker_probes_and_scraping_use_the_configured_metrics_port(
         "containerPort": k8s_settings.metrics.port,
         "protocol": "TCP",
     }
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    # a worker is ready once its consumer consumes, not once its metrics thread answers
+    assert heartbeat_probe(container["readinessProbe"])[2]
     annotations = worker["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(k8s_settings.metrics.port)
     service = k8s[("Service", "retention-worker-metrics")]
