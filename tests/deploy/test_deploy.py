@@ -136,13 +136,17 @@ def test_every_file_the_compose_file_mounts_exists(compose: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_each_profile_runs_one_worker_and_exactly_one_beat(
+def test_each_profile_runs_one_worker_and_exactly_one_beat_and_one_exporter(
     compose: dict[str, Any], profile: str
 ) -> None:
     active = services(compose, profile)
     roles = [celery_role(s) for s in active.values()]
     assert roles.count("worker") == 1
     assert roles.count("beat") == 1
+    # The ledger's gauges come from one process, not from every worker.
+    exporters = [s for s in active.values() if command_of(s) == ["retention", "exporter"]]
+    assert len(exporters) == 1
+    assert "deploy" not in exporters[0]
     beat = next(s for s in active.values() if celery_role(s) == "beat")
     assert beat["deploy"]["replicas"] == 1
     # The schedule file lives in a named volume: the root filesystem is read-only.
@@ -451,6 +455,30 @@ def test_beat_is_a_single_replica_that_is_never_rolled_over_alive(
     (beat,) = beats
     assert beat["spec"]["replicas"] == 1
     assert beat["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_the_ledger_is_exported_by_exactly_one_pod_that_is_never_rolled_over_alive(
+    k8s: dict[tuple[str, str], Any], k8s_settings: Settings
+) -> None:
+    exporters = [
+        obj
+        for (kind, _), obj in k8s.items()
+        if kind == "Deployment"
+        and obj["spec"]["template"]["spec"]["containers"][0]["command"] == ["retention", "exporter"]
+    ]
+    (exporter,) = exporters
+    assert exporter["spec"]["replicas"] == 1
+    assert exporter["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = exporter["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": k8s_settings.metrics.port, "protocol": "TCP"} in (
+        container["ports"]
+    )
+    # its /metrics is its work: an answer there is its health
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    labels = exporter["spec"]["template"]["metadata"]["labels"]
+    service = k8s[("Service", "retention-exporter-metrics")]
+    assert service["spec"]["selector"] == labels
 
 
 def test_workers_stop_by_soft_shutdown_within_the_configured_grace_period(

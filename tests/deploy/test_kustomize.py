@@ -131,6 +131,7 @@ def test_every_pod_of_the_worker_is_isolated_both_ways_by_the_network_policy(
     assert set(pods) == {
         "Deployment/retention-worker",
         "Deployment/retention-beat",
+        "Deployment/retention-exporter",
         "Job/retention-migrate",
     }
     for where, template in pods.items():
