@@ -53,7 +53,18 @@ RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --whe
  && /opt/venv/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash \
       -s /opt/project -p / /opt/project/opt/venv/lib
 
-# ---- runtime ----------------------------------------------------------------------------
+# ---- simulators: the provider simulators, for the compose try-out only -------------------
+# Test and demo equipment: pyproject.toml leaves them out of the wheel, so the runtime image
+# below never holds them. deploy/compose.yaml's `simulators` profile builds this target: the
+# source tree copied above, run on the same locked dependencies.
+FROM build AS simulators
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/src \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+CMD ["python", "-m", "worker.simulators", "--help"]
+
+# ---- runtime (the default target) -------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown

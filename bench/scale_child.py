@@ -7,7 +7,7 @@
 
 ``python -m bench.scale_child walk --ledger URL --result PATH``
     Walk every candidate of a ledger whose N jobs are all due, batch by batch, as a sweep
-    does before it hands each one to the thread pool (``pipeline._candidates``).
+    does before it hands each one to the thread pool (``sweep._candidates``).
 """
 
 from __future__ import annotations

@@ -21,11 +21,12 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from worker.config_expand import credential_keys
 from worker.errors import ConfigError
+from worker.json_types import JSONValue
 from worker.redact import URL_MASK, mask_url
 from worker.settings import (
     CONFIG_ENV,
@@ -33,7 +34,6 @@ from worker.settings import (
     SECRETS_DIR_ENV,
     Problem,
     Settings,
-    credential_keys,
     provider_classes,
     read_config,
 )
@@ -51,7 +51,8 @@ POLICY_KEYS = (
 )
 
 
-def _shown(value: Any) -> Any:
+def _shown(value: object) -> JSONValue:
+    """A setting as plain data: credentials masked, URLs without their passwords."""
     if isinstance(value, SecretStr):
         return MASK
     if isinstance(value, BaseModel):
@@ -62,10 +63,12 @@ def _shown(value: Any) -> Any:
         return [_shown(v) for v in value]
     if isinstance(value, str) and "://" in value:
         return mask_url(value)
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)
 
 
-def _unmasked(value: Any, secrets: set[str]) -> Any:
+def _unmasked(value: JSONValue, secrets: set[str]) -> JSONValue:
     """Every configured secret replaced, wherever it is (a secret that is also a bucket
     name, a URL's user name...): what is shown never carries one."""
     if isinstance(value, str):
@@ -94,21 +97,22 @@ def overrides(environ: os._Environ[str] | dict[str, str] | None = None) -> list[
     return sorted(found)
 
 
-def effective_config(settings: Settings, *, source: Path) -> dict[str, Any]:
+def effective_config(settings: Settings, *, source: Path) -> dict[str, JSONValue]:
     """The configuration the worker runs with, as plain data, secrets masked."""
-    document: dict[str, Any] = {
+    document: dict[str, JSONValue] = {
         "source": {
             "file": str(source),
-            "environment_overrides": overrides(),
+            "environment_overrides": [*overrides()],
             "secrets_dir": os.environ.get(SECRETS_DIR_ENV) or None,
         }
     }
     for section in SECTIONS:
         document[section] = _shown(getattr(settings, section))
-    providers: dict[str, Any] = {}
+    providers: dict[str, JSONValue] = {}
     for name, provider in settings.providers.items():
         policy = dataclasses.asdict(settings.policy(name))
         own = _shown(provider)
+        assert isinstance(own, dict)  # a model is shown as an object
         providers[name] = {
             "type": own.pop("type"),
             **{key: policy[key] for key in POLICY_KEYS},
@@ -161,16 +165,18 @@ def validate(source: Path, *, allow_unset: bool = False) -> Validation:
     )
 
 
-def schema() -> dict[str, Any]:
+def schema() -> dict[str, JSONValue]:
     """The JSON Schema of the configuration file (draft 2020-12)."""
-    document = Settings.model_json_schema()
+    document: dict[str, JSONValue] = Settings.model_json_schema()
+    definitions = document["$defs"]
+    assert isinstance(definitions, dict)
     models: list[type[BaseModel]] = [*provider_classes()]
     for info in Settings.model_fields.values():
         if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
             models.append(info.annotation)
     for model in models:
-        definition = document["$defs"].get(model.__name__)
-        if definition is not None:
+        definition = definitions.get(model.__name__)
+        if isinstance(definition, dict):
             _add_file_keys(definition, sorted(credential_keys(model)))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -181,11 +187,12 @@ def schema() -> dict[str, Any]:
     }
 
 
-def _add_file_keys(definition: dict[str, Any], keys: list[str]) -> None:
+def _add_file_keys(definition: dict[str, JSONValue], keys: list[str]) -> None:
     """``KEY_file`` next to each credential key; a required key may be given either way."""
-    properties = definition["properties"]
-    required = definition.get("required", [])
-    either = []
+    properties, required = definition["properties"], definition.get("required", [])
+    assert isinstance(properties, dict)  # pydantic's schema of a model
+    assert isinstance(required, list)
+    either: list[JSONValue] = []
     for key in keys:
         properties[f"{key}_file"] = {
             "type": "string",
@@ -198,7 +205,8 @@ def _add_file_keys(definition: dict[str, Any], keys: list[str]) -> None:
             required.remove(key)
             either.append({"oneOf": [{"required": [key]}, {"required": [f"{key}_file"]}]})
     if either:
-        definition["allOf"] = [*definition.get("allOf", []), *either]
+        earlier = definition.get("allOf")
+        definition["allOf"] = [*(earlier if isinstance(earlier, list) else []), *either]
     if "required" in definition and not required:
         del definition["required"]
 

@@ -45,7 +45,7 @@ from worker.keys import receipt_key_for
 from worker.leases import Claim
 from worker.ledger import FileRecord
 from worker.logging import get_logger
-from worker.manifest import ManifestFile, build_receipt, parse_manifest, same_job
+from worker.manifest import ManifestFile, PartialDelete, build_receipt, parse_manifest, same_job
 from worker.metrics import recorders
 from worker.outputs import compare_outputs
 from worker.providers.base import Provider, send_guard
@@ -323,7 +323,7 @@ def _answer_record(answer: Deleted | AlreadyGone | DeletePending) -> dict[str, A
     return record
 
 
-def _partial_deletes(rt: Runtime, row: JobRow) -> list[dict[str, Any]]:
+def _partial_deletes(rt: Runtime, row: JobRow) -> list[PartialDelete]:
     """The deletes the provider answered in part, when it then answered that the job was
     gone: the job is closed (there is nothing left to delete through the API), but what those
     answers said was not deleted may remain at the provider. Read only in that case, so a

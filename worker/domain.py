@@ -22,9 +22,10 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from worker.errors import BrakeEngaged, Kept, WorkerError
+from worker.json_types import JSONValue
 from worker.outcomes import Outcome
 from worker.outputs import Output, compare_outputs
 
@@ -184,7 +185,7 @@ class JobSnapshot:
     finished_at: datetime | None
     # The provider's record as returned, for the manifest. Signed query strings are removed
     # before it is written anywhere.
-    record: Mapping[str, Any] = field(repr=False)
+    record: dict[str, JSONValue] = field(repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -196,7 +197,7 @@ class JobGone:
     """The provider answered that the job does not exist (any more)."""
 
     job_id: str
-    answer: Mapping[str, Any] = field(repr=False)
+    answer: dict[str, JSONValue] = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +273,7 @@ class Deleted:
     """The provider confirmed the delete."""
 
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,7 +281,7 @@ class AlreadyGone:
     """The provider answered the delete with "no such job": someone deleted it before us."""
 
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,7 +290,7 @@ class DeletePending:
 
     handle: str
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 DeleteAnswer = Deleted | AlreadyGone | DeletePending
@@ -350,7 +351,7 @@ class JobRow:
     bytes_archived: int | None
     delete_requested_at: datetime | None
     delete_handle: str | None
-    delete_answer: Any
+    delete_answer: JSONValue
     provider_deleted_at: datetime | None
     deleted_at: datetime | None
     receipt_key: str | None
@@ -365,7 +366,7 @@ class JobRow:
     manifest_version_id: str | None = None
     # What the archive recorded of the job's outputs (``archived_outputs_json``): a fresh
     # read before the delete is held to it. None for jobs archived before it was recorded.
-    archived_outputs: Any = None
+    archived_outputs: JSONValue = None
     # How many times the job was archived: a new archive writes a new manifest beside the old.
     archive_revision: int = 0
     # Why the worker keeps the job at the provider (a ``Kept`` reason), while it does.

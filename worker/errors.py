@@ -2,7 +2,7 @@
 
 Every error carries the retry decision with it. ``permanent=False`` means "defer the job and
 try again on a later sweep"; ``permanent=True`` means "mark the job failed and wait for a
-person". Either way nothing is deleted: the delete gate in ``pipeline`` only opens for a job
+person". Either way nothing is deleted: the delete gate (``delete_job``) only opens for a job
 whose archive is complete.
 
     WorkerError

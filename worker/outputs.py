@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import NotRequired, TypedDict
+
+from worker.json_types import JSONValue
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,20 @@ class Output:
         return (self.size, self.sha256, self.etag, self.version)
 
 
-def archived_outputs_json(outputs: Sequence[Output], keys: Mapping[str, str]) -> list[Any]:
+class OutputRecord(TypedDict):
+    """One archived output as the ledger keeps it (``archived_outputs``)."""
+
+    name: str
+    key: str
+    size: int | None
+    sha256: str | None
+    etag: str | None
+    version: str | None
+    # Set when the job ran again at the provider after this was archived.
+    rerun: NotRequired[bool]
+
+
+def archived_outputs_json(outputs: Sequence[Output], keys: Mapping[str, str]) -> list[OutputRecord]:
     """What the ledger keeps of an archive's outputs: each one's name, the key that holds it
     and what the provider declared of it. A later read is compared with this."""
     return [
@@ -56,33 +71,34 @@ class Recorded:
     rerun: bool = False
 
 
-def recorded_outputs(value: Any) -> dict[str, Recorded] | None:
+def recorded_outputs(value: JSONValue) -> dict[str, Recorded] | None:
     """The ledger's record of an archive's outputs, by name; None when there is none (a job
     archived before outputs were recorded) or it cannot be read: nothing is proved then."""
     if not isinstance(value, list):
         return None
     found: dict[str, Recorded] = {}
     for entry in value:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
+        if not isinstance(entry, dict):
             return None
-        if not isinstance(entry.get("key"), str):
+        name, key, size = entry.get("name"), entry.get("key"), entry.get("size")
+        declared = [entry.get(field) for field in ("sha256", "etag", "version")]
+        if not (isinstance(name, str) and isinstance(key, str)):
             return None
-        output = Output(
-            entry["name"],
-            entry.get("size"),
-            entry.get("sha256"),
-            entry.get("etag"),
-            entry.get("version"),
-        )
-        found[output.name] = Recorded(output, entry["key"], bool(entry.get("rerun")))
+        if not (size is None or isinstance(size, int)):
+            return None
+        if not all(v is None or isinstance(v, str) for v in declared):
+            return None
+        sha256, etag, version = (v if isinstance(v, str) else None for v in declared)
+        output = Output(name, size, sha256, etag, version)
+        found[output.name] = Recorded(output, key, bool(entry.get("rerun")))
     return found
 
 
-def marked_rerun(value: Any) -> Any:
+def marked_rerun(value: JSONValue) -> JSONValue:
     """The record of an archive's outputs with every one marked as run again."""
     if not isinstance(value, list):
         return value
-    return [dict(e, rerun=True) if isinstance(e, Mapping) else e for e in value]
+    return [dict(e, rerun=True) if isinstance(e, dict) else e for e in value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +137,7 @@ class OutputChanges:
         return "; ".join(parts) or "no change"
 
 
-def compare_outputs(recorded: Any, fresh: Sequence[Output]) -> OutputChanges:
+def compare_outputs(recorded: JSONValue, fresh: Sequence[Output]) -> OutputChanges:
     """What a fresh read lists against the archive: names added, changed (any declared size,
     digest, ETag or version that differs, or a file of a job that ran again) and removed."""
     known = recorded_outputs(recorded)

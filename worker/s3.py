@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
@@ -45,17 +45,17 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def etag_of(answer: Mapping[str, Any]) -> str:
+def etag_of(answer: Mapping[str, object]) -> str:
     """An answer's ETag without the quotes S3 puts around it ("" when there is none)."""
     return str(answer.get("ETag", "")).strip('"')
 
 
-def encrypted(answer: Mapping[str, Any]) -> bool:
+def encrypted(answer: Mapping[str, object]) -> bool:
     """SSE-KMS or SSE-C: AWS documents that such an object's ETag is not an MD5 of its bytes."""
     return answer.get("ServerSideEncryption") in KMS or bool(answer.get("SSECustomerAlgorithm"))
 
 
-def full_object_sha256(answer: Mapping[str, Any]) -> str | None:
+def full_object_sha256(answer: Mapping[str, object]) -> str | None:
     """The object's SHA-256 (hex) when the answer carries one for the whole object.
 
     A multipart object's SHA-256 is COMPOSITE (a hash of the parts' hashes, shown with a

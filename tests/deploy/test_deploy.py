@@ -5,12 +5,15 @@ cannot: that compose.yaml mounts files that exist, starts workers after the migr
 beat per profile, and stops them within the configured grace period; that the Kubernetes
 manifests do the same; that every worker consumes both the jobs and the sweeps queue; that the
 alert rules and the Grafana dashboard query only metrics the code serves; that the image's lock
-holds the runtime dependencies only; and that the simulators' server, with
+holds the runtime dependencies only, and its package no simulator; and that the simulators'
+server, with
 deploy/retention.simulators.toml, archives and deletes every due job.
 """
 
 from __future__ import annotations
 
+import ast
+import fnmatch
 import json
 import os
 import re
@@ -43,6 +46,9 @@ from worker.celery_app import celery_config, sweep_queue
 from worker.metrics import gauges as worker_metrics
 from worker.settings import Settings, load_settings
 from worker.simulators import __main__ as simulators_main
+from worker.simulators import seed
+from worker.specs.daily import DailySettings
+from worker.specs.loom import LoomSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -114,11 +120,16 @@ def test_every_application_service_runs_the_one_image_built_from_the_repository(
     compose: dict[str, Any],
 ) -> None:
     built = {name: s for name, s in compose["services"].items() if "build" in s}
+    # the simulators are not in the worker's image: they have a target of their own
+    simulators = built.pop("simulators")
+    assert simulators["build"]["target"] == "simulators"
+    assert "FROM build AS simulators" in (ROOT / "Dockerfile").read_text()
     assert set(built) == {
         name for name, s in compose["services"].items() if s["image"].startswith("${RETENTION")
     }
     assert {s["image"] for s in built.values()} == {"${RETENTION_IMAGE:-retention-worker:local}"}
     for service in built.values():
+        assert "target" not in service["build"]
         assert (DEPLOY / service["build"]["context"] / service["build"]["dockerfile"]).is_file()
 
 
@@ -381,11 +392,15 @@ def test_the_simulators_config_names_the_simulators_accounts(
     for offset, name in enumerate(simulators_main.ORDER):
         provider = settings.providers[f"sim_{name}"]
         assert provider.base_url.startswith(f"http://{host}:{base_port + offset}"), name
+        # and every other host the account is read from is the simulator's, never the vendor's
+        for key, value in provider.model_dump().items():
+            if key.endswith("base_url"):
+                assert value.startswith(f"http://{host}:{base_port + offset}"), (name, key)
     daily, loom = settings.providers["sim_daily"], settings.providers["sim_loom"]
-    assert daily.type == "daily"
-    assert daily.api_key.get_secret_value() == simulators_main.DAILY_API_KEY
-    assert loom.type == "loom"
-    assert loom.secret.get_secret_value() == simulators_main.LOOM_SECRET
+    assert isinstance(daily, DailySettings)
+    assert isinstance(loom, LoomSettings)
+    assert daily.api_key.get_secret_value() == seed.DAILY_API_KEY
+    assert loom.secret.get_secret_value() == seed.LOOM_SECRET
 
 
 # -- Kubernetes ---------------------------------------------------------------------------------
@@ -747,6 +762,58 @@ def test_the_image_installs_only_the_runtime_dependencies_hash_checked() -> None
     assert "--extra" not in header
 
 
+def _runtime_imports(tree: ast.Module) -> list[str]:
+    """The modules a module imports when it runs (``if TYPE_CHECKING:`` blocks left out)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.append(node.module)
+            found.extend(f"{node.module}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_the_image_holds_no_simulator_and_no_module_it_holds_imports_one() -> None:
+    # given the packages of the wheel the image installs: every folder, matched against
+    # pyproject.toml's include and exclude patterns as setuptools matches them (fnmatchcase)
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    where = find["packages"]["find"]
+    folders = {"worker"} | {
+        ".".join(path.relative_to(ROOT).parts)
+        for path in (ROOT / "worker").rglob("*")
+        if path.is_dir() and "__pycache__" not in path.parts
+    }
+    packages = {
+        name
+        for name in folders
+        if any(fnmatch.fnmatchcase(name, p) for p in where["include"])
+        and not any(fnmatch.fnmatchcase(name, p) for p in where.get("exclude", ()))
+    }
+
+    # then the simulators (test and demo equipment) are not among them
+    assert "worker.providers" in packages
+    assert [p for p in packages if p.startswith("worker.simulators")] == []
+    # and no module that is imports them, except the demo, which says what is missing
+    importers = {
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "worker").rglob("*.py")
+        if "simulators" not in path.parts
+        and any(
+            name.startswith("worker.simulators")
+            for name in _runtime_imports(ast.parse(path.read_text()))
+        )
+    }
+    assert importers == {"worker/demo.py"}
+
+
 # -- the simulators' server, end to end ----------------------------------------------------------
 
 
@@ -800,10 +867,10 @@ def test_the_simulators_config_archives_and_deletes_every_due_job(
         "RETENTION_BROKER__QUEUE": f"deploy-test-{os.getpid()}",
     }
     for name in simulators_main.ORDER:
-        table = simulators.provider(name)
-        for key in ("base_url", "stream_base_url"):
-            if key in table:
-                env[f"RETENTION_PROVIDERS__SIM_{name.upper()}__{key.upper()}"] = table[key]
+        # Every URL of the account (DatoCMS's stream host too) points at the running server.
+        for key, value in simulators.provider(name).items():
+            if key.endswith("base_url"):
+                env[f"RETENTION_PROVIDERS__SIM_{name.upper()}__{key.upper()}"] = value
     assert run_cli("migrate", config=config, env=env).code == 0
     for name in ("loom", "unsiloed"):
         tracked = run_cli(

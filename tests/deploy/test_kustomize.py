@@ -364,7 +364,7 @@ def test_every_pod_of_the_example_meets_the_restricted_pod_security_profile(
             assert set(volume) - {"name"} <= {"configMap", "emptyDir", "secret"}, (name, volume)
 
 
-def test_the_readme_names_every_component() -> None:
-    readme = (DEPLOY.parent / "README.md").read_text()
+def test_the_deployment_page_names_every_component() -> None:
+    page = (DEPLOY.parent / "docs" / "operations" / "deployment.md").read_text()
     for component in COMPONENTS.iterdir():
-        assert re.search(rf"components/{re.escape(component.name)}\b", readme), component.name
+        assert re.search(rf"components/{re.escape(component.name)}\b", page), component.name

@@ -10,7 +10,7 @@ def test_the_demo_shows_all_five_providers_archived_and_deleted() -> None:
     assert run.code == 0, run.stderr
     out = run.stdout
     assert "daily: archived 4, deleted 4, deferred 1, failed 0" in out
-    for provider in ("loom", "mpc", "unsiloed", "dato"):
+    for provider in ("loom", "mpc", "unsiloed", "datocms"):
         assert f"{provider}: archived 1, deleted 1, deferred 0, failed 0" in out
     assert "status 'paused' is not one this worker knows" in out
     assert "daily_eu: archived 0, deleted 0" in out

@@ -36,7 +36,7 @@ from worker.memory import return_large_buffers
 from worker.providers.base import HttpApi
 from worker.providers.parsing import parse_json
 from worker.providers.unsiloed import UnsiloedProvider
-from worker.settings import UnsiloedSettings
+from worker.specs.unsiloed import UnsiloedSettings
 
 MiB = 1024 * 1024
 JOB = "job-7f3a"

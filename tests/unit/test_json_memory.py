@@ -41,8 +41,8 @@ from worker.providers.parsing import (
     parse_json,
 )
 from worker.providers.unsiloed import UnsiloedProvider
-from worker.settings import UnsiloedSettings
 from worker.simulators.unsiloed import UnsiloedSimulator
+from worker.specs.unsiloed import UnsiloedSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

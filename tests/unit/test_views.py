@@ -29,6 +29,7 @@ from worker.render.scrub import ScrubView, scrub_feed
 from worker.render.status import StatusView
 from worker.render.sweep import EnqueuedView, SweepView, sweep_feed
 from worker.render.view import Feed, Format, Lines, View, show
+from worker.reports import ReportRow
 from worker.restore import Restored, RestoreRun
 from worker.scrub import Finding, ScrubReport
 from worker.settings import Problem
@@ -55,7 +56,7 @@ def summary(provider: str = "daily", **counts: Any) -> SweepSummary:
     return SweepSummary(**(fields | counts))
 
 
-def report_row(job_id: str) -> dict[str, Any]:
+def report_row(job_id: str) -> ReportRow:
     return {
         "provider": "daily",
         "job_id": job_id,

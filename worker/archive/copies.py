@@ -22,6 +22,8 @@ from worker.s3 import (
 )
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
+
     from worker.source_bucket import SourceObject
 from worker.archive.bucket import (
     _MD5_HEX,
@@ -119,7 +121,7 @@ class _Copies(_Verification):
             )
 
     def _confirm_copy(
-        self, source: SourceObject, dest_key: str, head: dict[str, Any]
+        self, source: SourceObject, dest_key: str, head: HeadObjectOutputTypeDef
     ) -> tuple[str, Proof]:
         """The copy's SHA-256, and what ties it to its source; _Differs for a copy that holds
         other bytes, VerifyError when nothing the configuration accepts proves it."""
@@ -217,7 +219,7 @@ class _Copies(_Verification):
 
 
 def _etag_proof(
-    source: SourceObject, head: dict[str, Any], etag_only: bool, where: str
+    source: SourceObject, head: HeadObjectOutputTypeDef, etag_only: bool, where: str
 ) -> Proof | None:
     """ "ETag" when the copy's and its source's ETags are plain MD5s of unencrypted objects and
     agree (AWS gives an object copied under SSE-KMS an ETag that is not its MD5); _Differs

@@ -35,6 +35,7 @@ from worker.domain import (
     terminal_since,
 )
 from worker.errors import BrakeEngaged, LedgerError
+from worker.json_types import JSONValue
 from worker.ledger.database import Database, Tx, new_job
 from worker.ledger.schema import (
     FileRecord,
@@ -44,7 +45,10 @@ from worker.ledger.schema import (
     open_jobs_condition,
     sweep_budgets,
 )
-from worker.outputs import marked_rerun
+from worker.outputs import OutputRecord, marked_rerun
+
+# What the ledger keeps of an archive's outputs: written as OutputRecords, read back as JSON.
+Outputs = Sequence[OutputRecord] | JSONValue
 
 # What each event is called in the audit trail; events left out are not audited (a status
 # read, a file stored, a deferral: the log has them, the trail keeps what a person asks about).
@@ -88,8 +92,8 @@ def transition(
     *,
     owner: str | None,
     now: datetime,
-    values: dict[str, Any] | None = None,
-    detail: dict[str, Any] | None = None,
+    values: Mapping[str, object] | None = None,
+    detail: Mapping[str, object] | None = None,
     refusal: str = _FENCE_REFUSAL,
     also: Callable[[Tx], None] | None = None,
     fresh: bool = True,
@@ -113,7 +117,7 @@ def transition(
             sets["lease_owner"] = None
             sets["lease_expires_at"] = None
     sets["updated_at"] = now
-    params: dict[str, Any] = {"pk": row.pk}
+    params: dict[str, object] = {"pk": row.pk}
     counted = []
     for column, value in sets.items():
         if value is Sql.PLUS_ONE:
@@ -208,7 +212,7 @@ def _claim_update(where: Sequence[sa.ColumnElement[bool]], *, owner: bool = True
     """The lease of the row ``where`` selects: to ``owner`` (unless ``owner`` is False: a
     renewal), until ``expires``."""
     expires = sa.bindparam("expires", type_=jobs.c.lease_expires_at.type)
-    lease: dict[str, Any] = {"lease_owner": sa.bindparam("owner")} if owner else {}
+    lease: dict[str, object] = {"lease_owner": sa.bindparam("owner")} if owner else {}
     return jobs.update().where(*where).values({**lease, "lease_expires_at": expires})
 
 
@@ -239,7 +243,7 @@ class JobWrites:
         from a listing that a dry run did not store).
         """
         db = self.db
-        params: dict[str, Any] = {
+        params: dict[str, object] = {
             "provider": provider,
             "job_id": job_id,
             "owner": owner,
@@ -298,7 +302,7 @@ class JobWrites:
         terminal_at = None
         if snapshot.terminal:
             terminal_at = terminal_since(snapshot.finished_at, row.terminal_at or now)
-        values: dict[str, Any] = {
+        values: dict[str, object] = {
             "provider_status": snapshot.status[:64],
             "phase": snapshot.phase,
             "finished_at": snapshot.finished_at,
@@ -310,7 +314,7 @@ class JobWrites:
             values["archived_outputs"] = marked_rerun(row.archived_outputs)
         return transition(self.db, row, event, owner=owner, now=now, values=values)
 
-    def mark_gone(self, row: JobRow, answer: Any, *, owner: str, now: datetime) -> JobRow:
+    def mark_gone(self, row: JobRow, answer: JSONValue, *, owner: str, now: datetime) -> JobRow:
         """The provider no longer has the job; nothing is left to do, so the claim ends too."""
         values = {"last_checked_at": now, "delete_answer": answer}
         return transition(
@@ -367,7 +371,7 @@ class JobWrites:
         manifest_key: str,
         files: Sequence[FileRecord],
         now: datetime,
-        outputs: Any = None,
+        outputs: Outputs = None,
         retain_days: int | None = None,
         due_at: datetime | None = None,
         due_reason: str | None = None,
@@ -385,7 +389,7 @@ class JobWrites:
         (``Event.AMEND``). It stays past the gate, under the policy it was archived with.
         """
         event = Event.ARCHIVE if allows(Event.ARCHIVE, row.state) else Event.AMEND
-        values: dict[str, Any] = (
+        values: dict[str, object] = (
             {"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason}
             if event == Event.ARCHIVE
             else {"kept_reason": None}
@@ -479,7 +483,7 @@ class JobWrites:
         )
 
     def record_delete_pending(
-        self, row: JobRow, handle: str, answer: Any, *, owner: str, now: datetime
+        self, row: JobRow, handle: str, answer: JSONValue, *, owner: str, now: datetime
     ) -> JobRow:
         """Store an asynchronous delete's handle before the first poll, so a crash resumes it."""
         values = {"delete_handle": handle, "delete_answer": answer}
@@ -508,7 +512,7 @@ class JobWrites:
         )
 
     def record_provider_deleted(
-        self, row: JobRow, answer: Any, *, owner: str, now: datetime
+        self, row: JobRow, answer: JSONValue, *, owner: str, now: datetime
     ) -> JobRow:
         values = {"delete_answer": answer, "provider_deleted_at": now, "kept_reason": None}
         return transition(
@@ -541,7 +545,7 @@ class JobWrites:
         )
 
     def audit_event(
-        self, row: JobRow, event: str, detail: dict[str, Any], *, owner: str, now: datetime
+        self, row: JobRow, event: str, detail: Mapping[str, object], *, owner: str, now: datetime
     ) -> None:
         with self.db.write() as tx:
             self.db.audit(
@@ -596,8 +600,8 @@ def _record_archive(
     manifest_key: str,
     files: Sequence[FileRecord],
     now: datetime,
-    outputs: Any,
-    values: dict[str, Any],
+    outputs: Outputs,
+    values: dict[str, object],
     manifest_etag: str | None,
     manifest_version_id: str | None,
 ) -> JobRow:

@@ -1,6 +1,6 @@
 """Prometheus metrics, correct under Celery's prefork pool and for `retention sweep` from cron.
 
-Three sources serve one set of names (README, Deployment, "Metrics", lists them all):
+Three sources serve one set of names (docs/operations/metrics.md lists them all):
 
 * **Recorded** where things happen: jobs, sweeps, provider requests, S3 errors, scrubs
   (``recorders``, a leaf that the archive, the adapters and the job may import). Under the

@@ -245,7 +245,7 @@ class _Pushgateway:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        yield  # one host pushes to the group (README); nothing to lock
+        yield  # one host pushes to the group (docs/operations/metrics.md); nothing to lock
 
     def _auth(self) -> dict[str, str]:
         if self.username is None:

@@ -97,7 +97,7 @@ def serve(settings: Settings) -> bool:
             hint=f"this worker serves no /metrics: another process holds {address}:{port}, "
             "such as another worker on this host. Give each worker its own port "
             "(RETENTION_METRICS__PORT) and multiprocess directory (PROMETHEUS_MULTIPROC_DIR), "
-            "or run one worker with more processes (README, Metrics)",
+            "or run one worker with more processes (docs/operations/metrics.md)",
         )
         return False
     return True

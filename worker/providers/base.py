@@ -68,7 +68,7 @@ from worker.providers.parsing import MAX_PARSE_BYTES, MIB, parse_json
 from worker.redact import Redactor
 
 if TYPE_CHECKING:
-    from worker.settings import ProviderCommon
+    from worker.specs.spec import ProviderCommon
 
 log = get_logger(__name__)
 

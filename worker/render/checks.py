@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.render.view import View
 
@@ -27,6 +27,6 @@ class CheckView(View):
             for note in check.notes:
                 yield f"        {MARKS[note.level]:<6}  {note.name}: {note.detail}"
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         checks = [dataclasses.asdict(check) for check in self.run]
         return {"ok": not self.run.failed, "checks": checks}

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from worker.json_types import JSONValue
 from worker.render.view import View
 
 if TYPE_CHECKING:
@@ -18,14 +19,14 @@ class ConfigView(View):
 
     message_type = "config_show"
 
-    def __init__(self, document: dict[str, Any]) -> None:
+    def __init__(self, document: dict[str, JSONValue]) -> None:
         self.config = document
 
     def lines(self) -> Iterator[str]:
         yield render_toml(self.config).removesuffix("\n")
 
-    def fields(self) -> dict[str, Any]:
-        return self.config
+    def fields(self) -> dict[str, object]:
+        return {**self.config}
 
 
 class ValidationView(View):
@@ -43,7 +44,7 @@ class ValidationView(View):
         if found.unchecked:
             yield f"  not checked (unset variables): {', '.join(found.unchecked)}"
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         found = self.found
         return {
             "file": str(found.file),
@@ -54,7 +55,7 @@ class ValidationView(View):
         }
 
 
-def _toml_value(value: Any) -> str:
+def _toml_value(value: JSONValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
@@ -65,9 +66,9 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value), ensure_ascii=False)
 
 
-def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
+def _toml_table(name: str, table: JSONValue) -> list[str]:
     lines = [f"[{name}]"]
-    for key, value in table.items():
+    for key, value in (table if isinstance(table, dict) else {}).items():
         if value is None:
             lines.append(f"# {key} is not set")
         elif isinstance(value, dict):
@@ -81,23 +82,27 @@ def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_toml(document: dict[str, Any]) -> str:
+def render_toml(document: dict[str, JSONValue]) -> str:
     """The effective configuration as TOML, in the file's own shape, with a header that
     says where it came from."""
     from worker.config_view import MASK, SECTIONS
 
-    source = document["source"]
+    source, providers = document["source"], document["providers"]
+    # Both are objects: effective_config makes them.
+    assert isinstance(source, dict)
+    assert isinstance(providers, dict)
+    overridden = source["environment_overrides"]
     lines = [
         f"# The effective configuration: {source['file']}",
         "# with [defaults] folded into each provider, and references resolved.",
     ]
-    if source["environment_overrides"]:
-        lines.append("# Overridden by " + ", ".join(source["environment_overrides"]) + ".")
+    if isinstance(overridden, list) and overridden:
+        lines.append("# Overridden by " + ", ".join(map(str, overridden)) + ".")
     if source["secrets_dir"]:
         lines.append(f"# Secrets also read from {source['secrets_dir']}.")
     lines.append(f"# Secrets are shown as {MASK}.")
     for section in SECTIONS:
         lines += ["", *_toml_table(section, document[section])]
-    for name, table in document["providers"].items():
+    for name, table in providers.items():
         lines += ["", *_toml_table(f"providers.{name}", table)]
     return "\n".join(lines) + "\n"

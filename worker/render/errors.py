@@ -4,7 +4,6 @@ JSON, one object (restic's ``exit_error``) with the exit code."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from worker.render.view import View
 
@@ -19,5 +18,5 @@ class ErrorView(View):
     def lines(self) -> Iterator[str]:
         yield f"error: {self.message}"
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {"code": self.code, "message": self.message}

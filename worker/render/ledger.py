@@ -4,7 +4,6 @@ line, and the schema a migration left."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Sequence
-from typing import Any
 
 from worker.render.view import View
 
@@ -20,7 +19,7 @@ class TrackView(View):
     def lines(self) -> Iterator[str]:
         yield f"tracking {len(self.job_ids)} job(s) of {self.provider}; {len(self.new)} new"
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {"provider": self.provider, "tracking": list(self.job_ids), "new": sorted(self.new)}
 
 
@@ -42,7 +41,7 @@ class HoldView(View):
         else:
             yield f"{job} " + ("released" if self.changed else "was not held")
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {
             "provider": self.provider,
             "job_id": self.job_id,
@@ -66,7 +65,7 @@ class RetryView(View):
         if self.retried:
             yield f"{self.provider} job {self.job_id} will be tried again on the next sweep"
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {"provider": self.provider, "job_id": self.job_id, "retried": self.retried}
 
 
@@ -79,5 +78,5 @@ class MigrateView(View):
     def lines(self) -> Iterator[str]:
         yield f"the ledger is at schema {self.revision}"
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {"schema": self.revision}

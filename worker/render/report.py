@@ -10,16 +10,19 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from worker.render.view import View, human_bytes, json_line
+
+if TYPE_CHECKING:
+    from worker.reports import ReportRow
 
 
 class ReportView(View):
     message_type = "report"
 
     def __init__(
-        self, rows: Iterable[dict[str, Any]], *, since: datetime, provider: str | None = None
+        self, rows: Iterable[ReportRow], *, since: datetime, provider: str | None = None
     ) -> None:
         self.rows = rows
         self.since = since
@@ -37,10 +40,10 @@ class ReportView(View):
     def rich(self) -> None:
         report_table(self.rows)
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {**self._period(), "jobs": list(self.rows)}
 
-    def _period(self) -> dict[str, Any]:
+    def _period(self) -> dict[str, object]:
         return {"since": self.since.isoformat(timespec="seconds"), "provider": self.provider}
 
     def json(self) -> Iterator[str]:
@@ -57,10 +60,10 @@ class ReportView(View):
         writer = csv.DictWriter(sys.stdout, fieldnames=REPORT_FIELDS, lineterminator="\n")
         writer.writeheader()
         for row in self.rows:
-            writer.writerow(row | {"archive_keys": ";".join(row["archive_keys"])})
+            writer.writerow({**row, "archive_keys": ";".join(row["archive_keys"])})
 
 
-def report_table(rows: Iterable[dict[str, Any]]) -> int:
+def report_table(rows: Iterable[ReportRow]) -> int:
     from rich.console import Console
     from rich.table import Table
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.render.view import View
 
@@ -43,7 +43,7 @@ class RestoreView(View):
             summary += f"; {run.waiting} waiting for a restore from cold storage"
         yield summary
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         files = [dataclasses.asdict(item) for item in self.run]
         return {
             "provider": self.provider,

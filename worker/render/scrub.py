@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.render.view import Feed, Format, Lines, View, json_line
 
@@ -27,7 +27,7 @@ def finding_lines(found: list[Finding]) -> list[str]:
     return lines
 
 
-def job_record(row: JobRow, found: list[Finding]) -> dict[str, Any]:
+def job_record(row: JobRow, found: list[Finding]) -> dict[str, object]:
     """One job's scrub, for a line of ``--jsonl``."""
     return {
         "message_type": "job",
@@ -71,7 +71,7 @@ class ScrubView(View):
         keys = len({(f.provider, f.job_id, f.key) for f in result.findings})
         yield text + (f"; {keys} key(s) damaged or missing" if keys else "; all intact")
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         result = self.result
         return {
             "jobs": result.jobs,

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from worker.render.view import View
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from worker.ledger.queries import ProviderStatus
 
 
@@ -40,7 +42,7 @@ class StatusView(View):
     def rich(self) -> None:
         status_tables(self.statuses)
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {"providers": [dataclasses.asdict(s) for s in self.statuses]}
 
 
@@ -146,6 +148,6 @@ def status_tables(statuses: Sequence[ProviderStatus]) -> None:
         console.print(problems)
 
 
-def _more_row(table: Any, provider: str, more: dict[str, int], kind: str) -> None:
+def _more_row(table: Table, provider: str, more: dict[str, int], kind: str) -> None:
     if more[kind]:
         table.add_row(provider, f"... {more[kind]} more {kind}", "", "", "")

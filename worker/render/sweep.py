@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 from worker.outcomes import JobResult, Outcome, SentSweep, SweepSummary, SweepTotals
 from worker.redact import REDACTOR
@@ -85,7 +84,7 @@ def job_line(result: JobResult, *, dry_run: bool) -> list[str]:
     return []
 
 
-def job_record(result: JobResult) -> dict[str, Any]:
+def job_record(result: JobResult) -> dict[str, object]:
     """One job's result, for a line of ``--jsonl``."""
     record = dataclasses.asdict(result)
     record["outcome"] = result.outcome.value
@@ -112,7 +111,7 @@ class SweepView(View):
     def rich(self) -> None:
         sweep_table(self.summaries)
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {**SweepTotals.of(self.summaries).to_dict(), "exit_code": self.exit_code}
 
 
@@ -179,5 +178,5 @@ class EnqueuedView(View):
         for sweep in self.sent:
             yield f"enqueued a sweep of {sweep.provider} (task {sweep.task_id})"
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         return {"queue": self.queue, "enqueued": [dataclasses.asdict(s) for s in self.sent]}

@@ -33,7 +33,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, Generic, ParamSpec
+from typing import ClassVar, Generic, ParamSpec
 
 import click
 
@@ -52,7 +52,7 @@ def interactive() -> bool:
     return sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
 
 
-def json_line(record: dict[str, Any]) -> str:
+def json_line(record: dict[str, object]) -> str:
     return json.dumps(record, sort_keys=True, default=str)
 
 
@@ -81,17 +81,17 @@ class View(abc.ABC):
             click.echo(line)
 
     @abc.abstractmethod
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         """The JSON document's content, ``message_type`` aside."""
 
-    def document(self) -> dict[str, Any]:
+    def document(self) -> dict[str, object]:
         return {"message_type": self.message_type, **self.fields()}
 
     def json(self) -> Iterator[str]:
         """The document as text, in pieces a view may stream (a long report)."""
         yield json_line(self.document()) + "\n"
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self) -> Iterator[dict[str, object]]:
         """JSON Lines: after the feed's lines, the result (its totals, for a long run)."""
         yield self.document()
 

@@ -1,22 +1,30 @@
-"""The contract every provider adapter keeps, written once and run against each simulator.
+"""The contract every provider adapter keeps, written once and run against each simulator:
+the base a provider's tests subclass, the built-in ones' and a plug-in's alike.
 
 Each provider's test file describes its provider once and subclasses ``Contract``::
+
+    from worker.simulators.contract import Call, Contract, Description, WrongKey
 
     class TestDailyContract(Contract):
         description = Description(name="daily", simulator=..., ...)
 
 pytest then runs every ``test_`` method below against that provider's adapter and simulator,
-over real HTTP on 127.0.0.1, with the ids reading ``TestDailyContract::test_...``. A sixth
-provider needs one ``Description`` and those two lines; the cases here stay as they are.
+over real HTTP on 127.0.0.1, with the ids reading ``TestDailyContract::test_...``. A new
+provider needs one ``Description`` and those two lines; the cases here stay as they are. The
+adapter is built as the worker builds it, through the registry from a settings table, so a
+plug-in's provider is tested the way it will run; its simulator is a ``SimServer``
+(``worker/simulators/http.py``), which gives every case its faults (``inject``) and what was
+asked of it (``seen``). docs/architecture/modules.md, "Adding a provider", says what else a
+plug-in holds.
 
-Why a base class rather than a parametrized fixture over a list of five descriptions:
+Why a base class rather than a parametrized fixture over a list of descriptions:
 
 * a provider's file stays the whole story of that provider: ``pytest
   tests/providers/test_loom_contract.py`` runs Loom's contract and Loom's own tests together;
 * the description sits beside the provider's keys and helpers, so this module names no vendor
   and holds no credentials;
-* this module is not collected on its own (no ``test_`` prefix), so no case runs twice and no
-  collection hook or star-import is needed to reach it;
+* this module is not collected on its own (it is not a test module), so no case runs twice
+  and no collection hook or star-import is needed to reach it;
 * a subclass without a description errors on every case, where a list left one entry short
   would quietly run four providers.
 
