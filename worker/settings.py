@@ -215,12 +215,13 @@ class WorkerSettings(_Strict):
 
 
 class MetricsSettings(_Strict):
-    # The Celery worker serves Prometheus metrics on this port (path /metrics).
+    # The Celery worker, and `retention exporter`, serve Prometheus metrics on this port (path
+    # /metrics).
     enabled: bool = True
     port: int = Field(default=9808, ge=1, le=65535)
     address: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
-    # The ledger's gauges (jobs by state, overdue, failed...) count the whole jobs table: a
-    # worker reads them at most this often (and again as soon as a sweep ends).
+    # The ledger's gauges (jobs by state, overdue, failed...) count the whole jobs table:
+    # `retention exporter`, which alone serves them, reads them at most this often.
     ledger_cache_seconds: float = Field(default=15.0, ge=0, le=3600)
     # For `retention sweep` run from cron, which serves nothing: at the end of each run its
     # metrics are written to this file, for node_exporter's textfile collector (which reads
