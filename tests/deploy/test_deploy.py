@@ -715,6 +715,31 @@ def test_the_dashboard_queries_only_metrics_the_worker_serves() -> None:
     } <= used
 
 
+def test_the_dashboard_reads_the_one_exporters_ledger_gauges_and_rates_at_any_scrape_interval() -> (
+    None
+):
+    dashboard = json.loads((DEPLOY / "grafana" / "retention-worker.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace", "instance", "provider"} <= set(variables)
+    for panel in dashboard_panels(dashboard):
+        for target in panel.get("targets", []):
+            expr, where = target["expr"], (panel["title"], target["refId"])
+            # every query stays in the chosen namespace
+            assert 'namespace=~"$namespace"' in expr, where
+            ledger = "retention_ledger_" in expr
+            # the ledger's gauges come from one exporter: nothing to deduplicate across pods,
+            # and the worker variable does not hide them
+            if ledger:
+                assert not re.search(r"\b(max|min|avg)\b", expr), where
+                assert "$instance" not in expr, where
+            elif "retention_build_info" not in expr:
+                assert 'instance=~"$instance"' in expr, where
+            # a rate's window follows the scrape interval, but for the long windows the
+            # alerts read (a sweep's p95 over 6 h, the SLI over a day)
+            for window in re.findall(r"(?:rate|increase)\([^\[]*\[([^\]]+)\]", expr):
+                assert window in ("$__rate_interval", "6h", "1d"), (where, window)
+
+
 def test_the_dashboard_is_importable_into_any_grafana_with_a_prometheus() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "retention-worker.json").read_text())
     panels = list(dashboard_panels(dashboard))
