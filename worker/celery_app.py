@@ -23,7 +23,7 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from worker import liveness
+from worker import liveness, tracing
 from worker.errors import ConfigError
 from worker.liveness import HEARTBEAT_DIR, HEARTBEAT_SECONDS
 from worker.logging import bind, clear
@@ -234,6 +234,8 @@ def _heartbeat_stopping(**_: Any) -> None:
 def _forget_process(pid: int | None = None, **_: Any) -> None:
     from worker.metrics import serving
 
+    # Spans the child has not exported yet go before it is recycled (max_tasks_per_child).
+    tracing.flush()
     serving.process_exited(pid or os.getpid())
 
 
@@ -243,3 +245,12 @@ def _fresh_process(**_: Any) -> None:
     from worker.bootstrap import reset_process_runtime
 
     reset_process_runtime()
+    # Traces, when the OTEL_* variables ask for them: set up in each child, after the fork
+    # (the SDK's export thread does not survive one), before its clients are built.
+    tracing.configure("retention-worker")
+
+
+@signals.beat_init.connect
+def _trace_beat(**_: Any) -> None:
+    # Beat's send of each sweep starts the sweep's trace; the task's headers carry it on.
+    tracing.configure("retention-beat")

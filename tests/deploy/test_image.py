@@ -405,3 +405,21 @@ def test_the_manifests_probes_pass_in_the_image_and_liveness_fails_once_celery_i
     # then every probe passed while it ran, and liveness failed once its loop was stopped
     assert run.code == 0, run.stdout + run.stderr
     assert "liveness failed after stop" in run.stdout, run.stdout + run.stderr
+
+
+def test_tracing_is_dormant_in_the_image_until_the_otel_variables_ask_for_it(
+    container: Container,
+) -> None:
+    # given the image, which carries the otel extra
+    check = (
+        "from worker import tracing; import sys; "
+        "print(tracing.configure('retention-worker'), 'opentelemetry' in sys.modules)"
+    )
+
+    # when tracing is set up without, then with, an exporter asked for
+    off = container.run("python", "-c", check)
+    on = container.run("python", "-c", check, env={"OTEL_TRACES_EXPORTER": "console"})
+
+    # then it stays off, importing nothing, until asked; then it is on
+    assert (off.code, off.stdout.split()) == (0, ["False", "False"]), off.stderr
+    assert (on.code, on.stdout.split()) == (0, ["True", "True"]), on.stderr
