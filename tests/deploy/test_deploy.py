@@ -783,8 +783,10 @@ def test_the_image_installs_only_the_runtime_dependencies_hash_checked() -> None
     # and all three pin every shared package to one version
     for other in (demo, dev):
         assert {name: other[name] for name in runtime} == runtime
+    # and the image's lock is the runtime's with the otel extra only (tracing, dormant until
+    # the OTEL_* variables ask for it), never the demo's or the dev tools'
     header = (ROOT / "requirements.lock").read_text().splitlines()[1]
-    assert "--extra" not in header
+    assert re.findall(r"--extra (\S+)", header) == ["otel"]
 
 
 def _runtime_imports(tree: ast.Module) -> list[str]:
