@@ -4,7 +4,8 @@ scripts/test-image builds the image with buildah (no Docker daemon) and runs thi
 RETENTION_TEST_IMAGE set to the image's id; without it every test here is skipped. Each test
 runs commands in one working container made from the image, as the image's own user, with
 every capability dropped, against servers on this machine (host network): the CLI, `config
-validate` on the deploy configurations, the installed packages, and a sweep of the simulators
+validate` on the deploy configurations, the installed packages, the worker's and beat's
+probes beside a real worker and beat, tracing left dormant, and a sweep of the simulators
 that archives into an S3 server and deletes, with its ledger in PostgreSQL and its leases in
 Redis. The container's root filesystem is not written to: what a pod may write (/tmp,
 /var/lib/retention) is mounted from outside, as Kubernetes' emptyDirs are.

@@ -19,6 +19,7 @@ from celery import Celery
 
 from tests.helpers import REDIS_URL, ROOT, config_data, write_config
 from worker import heartbeat
+from worker.simulators.s3server import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -51,14 +52,13 @@ def wait_for(condition: Callable[[], bool], *, timeout: float, what: str) -> flo
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-@pytest.fixture
-def config(tmp_path: Path, celery_queue: str) -> Path:
+def worker_config(tmp_path: Path, queue: str, broker: str = REDIS_URL) -> Path:
     data = config_data(
         bucket="acme-archive",
         endpoint_url="http://127.0.0.1:9",
         ledger_url=f"sqlite:///{tmp_path}/ledger.db",
         providers={"daily": {"type": "daily", "api_key": "k", "base_url": "http://127.0.0.1:9"}},
-        broker={"url": REDIS_URL, "queue": celery_queue},
+        broker={"url": broker, "queue": queue},
         worker={
             "heartbeat_dir": str(tmp_path / "health"),
             "heartbeat_seconds": PERIOD,
@@ -68,6 +68,11 @@ def config(tmp_path: Path, celery_queue: str) -> Path:
     )
     # A worker with no metrics server: liveness must not depend on one.
     return write_config(tmp_path / "retention.toml", data | {"metrics": {"enabled": False}})
+
+
+@pytest.fixture
+def config(tmp_path: Path, celery_queue: str) -> Path:
+    return worker_config(tmp_path, celery_queue)
 
 
 @pytest.fixture
@@ -208,3 +213,51 @@ def test_beats_liveness_follows_its_scheduler(config: Path, tmp_path: Path, star
         assert took <= MAX_AGE + 3
     finally:
         os.kill(beat.pid, signal.SIGCONT)
+
+
+def test_a_worker_that_lost_its_broker_is_left_alive_while_it_reconnects(
+    tmp_path: Path, celery_queue: str, start: Start
+) -> None:
+    # given: a worker on a Redis of its own, consuming
+    port = free_port()
+    redis_server = [
+        "redis-server",
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    broker = subprocess.Popen(redis_server, stdout=subprocess.DEVNULL)
+    try:
+        config = worker_config(tmp_path, celery_queue, broker=f"redis://127.0.0.1:{port}/0")
+        start(config, *worker_arguments(celery_queue))
+        path = tmp_path / "health" / heartbeat.WORKER_FILE
+        wait_for(lambda: running(path), timeout=60, what="the consumer's first heartbeat")
+
+        # when: the broker goes away for longer than the probe's limit
+        broker.terminate()
+        broker.wait(timeout=10)
+        wait_for(
+            lambda: heartbeat.read(path).state is heartbeat.State.RECONNECTING,
+            timeout=30,
+            what="the consumer to stop for a reconnection",
+        )
+        time.sleep(MAX_AGE + 1)
+
+        # then: liveness holds (a restart would not bring Redis back), readiness does not
+        assert probe(path).returncode == 0
+        assert "reconnecting" in probe(path).stdout
+        running_only = [sys.executable, "-m", "worker.heartbeat", str(path), "--running"]
+        assert subprocess.run(running_only, cwd=ROOT, check=False).returncode == 1
+
+        # and: once the broker is back, the consumer runs and renews its heartbeat again
+        broker = subprocess.Popen(redis_server, stdout=subprocess.DEVNULL)
+        wait_for(lambda: running(path), timeout=60, what="the consumer to run again")
+        assert probe(path).returncode == 0
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
