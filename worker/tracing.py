@@ -104,12 +104,12 @@ def _install(service: str, exporter: SpanExporter | None) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, read by Resource.create, win.
-    resource = (
-        Resource.create({SERVICE_NAME: service})
-        if not os.environ.get("OTEL_SERVICE_NAME")
-        else Resource.create()
+    # A service name given by OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES (which
+    # Resource.create reads) wins over ours, which would otherwise override it.
+    named = os.environ.get("OTEL_SERVICE_NAME") or re.search(
+        r"(^|,)\s*service\.name=", os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     )
+    resource = Resource.create() if named else Resource.create({SERVICE_NAME: service})
     provider = TracerProvider(resource=resource)
     if exporter is not None:
         # Given (the tests' in-memory exporter): every span there as it ends.
