@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -215,6 +216,10 @@ def test_beats_liveness_follows_its_scheduler(config: Path, tmp_path: Path, star
         os.kill(beat.pid, signal.SIGCONT)
 
 
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None,
+    reason="needs redis-server, to stop a broker of the test's own (apt-get install redis-server)",
+)
 def test_a_worker_that_lost_its_broker_is_left_alive_while_it_reconnects(
     tmp_path: Path, celery_queue: str, start: Start
 ) -> None:
