@@ -26,8 +26,9 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 
 # The dependencies. --require-hashes: every package, transitive ones included, must match the
-# lock's hashes. requirements.lock holds the runtime dependencies only: the demo's local S3
-# server (moto, in requirements-demo.lock) and the test tools never reach the image. Bytecode
+# lock's hashes. requirements.lock holds the runtime dependencies only, with the otel extra
+# (traces, off until the OTEL_* variables ask for them): the demo's local S3 server (moto, in
+# requirements-demo.lock) and the test tools never reach the image. Bytecode
 # is compiled once, here: the root filesystem is read-only at run time (Kubernetes), and
 # unchecked-hash .pyc files are used as they are, whatever the copied files' mtimes.
 COPY requirements.lock ./

@@ -55,6 +55,7 @@ from worker.outcomes import JobResult, Outcome
 from worker.providers.base import Provider
 from worker.settings import ProviderPolicy
 from worker.steps import drive
+from worker.tracing import traced
 
 if TYPE_CHECKING:
     from worker.bootstrap import Runtime
@@ -62,6 +63,18 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 
+@traced(
+    "retention.job",
+    lambda rt, provider_name, job_id, **_: {
+        "retention.provider": provider_name,
+        "retention.job_id": job_id,
+    },
+    lambda result: {
+        "retention.outcome": result.outcome.value,
+        "retention.archived": result.archived,
+        "retention.deleted": result.deleted,
+    },
+)
 def process_job(
     rt: Runtime, provider_name: str, job_id: str, *, budget: str | None = None
 ) -> JobResult:

@@ -206,15 +206,22 @@ class WorkerSettings(_Strict):
     # The same for a sweep's lease on its provider (under Celery it is also kept below the
     # schedule period).
     sweep_lease_seconds: float = Field(default=30.0, ge=1, le=60)
+    # Liveness: the worker's consumer and beat's scheduler each renew a file in this directory
+    # (worker.heartbeat, beat.heartbeat) every heartbeat_seconds, from the loop that does the
+    # work; `python -m worker.heartbeat FILE --max-age N` is the probe that reads it (deploy/).
+    # Unset: no heartbeat is written.
+    heartbeat_dir: str | None = None
+    heartbeat_seconds: float = Field(default=10.0, ge=0.2, le=60)
 
 
 class MetricsSettings(_Strict):
-    # The Celery worker serves Prometheus metrics on this port (path /metrics).
+    # The Celery worker, and `retention exporter`, serve Prometheus metrics on this port (path
+    # /metrics).
     enabled: bool = True
     port: int = Field(default=9808, ge=1, le=65535)
     address: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
-    # The ledger's gauges (jobs by state, overdue, failed...) count the whole jobs table: a
-    # worker reads them at most this often (and again as soon as a sweep ends).
+    # The ledger's gauges (jobs by state, overdue, failed...) count the whole jobs table:
+    # `retention exporter`, which alone serves them, reads them at most this often.
     ledger_cache_seconds: float = Field(default=15.0, ge=0, le=3600)
     # For `retention sweep` run from cron, which serves nothing: at the end of each run its
     # metrics are written to this file, for node_exporter's textfile collector (which reads

@@ -42,6 +42,7 @@ from worker.metrics import recorders
 from worker.outcomes import JobResult, Outcome, SweepReport
 from worker.providers.base import Provider
 from worker.settings import ProviderPolicy
+from worker.tracing import traced
 
 if TYPE_CHECKING:
     from worker.bootstrap import Runtime
@@ -89,6 +90,18 @@ class _Runner:
         self._pool.shutdown(wait=True)
 
 
+@traced(
+    "retention.sweep",
+    lambda rt, provider_name, **_: {
+        "retention.provider": provider_name,
+        "retention.dry_run": rt.dry_run,
+    },
+    lambda report: {
+        "retention.listed": report.listed,
+        "retention.dispatched": report.dispatched,
+        **{f"retention.{outcome}": n for outcome, n in sorted(report.counts.items())},
+    },
+)
 def sweep_provider(
     rt: Runtime,
     provider_name: str,

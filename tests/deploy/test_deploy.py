@@ -41,6 +41,7 @@ from tests.deploy.support import (
     locked,
 )
 from tests.helpers import REDIS_URL, ROOT, objects, run_cli
+from worker import heartbeat
 from worker.celery_app import celery_config, sweep_queue
 from worker.metrics import gauges as worker_metrics
 from worker.settings import Settings, load_settings
@@ -146,13 +147,17 @@ def test_every_file_the_compose_file_mounts_exists(compose: dict[str, Any]) -> N
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_each_profile_runs_one_worker_and_exactly_one_beat(
+def test_each_profile_runs_one_worker_and_exactly_one_beat_and_one_exporter(
     compose: dict[str, Any], profile: str
 ) -> None:
     active = services(compose, profile)
     roles = [celery_role(s) for s in active.values()]
     assert roles.count("worker") == 1
     assert roles.count("beat") == 1
+    # The ledger's gauges come from one process, not from every worker.
+    exporters = [s for s in active.values() if command_of(s) == ["retention", "exporter"]]
+    assert len(exporters) == 1
+    assert "deploy" not in exporters[0]
     beat = next(s for s in active.values() if celery_role(s) == "beat")
     assert beat["deploy"]["replicas"] == 1
     # The schedule file lives in a named volume: the root filesystem is read-only.
@@ -201,6 +206,25 @@ def test_a_worker_is_stopped_within_the_configured_grace_period_by_a_soft_shutdo
         assert any(t.startswith("/run/retention/metrics:") for t in service["tmpfs"])
         port = settings.metrics.port
         assert any(p.endswith(f":{port}") for p in service["ports"])
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_compose_health_is_the_heartbeat_each_celery_process_renews(
+    compose: dict[str, Any], profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roles = {"worker": heartbeat.WORKER_FILE, "beat": heartbeat.BEAT_FILE}
+    checked = set()
+    for name, service in services(compose, profile).items():
+        role = celery_role(service)
+        if role not in roles:
+            continue
+        settings = load_deploy_config(mounted_config(service), monkeypatch)
+        assert settings.worker.heartbeat_dir is not None, name
+        test = service["healthcheck"]["test"]
+        assert test[:4] == ["CMD", "python", "-m", "worker.heartbeat"], name
+        assert Path(test[4]) == Path(settings.worker.heartbeat_dir) / roles[role], name
+        checked.add(role)
+    assert checked == set(roles)
 
 
 def consumed_queues(command: list[str], settings: Settings) -> set[str]:
@@ -448,6 +472,30 @@ def test_beat_is_a_single_replica_that_is_never_rolled_over_alive(
     assert beat["spec"]["strategy"] == {"type": "Recreate"}
 
 
+def test_the_ledger_is_exported_by_exactly_one_pod_that_is_never_rolled_over_alive(
+    k8s: dict[tuple[str, str], Any], k8s_settings: Settings
+) -> None:
+    exporters = [
+        obj
+        for (kind, _), obj in k8s.items()
+        if kind == "Deployment"
+        and obj["spec"]["template"]["spec"]["containers"][0]["command"] == ["retention", "exporter"]
+    ]
+    (exporter,) = exporters
+    assert exporter["spec"]["replicas"] == 1
+    assert exporter["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = exporter["spec"]["template"]["spec"]["containers"]
+    assert {"name": "metrics", "containerPort": k8s_settings.metrics.port, "protocol": "TCP"} in (
+        container["ports"]
+    )
+    # its /metrics is its work: an answer there is its health
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    labels = exporter["spec"]["template"]["metadata"]["labels"]
+    service = k8s[("Service", "retention-exporter-metrics")]
+    assert service["spec"]["selector"] == labels
+
+
 def test_workers_stop_by_soft_shutdown_within_the_configured_grace_period(
     k8s: dict[tuple[str, str], Any], k8s_settings: Settings
 ) -> None:
@@ -471,6 +519,45 @@ def test_kubernetes_workers_consume_both_the_jobs_and_the_sweeps_queue(
     }
 
 
+def heartbeat_probe(probe: Mapping[str, Any]) -> tuple[Path, float | None, bool]:
+    """(file, --max-age, --running) of an exec probe that runs `python -m worker.heartbeat`."""
+    command = probe["exec"]["command"]
+    assert command[:3] == ["python", "-m", "worker.heartbeat"], command
+    options = command[4:]
+    max_age = float(options[options.index("--max-age") + 1]) if "--max-age" in options else None
+    return Path(command[3]), max_age, "--running" in options
+
+
+@pytest.mark.parametrize(
+    ("deployment", "container_name", "file"),
+    [
+        ("retention-worker", "worker", heartbeat.WORKER_FILE),
+        ("retention-beat", "beat", heartbeat.BEAT_FILE),
+    ],
+)
+def test_liveness_reads_the_heartbeat_the_configuration_has_renewed_on_a_writable_volume(
+    k8s: dict[tuple[str, str], Any],
+    k8s_settings: Settings,
+    deployment: str,
+    container_name: str,
+    file: str,
+) -> None:
+    (container,) = k8s[("Deployment", deployment)]["spec"]["template"]["spec"]["containers"]
+    assert container["name"] == container_name
+    assert k8s_settings.worker.heartbeat_dir is not None
+    expected = Path(k8s_settings.worker.heartbeat_dir) / file
+    # the heartbeat's directory is on a volume: the root filesystem is read-only
+    mounts = [Path(m["mountPath"]) for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert any(expected.is_relative_to(mount) for mount in mounts)
+    path, max_age, running = heartbeat_probe(container["livenessProbe"])
+    assert (path, running) == (expected, False)
+    # a few heartbeats may be missed before the probe fails
+    assert max_age is not None
+    assert max_age >= 3 * k8s_settings.worker.heartbeat_seconds
+    path, _, running = heartbeat_probe(container["startupProbe"])
+    assert (path, running) == (expected, True)
+
+
 def test_worker_probes_and_scraping_use_the_configured_metrics_port(
     k8s: dict[tuple[str, str], Any], k8s_settings: Settings
 ) -> None:
@@ -482,8 +569,8 @@ def test_worker_probes_and_scraping_use_the_configured_metrics_port(
         "containerPort": k8s_settings.metrics.port,
         "protocol": "TCP",
     }
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}, probe
+    # a worker is ready once its consumer consumes, not once its metrics thread answers
+    assert heartbeat_probe(container["readinessProbe"])[2]
     annotations = worker["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == str(k8s_settings.metrics.port)
     service = k8s[("Service", "retention-worker-metrics")]
@@ -628,6 +715,31 @@ def test_the_dashboard_queries_only_metrics_the_worker_serves() -> None:
     } <= used
 
 
+def test_the_dashboard_reads_the_one_exporters_ledger_gauges_and_rates_at_any_scrape_interval() -> (
+    None
+):
+    dashboard = json.loads((DEPLOY / "grafana" / "retention-worker.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert {"datasource", "namespace", "instance", "provider"} <= set(variables)
+    for panel in dashboard_panels(dashboard):
+        for target in panel.get("targets", []):
+            expr, where = target["expr"], (panel["title"], target["refId"])
+            # every query stays in the chosen namespace
+            assert 'namespace=~"$namespace"' in expr, where
+            ledger = "retention_ledger_" in expr
+            # the ledger's gauges come from one exporter: nothing to deduplicate across pods,
+            # and the worker variable does not hide them
+            if ledger:
+                assert not re.search(r"\b(max|min|avg)\b", expr), where
+                assert "$instance" not in expr, where
+            elif "retention_build_info" not in expr:
+                assert 'instance=~"$instance"' in expr, where
+            # a rate's window follows the scrape interval, but for the long windows the
+            # alerts read (a sweep's p95 over 6 h, the SLI over a day)
+            for window in re.findall(r"(?:rate|increase)\([^\[]*\[([^\]]+)\]", expr):
+                assert window in ("$__rate_interval", "6h", "1d"), (where, window)
+
+
 def test_the_dashboard_is_importable_into_any_grafana_with_a_prometheus() -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "retention-worker.json").read_text())
     panels = list(dashboard_panels(dashboard))
@@ -671,8 +783,10 @@ def test_the_image_installs_only_the_runtime_dependencies_hash_checked() -> None
     # and all three pin every shared package to one version
     for other in (demo, dev):
         assert {name: other[name] for name in runtime} == runtime
+    # and the image's lock is the runtime's with the otel extra only (tracing, dormant until
+    # the OTEL_* variables ask for it), never the demo's or the dev tools'
     header = (ROOT / "requirements.lock").read_text().splitlines()[1]
-    assert "--extra" not in header
+    assert re.findall(r"--extra (\S+)", header) == ["otel"]
 
 
 def _runtime_imports(tree: ast.Module) -> list[str]:

@@ -4,7 +4,8 @@ scripts/test-image builds the image with buildah (no Docker daemon) and runs thi
 RETENTION_TEST_IMAGE set to the image's id; without it every test here is skipped. Each test
 runs commands in one working container made from the image, as the image's own user, with
 every capability dropped, against servers on this machine (host network): the CLI, `config
-validate` on the deploy configurations, the installed packages, and a sweep of the simulators
+validate` on the deploy configurations, the installed packages, the worker's and beat's
+probes beside a real worker and beat, tracing left dormant, and a sweep of the simulators
 that archives into an S3 server and deletes, with its ledger in PostgreSQL and its leases in
 Redis. The container's root filesystem is not written to: what a pod may write (/tmp,
 /var/lib/retention) is mounted from outside, as Kubernetes' emptyDirs are.
@@ -323,3 +324,103 @@ def test_the_celery_app_the_worker_and_beat_pods_start_loads_in_the_image(
     assert run.code == 0, run.stdout + run.stderr
     assert "include: ['worker.tasks']" in run.stdout
     assert "<unbound Queue retention.sweeps " in run.stdout
+
+
+def probe_commands(manifest: str) -> dict[str, list[str]]:
+    """Each probe's command line in a deploy/k8s manifest, by probe."""
+    (obj,) = load_all_yaml(K8S / manifest)
+    (container,) = obj["spec"]["template"]["spec"]["containers"]
+    return {
+        probe: container[probe]["exec"]["command"]
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe")
+        if probe in container
+    }
+
+
+# In one container: start a Celery process in the background, wait for every probe of its
+# manifest to pass, stop the process (SIGSTOP), and wait for the liveness probe to fail.
+PROBE_SCRIPT = """
+"$@" >/tmp/celery.log 2>&1 &
+pid=$!
+for attempt in $(seq 120); do
+  if $STARTUP >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+for probe in "$STARTUP" "$LIVENESS" "$READINESS"; do
+  [ -z "$probe" ] && continue
+  $probe || { echo "probe failed: $probe"; cat /tmp/celery.log; kill -9 $pid; exit 1; }
+done
+kill -STOP $pid
+for attempt in $(seq 40); do
+  if ! $STOPPED 2>/dev/null; then echo "liveness failed after stop"; break; fi
+  sleep 0.5
+done
+kill -CONT $pid
+kill -TERM $pid
+wait $pid
+"""
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    ("manifest", "arguments"),
+    [
+        ("worker.yaml", ["worker", "--concurrency", "1", "--without-gossip", "--without-mingle"]),
+        ("beat.yaml", ["beat", "--schedule", "/var/lib/retention/celerybeat-schedule"]),
+    ],
+)
+def test_the_manifests_probes_pass_in_the_image_and_liveness_fails_once_celery_is_stopped(
+    container: Container, manifest: str, arguments: list[str]
+) -> None:
+    # given the Kubernetes configuration, its heartbeat renewed every half second, and a Redis
+    probes = probe_commands(manifest)
+    liveness = probes["livenessProbe"]
+    stopped = [*liveness[: liveness.index("--max-age")], "--max-age", "3"]
+    env = {
+        **secret_example(),
+        "BROKER_URL": REDIS_URL,
+        "RETENTION_BROKER__QUEUE": f"image-probe-{os.getpid()}",
+        "RETENTION_WORKER__HEARTBEAT_SECONDS": "0.5",
+        "RETENTION_METRICS__ENABLED": "false",
+        "REMAP_SIGTERM": "SIGQUIT",
+        "STARTUP": shlex.join(probes["startupProbe"]),
+        "LIVENESS": shlex.join(liveness),
+        "READINESS": shlex.join(probes.get("readinessProbe", [])),
+        "STOPPED": shlex.join(stopped),
+    }
+
+    # when Celery starts in the image as the pod starts it, and its probes run beside it
+    run = container.run(
+        "sh",
+        "-c",
+        PROBE_SCRIPT,
+        "probe",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        *arguments,
+        env=env,
+        config=K8S / "retention.toml",
+    )
+
+    # then every probe passed while it ran, and liveness failed once its loop was stopped
+    assert run.code == 0, run.stdout + run.stderr
+    assert "liveness failed after stop" in run.stdout, run.stdout + run.stderr
+
+
+def test_tracing_is_dormant_in_the_image_until_the_otel_variables_ask_for_it(
+    container: Container,
+) -> None:
+    # given the image, which carries the otel extra
+    check = (
+        "from worker import tracing; import sys; "
+        "print(tracing.configure('retention-worker'), 'opentelemetry' in sys.modules)"
+    )
+
+    # when tracing is set up without, then with, an exporter asked for
+    off = container.run("python", "-c", check)
+    on = container.run("python", "-c", check, env={"OTEL_TRACES_EXPORTER": "console"})
+
+    # then it stays off, importing nothing, until asked; then it is on
+    assert (off.code, off.stdout.split()) == (0, ["False", "False"]), off.stderr
+    assert (on.code, on.stdout.split()) == (0, ["True", "True"]), on.stderr

@@ -131,6 +131,7 @@ def test_every_pod_of_the_worker_is_isolated_both_ways_by_the_network_policy(
     assert set(pods) == {
         "Deployment/retention-worker",
         "Deployment/retention-beat",
+        "Deployment/retention-exporter",
         "Job/retention-migrate",
     }
     for where, template in pods.items():
@@ -220,6 +221,33 @@ def test_the_podmonitor_scrapes_every_worker_pod_on_its_metrics_port(
     served = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert served[endpoint["port"]] == settings.metrics.port
     assert endpoint["path"] == "/metrics"
+
+
+def test_every_alert_has_a_runbook_url_to_its_own_section_of_the_runbook() -> None:
+    # (tests/unit/test_docs.py checks that the runbook has each section)
+    for group in load_yaml(DEPLOY / "prometheus" / "alerts.yaml")["groups"]:
+        for rule in group["rules"]:
+            url = rule["annotations"]["runbook_url"]
+            page, anchor = url.split("#")
+            assert page.endswith("/docs/operations/runbook.md"), url
+            assert anchor == rule["alert"].lower(), url
+
+
+def test_the_example_overlay_points_every_runbook_url_at_its_own_copy_of_the_docs(
+    example: Objects,
+) -> None:
+    (runbook,) = load_all_yaml(OVERLAYS / "example" / "runbook.yaml")
+    base = runbook["data"]["url"]
+    (rule,) = [o for (k, _), o in example.items() if k == "PrometheusRule"]
+    urls = {
+        r["alert"]: r["annotations"]["runbook_url"]
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+    }
+    assert urls
+    assert urls == {alert: f"{base}#{alert.lower()}" for alert in urls}
+    # and the object that holds the address is kustomize's alone: nothing to apply
+    assert ("ConfigMap", "retention-runbook") not in example
 
 
 def test_the_crd_check_refuses_a_misspelt_field_and_accepts_the_shipped_objects() -> None:

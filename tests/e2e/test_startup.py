@@ -4,6 +4,7 @@ has. Each runs in a fresh interpreter, since this one has them all loaded."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,10 @@ import pytest
 from tests.helpers import ROOT, config_data, write_config
 from worker.ledger import Ledger
 
-HEAVY = {"boto3", "botocore", "celery", "kombu", "structlog", "rich", "httpx", "alembic"}
+HEAVY = {
+    *("boto3", "botocore", "celery", "kombu", "structlog", "rich", "httpx", "alembic"),
+    "opentelemetry",
+}
 
 # Runs ``python -m worker ARGS``, then names on stderr every top-level package left loaded.
 LOADED = (
@@ -24,10 +28,11 @@ LOADED = (
 )
 
 
-def loaded_by(*args: str) -> set[str]:
+def loaded_by(*args: str, env: dict[str, str] | None = None) -> set[str]:
     run = subprocess.run(
         [sys.executable, "-c", LOADED, *args],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -59,3 +64,7 @@ def test_status_in_a_pipe_loads_no_heavy_library(tmp_path: Path) -> None:
 
     assert loaded_by("--config", str(config), "status") & HEAVY == set()
     assert loaded_by("--config", str(config), "status", "--json") & HEAVY == set()
+    # not even where the OTEL_* variables ask for traces: only the commands that do work
+    # set tracing up
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    assert loaded_by("--config", str(config), "status", env=traced) & HEAVY == set()

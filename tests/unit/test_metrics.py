@@ -316,34 +316,101 @@ class CountingReader:
         return [ProviderGauges("daily", {"failed": self.calls}, 0, 0, 0.0)]
 
 
-def collector(reader: CountingReader, **options: Any) -> gauges.GaugeCollector:
+def collector(reader: CountingReader, **options: Any) -> gauges.LedgerCollector:
     settings = settings_for("sqlite:///unused.db", {"daily": {}})
-    return gauges.GaugeCollector(
-        settings, started=0.0, last_success=dict, read_ledger=reader, **options
-    )
+    return gauges.LedgerCollector(settings, read_ledger=reader, **options)
 
 
 def failed_gauge(families: Any) -> float | None:
     return samples_of(families).get(("retention_ledger_failed_jobs", (("provider", "daily"),)))
 
 
-def test_the_ledger_is_read_once_per_cache_period_and_again_when_a_sweep_ends(
-    tmp_path: Path,
-) -> None:
-    # given a collector whose cache outlasts the test, and the file a sweep touches
-    changed = tmp_path / "ledger-changed"
+def test_the_ledger_is_read_once_per_cache_period_whatever_the_scrapes() -> None:
+    # given an exporter's collector whose cache period is a fifth of a second
     reader = CountingReader()
-    gauges = collector(reader, ttl=3600, changed=changed)
+    gauges = collector(reader, ttl=0.2)
 
-    # when it is scraped three times, then a sweep ends, then it is scraped again
+    # when it is scraped three times at once, then again once the period is over
     first = [gauges.collect() for _ in range(3)]
-    changed.touch()
+    time.sleep(0.3)
     after = gauges.collect()
 
-    # then the ledger was read once for the three scrapes, and once more after the sweep
+    # then the ledger was read once for the three scrapes, and once more after the period
     assert [failed_gauge(f) for f in first] == [1, 1, 1]
     assert failed_gauge(after) == 2
     assert reader.calls == 2
+
+
+def test_a_worker_serves_what_it_did_and_no_ledger_gauge(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a worker's metrics server, on a ledger with a failed job
+    ledger = Ledger.open(sqlite_url)
+    insert_jobs(ledger, [job("daily", "bad", JobState.FAILED, terminal_days_ago=8)])
+    ledger.close()
+    (tmp_path / "prometheus").mkdir()
+    monkeypatch.setenv(recorders.MULTIPROC_ENV, str(tmp_path / "prometheus"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = settings_for(sqlite_url, {"daily": {}}, port=port, address="127.0.0.1")
+
+    # when it is scraped
+    assert serving.serve(settings)
+    samples = parse(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+
+    # then it serves the schedules' gauges and the build, and leaves the ledger to the exporter
+    names = {name for name, _ in samples}
+    assert "retention_sweep_period_seconds" in names
+    assert "retention_build_info" in names
+    assert not {name for name in names if name.startswith("retention_ledger_")}
+
+
+def test_the_exporter_serves_the_ledgers_gauges_until_it_is_stopped(sqlite_url: str) -> None:
+    # given a ledger with a job of each of two providers
+    ledger = Ledger.open(sqlite_url)
+    insert_jobs(
+        ledger,
+        [
+            job(provider, "job-1", JobState.PENDING, terminal_days_ago=None)
+            for provider in ("daily", "daily_eu")
+        ],
+    )
+    ledger.close()
+    settings = settings_for(sqlite_url, {"daily": {}, "daily_eu": {}})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    # when `retention exporter` runs, and is scraped
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serving.run_exporter,
+        args=(settings,),
+        kwargs={"port": port, "address": "127.0.0.1", "stop": stop},
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+
+    # then it serves each provider's jobs once, the ledger as read, and nothing a worker does
+    samples = parse(text)
+    for provider in ("daily", "daily_eu"):
+        key = ("retention_ledger_jobs", (("provider", provider), ("state", "pending")))
+        assert samples[key] == 1
+    assert samples[("retention_ledger_up", ())] == 1
+    assert not any(name.startswith("retention_jobs_") for name, _ in samples)
+    assert not thread.is_alive()
 
 
 def test_a_slow_ledger_never_holds_a_scrape_past_the_wait() -> None:

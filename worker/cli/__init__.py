@@ -14,11 +14,12 @@ Its contract with scripts (cron, CI, runbooks), after rclone and restic:
   WARNING at a terminal); ``--log-format json|console``.
 
 A module per group of commands: ``sweep``; ``ledger`` (track, hold, release, retry, status,
-migrate); ``reports`` (check, report); ``archive`` (restore, scrub); ``config`` (and init).
-Each command parses its options, makes one call outside the CLI (``worker.operations``,
-``check``, ``reports``, ``restore``, ``scrub``, ``config_view``, ``config_init``,
-``tracking``, or the ledger's ``operator``), and hands what comes back to a view of
-``worker.render``, in the form the options ask for.
+migrate); ``reports`` (check, report); ``archive`` (restore, scrub); ``config`` (and init);
+``exporter`` (the ledger's gauges, served). Each command parses its options, makes one call
+outside the CLI (``worker.operations``, ``check``, ``reports``, ``restore``, ``scrub``,
+``config_view``, ``config_init``, ``tracking``, ``metrics.serving``, or the ledger's
+``operator``), and hands what comes back to a view of ``worker.render``, in the form the
+options ask for.
 ``context`` builds what the commands share, once (the settings, the logging, the ledger and
 archive clients); ``errors`` turns the exit code a command returns, or the error it raises,
 into the process's exit, in one place.
@@ -38,6 +39,7 @@ from worker.cli.archive import restore, scrub
 from worker.cli.config import config_group, init
 from worker.cli.context import Context
 from worker.cli.errors import handle_errors
+from worker.cli.exporter import exporter
 from worker.cli.ledger import hold, migrate, release, retry, status, track
 from worker.cli.reports import check, report
 from worker.cli.sweep import sweep
@@ -95,7 +97,7 @@ def cli(
 for command in (
     sweep,
     *(track, hold, release, retry, status, migrate),
-    *(check, report),
+    *(check, report, exporter),
     *(restore, scrub),
     config_group,
     init,

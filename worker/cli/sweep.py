@@ -71,6 +71,10 @@ def sweep(
     if dry_run and enqueue:
         raise click.UsageError("--dry-run runs here; it cannot be combined with --enqueue")
     names = ctx.providers(providers)
+    # Traces, when the OTEL_* variables ask for them: this run's, or the Celery sweeps it sends.
+    from worker import tracing
+
+    tracing.configure("retention")
     if enqueue:
         sent = enqueue_sweeps(ctx.settings, names)
         show(EnqueuedView(sent.queue, sent.sweeps), fmt)

@@ -9,21 +9,23 @@ Three sources serve one set of names (docs/operations/metrics.md lists them all)
   multiprocess mode). prometheus-client decides how to store values when it is first
   imported, so ``recorders`` imports it only when a metric is first used: ``serving.serve``
   (in the worker's main process, before it forks its children) sets the directory up first.
-* **Read from the ledger** by ``gauges.GaugeCollector`` in the serving process: jobs by
-  state, held, overdue and failed jobs, the oldest overdue job's lateness. Cached for
-  ``[metrics] ledger_cache_seconds`` (15) and read again as soon as a sweep ends, so a failed
-  job's alert lasts exactly as long as the job is failed, however long ago it failed.
-* **Computed from each provider's cron schedule** (``gauges``): the next sweep it calls for
-  after the last success, as kube-state-metrics' ``kube_cronjob_next_schedule_time``, so the
-  dead-man's switch waits for the schedule's own next run (weekdays only, weekly...), never
-  a fixed gap.
+* **Read from the ledger** by `retention exporter` alone (``gauges.LedgerCollector``, served
+  by ``serving.run_exporter``): jobs by state, held, overdue and failed jobs, the oldest
+  overdue job's lateness. The ledger is one, so is its exporter, as kube-state-metrics is for
+  a cluster: the workers do not each count the same table. Read at most every ``[metrics]
+  ledger_cache_seconds`` (15), so a failed job's alert lasts as long as the job is failed,
+  however long ago it failed.
+* **Computed from each provider's cron schedule** (``gauges.ScheduleCollector``, on each
+  worker's /metrics): the next sweep it calls for after the last success, as
+  kube-state-metrics' ``kube_cronjob_next_schedule_time``, so the dead-man's switch waits for
+  the schedule's own next run (weekdays only, weekly...), never a fixed gap.
 
 A `retention sweep` run by hand (cron, a Kubernetes CronJob) records into its own process and
 serves nothing; ``export.export_after_command`` then writes the same metrics to
 node_exporter's textfile collector and/or a Pushgateway, added to what the previous runs
 left there.
 
-Only the entry points import ``gauges``, ``serving`` and ``export``: the Celery app serves,
-the command line exports. This module imports nothing, so importing ``recorders`` costs no
-more than ``recorders`` itself.
+Only the entry points import ``gauges``, ``serving`` and ``export``: the Celery app and
+`retention exporter` serve, the command line exports. This module imports nothing, so
+importing ``recorders`` costs no more than ``recorders`` itself.
 """

@@ -1,11 +1,14 @@
 """The gauges computed rather than recorded: the ledger's, the schedules' and the build's.
 
-``GaugeCollector`` serves them on the worker's /metrics (``serving``); ``export`` writes them
-after a `retention sweep` run by hand. Jobs by state, held, overdue and failed jobs and the
-oldest overdue job's lateness are read from the ledger, read-only and with bounded waits; the
-next sweep each provider's cron schedule calls for after its last success is computed, as
-kube-state-metrics' ``kube_cronjob_next_schedule_time``, so the dead-man's switch waits for
-the schedule's own next run (weekdays only, weekly...), never a fixed gap.
+The ledger's (jobs by state, held, overdue and failed jobs, the oldest overdue job's lateness)
+are the same whoever reads them, so one process exports them, as kube-state-metrics does for
+a cluster: `retention exporter` serves ``LedgerCollector`` (``serving.run_exporter``), and
+``export`` writes them after a `retention sweep` run by hand. They are read read-only, with
+bounded waits. The schedules' are each worker's own: ``ScheduleCollector`` serves, on the
+worker's /metrics, the next sweep each provider's cron schedule calls for after the last
+success this worker knows of, as kube-state-metrics' ``kube_cronjob_next_schedule_time``, so
+the dead-man's switch waits for the schedule's own next run (weekdays only, weekly...), never
+a fixed gap.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker import __version__
@@ -33,11 +35,11 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-# The ledger gauges are read at most this often per worker (a count over the whole jobs
-# table), unless a sweep ended since: [metrics] ledger_cache_seconds.
+# The exporter reads the ledger gauges (a count over the whole jobs table) at most this often:
+# [metrics] ledger_cache_seconds.
 LEDGER_CACHE_SECONDS = 15.0
 # How long a scrape waits for a ledger read before it is served the previous values: the
-# probes hit /metrics too, and a slow ledger must not fail them and restart the worker.
+# exporter's probes hit /metrics too, and a slow ledger must not fail them and restart it.
 LEDGER_WAIT_SECONDS = 2.0
 # Bounds on one ledger read for the gauges (PostgreSQL), so a stuck read never piles up.
 LEDGER_TIMEOUT_SECONDS = 5
@@ -45,7 +47,7 @@ LEDGER_TIMEOUT_SECONDS = 5
 
 @dataclass(frozen=True)
 class Declared:
-    """A gauge that ``GaugeCollector`` computes rather than a process records."""
+    """A gauge that a collector computes rather than a process records."""
 
     name: str
     documentation: str
@@ -54,7 +56,7 @@ class Declared:
 
 LEDGER_JOBS = Declared(
     "retention_ledger_jobs",
-    "Jobs in the ledger by provider and state (the same from every worker: aggregate with max)",
+    "Jobs in the ledger by provider and state",
     ("provider", "state"),
 )
 LEDGER_HELD = Declared(
@@ -203,12 +205,12 @@ def read_ledger_gauges(settings: Settings, *, now: datetime | None = None) -> li
         ledger.close()
 
 
-# The prefork pool forks children from the serving process, at start and whenever one is
-# replaced. A fork while the gauges' thread is inside an import, SQLAlchemy or a database
-# driver copies a lock that thread holds into the child, where nothing will ever release it:
-# the child hangs on its first task (seen in tests/e2e/test_metrics.py). So a fork waits for
-# the gauges' work to finish (one ledger read, bounded by LEDGER_TIMEOUT_SECONDS), and that
-# work waits for a fork to finish.
+# The prefork pool forks children from the worker's serving process, at start and whenever one
+# is replaced. A fork while a scrape's thread is inside an import or holds a library's lock
+# copies that lock into the child, where nothing will ever release it: the child hangs on its
+# first task (seen in tests/e2e/test_metrics.py while the worker read the ledger). So a fork
+# waits for a collection to finish (a few files and cron computations), and a collection
+# waits for a fork to finish.
 _fork_guard = threading.Lock()
 _fork_guard_lock = threading.Lock()
 _fork_guard_installed = False
@@ -226,74 +228,73 @@ def _install_fork_guard() -> None:
             _fork_guard_installed = True
 
 
-class GaugeCollector:
-    """The ledger's and the schedules' gauges and the build info, for the worker's /metrics.
+class ScheduleCollector:
+    """The schedules' gauges and the build info, for the worker's /metrics. ``last_success``
+    reads the providers' last successful sweeps (in the worker, from every process's files)."""
 
-    The ledger is read on a short-lived thread, at most every ``ttl`` seconds unless a sweep
-    ended since (``changed`` is touched), and a scrape waits ``wait`` seconds at most for
-    it: a slow ledger serves the previous counts instead of failing the probes that share
-    /metrics. ``last_success`` reads the providers' last successful sweeps (in the worker,
-    from every process's files), refreshed with the ledger.
+    def __init__(
+        self, settings: Settings, *, started: float, last_success: Callable[[], dict[str, float]]
+    ) -> None:
+        self.schedules = schedules_of(settings)
+        self.started = started
+        self._last_success = last_success
+        _install_fork_guard()
+
+    def describe(self) -> list[Metric]:
+        return [_gauge(d) for d in (NEXT_SWEEP, FIRST_SCHEDULED, SWEEP_PERIOD, BUILD_INFO)]
+
+    def collect(self) -> list[Metric]:
+        with _fork_guard:
+            try:
+                successes = self._last_success()
+            except Exception as exc:  # the schedules' other gauges are still worth serving
+                log.warning("metrics_last_success_unreadable", error=f"{type(exc).__name__}")
+                successes = {}
+            families = schedule_families(
+                self.schedules, last_success=successes, started=self.started
+            )
+        return [*families, build_info_family()]
+
+
+class LedgerCollector:
+    """The ledger's gauges and the build info, for `retention exporter`'s /metrics.
+
+    The ledger is read on a short-lived thread, at most every ``ttl`` seconds, and a scrape
+    waits ``wait`` seconds at most for it: a slow ledger serves the previous counts (and
+    ``retention_ledger_up`` says when a read failed) instead of failing the probes that share
+    /metrics.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        started: float,
-        last_success: Callable[[], dict[str, float]],
         read_ledger: Callable[[], list[ProviderGauges]] | None = None,
-        changed: Path | None = None,
         ttl: float = LEDGER_CACHE_SECONDS,
         wait: float = LEDGER_WAIT_SECONDS,
     ) -> None:
-        self.schedules = schedules_of(settings)
-        self.started = started
-        self._last_success = last_success
         self._read_ledger = read_ledger or (lambda: read_ledger_gauges(settings))
-        self._changed = changed
         self._ttl = ttl
         self._wait = wait
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._read_at = -float("inf")  # monotonic
-        self._read_stamp: int | None = None
         self._ledger: list[Metric] = []
-        # Computed with the ledger's counts, under the fork guard, never in a scrape.
-        self._schedules = self._schedule_families({})
-        _install_fork_guard()
 
     def describe(self) -> list[Metric]:
-        return [_gauge(d) for d in COMPUTED]
+        return [_gauge(d) for d in (*LEDGER_GAUGES, LEDGER_UP, BUILD_INFO)]
 
     def collect(self) -> list[Metric]:
         self._refresh_if_stale()
         with self._lock:
-            return [*self._ledger, *self._schedules, build_info_family()]
-
-    def _schedule_families(self, successes: dict[str, float]) -> list[Metric]:
-        return schedule_families(self.schedules, last_success=successes, started=self.started)
-
-    def _changed_stamp(self) -> int | None:
-        if self._changed is None:
-            return None
-        try:
-            return self._changed.stat().st_mtime_ns
-        except OSError:
-            return None
-
-    def _stale(self) -> bool:
-        # Compared with the stamp seen when the last read began, not with a clock: file
-        # times come from the kernel's coarse clock and may lag the wall clock.
-        expired = time.monotonic() - self._read_at >= self._ttl
-        return expired or self._changed_stamp() != self._read_stamp
+            return [*self._ledger, build_info_family()]
 
     def _refresh_if_stale(self) -> None:
         with self._lock:
             running = self._thread is not None and self._thread.is_alive()
-            if not running and self._stale():
+            if not running and time.monotonic() - self._read_at >= self._ttl:
                 self._thread = threading.Thread(
-                    target=self._refresh, name="retention-ledger-gauges", daemon=True
+                    target=self._read, name="retention-ledger-gauges", daemon=True
                 )
                 self._thread.start()
                 running = True
@@ -301,24 +302,14 @@ class GaugeCollector:
         if thread is not None:
             thread.join(self._wait)
 
-    def _refresh(self) -> None:
-        with _fork_guard:
-            self._read()
-
     def _read(self) -> None:
-        began, stamp = time.monotonic(), self._changed_stamp()
+        began = time.monotonic()
         rows: list[ProviderGauges] | None
         try:
             rows = self._read_ledger()
         except Exception as exc:  # any failure: served as retention_ledger_up 0
             log.warning("metrics_ledger_unreadable", error=f"{type(exc).__name__}: {exc}"[:300])
             rows = None
-        try:
-            successes = self._last_success()
-        except Exception as exc:  # the ledger's counts are still worth serving
-            log.warning("metrics_last_success_unreadable", error=f"{type(exc).__name__}")
-            successes = {}
-        ledger, schedules = ledger_families(rows), self._schedule_families(successes)
+        ledger = ledger_families(rows)
         with self._lock:
-            self._ledger, self._schedules = ledger, schedules
-            self._read_at, self._read_stamp = began, stamp
+            self._ledger, self._read_at = ledger, began

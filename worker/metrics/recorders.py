@@ -8,7 +8,6 @@ first metric is used, not before: it decides then where to keep values (in memor
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
@@ -28,8 +27,6 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # Written into the multiprocess directory by the worker's main process: its pid. Only that
 # process and its children record into the directory (see ``_record_in_process``).
 OWNER_FILE = "served-by"
-# Touched when a sweep ends: the ledger changed, the cached gauges are stale.
-CHANGED_FILE = "ledger-changed"
 
 # From one minute to a month: the delay between a job becoming due and its delete.
 _DUE_BUCKETS = (
@@ -277,7 +274,6 @@ def record_sweep(provider: str, *, seconds: float, succeeded: bool) -> None:
     m.sweep_duration.labels(provider).observe(seconds)
     if succeeded:
         m.last_success.labels(provider).set(time.time())
-    _mark_ledger_changed()
 
 
 # Whether this process ran a scrub: its scrub gauges (0 until then) are exported only if so,
@@ -334,13 +330,6 @@ def record_provider_request(
 
 def record_s3_error(operation: str, code: str) -> None:
     metrics().s3_errors.labels(operation or "unknown", code or "unknown").inc()
-
-
-def _mark_ledger_changed() -> None:
-    directory = os.environ.get(MULTIPROC_ENV)
-    if directory:
-        with contextlib.suppress(OSError):
-            (Path(directory) / CHANGED_FILE).touch()
 
 
 # -- labels for the S3 error counter --------------------------------------------------------

@@ -1,23 +1,30 @@
-"""The worker's /metrics: every process's recorded metrics, merged, with the computed gauges.
+"""/metrics for the long-running processes: each worker's, and `retention exporter`'s.
 
-Served by the Celery worker's main process (``celery_app``, on ``worker_init``), before it
-forks its children: they inherit ``PROMETHEUS_MULTIPROC_DIR`` and record into it
+A worker's is served by the Celery worker's main process (``celery_app``, on ``worker_init``),
+before it forks its children: they inherit ``PROMETHEUS_MULTIPROC_DIR`` and record into it
 (``recorders``), and this process merges their files with prometheus-client's multiprocess
-collector and adds ``gauges.GaugeCollector``.
+collector and adds the schedules' gauges (``gauges.ScheduleCollector``): what this worker did.
+
+The ledger's state is the same whichever process reads it, so it is served by one process,
+`retention exporter` (``run_exporter``, ``gauges.LedgerCollector``), as kube-state-metrics
+serves a cluster's: N workers do not run N copies of the same count, and no query has to
+deduplicate N copies of the answer.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from worker.logging import get_logger
-from worker.metrics.gauges import GaugeCollector
-from worker.metrics.recorders import CHANGED_FILE, MULTIPROC_ENV, OWNER_FILE
+from worker.metrics.gauges import LedgerCollector, ScheduleCollector
+from worker.metrics.recorders import MULTIPROC_ENV, OWNER_FILE
 
 if TYPE_CHECKING:
     from worker.settings import Settings
@@ -60,9 +67,9 @@ def prepare_multiprocess_dir() -> Path:
 
 
 def serve(settings: Settings) -> bool:
-    """Serve every process's metrics, merged, with the ledger's and the schedules' gauges,
-    from this (the worker's main) process. False, with an error logged, when the port cannot
-    be had: the worker still works, but serves no metrics.
+    """Serve every process's metrics, merged, with the schedules' gauges, from this (the
+    worker's main) process. False, with an error logged, when the port cannot be had: the
+    worker still works, but serves no metrics.
 
     Celery swallows what a ``worker_init`` handler raises, so an unusable port (a second
     worker on the same host, most often) is said here, loudly, or not at all.
@@ -74,12 +81,8 @@ def serve(settings: Settings) -> bool:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated upstream
     registry.register(
-        GaugeCollector(
-            settings,
-            started=time.time(),
-            last_success=lambda: _merged_last_success(directory),
-            changed=directory / CHANGED_FILE,
-            ttl=settings.metrics.ledger_cache_seconds,
+        ScheduleCollector(
+            settings, started=time.time(), last_success=lambda: _merged_last_success(directory)
         )
     )
     port, address = settings.metrics.port, settings.metrics.address
@@ -106,3 +109,36 @@ def process_exited(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # unannotated
+
+
+def run_exporter(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    address: str | None = None,
+    stop: threading.Event | None = None,
+) -> None:
+    """`retention exporter`: serve the ledger's gauges until SIGTERM or SIGINT (or ``stop``).
+
+    Raises OSError when the port cannot be had: unlike a worker, an exporter that serves
+    nothing has no reason to run.
+    """
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(settings, ttl=settings.metrics.ledger_cache_seconds))
+    port = settings.metrics.port if port is None else port
+    address = settings.metrics.address if address is None else address
+    server, thread = start_http_server(port, addr=address, registry=registry)
+    log.info("exporter_serving", port=port, address=address)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    log.info("exporter_stopped")
