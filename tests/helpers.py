@@ -115,6 +115,7 @@ def run_cli(
     timeout: float = 120,
     module: str = "worker",
     before: tuple[str, ...] = (),
+    cwd: Path | None = None,
 ) -> CliRun:
     """Run `python -m MODULE [BEFORE...] [--config PATH] ARGS...` (the CLI by default)."""
     argv = [sys.executable, "-m", module, *before]
@@ -127,7 +128,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         env={**os.environ, **(env or {})},
     )
     return CliRun(proc.returncode, proc.stdout, proc.stderr, proc.stdout.splitlines())

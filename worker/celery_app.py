@@ -50,7 +50,7 @@ app.conf.update(
     # On broker connection loss, stop long tasks rather than let the redelivered copy run in
     # parallel with them; the job's claim makes the duplicate a no-op anyway.
     worker_cancel_long_running_tasks_on_connection_loss=True,
-    # Results are not used: outcomes live in the ledger.
+    # Results are not used: outcomes live in the ledger (retention.track's answer aside).
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],
@@ -72,6 +72,8 @@ app.conf.update(
 # The weekly re-verification of the whole archive (`retention scrub` without --read-data):
 # Sunday 04:00 UTC, away from the usual business-hours sweeps. HEAD requests only.
 SCRUB_SCHEDULE = "0 4 * * 0"
+# Brokers whose Redis can hold a task's result too.
+REDIS = ("redis://", "rediss://")
 
 
 def sweep_lease_ttl(period: timedelta, longest: timedelta = timedelta(seconds=30)) -> timedelta:
@@ -136,7 +138,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "retention.sweep": {"queue": sweeps},
             "retention.scrub": {"queue": sweeps},
             "retention.process_job": {"queue": jobs},
+            # Applications send it to [broker] queue by name (worker.tracking).
+            "retention.track": {"queue": jobs},
         },
+        # Only retention.track keeps its result (an application may wait for the answer);
+        # in the broker's Redis, for a day (Celery's result_expires).
+        "result_backend": settings.broker.url if settings.broker.url.startswith(REDIS) else None,
         # kombu reads the timeout from each of these; with several apps on one Redis the
         # shortest wins, so all three are set (celery #7651).
         "broker_transport_options": {"visibility_timeout": visibility},

@@ -197,6 +197,92 @@ def run_demo(*, keep: bool = False) -> None:
             click.echo("(working folder removed; run `retention demo --keep` to keep it)")
 
 
+def serve_demo(folder: Path | None = None, *, ready: Callable[[Path], None] | None = None) -> None:
+    """`retention demo --serve`: the demo's simulators and S3 server, kept running until
+    Ctrl-C or SIGTERM, with a configuration that works against them and a file of the
+    variables to source, so every command can be tried by hand. Nothing is tracked, held or
+    swept: the commands it prints do that. The folder (the configuration, the ledger, the
+    servers' log) stays afterwards. ``ready`` is told the folder once all is up (tests)."""
+    import signal
+    import threading
+
+    from worker.logsetup import configure_logging
+
+    _need_simulators()
+    from worker.simulators.s3server import LOCAL_CREDENTIALS
+
+    workdir = folder or Path(tempfile.mkdtemp(prefix="retention-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    # A ledger of an earlier run would name jobs these servers seed afresh.
+    for old in ("retention.toml", "retention.db", "demo.env"):
+        (workdir / old).unlink(missing_ok=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    os.environ.update(LOCAL_CREDENTIALS)
+    with (workdir / "servers.log").open("w") as log_file:
+        configure_logging(level=logging.INFO, json=True, stream=log_file)
+        with _world(workdir) as world:
+            env = _write_env(workdir)
+            for line in _serving_lines(world, env):
+                click.echo(line)
+            if ready is not None:
+                ready(workdir)
+            stop.wait()
+    click.echo(f"servers stopped; {workdir} is kept (its configuration names ports now closed)")
+
+
+def _write_env(workdir: Path) -> Path:
+    """``demo.env``: the configuration to use, and the local S3 server's credentials."""
+    import shlex
+
+    from worker.simulators.s3server import LOCAL_CREDENTIALS
+
+    values = {"RETENTION_CONFIG": str(workdir / "retention.toml"), **LOCAL_CREDENTIALS}
+    env = workdir / "demo.env"
+    env.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
+    return env
+
+
+def _serving_lines(world: World, env: Path) -> Iterator[str]:
+    """What is running, and the commands to try against it, with the demo's own ids."""
+    import shlex
+
+    yield "retention-worker demo servers: simulated providers and a local S3 server, running."
+    for account in world.accounts:
+        yield f"  {account.name:9} {account.sim.base_url}  {len(account.jobs)} job(s)"
+    yield f"  s3        {world.settings.archive.endpoint_url}  bucket {ARCHIVE_BUCKET}"
+    yield ""
+    yield "In another shell:"
+    yield f"  source {shlex.quote(str(env))}"
+    yield "  retention check"
+    for account in world.accounts:
+        if account.track:
+            ids = " ".join(shlex.quote(job_id) for job_id in account.track)
+            yield f"  retention track {account.name} {ids}   # no list endpoint: name its jobs"
+    for account in world.accounts:
+        for job_id in account.hold:
+            yield f'  retention hold {account.name} {job_id} --reason "case 42"'
+    yield "  retention sweep --dry-run"
+    yield "  retention sweep"
+    yield "  retention status"
+    yield "  retention report"
+    deleted = next(
+        (
+            (account.name, job_id)
+            for account in world.accounts
+            for job_id, (status, _label) in account.jobs.items()
+            if status == "finished" and job_id not in account.hold
+        ),
+        None,
+    )
+    if deleted is not None:
+        yield f"  retention restore {deleted[0]} {deleted[1]} --to ./restored   # after the sweep"
+    yield "  retention scrub"
+    yield ""
+    yield f"Configuration: {world.workdir / 'retention.toml'}. Ctrl-C stops the servers."
+
+
 def show_the_jobs(world: World) -> None:
     _section("Jobs at the simulated providers")
     for account in world.accounts:

@@ -106,6 +106,22 @@ def _elide(value: Any, *, depth: int) -> Any:
     return value
 
 
+class _ExpectedInOneLine(logging.Filter):
+    """Drop the traceback Celery attaches to a task's expected error (one its ``throws``
+    names, such as ``retention.track``'s ``TrackRefused``): Celery logs those at INFO without
+    ``exc_info``, but still puts the formatted traceback in the record's ``data``. A refusal
+    is the caller's to correct, and its message says everything."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        data = getattr(record, "data", None)
+        if isinstance(data, dict) and data.get("description") == "raised expected":
+            data = {k: v for k, v in data.items() if k != "traceback"}
+            record.data = data  # Celery passes extra={"data": ...}
+            if isinstance(record.args, dict):
+                record.args = data
+        return True
+
+
 class _StructuredHandler(logging.StreamHandler[Any]):
     """Writes every record as a scrubbed structured line; the formatter (structlog's) is
     built when the first record arrives, under the handler's lock."""
@@ -114,6 +130,7 @@ class _StructuredHandler(logging.StreamHandler[Any]):
         super().__init__(stream)
         self.json = json
         self.addFilter(_ElidePayloads())
+        self.addFilter(_ExpectedInOneLine())
 
     def format(self, record: logging.LogRecord) -> str:
         if self.formatter is None:

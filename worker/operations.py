@@ -28,15 +28,19 @@ def run_sweeps(
     *,
     dry_run: bool = False,
     on_result: Callable[[JobResult], None] | None = None,
+    on_found: Callable[[str, int, bool], None] | None = None,
 ) -> list[SweepSummary]:
     """One sweep of each provider, in this process, one after the other; ``on_result`` is
-    told of each job as it finishes (from the sweep's threads)."""
+    told of each job as it finishes (from the sweep's threads), ``on_found`` of the jobs
+    ahead as each sweep reads them (``sweep.OnFound``)."""
     from worker.bootstrap import build_runtime
     from worker.sweep import sweep_provider
 
     rt = build_runtime(settings, dry_run=dry_run, only=list(providers))
     try:
-        reports = [sweep_provider(rt, name, on_result=on_result) for name in providers]
+        reports = [
+            sweep_provider(rt, name, on_result=on_result, on_found=on_found) for name in providers
+        ]
     finally:
         rt.close()
     return [report.summary() for report in reports]

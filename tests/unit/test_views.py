@@ -22,7 +22,7 @@ from worker.render.checks import CheckView
 from worker.render.config import ConfigView, ValidationView
 from worker.render.errors import ErrorView
 from worker.render.ledger import HoldView, MigrateView, RetryView, TrackView
-from worker.render.progress import ScrubProgress, SweepProgress
+from worker.render.progress import ScrubProgress
 from worker.render.report import ReportView
 from worker.render.restore import RestoreView
 from worker.render.scrub import ScrubView, scrub_feed
@@ -252,21 +252,6 @@ def test_quiet_or_json_sweeps_show_nothing_while_they_run(
             feed(failed())
 
     assert capsys.readouterr().out == ""
-
-
-def test_a_sweep_at_a_terminal_shows_live_progress_and_each_failure(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("COLUMNS", "200")
-
-    with sweep_feed(Format.RICH, quiet=False, dry_run=False, providers=["daily"]) as feed:
-        assert isinstance(feed, SweepProgress)
-        feed(failed())
-        feed(JobResult("daily", "j-2", Outcome.DELETED, archived=True, deleted=True))
-
-    out = capsys.readouterr().out
-    assert "failed daily job j-1" in out
-    assert "2 jobs" in out
 
 
 def test_a_scrub_at_a_terminal_prints_each_damaged_key_above_its_progress_line(

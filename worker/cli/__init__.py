@@ -14,11 +14,12 @@ Its contract with scripts (cron, CI, runbooks), after rclone and restic:
   WARNING at a terminal); ``--log-format json|console``.
 
 A module per group of commands: ``sweep``; ``ledger`` (track, hold, release, retry, status,
-migrate); ``reports`` (check, report); ``archive`` (restore, scrub); ``config``; ``exporter``
-(the ledger's gauges, served). Each command parses its options, makes one call outside the
-CLI (``worker.operations``, ``check``, ``reports``, ``restore``, ``scrub``, ``config_view``,
-``metrics.serving``, or the ledger's ``operator``), and
-hands what comes back to a view of ``worker.render``, in the form the options ask for.
+migrate); ``reports`` (check, report); ``archive`` (restore, scrub); ``config`` (and init);
+``exporter`` (the ledger's gauges, served). Each command parses its options, makes one call
+outside the CLI (``worker.operations``, ``check``, ``reports``, ``restore``, ``scrub``,
+``config_view``, ``config_init``, ``tracking``, ``metrics.serving``, or the ledger's
+``operator``), and hands what comes back to a view of ``worker.render``, in the form the
+options ask for.
 ``context`` builds what the commands share, once (the settings, the logging, the ledger and
 archive clients); ``errors`` turns the exit code a command returns, or the error it raises,
 into the process's exit, in one place.
@@ -29,11 +30,13 @@ that need them, so `retention --help` stays quick.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from worker import __version__, exits
 from worker.cli.archive import restore, scrub
-from worker.cli.config import config_group
+from worker.cli.config import config_group, init
 from worker.cli.context import Context
 from worker.cli.errors import handle_errors
 from worker.cli.exporter import exporter
@@ -97,22 +100,44 @@ for command in (
     *(check, report, exporter),
     *(restore, scrub),
     config_group,
+    init,
 ):
     cli.add_command(command)
 
 
 @cli.command()
 @click.option("--keep", is_flag=True, help="Keep the demo's working folder afterwards.")
+@click.option(
+    "--serve",
+    is_flag=True,
+    help="Start the simulated providers and the S3 server, write a configuration for them, "
+    "and keep them running until Ctrl-C, to try each command by hand.",
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --serve: the folder for the configuration and the ledger (default: a new one).",
+)
 @handle_errors
-def demo(keep: bool) -> None:
+def demo(keep: bool, serve: bool, folder: Path | None) -> None:
     """Run the whole pipeline against simulated providers and a local S3 server.
 
-    Needs nothing but this package and its demo extra: no credentials, no network.
+    Needs nothing but this package and its demo extra: no credentials, no network. With
+    --serve, nothing runs by itself: the servers wait for your commands, which it prints.
 
     \b
     Example:
       retention demo
+      retention demo --serve
     """
+    if serve:
+        from worker.demo import serve_demo
+
+        serve_demo(folder)
+        return
+    if folder is not None:
+        raise click.UsageError("--dir goes with --serve")
     from worker.demo import run_demo
 
     run_demo(keep=keep)

@@ -95,3 +95,47 @@ def config_schema() -> None:
     from worker.config_view import schema_text
 
     click.echo(schema_text(), nl=False)
+
+
+@click.command("init")
+@click.argument("providers", nargs=-1, required=True, metavar="PROVIDER...")
+@click.option("--bucket", required=True, help="The S3 bucket the archive goes to.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("retention.toml"),
+    show_default=True,
+    help="The file to write.",
+)
+@click.option("--force", is_flag=True, help="Replace the file if it exists.")
+@json_option
+@handle_errors
+def init(providers: tuple[str, ...], bucket: str, output: Path, force: bool, as_json: bool) -> int:
+    """Write a first configuration for the providers named, then check it as
+    `retention config validate` does, and print the next three commands.
+
+    Name each PROVIDER by its type (daily, loom, huawei_mpc, unsiloed, datocms), or
+    NAME=TYPE for a second account of a type. Every credential, and every key only you know
+    (Loom's team URL), is a ${NAME} reference to an environment variable: none is written
+    into the file. It starts with read_only = true: sweeps archive and delete nothing until
+    you turn it off.
+
+    \b
+    Example:
+      retention init daily unsiloed --bucket my-archive
+      retention init daily daily_eu=daily --bucket my-archive -o /etc/retention.toml
+    """
+    from worker.config_init import starter_config
+    from worker.config_view import validate
+    from worker.errors import ConfigError
+    from worker.render.config import InitView
+
+    if output.exists() and not force:
+        raise ConfigError(f"{output} exists", hint="Pass --force to replace it, or -o PATH")
+    starter = starter_config(providers, bucket=bucket, folder=output.parent)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(starter.text, encoding="utf-8")
+    found = validate(output, allow_unset=True)
+    show(InitView(output, starter, found), output_format(as_json=as_json))
+    return exits.OK if found.ok else exits.USAGE

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TextIO
+
 import click
 
 from worker.cli.context import Context, pass_ctx
@@ -12,26 +14,76 @@ from worker.render.view import show
 
 @click.command()
 @click.argument("provider")
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1)
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.File("r", encoding="utf-8"),
+    metavar="PATH|-",
+    help="Also read ids from PATH (- for stdin), one a line; blank lines and lines starting "
+    "with # are skipped.",
+)
+@click.option("--hold", is_flag=True, help="Put a legal hold on each job too.")
+@click.option("--reason", help="Why, for the audit trail (a case number, say).")
+@click.option(
+    "--finished-at",
+    metavar="TIME",
+    help="When the jobs finished, if you know (ISO 8601 with its offset, such as "
+    "2025-06-01T12:00:00Z): their retention period counts from then.",
+)
 @json_option
 @pass_ctx
 @handle_errors
-def track(ctx: Context, provider: str, job_ids: tuple[str, ...], as_json: bool) -> None:
+def track(
+    ctx: Context,
+    provider: str,
+    job_ids: tuple[str, ...],
+    from_file: TextIO | None,
+    hold: bool,
+    reason: str | None,
+    finished_at: str | None,
+    as_json: bool,
+) -> None:
     """Record job ids the worker must look after (for providers with no list endpoint).
+
+    Each id is checked against its provider's rules first (Huawei MPC's are numbers, DatoCMS's
+    UPLOAD_ID/TRACK_ID); one that fails refuses them all, and nothing is recorded. Tracking a
+    job again changes nothing. Applications hand ids over through Celery instead (the
+    retention.track task).
 
     \b
     Example:
       retention track loom R123 R124
+      retention track loom --from-file ids.txt
+      retention track unsiloed --finished-at 2025-06-01T12:00:00Z 4f1c0a9e
     """
     from worker.domain import utcnow
-    from worker.keys import safe_relative_key
     from worker.render.ledger import TrackView
+    from worker.tracking import parse_request, track_jobs
 
     ctx.provider(provider)
-    for job_id in job_ids:
-        safe_relative_key(job_id, what="job id")
-    added = ctx.ledger().operator.track(provider, job_ids, now=utcnow())
-    show(TrackView(provider, job_ids, added), output_format(as_json=as_json))
+    ids = list(job_ids)
+    lines = [0] * len(ids)
+    if from_file is not None:
+        for number, line in enumerate(from_file, start=1):
+            text = line.strip()
+            if text and not text.startswith("#"):
+                ids.append(text)
+                lines.append(number)
+    if not ids:
+        raise click.UsageError("give job ids, or --from-file PATH with one id a line")
+
+    def label(i: int) -> str:
+        return f"line {lines[i]}: " if lines[i] else ""
+
+    options = {"hold": hold, "reason": reason, "finished_at": finished_at}
+    request = parse_request(provider, ids, options=options, max_ids=None)
+    changed = track_jobs(
+        ctx.settings, ctx.ledger(), request, now=utcnow(), detail={"via": "cli"}, label=label
+    )
+    new = [job_id for batch in changed for job_id in batch.added]
+    held = [job_id for batch in changed for job_id in batch.held]
+    show(TrackView(provider, request.job_ids, new, held), output_format(as_json=as_json))
 
 
 @click.command()

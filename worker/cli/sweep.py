@@ -31,6 +31,12 @@ from worker.render.view import show
     is_flag=True,
     help="Send the sweep to the Celery workers instead of running it here.",
 )
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show on stderr, per provider, the jobs done of those known so far, bytes archived, "
+    "rate and time left. Default: when stderr is a terminal (and without -q).",
+)
 @pass_ctx
 @handle_errors
 def sweep(
@@ -40,11 +46,14 @@ def sweep(
     as_json: bool,
     as_jsonl: bool,
     enqueue: bool,
+    progress: bool | None,
 ) -> int | None:
     """Run one retention sweep now.
 
     Prints a line per job that changed (or, in a dry run, would), then a line per provider;
-    at a terminal, a progress bar and a table. --json prints only the counts (archived,
+    at a terminal, a table. While it runs, stderr shows each provider's progress (jobs done
+    of those known so far, bytes, rate, time left) when it is a terminal or with --progress.
+    --json prints only the counts (archived,
     deleted, deferred, failed, kept, stopped, skipped, gone, bytes, and each provider's);
     --jsonl a line per job, then the counts. A dry run exits as the real run would. With
     --enqueue, --json prints what was sent (message_type "enqueued": the queue, task ids).
@@ -70,8 +79,11 @@ def sweep(
         sent = enqueue_sweeps(ctx.settings, names)
         show(EnqueuedView(sent.queue, sent.sweeps), fmt)
         return None
-    with sweep_feed(fmt, quiet=ctx.quiet, dry_run=dry_run, providers=names) as feed:
-        summaries = run_sweeps(ctx.settings, names, dry_run=dry_run, on_result=feed)
+    live = sweep_feed(fmt, quiet=ctx.quiet, dry_run=dry_run, providers=names, progress=progress)
+    with live as feed:
+        summaries = run_sweeps(
+            ctx.settings, names, dry_run=dry_run, on_result=feed, on_found=feed.found
+        )
     code = exits.sweep_exit_code(summaries)
     if not dry_run:
         from worker.metrics import export as metrics

@@ -8,10 +8,10 @@ module when an account of its type is built.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
-    from worker.providers.base import Provider, RateLimiter
+    from worker.providers.base import BaseProvider, Provider, RateLimiter
     from worker.specs.spec import ProviderCommon
 
     class Adapter(Protocol):
@@ -30,3 +30,17 @@ def build_provider(
 
     adapter = cast("Adapter", registry.spec(settings.type).adapter_class())
     return adapter.build(name, settings, limiter=limiter)
+
+
+def job_id_problem(settings: ProviderCommon, job_id: str) -> str | None:
+    """Why ``job_id`` cannot be a job of an account with these settings, by its adapter's
+    rules (``BaseProvider.job_id_problem``), or None. Nothing is asked of the provider. A
+    plug-in's adapter that is no ``BaseProvider`` is held to the rule every id meets
+    (``keys.job_id_problem``: one archive folder, as given)."""
+    from worker.keys import job_id_problem as folder_problem
+    from worker.specs import registry
+
+    adapter = registry.spec(settings.type).adapter_class()
+    if not hasattr(adapter, "job_id_problem"):
+        return folder_problem(job_id)
+    return cast("type[BaseProvider[Any]]", adapter).job_id_problem(job_id)

@@ -62,6 +62,7 @@ from worker.errors import (
     WorkerError,
 )
 from worker.http_headers import MAX_DEFERRAL, retry_after_seconds
+from worker.keys import job_id_problem
 from worker.logging import get_logger
 from worker.metrics import recorders
 from worker.providers.parsing import MAX_PARSE_BYTES, MIB, parse_json
@@ -169,6 +170,14 @@ class BaseProvider(Generic[SettingsT]):
     @classmethod
     def api_options(cls, settings: SettingsT) -> ApiOptions:
         raise NotImplementedError(f"{cls.__name__} names no API credentials")
+
+    @classmethod
+    def job_id_problem(cls, job_id: str) -> str | None:
+        """Why ``job_id`` cannot be one of this provider's job ids, or None: what `retention
+        track` and the ``retention.track`` task hold each id to before the ledger records it.
+        By default the id is one archive folder as it stands (``keys.job_id_problem``); an
+        adapter whose ids have a known form says so on top (Huawei MPC's are numbers)."""
+        return job_id_problem(job_id)
 
     def list_jobs(self) -> Iterator[list[ListedJob]]:
         return iter(())

@@ -97,6 +97,7 @@ from worker.errors import (
     WorkerError,
 )
 from worker.json_types import JSONValue
+from worker.keys import job_id_problem
 from worker.logging import get_logger
 from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
 from worker.providers.outputs import Path, unclaimed, unrecognised
@@ -369,6 +370,14 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
     type: ClassVar[str] = SPEC.type
     # Only the uploads in `upload_ids` are listed; with none, jobs come from `retention track`.
     lists_jobs: ClassVar[bool] = SPEC.lists_jobs
+
+    @classmethod
+    def job_id_problem(cls, job_id: str) -> str | None:
+        # One folder per track, under its upload's: UPLOAD_ID/TRACK_ID, each part a segment.
+        problem = job_id_problem(job_id, segments=2)
+        if problem is None:
+            return None
+        return f"{problem}: a DatoCMS job is UPLOAD_ID/TRACK_ID, the upload's and the track's ids"
 
     @classmethod
     def api_options(cls, settings: DatoCmsSettings) -> ApiOptions:

@@ -362,6 +362,12 @@ class HuaweiMpcProvider(BaseProvider[HuaweiMpcSettings]):
     lists_jobs: ClassVar[bool] = SPEC.lists_jobs
     lookup_batch_size: ClassVar[int] = LOOKUP_BATCH
 
+    @classmethod
+    def job_id_problem(cls, job_id: str) -> str | None:
+        if is_task_id(job_id):
+            return None
+        return "is not an MPC task id: MPC task ids are whole numbers (such as 3273178)"
+
     def __init__(self, name: str, settings: HuaweiMpcSettings, api: HttpApi) -> None:
         super().__init__(name, settings, api)
         self.tasks_path = f"/v1/{quote(settings.project_id, safe='')}/transcodings"

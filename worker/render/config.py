@@ -11,6 +11,9 @@ from worker.json_types import JSONValue
 from worker.render.view import View
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from worker.config_init import Starter
     from worker.config_view import Validation
 
 
@@ -52,6 +55,61 @@ class ValidationView(View):
             "problems": [{"key": p.key, "message": p.message} for p in found.problems],
             "unchecked": list(found.unchecked),
             "providers": list(found.providers),
+        }
+
+
+class InitView(View):
+    """A configuration `retention init` wrote: where, the variables it waits for (those not
+    set yet first), and the next three commands."""
+
+    message_type = "init"
+
+    def __init__(self, path: Path, starter: Starter, found: Validation) -> None:
+        self.path = path
+        self.variables = starter.variables
+        self.providers = starter.providers
+        self.found = found
+
+    @property
+    def unset(self) -> list[str]:
+        waiting = set(self.found.unchecked)
+        return [name for name, key in self.variables.items() if key in waiting]
+
+    def next_commands(self) -> list[str]:
+        config = f"retention --config {self.path}"
+        return [f"{config} config validate", f"{config} check", f"{config} sweep --dry-run"]
+
+    def lines(self) -> Iterator[str]:
+        if self.found.problems:
+            yield f"wrote {self.path}, but it does not pass `retention config validate`:"
+            yield from self.found.message.splitlines()[1:]
+            return
+        wrote = f"wrote {self.path} ({', '.join(self.providers)})"
+        unset = self.unset
+        if not unset:
+            yield f"{wrote}; it passes `retention config validate`"
+        else:
+            yield f"{wrote}; it passes `retention config validate` once these are set:"
+            width = max(len(name) for name in unset)
+            for name in unset:
+                yield f"  {name:<{width}}  {self.variables[name]}"
+        yield "next:"
+        for command in self.next_commands():
+            yield f"  {command}"
+        yield (
+            "It archives but deletes nothing (read_only = true) until you set read_only = "
+            "false in [defaults]."
+        )
+
+    def fields(self) -> dict[str, object]:
+        return {
+            "file": str(self.path),
+            "ok": self.found.ok,
+            "providers": list(self.providers),
+            "problems": [{"key": p.key, "message": p.message} for p in self.found.problems],
+            "variables": self.variables,
+            "unset": self.unset,
+            "next": self.next_commands(),
         }
 
 

@@ -11,16 +11,29 @@ from worker.render.view import View
 class TrackView(View):
     message_type = "track"
 
-    def __init__(self, provider: str, job_ids: Sequence[str], new: Collection[str]) -> None:
+    def __init__(
+        self,
+        provider: str,
+        job_ids: Sequence[str],
+        new: Collection[str],
+        held: Collection[str] = (),
+    ) -> None:
         self.provider = provider
         self.job_ids = job_ids
         self.new = new
+        self.held = held
 
     def lines(self) -> Iterator[str]:
-        yield f"tracking {len(self.job_ids)} job(s) of {self.provider}; {len(self.new)} new"
+        line = f"tracking {len(self.job_ids)} job(s) of {self.provider}; {len(self.new)} new"
+        yield line + (f"; {len(self.held)} newly held" if self.held else "")
 
     def fields(self) -> dict[str, object]:
-        return {"provider": self.provider, "tracking": list(self.job_ids), "new": sorted(self.new)}
+        return {
+            "provider": self.provider,
+            "tracking": list(self.job_ids),
+            "new": sorted(self.new),
+            "held": sorted(self.held),
+        }
 
 
 class HoldView(View):

@@ -1,41 +1,63 @@
-"""Live progress at a terminal (rich): a line per provider while a sweep runs, one while a
-scrub runs. Feeds like the plain lines of ``view``, imported only when a person watches."""
+"""Live progress at a terminal (rich): a line per provider while a sweep runs (on stderr, what
+``render.meter`` counts), one while a scrub runs. Imported only when a person watches."""
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
 # At run time, not only for mypy: a feed's type arguments are evaluated where its class is.
 from worker.domain import JobRow
-from worker.outcomes import JobResult
+from worker.render.meter import ProviderMeter, SweepMeter
 from worker.render.view import Feed
 from worker.scrub import Finding
 
 
-class SweepProgress(Feed[[JobResult]]):
-    """One live line per provider: how many jobs were looked at and what became of them."""
+class _MeterColumn(ProgressColumn):
+    """A provider's meter as text (jobs, bytes, rate, time left), read when drawn, so the
+    rate and the time left move between jobs too."""
 
-    def __init__(self, providers: Sequence[str], *, dry_run: bool) -> None:
-        self.console = Console()
-        self.dry_run = dry_run
+    def __init__(self, meter: SweepMeter) -> None:
+        super().__init__()
+        self.meter = meter
+
+    def render(self, task: Task) -> Text:
+        return Text(self.meter.text(task.fields["provider"]))
+
+
+class SweepProgress:
+    """A live line per provider on stderr while a sweep runs, as rclone's ``--progress``:
+    a bar of the jobs done of those known so far, bytes archived, rate and time left. A
+    provider's line starts moving when its sweep reaches its first jobs.
+
+    ``over_stdout``: stdout is the same terminal, so what the command prints there is shown
+    above the lines; otherwise stdout (a pipe, a file) is left alone."""
+
+    def __init__(self, meter: SweepMeter, *, over_stdout: bool) -> None:
+        self.meter = meter
         self.progress = Progress(
             SpinnerColumn(),
             TextColumn("[bold]{task.fields[provider]:<10}"),
             BarColumn(),
-            TextColumn("{task.completed} jobs  {task.fields[counts]}"),
+            _MeterColumn(meter),
             TimeElapsedColumn(),
-            console=self.console,
+            console=Console(stderr=True),
             transient=False,
+            redirect_stdout=over_stdout,
         )
-        self._lock = threading.Lock()
-        self._counts: dict[str, Counter[str]] = {p: Counter() for p in providers}
         self._tasks = {
-            p: self.progress.add_task("", total=None, provider=p, counts="") for p in providers
+            p: self.progress.add_task("", total=None, provider=p, start=False) for p in meter.meters
         }
 
     def __enter__(self) -> SweepProgress:
@@ -43,29 +65,18 @@ class SweepProgress(Feed[[JobResult]]):
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for task in self._tasks.values():
-            self.progress.update(
-                task,
-                total=self.progress.tasks[task].completed or 1,
-                completed=self.progress.tasks[task].completed or 1,
-            )
         self.progress.stop()
 
-    def __call__(self, result: JobResult) -> None:
-        with self._lock:
-            counts = self._counts[result.provider]
-            if result.archived:
-                counts["archived"] += 1
-            if result.deleted:
-                counts["deleted"] += 1
-            if result.outcome.value in ("deferred", "failed", "kept", "stopped", "would_delete"):
-                counts[result.outcome.value.replace("_", " ")] += 1
-            text = "  ".join(f"{k} {v}" for k, v in counts.items())
-        self.progress.update(self._tasks[result.provider], advance=1, counts=text)
-        if result.outcome.value == "failed":
-            self.progress.console.print(
-                f"[red]failed[/] {result.provider} job {result.job_id}: {result.error}"
-            )
+    def update(self, meter: ProviderMeter, *, final: bool = False) -> None:
+        task = self._tasks[meter.provider]
+        if meter.started is None:
+            return
+        if not self.progress.tasks[task].started:
+            self.progress.start_task(task)
+        total = meter.known if meter.counted or meter.known else None
+        self.progress.update(task, total=total, completed=meter.done)
+        if final:
+            self.progress.stop_task(task)
 
 
 class ScrubProgress(Feed[[JobRow, list[Finding]]]):

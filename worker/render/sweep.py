@@ -11,11 +11,22 @@ says what it is in ``message_type``: ``"job"`` for one job's result (a line of `
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Iterable, Iterator, Sequence
+from typing import Protocol
 
 from worker.outcomes import JobResult, Outcome, SentSweep, SweepSummary, SweepTotals
 from worker.redact import REDACTOR
-from worker.render.view import Feed, Format, Lines, View, human_bytes, json_line
+from worker.render.meter import ProgressLines, ProviderMeter, SweepMeter
+from worker.render.view import (
+    Feed,
+    Format,
+    Lines,
+    View,
+    human_bytes,
+    interactive_stderr,
+    json_line,
+)
 
 # The columns of a sweep's summary, in the order they are shown.
 COLUMNS = ("archived", "deleted", "deferred", "failed", "kept", "stopped", "skipped", "gone")
@@ -147,21 +158,103 @@ def sweep_table(summaries: Sequence[SweepSummary]) -> None:
             console.print(f"[yellow]{s.provider}: stopped:[/] {s.stopped_reason}")
 
 
-def sweep_feed(
-    fmt: Format, *, quiet: bool, dry_run: bool, providers: Sequence[str]
-) -> Feed[[JobResult]]:
-    """What a sweep shows while it runs: a JSON line per job (``--jsonl``); at a terminal, a
-    progress bar; in a pipe, a line per job that changed, would change, or needs a look.
-    Nothing with ``--json``, or with ``-q``, which leaves the results."""
-    if fmt is Format.JSONL:
-        return Lines(lambda result: [json_line(job_record(result))], past_a_gone_reader=True)
-    if fmt is Format.JSON or quiet:
-        return Feed()
-    if fmt is Format.RICH:
-        from worker.render.progress import SweepProgress
+class ProgressDisplay(Protocol):
+    """Where a sweep's progress is shown: live lines at a terminal (``render.progress``), or
+    plain lines now and then (``meter.ProgressLines``)."""
 
-        return SweepProgress(providers, dry_run=dry_run)
-    return Lines(lambda result: job_line(result, dry_run=dry_run), past_a_gone_reader=True)
+    def __enter__(self) -> object: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def update(self, meter: ProviderMeter, *, final: bool = False) -> None: ...
+
+
+class SweepFeed(Feed[[JobResult]]):
+    """What a sweep shows while it runs: its results as they come (``results``, on stdout),
+    and, when asked for, its progress on stderr, fed with the jobs ahead as the sweep reads
+    them (``found``, the sweep's ``on_found``) and each job as it finishes."""
+
+    def __init__(
+        self,
+        results: Feed[[JobResult]],
+        meter: SweepMeter | None = None,
+        display: ProgressDisplay | None = None,
+    ) -> None:
+        self.results = results
+        self.meter = meter
+        self.display = display
+
+    def __enter__(self) -> SweepFeed:
+        if self.display is not None:
+            self.display.__enter__()
+        self.results.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.results.__exit__(*exc)
+        if self.display is not None and self.meter is not None:
+            for provider in list(self.meter.meters):
+                self.display.update(self.meter.counted(provider), final=True)
+            self.display.__exit__(*exc)
+
+    def __call__(self, result: JobResult) -> None:
+        self.results(result)
+        if self.display is not None and self.meter is not None:
+            self.display.update(self.meter.finished(result))
+
+    def found(self, provider: str, n: int, last: bool) -> None:
+        if self.display is not None and self.meter is not None:
+            meter = self.meter.found(provider, n)
+            if last:
+                self.meter.counted(provider)
+            self.display.update(meter)
+
+
+def sweep_feed(
+    fmt: Format,
+    *,
+    quiet: bool,
+    dry_run: bool,
+    providers: Sequence[str],
+    progress: bool | None = None,
+) -> SweepFeed:
+    """What a sweep shows while it runs.
+
+    On stdout: a JSON line per job (``--jsonl``); nothing with ``--json`` or ``-q``; else a
+    line per job that changed, would change, or needs a look (at a terminal with the
+    progress above it, only the failures).
+
+    On stderr, the progress: shown when ``progress`` says so (``--progress``,
+    ``--no-progress``), else when stderr is a terminal and ``-q`` was not given. Live lines
+    at a terminal; plain lines every few seconds elsewhere.
+    """
+    shown = progress if progress is not None else not quiet and interactive_stderr()
+    meter: SweepMeter | None = None
+    display: ProgressDisplay | None = None
+    if shown:
+        meter = SweepMeter(providers, dry_run=dry_run, clock=time.monotonic)
+        if interactive_stderr():
+            from worker.render.progress import SweepProgress
+
+            display = SweepProgress(meter, over_stdout=fmt is Format.RICH)
+        else:
+            display = ProgressLines(meter)
+    live = display is not None and fmt is Format.RICH and interactive_stderr()
+    results: Feed[[JobResult]]
+    if fmt is Format.JSONL:
+        results = Lines(lambda result: [json_line(job_record(result))], past_a_gone_reader=True)
+    elif fmt is Format.JSON or quiet:
+        results = Feed()
+    else:
+        # With live progress on the same terminal, its lines say what the job lines would;
+        # the failures are still printed, above them.
+        wanted = (
+            (lambda r: job_line(r, dry_run=dry_run) if r.outcome is Outcome.FAILED else [])
+            if live
+            else (lambda r: job_line(r, dry_run=dry_run))
+        )
+        results = Lines(wanted, past_a_gone_reader=True)
+    return SweepFeed(results, meter, display)
 
 
 class EnqueuedView(View):

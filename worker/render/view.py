@@ -49,7 +49,17 @@ class Format(enum.Enum):
 
 def interactive() -> bool:
     """A person is watching: stdout is a terminal, and not a dumb one or a CI log."""
-    return sys.stdout.isatty() and os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
+    return sys.stdout.isatty() and _a_person()
+
+
+def interactive_stderr() -> bool:
+    """A person is watching stderr, where a long run's progress goes (rclone's and curl's
+    choice): a sweep piped into jq still shows its progress at the terminal."""
+    return sys.stderr.isatty() and _a_person()
+
+
+def _a_person() -> bool:
+    return os.environ.get("TERM") != "dumb" and not os.environ.get("CI")
 
 
 def json_line(record: dict[str, object]) -> str:
