@@ -8,7 +8,8 @@
 #         --schedule /var/lib/retention/celerybeat-schedule
 #
 # deploy/compose.yaml and deploy/k8s/ run it; scripts/validate-deploy lints this file with
-# hadolint (no rule is ignored).
+# hadolint (no rule is ignored), and scripts/test-image builds it without a Docker daemon
+# (buildah, on a local Debian base) and runs the CLI, a config check and a sweep inside it.
 
 # A release pipeline should pin the base by digest (python:3.11-slim-bookworm@sha256:...) and
 # pass it with --build-arg; the tag is the default because CI here cannot reach a registry.
@@ -16,34 +17,55 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: a virtual environment with the locked dependencies and the project ----------
+# Three layers, from the least to the most often changed, so that a code change rebuilds only
+# the last one and the image's dependency layer stays as it was (scripts/test-image builds the
+# image on every test run).
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 
-# Dependencies first, in their own layer, so a code change does not reinstall them.
-# --require-hashes: every package, transitive ones included, must match the lock's hashes.
-# requirements.lock holds the runtime dependencies only: the demo's local S3 server (moto, in
-# requirements-demo.lock) and the test tools never reach the image.
+# The dependencies. --require-hashes: every package, transitive ones included, must match the
+# lock's hashes. requirements.lock holds the runtime dependencies only, with the otel extra
+# (traces, off until the OTEL_* variables ask for them): the demo's local S3 server (moto, in
+# requirements-demo.lock) and the test tools never reach the image. Bytecode
+# is compiled once, here: the root filesystem is read-only at run time (Kubernetes), and
+# unchecked-hash .pyc files are used as they are, whatever the copied files' mtimes.
 COPY requirements.lock ./
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock
-
-# The project itself, as a wheel built with a hash-pinned setuptools in a throwaway venv
-# (a plain `pip install .` would fetch an unpinned build backend), then installed --no-deps:
-# its dependencies are exactly the locked ones above. Bytecode is compiled once, here: the
-# root filesystem is read-only at run time (Kubernetes), and unchecked-hash .pyc files are
-# used as they are, whatever the copied files' mtimes.
-COPY deploy/build-requirements.txt /tmp/build-requirements.txt
-COPY pyproject.toml README.md ./
-COPY worker ./worker
-RUN python -m venv /opt/build \
- && /opt/build/bin/pip install --no-cache-dir --require-hashes -r /tmp/build-requirements.txt \
- && /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
- && /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/retention_worker-*.whl \
+ && /opt/venv/bin/pip install --no-cache-dir --require-hashes --no-deps -r requirements.lock \
  && /opt/venv/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash /opt/venv/lib
 
-# ---- runtime ----------------------------------------------------------------------------
+# The build backend, hash-pinned, in a throwaway venv: a plain `pip install .` would fetch an
+# unpinned one.
+COPY deploy/build-requirements.txt /tmp/build-requirements.txt
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-cache-dir --require-hashes -r /tmp/build-requirements.txt
+
+# The project, as a wheel installed --no-deps (its dependencies are exactly the locked ones
+# above). It goes under /opt/project with /opt/venv's own layout (pip --root), not into
+# /opt/venv: the runtime stage copies the two apart, so a code change leaves the dependencies'
+# layer untouched. The bytecode names /opt/venv, where the files end up (-s strips, -p prepends).
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+RUN /opt/build/bin/pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps --no-warn-script-location --root /opt/project \
+      /tmp/wheels/retention_worker-*.whl \
+ && /opt/venv/bin/python -m compileall -q -f -j 0 --invalidation-mode unchecked-hash \
+      -s /opt/project -p / /opt/project/opt/venv/lib
+
+# ---- simulators: the provider simulators, for the compose try-out only -------------------
+# Test and demo equipment: pyproject.toml leaves them out of the wheel, so the runtime image
+# below never holds them. deploy/compose.yaml's `simulators` profile builds this target: the
+# source tree copied above, run on the same locked dependencies.
+FROM build AS simulators
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/src \
+    PYTHONUNBUFFERED=1
+USER 10001:10001
+CMD ["python", "-m", "worker.simulators", "--help"]
+
+# ---- runtime (the default target) -------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
@@ -64,7 +86,9 @@ RUN groupadd --system --gid 10001 retention \
  && install -d -o 10001 -g 10001 -m 0750 /var/lib/retention /run/retention /run/retention/metrics \
  && install -d -m 0755 /etc/retention
 
+# The dependencies, then the project on top: two layers, the first unchanged by a code change.
 COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/project/opt/venv /opt/venv
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -8,7 +8,7 @@
     python -m bench archive --archive-gib 0.5,1 --repeat 1
     python -m bench sweep --jobs 100 --latency 0,25 --repeat 1
 
-Cases: archive (1), sweep (2), scale (3), startup (4). README.md, "Performance", shows the
+Cases: archive (1), sweep (2), scale (3), startup (4). docs/performance.md shows the
 latest figures and how they were taken.
 
 * archive: one large output from a link into S3, the project (Fetcher + store_stream)

@@ -2,7 +2,7 @@
 
 ``python -m bench.archive_child --url URL --endpoint URL --bucket B --key K --result PATH``
 
-Does exactly what ``pipeline.store_artifact`` does for a link: ``Fetcher.open`` (the URL
+Does exactly what ``archiving.store_artifact`` does for a link: ``Fetcher.open`` (the URL
 policy, the guarded transport) and ``Archive.store_stream`` with the download's size hint,
 through the product's own client factories. Writes one JSON document to ``--result``: the
 seconds, bytes read from the link, the stored object, the S3 operations sent (to show the

@@ -6,7 +6,7 @@
     due, a few failed or held; 80% Daily, 20% another account. The plan is printed.
 3b. ``sweep_provider`` on a listing of N jobs (first sighting, then the next sweep), in a
     child process: seconds and peak RSS. N = 0 is the floor (imports and clients).
-3c. Walking every candidate of a ledger of N due jobs (``pipeline._candidates``).
+3c. Walking every candidate of a ledger of N due jobs (``sweep._candidate_batches``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@
 
 ``python -m bench.scale_child walk --ledger URL --result PATH``
     Walk every candidate of a ledger whose N jobs are all due, batch by batch, as a sweep
-    does before it hands each one to the thread pool (``pipeline._candidates``).
+    does before it hands each one to the thread pool (``sweep._candidate_batches``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bench.util import child_stats
 
 def discover(config: str) -> dict[str, Any]:
     from worker.bootstrap import build_runtime
-    from worker.logging import configure_logging
+    from worker.logsetup import configure_logging
     from worker.settings import Settings
     from worker.sweep import sweep_provider
 
@@ -50,15 +50,15 @@ def walk(ledger_url: str, provider: str) -> dict[str, Any]:
     from worker.bootstrap import Runtime
     from worker.domain import utcnow
     from worker.ledger import Ledger
-    from worker.sweep import _candidates
+    from worker.sweep import _candidate_batches
 
     ledger = Ledger.open(ledger_url)
-    rt: Any = Runtime.__new__(Runtime)  # _candidates reads only rt.ledger
+    rt: Any = Runtime.__new__(Runtime)  # _candidate_batches reads only rt.ledger
     rt.ledger = ledger
     now = utcnow()
     started = time.perf_counter()
     count = 0
-    for _candidate in _candidates(
+    for batch, _last in _candidate_batches(
         rt,
         provider,
         start=now,
@@ -66,7 +66,7 @@ def walk(ledger_url: str, provider: str) -> dict[str, Any]:
         refreshed_since=now - timedelta(minutes=1),
         resume=True,
     ):
-        count += 1
+        count += len(batch)
     seconds = time.perf_counter() - started
     ledger.close()
     return {"seconds": seconds, "candidates": count}

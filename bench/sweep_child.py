@@ -152,8 +152,8 @@ def loop(rt: Runtime, provider_name: str) -> dict[str, Any]:
     from worker.archive import Verified
     from worker.domain import JobGone, LinkOrigin
     from worker.keys import MANIFEST_NAME, RECEIPT_NAME, archive_keys, job_folder
-    from worker.logging import scrubbed
     from worker.manifest import ManifestFile, build_manifest, build_receipt
+    from worker.redact import scrubbed
 
     provider = rt.provider(provider_name)
     archive = rt.archive
@@ -233,7 +233,7 @@ def main() -> None:
             http.close()
     else:
         from worker.bootstrap import build_runtime
-        from worker.logging import configure_logging
+        from worker.logsetup import configure_logging
         from worker.settings import Settings
 
         log_stream = Path(args.log).open("w")  # noqa: SIM115 - open for the whole run

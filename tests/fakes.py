@@ -56,7 +56,6 @@ from worker.domain import (
     Phase,
     ProviderOrigin,
     allows,
-    marked_rerun,
     terminal_since,
 )
 from worker.errors import ArchiveError, BrakeEngaged, Kept, LedgerError, WorkerError
@@ -64,6 +63,7 @@ from worker.fetch import Fetcher, make_download_client
 from worker.ledger import Ledger
 from worker.ledger.schema import FileRecord, actor_name
 from worker.ledger.writes import AUDIT_NAMES
+from worker.outputs import marked_rerun
 from worker.ports import ArchiveStore, JobLedger, JobOperations, JobReads
 from worker.providers.base import Provider
 from worker.source_bucket import SourceBucket, SourceObject
@@ -323,9 +323,15 @@ class FakeJobOperations(JobOperations):
         manifest_etag: str | None = None,
         manifest_version_id: str | None = None,
     ) -> JobRow:
-        values = {"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason}
+        # As the ledger does: past the gate, the same write records an amend.
+        event = Event.ARCHIVE if allows(Event.ARCHIVE, row.state) else Event.AMEND
+        values: dict[str, Any] = (
+            {"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason}
+            if event == Event.ARCHIVE
+            else {"kept_reason": None}
+        )
         return self._archived(
-            Event.ARCHIVE,
+            event,
             row,
             owner,
             manifest_key,
@@ -333,34 +339,6 @@ class FakeJobOperations(JobOperations):
             now,
             outputs,
             values,
-            manifest_etag,
-            manifest_version_id,
-        )
-
-    def amend(
-        self,
-        row: JobRow,
-        *,
-        owner: str,
-        manifest_key: str,
-        files: Sequence[FileRecord],
-        now: datetime,
-        outputs: Any = None,
-        retain_days: int | None = None,
-        due_at: datetime | None = None,
-        due_reason: str | None = None,
-        manifest_etag: str | None = None,
-        manifest_version_id: str | None = None,
-    ) -> JobRow:
-        return self._archived(
-            Event.AMEND,
-            row,
-            owner,
-            manifest_key,
-            files,
-            now,
-            outputs,
-            {"kept_reason": None},
             manifest_etag,
             manifest_version_id,
         )

@@ -155,6 +155,7 @@ def run_cli(
     timeout: float = 120,
     module: str = "worker",
     before: tuple[str, ...] = (),
+    cwd: Path | None = None,
 ) -> CliRun:
     """Run `retention [--config PATH] ARGS...` in this process, with click's CliRunner.
 
@@ -167,14 +168,14 @@ def run_cli(
     """
     if module != "worker" or before:
         return run_process(
-            *args, config=config, env=env, timeout=timeout, module=module, before=before
+            *args, config=config, env=env, timeout=timeout, module=module, before=before, cwd=cwd
         )
     from click.testing import CliRunner
 
     from worker.cli import cli
 
     argv = ([] if config is None else ["--config", str(config)]) + list(args)
-    with _as_a_new_process(), contextlib.chdir(ROOT):
+    with _as_a_new_process(), contextlib.chdir(cwd or ROOT):
         result = CliRunner().invoke(cli, argv, env=dict(env or {}), prog_name="retention")
     stderr = result.stderr
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -204,7 +205,6 @@ def _as_a_new_process() -> Iterator[None]:
     config = structlog.get_config()
     secrets = REDACTOR._secrets
     REDACTOR._secrets = ()
-    logsetup.PENDING.clear()
     connections: list[Any] = []
 
     def opened(dbapi_connection: Any, _record: Any) -> None:
@@ -221,7 +221,6 @@ def _as_a_new_process() -> Iterator[None]:
         bootstrap.reset_process_runtime()
         structlog.contextvars.clear_contextvars()
         structlog.configure(**config)
-        logsetup.PENDING.clear()
         REDACTOR._secrets = secrets
         for handler in list(root.handlers):
             root.removeHandler(handler)
@@ -239,6 +238,7 @@ def run_process(
     timeout: float = 120,
     module: str = "worker",
     before: tuple[str, ...] = (),
+    cwd: Path | None = None,
 ) -> CliRun:
     """Run `python -m MODULE [BEFORE...] [--config PATH] ARGS...` (the CLI by default) as a
     process of its own: for what only a real process shows (signals, exit codes set by the
@@ -253,7 +253,7 @@ def run_process(
         capture_output=True,
         text=True,
         timeout=timeout,
-        cwd=ROOT,
+        cwd=cwd or ROOT,
         env={**os.environ, **(env or {})},
     )
     return CliRun(proc.returncode, proc.stdout, proc.stderr, proc.stdout.splitlines())

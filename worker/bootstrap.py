@@ -18,10 +18,10 @@ from worker.domain import utcnow
 from worker.fetch import Fetcher, make_download_client
 from worker.leases import LedgerLease, RedisLease, SweepLease, new_owner
 from worker.ledger import Ledger
-from worker.logging import register_secrets
 from worker.memory import return_large_buffers
 from worker.providers import build_provider
 from worker.providers.base import Provider, RateLimiter
+from worker.redact import register_secrets
 from worker.settings import Settings
 from worker.shared_redis import configured_url, connect
 from worker.source_bucket import SourceBucket

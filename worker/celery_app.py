@@ -23,12 +23,18 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
+from worker import liveness, tracing
 from worker.errors import ConfigError
-from worker.logging import bind, clear, configure_logging, register_secrets
+from worker.liveness import HEARTBEAT_DIR, HEARTBEAT_SECONDS
+from worker.logging import bind, clear
+from worker.logsetup import configure_logging
+from worker.redact import register_secrets
 from worker.schedules import schedule_of, schedule_problems, shortest_period
 from worker.settings import CONFIG_ENV, Settings, load_settings
 
 app = Celery("retention", include=["worker.tasks"])
+# The consumer renews the worker's heartbeat from its own event loop ([worker] heartbeat_dir).
+app.steps["consumer"].add(liveness.ConsumerHeartbeat)
 
 # Settings that hold whatever the configuration says. Each has a reason.
 app.conf.update(
@@ -44,7 +50,7 @@ app.conf.update(
     # On broker connection loss, stop long tasks rather than let the redelivered copy run in
     # parallel with them; the job's claim makes the duplicate a no-op anyway.
     worker_cancel_long_running_tasks_on_connection_loss=True,
-    # Results are not used: outcomes live in the ledger.
+    # Results are not used: outcomes live in the ledger (retention.track's answer aside).
     task_ignore_result=True,
     task_serializer="json",
     accept_content=["json"],
@@ -66,6 +72,8 @@ app.conf.update(
 # The weekly re-verification of the whole archive (`retention scrub` without --read-data):
 # Sunday 04:00 UTC, away from the usual business-hours sweeps. HEAD requests only.
 SCRUB_SCHEDULE = "0 4 * * 0"
+# Brokers whose Redis can hold a task's result too.
+REDIS = ("redis://", "rediss://")
 
 
 def sweep_lease_ttl(period: timedelta, longest: timedelta = timedelta(seconds=30)) -> timedelta:
@@ -130,7 +138,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "retention.sweep": {"queue": sweeps},
             "retention.scrub": {"queue": sweeps},
             "retention.process_job": {"queue": jobs},
+            # Applications send it to [broker] queue by name (worker.tracking).
+            "retention.track": {"queue": jobs},
         },
+        # Only retention.track keeps its result (an application may wait for the answer);
+        # in the broker's Redis, for a day (Celery's result_expires).
+        "result_backend": settings.broker.url if settings.broker.url.startswith(REDIS) else None,
         # kombu reads the timeout from each of these; with several apps on one Redis the
         # shortest wins, so all three are set (celery #7651).
         "broker_transport_options": {"visibility_timeout": visibility},
@@ -144,8 +157,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # running jobs finish a step, and unacknowledged messages go back to the queue before
         # SIGKILL. With REMAP_SIGTERM=SIGQUIT (set in deploy/), SIGTERM starts it.
         "worker_soft_shutdown_timeout": max(1.0, settings.worker.grace_period_seconds - 5),
-        "worker_enable_soft_shutdown_on_idle": True,
+        # ...but only for a worker that has jobs running: an idle one stops at once, rather
+        # than sleep the whole timeout on every rollout. The messages it holds unstarted
+        # (retries waiting for their countdown) go back to the queue as the connection
+        # closes (kombu's Redis transport restores unacknowledged messages at shutdown;
+        # tests/e2e/test_liveness.py).
+        "worker_enable_soft_shutdown_on_idle": False,
         "beat_schedule": beat,
+        # Liveness (worker.liveness): the consumer and beat's scheduler renew their heartbeat
+        # files; beat ticks at least once a heartbeat period, however far its next sweep.
+        HEARTBEAT_DIR: settings.worker.heartbeat_dir,
+        HEARTBEAT_SECONDS: settings.worker.heartbeat_seconds,
+        "beat_scheduler": "worker.liveness:HeartbeatScheduler",
+        "beat_max_loop_interval": settings.worker.heartbeat_seconds,
     }
 
 
@@ -193,19 +217,33 @@ def _serve_metrics(**_: Any) -> None:
     settings = load_settings()
     if not settings.metrics.enabled:
         return
-    from worker import metrics
+    from worker.metrics import serving
 
     # Celery sets logging up after this signal: ours now, so an error here is not lost.
     configure_logging()
-    metrics.prepare_multiprocess_dir()
-    metrics.serve(settings)
+    serving.prepare_multiprocess_dir()
+    serving.serve(settings)
+
+
+@signals.worker_init.connect
+def _heartbeat_starting(**_: Any) -> None:
+    liveness.worker_starting(app)
+
+
+@signals.worker_shutting_down.connect
+def _heartbeat_stopping(**_: Any) -> None:
+    # In the main process, from the signal handler that starts the shutdown: the probe then
+    # leaves the worker its grace period (a soft shutdown keeps the loop busy with its jobs).
+    liveness.worker_stopping(app)
 
 
 @signals.worker_process_shutdown.connect
 def _forget_process(pid: int | None = None, **_: Any) -> None:
-    from worker import metrics
+    from worker.metrics import serving
 
-    metrics.process_exited(pid or os.getpid())
+    # Spans the child has not exported yet go before it is recycled (max_tasks_per_child).
+    tracing.flush()
+    serving.process_exited(pid or os.getpid())
 
 
 @signals.worker_process_init.connect
@@ -214,3 +252,12 @@ def _fresh_process(**_: Any) -> None:
     from worker.bootstrap import reset_process_runtime
 
     reset_process_runtime()
+    # Traces, when the OTEL_* variables ask for them: set up in each child, after the fork
+    # (the SDK's export thread does not survive one), before its clients are built.
+    tracing.configure("retention-worker")
+
+
+@signals.beat_init.connect
+def _trace_beat(**_: Any) -> None:
+    # Beat's send of each sweep starts the sweep's trace; the task's headers carry it on.
+    tracing.configure("retention-beat")

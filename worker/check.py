@@ -94,6 +94,33 @@ def _attempt(name: str, probe: Callable[[], str]) -> Check:
         return _failure(name, exc)
 
 
+class CheckRun:
+    """The checks, each as it completes, and once they have all run, whether any failed."""
+
+    def __init__(self, checks: Iterator[Check]) -> None:
+        self._checks = checks
+        self.failed = False
+
+    def __iter__(self) -> Iterator[Check]:
+        for check in self._checks:
+            self.failed = self.failed or not check.ok
+            yield check
+
+
+def check_all(
+    settings: Settings, source: Path, *, providers: bool = True, probe: bool = True
+) -> CheckRun:
+    """`retention check`: first the schedules, then everything the configuration names.
+
+    A schedule beat would refuse is a configuration error (ConfigError, exit 2), as `config
+    validate` says, raised before any check runs: init containers gate on this command, and
+    beat would exit 2 behind them."""
+    from worker.schedules import check_schedules
+
+    check_schedules(settings, source)
+    return CheckRun(run_checks(settings, source, providers=providers, probe=probe))
+
+
 def run_checks(
     settings: Settings, source: Path | str, *, providers: bool = True, probe: bool = True
 ) -> Iterator[Check]:

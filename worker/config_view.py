@@ -1,5 +1,6 @@
-"""What `retention config` shows: the effective configuration with its secrets masked, and the
-JSON Schema of the file.
+"""What `retention config` shows: the effective configuration with its secrets masked, a
+file's problems found offline, and the JSON Schema of the file (``render.config`` prints
+them).
 
 The effective configuration is what the worker runs with: the file, under the environment's
 ``RETENTION_*`` overrides and ``RETENTION_SECRETS_DIR``, references and ``KEY_file`` files
@@ -20,18 +21,21 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from worker.config_expand import credential_keys
+from worker.errors import ConfigError
+from worker.json_types import JSONValue
 from worker.redact import URL_MASK, mask_url
 from worker.settings import (
     CONFIG_ENV,
     ENV_PREFIX,
     SECRETS_DIR_ENV,
+    Problem,
     Settings,
-    credential_keys,
     provider_classes,
+    read_config,
 )
 
 MASK = URL_MASK
@@ -47,7 +51,8 @@ POLICY_KEYS = (
 )
 
 
-def _shown(value: Any) -> Any:
+def _shown(value: object) -> JSONValue:
+    """A setting as plain data: credentials masked, URLs without their passwords."""
     if isinstance(value, SecretStr):
         return MASK
     if isinstance(value, BaseModel):
@@ -58,10 +63,12 @@ def _shown(value: Any) -> Any:
         return [_shown(v) for v in value]
     if isinstance(value, str) and "://" in value:
         return mask_url(value)
-    return value
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)
 
 
-def _unmasked(value: Any, secrets: set[str]) -> Any:
+def _unmasked(value: JSONValue, secrets: set[str]) -> JSONValue:
     """Every configured secret replaced, wherever it is (a secret that is also a bucket
     name, a URL's user name...): what is shown never carries one."""
     if isinstance(value, str):
@@ -90,21 +97,22 @@ def overrides(environ: os._Environ[str] | dict[str, str] | None = None) -> list[
     return sorted(found)
 
 
-def effective_config(settings: Settings, *, source: Path) -> dict[str, Any]:
+def effective_config(settings: Settings, *, source: Path) -> dict[str, JSONValue]:
     """The configuration the worker runs with, as plain data, secrets masked."""
-    document: dict[str, Any] = {
+    document: dict[str, JSONValue] = {
         "source": {
             "file": str(source),
-            "environment_overrides": overrides(),
+            "environment_overrides": [*overrides()],
             "secrets_dir": os.environ.get(SECRETS_DIR_ENV) or None,
         }
     }
     for section in SECTIONS:
         document[section] = _shown(getattr(settings, section))
-    providers: dict[str, Any] = {}
+    providers: dict[str, JSONValue] = {}
     for name, provider in settings.providers.items():
         policy = dataclasses.asdict(settings.policy(name))
         own = _shown(provider)
+        assert isinstance(own, dict)  # a model is shown as an object
         providers[name] = {
             "type": own.pop("type"),
             **{key: policy[key] for key in POLICY_KEYS},
@@ -116,63 +124,59 @@ def effective_config(settings: Settings, *, source: Path) -> dict[str, Any]:
     return result
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    # A JSON string is a TOML basic string: the same quotes and escapes.
-    return json.dumps(str(value), ensure_ascii=False)
+@dataclasses.dataclass(frozen=True)
+class Validation:
+    """What checking a file found: its problems, each by key (none: it is valid), and the
+    message a person reads; the references let pass unchecked, and its providers."""
+
+    file: Path
+    problems: tuple[Problem, ...]
+    message: str = ""
+    unchecked: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
 
-def _toml_table(name: str, table: dict[str, Any]) -> list[str]:
-    lines = [f"[{name}]"]
-    for key, value in table.items():
-        if value is None:
-            lines.append(f"# {key} is not set")
-        elif isinstance(value, dict):
-            lines.append(
-                f"{key} = {{ "
-                + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items())
-                + " }"
-            )
-        else:
-            lines.append(f"{key} = {_toml_value(value)}")
-    return lines
+def validate(source: Path, *, allow_unset: bool = False) -> Validation:
+    """`retention config validate`: the file read as the worker reads it, without the
+    network; once that passes, each schedule built as Celery beat builds it, which must come
+    round. A file that cannot be read, or is not TOML, is a problem like the others."""
+    try:
+        found = read_config(source, allow_unset=allow_unset)
+        if found.settings is not None:
+            # Beat's own schedule objects, which need Celery: built here, not in every
+            # command that reads the settings.
+            from worker.schedules import schedule_problems
+
+            wrong = tuple(schedule_problems(found.settings))
+            if wrong:
+                found = dataclasses.replace(found, settings=None, problems=wrong)
+    except ConfigError as exc:
+        return Validation(source, (Problem("", str(exc)),), str(exc))
+    return Validation(
+        source,
+        found.problems,
+        found.message() if found.problems else "",
+        found.unchecked,
+        tuple(found.settings.providers) if found.settings else (),
+    )
 
 
-def render_toml(document: dict[str, Any]) -> str:
-    """The effective configuration as TOML, in the file's own shape, with a header that
-    says where it came from."""
-    source = document["source"]
-    lines = [
-        f"# The effective configuration: {source['file']}",
-        "# with [defaults] folded into each provider, and references resolved.",
-    ]
-    if source["environment_overrides"]:
-        lines.append("# Overridden by " + ", ".join(source["environment_overrides"]) + ".")
-    if source["secrets_dir"]:
-        lines.append(f"# Secrets also read from {source['secrets_dir']}.")
-    lines.append(f"# Secrets are shown as {MASK}.")
-    for section in SECTIONS:
-        lines += ["", *_toml_table(section, document[section])]
-    for name, table in document["providers"].items():
-        lines += ["", *_toml_table(f"providers.{name}", table)]
-    return "\n".join(lines) + "\n"
-
-
-def schema() -> dict[str, Any]:
+def schema() -> dict[str, JSONValue]:
     """The JSON Schema of the configuration file (draft 2020-12)."""
-    document = Settings.model_json_schema()
+    document: dict[str, JSONValue] = Settings.model_json_schema()
+    definitions = document["$defs"]
+    assert isinstance(definitions, dict)
     models: list[type[BaseModel]] = [*provider_classes()]
     for info in Settings.model_fields.values():
         if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
             models.append(info.annotation)
     for model in models:
-        definition = document["$defs"].get(model.__name__)
-        if definition is not None:
+        definition = definitions.get(model.__name__)
+        if isinstance(definition, dict):
             _add_file_keys(definition, sorted(credential_keys(model)))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -183,11 +187,12 @@ def schema() -> dict[str, Any]:
     }
 
 
-def _add_file_keys(definition: dict[str, Any], keys: list[str]) -> None:
+def _add_file_keys(definition: dict[str, JSONValue], keys: list[str]) -> None:
     """``KEY_file`` next to each credential key; a required key may be given either way."""
-    properties = definition["properties"]
-    required = definition.get("required", [])
-    either = []
+    properties, required = definition["properties"], definition.get("required", [])
+    assert isinstance(properties, dict)  # pydantic's schema of a model
+    assert isinstance(required, list)
+    either: list[JSONValue] = []
     for key in keys:
         properties[f"{key}_file"] = {
             "type": "string",
@@ -200,7 +205,8 @@ def _add_file_keys(definition: dict[str, Any], keys: list[str]) -> None:
             required.remove(key)
             either.append({"oneOf": [{"required": [key]}, {"required": [f"{key}_file"]}]})
     if either:
-        definition["allOf"] = [*definition.get("allOf", []), *either]
+        earlier = definition.get("allOf")
+        definition["allOf"] = [*(earlier if isinstance(earlier, list) else []), *either]
     if "required" in definition and not required:
         del definition["required"]
 

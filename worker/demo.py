@@ -1,9 +1,13 @@
 """`retention demo`: the real pipeline against simulated providers and a local S3 server.
 
-All five providers (Daily twice, with two retention periods), jobs in every state, outputs
-in the user's own bucket, one job under a legal hold. The demo runs a dry run, a real sweep
-and a second sweep, then shows what was archived where and what was deleted. Nothing leaves
-127.0.0.1.
+Every registered provider's simulated account (worker/simulators/seed.py), plus a second
+Daily account with a longer retention period; jobs in every state, outputs in the user's own
+bucket, one job under a legal hold. The demo runs a dry run, a real sweep and a second sweep,
+then shows what was archived where and what was deleted. Nothing leaves 127.0.0.1.
+
+The simulators are test and demo equipment: they come with a source checkout (scripts/demo
+installs it), not with the package the image is built from, so they are imported only here,
+when the demo runs.
 """
 
 from __future__ import annotations
@@ -16,77 +20,65 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import click
 
-from worker.simulators.blobs import Content, chunks_of
-from worker.simulators.daily import DailySimulator
-from worker.simulators.datocms import DatoCmsSimulator
-from worker.simulators.huawei_mpc import HuaweiMpcSimulator
-from worker.simulators.loom import LoomSimulator
-from worker.simulators.s3server import LOCAL_CREDENTIALS, start_s3_server
-from worker.simulators.seed import (
-    CUSTOM_BUCKET,
-    DATOCMS_UPLOAD,
-    MPC_PROJECT,
-    OBS_BUCKET,
-    TRANSCRIPT_TXT,
-    Account,
-    seed_demo,
-)
-from worker.simulators.unsiloed import UnsiloedSimulator
+from worker.errors import ConfigError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
     from worker.outcomes import JobResult
     from worker.settings import Settings
+    from worker.simulators.blobs import Content
+    from worker.simulators.seed import Account, BucketWriter
 
 ARCHIVE_BUCKET = "acme-vendor-archive"
 
 
-def _accounts(write: Callable[[str, str, Content], None]) -> list[Account]:
-    """Start a simulator per account and give each jobs in every state."""
-    daily = Account("daily", DailySimulator("demo-key-acme", domain="acme", bucket_writer=write))
-    daily_eu = Account(
-        "daily_eu", DailySimulator("demo-key-acme-eu", domain="acme-eu", bucket_writer=write)
-    )
-    loom = Account("loom", LoomSimulator("demo-loom-key", "demo-loom-secret"))
-    mpc = Account(
-        "mpc",
-        HuaweiMpcSimulator(
-            MPC_PROJECT,
-            access_key="DEMOAKDEMOAKDEMOAK01",
-            secret_key="demo-secret-key-for-sdk-hmac-sha256",
-            output_bucket=OBS_BUCKET,
-            bucket_writer=write,
-        ),
-    )
-    unsiloed = Account("unsiloed", UnsiloedSimulator("demo-unsiloed-key"))
-    dato = Account("dato", DatoCmsSimulator("demo-dato-token", pending_polls=1))
-    accounts = [daily, daily_eu, loom, mpc, unsiloed, dato]
-    for account in accounts:
-        account.sim.start()
+def _need_simulators() -> None:
+    try:
+        import worker.simulators.seed  # noqa: F401
+    except ModuleNotFoundError:
+        raise ConfigError(
+            "the demo needs the provider simulators, which come with a source checkout of "
+            "retention-worker, not with the installed package",
+            hint="Run scripts/demo from a clone of the repository",
+        ) from None
 
-    seed_demo(daily=daily, loom=loom, mpc=mpc, unsiloed=unsiloed, dato=dato, custom_buckets=True)
-    daily_eu.add(
-        daily_eu.sim.add_job(transcription=[("txt", TRANSCRIPT_TXT)]),
-        "finished",
-        "3-day retention: not due yet",
-    )
-    # Each table holds the account's settings; _write_config adds type, URL and credentials.
-    daily.table = {"retain_days": 0, "page_size": 3, "custom_buckets": [CUSTOM_BUCKET]}
-    daily_eu.table = {"retain_days": 3}
-    loom.table = {"retain_days": 0}
-    mpc.table = {"retain_days": 7}
-    unsiloed.table = {"retain_days": 7}
-    dato.table = {"retain_days": 0, "upload_ids": [DATOCMS_UPLOAD]}
+
+def _accounts(write: BucketWriter) -> list[Account]:
+    """Start every provider's simulated account, and a second Daily account whose jobs are
+    not due yet; give each its jobs."""
+    from worker.simulators.daily import DailySimulator
+    from worker.simulators.seed import TRANSCRIPT_TXT, Account, simulated_accounts
+
+    accounts: list[Account] = []
+    try:
+        for simulated in simulated_accounts():
+            account = simulated.start(writer=write)
+            accounts.append(account)
+            simulated.seed(account, True)
+            if account.name == "daily":
+                eu = DailySimulator("demo-key-acme-eu", domain="acme-eu", bucket_writer=write)
+                eu.start()
+                daily_eu = Account("daily_eu", eu, {"retain_days": 3})
+                accounts.append(daily_eu)
+                daily_eu.add(
+                    eu.add_job(transcription=[("txt", TRANSCRIPT_TXT)]),
+                    "finished",
+                    "3-day retention: not due yet",
+                )
+    except BaseException:
+        for account in accounts:
+            account.sim.stop()
+        raise
     return accounts
 
 
-def _toml_value(value: Any) -> str:
+def _toml_value(value: object) -> str:
     return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
@@ -111,7 +103,7 @@ def _write_config(path: Path, endpoint: str, workdir: Path, accounts: list[Accou
     ]
     for account in accounts:
         lines.append(f"[providers.{account.name}]")
-        table = account.sim.provider_table(**account.table)
+        table = account.provider_table()
         lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
         lines.append("")
     path.write_text("\n".join(lines))
@@ -149,12 +141,16 @@ def _world(workdir: Path) -> Iterator[World]:
     import boto3
 
     from worker.settings import load_settings
+    from worker.simulators.blobs import chunks_of
+    from worker.simulators.s3server import start_s3_server
+    from worker.simulators.seed import simulated_accounts
 
     s3 = start_s3_server()
     accounts: list[Account] = []
     try:
         client = boto3.client("s3", endpoint_url=s3.endpoint_url, region_name="us-east-1")
-        for bucket in (ARCHIVE_BUCKET, CUSTOM_BUCKET, OBS_BUCKET):
+        buckets = {name for simulated in simulated_accounts() for name in simulated.buckets}
+        for bucket in (ARCHIVE_BUCKET, *sorted(buckets)):
             client.create_bucket(Bucket=bucket)
 
         def write(bucket: str, key: str, content: Content) -> None:
@@ -172,15 +168,16 @@ def _world(workdir: Path) -> Iterator[World]:
 
 def run_demo(*, keep: bool = False) -> None:
     """The demo's story, one section after another."""
-    from worker.logging import configure_logging
+    from worker.logsetup import configure_logging
+
+    _need_simulators()
+    from worker.simulators.s3server import LOCAL_CREDENTIALS
 
     workdir = Path(tempfile.mkdtemp(prefix="retention-demo-"))
     os.environ.update(LOCAL_CREDENTIALS)
     log_file = (workdir / "worker.log").open("w")
     configure_logging(level=logging.INFO, json=True, stream=log_file)
-    click.echo(
-        "retention-worker demo: five simulated providers, a local S3 server, the real pipeline."
-    )
+    click.echo("retention-worker demo: simulated providers, a local S3 server, the real pipeline.")
     click.echo(f"working folder: {workdir}")
     try:
         with _world(workdir) as world:
@@ -198,6 +195,92 @@ def run_demo(*, keep: bool = False) -> None:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
             click.echo("(working folder removed; run `retention demo --keep` to keep it)")
+
+
+def serve_demo(folder: Path | None = None, *, ready: Callable[[Path], None] | None = None) -> None:
+    """`retention demo --serve`: the demo's simulators and S3 server, kept running until
+    Ctrl-C or SIGTERM, with a configuration that works against them and a file of the
+    variables to source, so every command can be tried by hand. Nothing is tracked, held or
+    swept: the commands it prints do that. The folder (the configuration, the ledger, the
+    servers' log) stays afterwards. ``ready`` is told the folder once all is up (tests)."""
+    import signal
+    import threading
+
+    from worker.logsetup import configure_logging
+
+    _need_simulators()
+    from worker.simulators.s3server import LOCAL_CREDENTIALS
+
+    workdir = folder or Path(tempfile.mkdtemp(prefix="retention-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    # A ledger of an earlier run would name jobs these servers seed afresh.
+    for old in ("retention.toml", "retention.db", "demo.env"):
+        (workdir / old).unlink(missing_ok=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    os.environ.update(LOCAL_CREDENTIALS)
+    with (workdir / "servers.log").open("w") as log_file:
+        configure_logging(level=logging.INFO, json=True, stream=log_file)
+        with _world(workdir) as world:
+            env = _write_env(workdir)
+            for line in _serving_lines(world, env):
+                click.echo(line)
+            if ready is not None:
+                ready(workdir)
+            stop.wait()
+    click.echo(f"servers stopped; {workdir} is kept (its configuration names ports now closed)")
+
+
+def _write_env(workdir: Path) -> Path:
+    """``demo.env``: the configuration to use, and the local S3 server's credentials."""
+    import shlex
+
+    from worker.simulators.s3server import LOCAL_CREDENTIALS
+
+    values = {"RETENTION_CONFIG": str(workdir / "retention.toml"), **LOCAL_CREDENTIALS}
+    env = workdir / "demo.env"
+    env.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in values.items()))
+    return env
+
+
+def _serving_lines(world: World, env: Path) -> Iterator[str]:
+    """What is running, and the commands to try against it, with the demo's own ids."""
+    import shlex
+
+    yield "retention-worker demo servers: simulated providers and a local S3 server, running."
+    for account in world.accounts:
+        yield f"  {account.name:9} {account.sim.base_url}  {len(account.jobs)} job(s)"
+    yield f"  s3        {world.settings.archive.endpoint_url}  bucket {ARCHIVE_BUCKET}"
+    yield ""
+    yield "In another shell:"
+    yield f"  source {shlex.quote(str(env))}"
+    yield "  retention check"
+    for account in world.accounts:
+        if account.track:
+            ids = " ".join(shlex.quote(job_id) for job_id in account.track)
+            yield f"  retention track {account.name} {ids}   # no list endpoint: name its jobs"
+    for account in world.accounts:
+        for job_id in account.hold:
+            yield f'  retention hold {account.name} {job_id} --reason "case 42"'
+    yield "  retention sweep --dry-run"
+    yield "  retention sweep"
+    yield "  retention status"
+    yield "  retention report"
+    deleted = next(
+        (
+            (account.name, job_id)
+            for account in world.accounts
+            for job_id, (status, _label) in account.jobs.items()
+            if status == "finished" and job_id not in account.hold
+        ),
+        None,
+    )
+    if deleted is not None:
+        yield f"  retention restore {deleted[0]} {deleted[1]} --to ./restored   # after the sweep"
+    yield "  retention scrub"
+    yield ""
+    yield f"Configuration: {world.workdir / 'retention.toml'}. Ctrl-C stops the servers."
 
 
 def show_the_jobs(world: World) -> None:
@@ -247,7 +330,7 @@ def dry_run(world: World) -> None:
 
 def sweep(world: World) -> None:
     from worker.bootstrap import build_runtime
-    from worker.render import summary_line
+    from worker.render.sweep import summary_line
     from worker.sweep import sweep_provider
 
     _section("retention sweep")
@@ -264,19 +347,19 @@ def sweep(world: World) -> None:
 def show_the_archive(world: World) -> None:
     _section(f"What is in s3://{ARCHIVE_BUCKET}/archive/ (one folder per job)")
     listing = world.client.list_objects_v2(Bucket=ARCHIVE_BUCKET, Prefix="archive/")
-    folders: dict[str, list[int]] = {}
-    for obj in listing.get("Contents", []):
-        parts = obj["Key"].split("/")
-        job_depth = 3 if parts[1] != "dato" else 4  # DatoCMS ids are UPLOAD/TRACK
-        folders.setdefault("/".join(parts[:job_depth]) + "/", []).append(obj["Size"])
+    objects = listing.get("Contents", [])
+    # A job's folder is the one that holds its manifest.json, however deep its id goes.
+    manifests = [o["Key"] for o in objects if o["Key"].endswith("manifest.json")]
+    folders: dict[str, list[int]] = {f"{PurePosixPath(key).parent}/": [] for key in manifests}
+    for obj in objects:
+        folder = next((f for f in folders if obj["Key"].startswith(f)), None)
+        if folder is not None:
+            folders[folder].append(obj["Size"])
     for folder, sizes in folders.items():
         click.echo(
             f"  {folder}  {len(sizes) - 2} file(s) + manifest.json + deletion.json, "
             f"{sum(sizes)} bytes"
         )
-    manifests = [
-        o["Key"] for o in listing.get("Contents", []) if o["Key"].endswith("manifest.json")
-    ]
     documents = {
         key: json.loads(world.client.get_object(Bucket=ARCHIVE_BUCKET, Key=key)["Body"].read())
         for key in manifests
@@ -296,13 +379,15 @@ def show_what_was_deleted(world: World) -> None:
         click.echo(
             f"  {account.name}: {len(gone)} deleted; still there: " + (", ".join(kept) or "nothing")
         )
+    from worker.simulators.seed import CUSTOM_BUCKET
+
     left = world.client.list_objects_v2(Bucket=CUSTOM_BUCKET).get("KeyCount", 0)
     click.echo(f"  objects left in your own bucket {CUSTOM_BUCKET}: {left}")
 
 
 def sweep_again(world: World) -> None:
     from worker.bootstrap import build_runtime
-    from worker.render import summary_line
+    from worker.render.sweep import summary_line
     from worker.sweep import sweep_provider
 
     _section("retention sweep, again (nothing is archived or deleted twice)")

@@ -12,7 +12,7 @@ tests can stand one second on either side of each boundary.
 Where things go: a new state is a member of ``JobState`` and the events that enter and leave
 it in ``LIFECYCLE`` (the derived sets follow; the table test in tests/unit/test_lifecycle.py
 lists them); what to do about it is a branch of ``next_step`` with its unit test; carrying it
-out is a branch of ``job.carry_out``.
+out is a method of the two executors, ``job.JobRun`` and ``dry_run.DryRun`` (``steps``).
 """
 
 from __future__ import annotations
@@ -22,13 +22,12 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 from worker.errors import BrakeEngaged, Kept, WorkerError
+from worker.json_types import JSONValue
 from worker.outcomes import Outcome
-
-if TYPE_CHECKING:
-    from worker.errors import WorkerError
+from worker.outputs import Output, compare_outputs
 
 
 class Phase(enum.StrEnum):
@@ -186,7 +185,7 @@ class JobSnapshot:
     finished_at: datetime | None
     # The provider's record as returned, for the manifest. Signed query strings are removed
     # before it is written anywhere.
-    record: Mapping[str, Any] = field(repr=False)
+    record: dict[str, JSONValue] = field(repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -198,7 +197,7 @@ class JobGone:
     """The provider answered that the job does not exist (any more)."""
 
     job_id: str
-    answer: Mapping[str, Any] = field(repr=False)
+    answer: dict[str, JSONValue] = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +273,7 @@ class Deleted:
     """The provider confirmed the delete."""
 
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +281,7 @@ class AlreadyGone:
     """The provider answered the delete with "no such job": someone deleted it before us."""
 
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,7 +290,7 @@ class DeletePending:
 
     handle: str
     status_code: int
-    body: Any = field(repr=False)
+    body: JSONValue = field(repr=False)
 
 
 DeleteAnswer = Deleted | AlreadyGone | DeletePending
@@ -352,7 +351,7 @@ class JobRow:
     bytes_archived: int | None
     delete_requested_at: datetime | None
     delete_handle: str | None
-    delete_answer: Any
+    delete_answer: JSONValue
     provider_deleted_at: datetime | None
     deleted_at: datetime | None
     receipt_key: str | None
@@ -367,7 +366,7 @@ class JobRow:
     manifest_version_id: str | None = None
     # What the archive recorded of the job's outputs (``archived_outputs_json``): a fresh
     # read before the delete is held to it. None for jobs archived before it was recorded.
-    archived_outputs: Any = None
+    archived_outputs: JSONValue = None
     # How many times the job was archived: a new archive writes a new manifest beside the old.
     archive_revision: int = 0
     # Why the worker keeps the job at the provider (a ``Kept`` reason), while it does.
@@ -387,22 +386,7 @@ class Policy(Protocol):
     def max_read_age_seconds(self) -> float: ...
 
 
-# -- what a fresh read lists, and how it compares with the archive --------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Output:
-    """One output a read of the job lists, as the provider describes it: its name under the
-    job's folder and whatever it declares of its content (size, digest, ETag, version)."""
-
-    name: str
-    size: int | None = None
-    sha256: str | None = None
-    etag: str | None = None
-    version: str | None = None
-
-    def declared(self) -> tuple[int | None, str | None, str | None, str | None]:
-        return (self.size, self.sha256, self.etag, self.version)
+# -- what a fresh read lists (``outputs`` compares it with the archive) ------------------------
 
 
 def outputs_of(artifacts: Sequence[Artifact], names: Sequence[str]) -> tuple[Output, ...]:
@@ -412,116 +396,6 @@ def outputs_of(artifacts: Sequence[Artifact], names: Sequence[str]) -> tuple[Out
         Output(name, a.size, a.sha256.lower() if a.sha256 else None, a.etag, a.version)
         for a, name in zip(artifacts, names, strict=True)
     )
-
-
-def archived_outputs_json(outputs: Sequence[Output], keys: Mapping[str, str]) -> list[Any]:
-    """What the ledger keeps of an archive's outputs: each one's name, the key that holds it
-    and what the provider declared of it. A later read is compared with this."""
-    return [
-        {
-            "name": o.name,
-            "key": keys[o.name],
-            "size": o.size,
-            "sha256": o.sha256,
-            "etag": o.etag,
-            "version": o.version,
-        }
-        for o in outputs
-    ]
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """One output as the archive recorded it."""
-
-    output: Output
-    key: str
-    # The job ran again at the provider after this was archived: what the file holds now is
-    # not known to be what was archived, so it is fetched again.
-    rerun: bool = False
-
-
-def recorded_outputs(value: Any) -> dict[str, Recorded] | None:
-    """The ledger's record of an archive's outputs, by name; None when there is none (a job
-    archived before outputs were recorded) or it cannot be read: nothing is proved then."""
-    if not isinstance(value, list):
-        return None
-    found: dict[str, Recorded] = {}
-    for entry in value:
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("name"), str):
-            return None
-        if not isinstance(entry.get("key"), str):
-            return None
-        output = Output(
-            entry["name"],
-            entry.get("size"),
-            entry.get("sha256"),
-            entry.get("etag"),
-            entry.get("version"),
-        )
-        found[output.name] = Recorded(output, entry["key"], bool(entry.get("rerun")))
-    return found
-
-
-def marked_rerun(value: Any) -> Any:
-    """The record of an archive's outputs with every one marked as run again."""
-    if not isinstance(value, list):
-        return value
-    return [dict(e, rerun=True) if isinstance(e, Mapping) else e for e in value]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputChanges:
-    """How a fresh read's outputs differ from what the archive recorded."""
-
-    added: tuple[str, ...] = ()
-    changed: tuple[str, ...] = ()
-    removed: tuple[str, ...] = ()
-    # The archive recorded no outputs to compare with (archived by an earlier version).
-    unrecorded: bool = False
-
-    @property
-    def new_at_provider(self) -> bool:
-        """The provider holds something the archive does not: the delete would destroy it."""
-        return self.unrecorded or bool(self.added or self.changed)
-
-    @property
-    def any(self) -> bool:
-        return self.new_at_provider or bool(self.removed)
-
-    def describe(self) -> str:
-        if self.unrecorded:
-            return "the archive recorded no outputs to compare the provider's with"
-        parts = []
-        for label, names in (
-            ("new output(s)", self.added),
-            ("changed", self.changed),
-            ("no longer listed", self.removed),
-        ):
-            if names:
-                shown = ", ".join(names[:5]) + (
-                    f" and {len(names) - 5} more" if len(names) > 5 else ""
-                )
-                parts.append(f"{label}: {shown}")
-        return "; ".join(parts) or "no change"
-
-
-def compare_outputs(recorded: Any, fresh: Sequence[Output]) -> OutputChanges:
-    """What a fresh read lists against the archive: names added, changed (any declared size,
-    digest, ETag or version that differs, or a file of a job that ran again) and removed."""
-    known = recorded_outputs(recorded)
-    if known is None:
-        return OutputChanges(unrecorded=True)
-    names = {o.name for o in fresh}
-    added = tuple(o.name for o in fresh if o.name not in known)
-    changed = tuple(
-        o.name
-        for o in fresh
-        if o.name in known
-        and (known[o.name].rerun or known[o.name].output.declared() != o.declared())
-    )
-    removed = tuple(sorted(set(known) - names))
-    return OutputChanges(added, changed, removed)
 
 
 @dataclass(frozen=True, slots=True)

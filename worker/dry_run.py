@@ -13,9 +13,9 @@ import dataclasses
 import threading
 from typing import TYPE_CHECKING
 
+from worker.archiving import archive_plan, listed
 from worker.domain import INITIAL_STATE, FreshRead, JobRow, OnError, Step, on_error
 from worker.errors import Kept, WorkerError
-from worker.job import archive_plan, listed
 from worker.outcomes import JobResult, Outcome, PlannedFile
 from worker.providers.base import Provider
 from worker.steps import drive

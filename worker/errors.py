@@ -2,7 +2,7 @@
 
 Every error carries the retry decision with it. ``permanent=False`` means "defer the job and
 try again on a later sweep"; ``permanent=True`` means "mark the job failed and wait for a
-person". Either way nothing is deleted: the delete gate in ``pipeline`` only opens for a job
+person". Either way nothing is deleted: the delete gate (``delete_job``) only opens for a job
 whose archive is complete.
 
     WorkerError
@@ -23,6 +23,8 @@ whose archive is complete.
     ├── ArchiveError ........... S3 refused or failed a write or a read (transient)
     │   └── VerifyError ........ a stored object does not match what was streamed (transient)
     ├── UnsafeInput ............ a provider handed us a path or URL we refuse to use (permanent)
+    ├── TrackRefused ........... job ids handed in to be tracked were refused (an unknown
+    │                            provider, an id its adapter cannot have): nothing was recorded
     ├── LedgerError ............ the ledger refused a transition (transient)
     ├── StoreUnavailable ....... a store every job needs could not be used (transient): the
     │   │                        jobs after this one would meet the same, so a sweep stops
@@ -188,6 +190,16 @@ class VerifyError(ArchiveError):
 
 
 class UnsafeInput(WorkerError):
+    permanent = True
+
+
+class TrackRefused(WorkerError):
+    """What `retention track`, the ``retention.track`` task or ``worker.client.track`` was
+    handed cannot be recorded: every problem is named, and nothing at all was recorded, so
+    sending the corrected request again is safe. Not retried: the same request fails the same
+    way. Its name and message are all a Celery client sees of it (``TrackRefused`` with the
+    message), so the message says everything."""
+
     permanent = True
 
 

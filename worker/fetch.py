@@ -35,8 +35,8 @@ import httpcore
 import httpx
 
 from worker.errors import DownloadError, RateLimited, UnsafeInput
+from worker.http_headers import retry_after_seconds
 from worker.keys import strip_query
-from worker.providers.base import retry_after_seconds
 from worker.settings import DownloadSettings
 
 CHUNK = 1024 * 1024

@@ -21,6 +21,8 @@ MAX_KEY_BYTES = 1024
 MAX_SEGMENT_BYTES = 255
 MANIFEST_NAME = "manifest.json"
 RECEIPT_NAME = "deletion.json"
+# The ledger's jobs.job_id column holds this many characters.
+MAX_JOB_ID = 512
 RESERVED_NAMES = frozenset({MANIFEST_NAME, RECEIPT_NAME})
 # A job archived again after it changed at the provider gets manifest.2.json, manifest.3.json
 # beside the first: a provider's file may not take any of these names either.
@@ -58,6 +60,35 @@ def safe_relative_key(name: str, *, what: str = "file name") -> str:
                 f"the provider's {what} has a segment longer than {MAX_SEGMENT_BYTES} bytes"
             )
     return "/".join(segments)
+
+
+def job_id_problem(job_id: str, *, segments: int = 1) -> str | None:
+    """Why ``job_id`` cannot be tracked as given, or None. A tracked id is the name of its
+    job's folder in the archive, so it must be one as it stands: ``segments`` segments that
+    ``safe_relative_key`` keeps unchanged (no slash to trim, no '..', no control character),
+    in Unicode's composed form, with nothing around it. Then two ids never share a folder, and
+    no job's folder holds another's (``R1`` and ``R1/x`` would). What an adapter checks
+    further (``BaseProvider.job_id_problem``) comes on top of this."""
+    if not job_id:
+        return "is empty"
+    if len(job_id) > MAX_JOB_ID:
+        return f"is longer than {MAX_JOB_ID} characters"
+    if job_id != job_id.strip():
+        return "has spaces at its start or end"
+    if unicodedata.normalize("NFC", job_id) != job_id:
+        return "is not in Unicode's composed form (NFC)"
+    try:
+        kept = safe_relative_key(job_id, what="job id")
+    except UnsafeInput as exc:
+        # "the provider's job id 'x' contains ...": the caller names the id and its provider.
+        return exc.message.split(f"job id {job_id!r} ", 1)[-1].removeprefix(
+            "the provider's job id "
+        )
+    if kept != job_id:
+        return "has a '/' at its start or end, or two together"
+    if kept.count("/") + 1 != segments:
+        return "contains a '/'" if segments == 1 else f"is not {segments} parts joined by '/'"
+    return None
 
 
 def job_folder(prefix: str, provider: str, job_id: str) -> str:

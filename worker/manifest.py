@@ -8,15 +8,90 @@ read by people (a compliance officer) and by ``retention restore``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import NotRequired, TypedDict
 
 from worker import __version__
 from worker.errors import VerifyError
+from worker.json_types import JSONValue
 
 FORMAT = 1
+
+
+class FileEntry(TypedDict):
+    """One archived file, as ``manifest.json`` lists it."""
+
+    key: str
+    size: int
+    sha256: str
+    # Where it came from: the provider's link or its object in the user's own bucket.
+    source: str
+    # The verified object version, in a versioned bucket.
+    version_id: NotRequired[str]
+
+
+class Manifest(TypedDict):
+    """``manifest.json``: every file of a job's archive, and the provider's record of it."""
+
+    format: int
+    revision: int
+    provider: str
+    provider_type: str
+    job_id: str
+    archived_at: str
+    # The provider's job record, signed query strings removed.
+    job: Mapping[str, JSONValue]
+    files: list[FileEntry]
+    bytes: int
+    worker_version: str
+
+
+class CustomObject(TypedDict):
+    """An object in the user's own bucket that the delete concerned: removed (at its
+    version, or leaving a delete marker), or left there, and why."""
+
+    bucket: str
+    key: str
+    version_id: NotRequired[str | None]
+    delete_marker: NotRequired[bool | None]
+    left_because: NotRequired[str | None]
+
+
+class PartialDelete(TypedDict):
+    """A delete the provider answered in part: when, and what it said was not deleted."""
+
+    at: str
+    error: JSONValue
+
+
+class ReceiptPolicy(TypedDict, total=False):
+    """The policy in force when the job was archived (empty for a job archived before it was
+    recorded)."""
+
+    retain_days: int | None
+    due_at: str | None
+    due_reason: str | None
+
+
+class Receipt(TypedDict):
+    """``deletion.json``: the provider's delete, confirmed, and what it left behind."""
+
+    format: int
+    provider: str
+    provider_type: str
+    job_id: str
+    manifest_key: str
+    delete_requested_at: str | None
+    deleted_at: str
+    provider_answer: JSONValue
+    custom_bucket_objects_deleted: list[CustomObject]
+    custom_bucket_objects_left: list[CustomObject]
+    partial_deletes: list[PartialDelete]
+    outputs_may_remain_at_provider: bool
+    policy: ReceiptPolicy
+    worker_version: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +110,10 @@ def build_manifest(
     provider_type: str,
     job_id: str,
     archived_at: datetime,
-    job: Any,
+    job: Mapping[str, JSONValue],
     files: Sequence[ManifestFile],
     revision: int = 1,
-) -> dict[str, Any]:
+) -> Manifest:
     """A job's manifest. ``revision`` counts its archives: a job archived again after it
     changed at the provider gets a new manifest (``keys.manifest_key_for``) listing every file
     archived for it, earlier copies included."""
@@ -56,14 +131,16 @@ def build_manifest(
     }
 
 
-def _file_entry(f: ManifestFile) -> dict[str, Any]:
-    entry: dict[str, Any] = {"key": f.key, "size": f.size, "sha256": f.sha256, "source": f.source}
+def _file_entry(f: ManifestFile) -> FileEntry:
+    entry: FileEntry = {"key": f.key, "size": f.size, "sha256": f.sha256, "source": f.source}
     if f.version_id and f.version_id != "null":
         entry["version_id"] = f.version_id
     return entry
 
 
-def parse_manifest(document: Any, *, provider: str, job_id: str, key: str) -> list[ManifestFile]:
+def parse_manifest(
+    document: JSONValue, *, provider: str, job_id: str, key: str
+) -> list[ManifestFile]:
     """The files a manifest lists, after checking it is the manifest of this job."""
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise VerifyError(f"{key} is not a manifest this worker wrote")
@@ -77,20 +154,22 @@ def parse_manifest(document: Any, *, provider: str, job_id: str, key: str) -> li
         raise VerifyError(f"{key} has no list of files")
     parsed: list[ManifestFile] = []
     for entry in files:
+        if not isinstance(entry, dict):
+            raise VerifyError(f"{key} has a malformed file entry")
+        name, size, sha256 = entry.get("key"), entry.get("size"), entry.get("sha256")
         if not (
-            isinstance(entry, dict)
-            and isinstance(entry.get("key"), str)
-            and isinstance(entry.get("size"), int)
-            and isinstance(entry.get("sha256"), str)
-            and len(entry["sha256"]) == 64
+            isinstance(name, str)
+            and isinstance(size, int)
+            and isinstance(sha256, str)
+            and len(sha256) == 64
         ):
             raise VerifyError(f"{key} has a malformed file entry")
         version = entry.get("version_id")
         parsed.append(
             ManifestFile(
-                entry["key"],
-                entry["size"],
-                entry["sha256"],
+                name,
+                size,
+                sha256,
                 str(entry.get("source")),
                 version if isinstance(version, str) and version else None,
             )
@@ -106,12 +185,12 @@ def build_receipt(
     manifest_key: str,
     delete_requested_at: datetime | None,
     deleted_at: datetime,
-    answer: Any,
-    custom_objects_deleted: Sequence[dict[str, Any]],
-    custom_objects_left: Sequence[dict[str, Any]] = (),
-    policy: dict[str, Any] | None = None,
-    partial_deletes: Sequence[dict[str, Any]] = (),
-) -> dict[str, Any]:
+    answer: JSONValue,
+    custom_objects_deleted: Sequence[CustomObject],
+    custom_objects_left: Sequence[CustomObject] = (),
+    policy: ReceiptPolicy | None = None,
+    partial_deletes: Sequence[PartialDelete] = (),
+) -> Receipt:
     return {
         "format": FORMAT,
         "provider": provider,
@@ -132,3 +211,14 @@ def build_receipt(
         "policy": policy or {},
         "worker_version": __version__,
     }
+
+
+def same_job(existing: object, ours: Manifest | Receipt) -> bool:
+    """Whether a document found at a key this job writes (``existing``, parsed) is this job's:
+    the same provider and job id as ``ours``. Archived objects are never overwritten, so one
+    an interrupted attempt left is kept only if it is."""
+    return (
+        isinstance(existing, dict)
+        and existing.get("provider") == ours["provider"]
+        and existing.get("job_id") == ours["job_id"]
+    )

@@ -235,3 +235,13 @@ class SweepReport:
             or self.outage is not None
             or (tried > 0 and c["unreachable"] == tried),
         )
+
+
+@dataclass(frozen=True)
+class SentSweep:
+    """A sweep handed to Celery (``retention sweep --enqueue``): its provider, its task's
+    name and id."""
+
+    provider: str
+    task: str
+    task_id: str

@@ -119,22 +119,6 @@ class JobOperations(Protocol):
         manifest_version_id: str | None = None,
     ) -> JobRow: ...
 
-    def amend(
-        self,
-        row: JobRow,
-        *,
-        owner: str,
-        manifest_key: str,
-        files: Sequence[FileRecord],
-        now: datetime,
-        outputs: Any = None,
-        retain_days: int | None = None,
-        due_at: datetime | None = None,
-        due_reason: str | None = None,
-        manifest_etag: str | None = None,
-        manifest_version_id: str | None = None,
-    ) -> JobRow: ...
-
     def reopen(
         self, row: JobRow, missing: Sequence[str], reason: str, *, owner: str, now: datetime
     ) -> JobRow: ...

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypedDict
 
 from worker.domain import due_at
 from worker.errors import ConfigError
+from worker.json_types import JSONValue
 from worker.ledger import Ledger
 from worker.settings import Settings
 
@@ -34,6 +35,26 @@ REPORT_FIELDS = (
 )
 
 
+class ReportRow(TypedDict):
+    """One deleted job in the report (the columns of ``REPORT_FIELDS``): times in ISO 8601,
+    the provider's answer to the delete as the ledger recorded it."""
+
+    provider: str
+    job_id: str
+    due_at: str | None
+    retain_days: int | None
+    due_reason: str | None
+    archived_at: str | None
+    deleted_at: str | None
+    files: int
+    bytes: int
+    manifest_key: str | None
+    receipt_key: str | None
+    archive_keys: list[str]
+    provider_answer: JSONValue
+    provider_status_code: JSONValue
+
+
 def parse_since(text: str, now: datetime) -> datetime:
     """``30d``, ``12h``, ``2w`` back from now, or an ISO date or time (UTC if no zone)."""
     match = _DURATION.match(text.strip())
@@ -50,7 +71,7 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 def report(
     ledger: Ledger, settings: Settings, *, since: datetime, provider: str | None
-) -> Iterator[dict[str, Any]]:
+) -> Iterator[ReportRow]:
     """Every job deleted since ``since``, with the policy in force when it was archived.
 
     The due time, retention and reason are the ones stored at archive time, so a later

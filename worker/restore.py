@@ -57,6 +57,33 @@ class Restored:
     waiting: str | None = None
 
 
+class RestoreRun:
+    """A job's files, each as it is restored (or verified), and how many of them were,
+    differ or are missing, or wait for a thaw, once they have all been read."""
+
+    def __init__(self, files: Iterator[Restored]) -> None:
+        self._files = files
+        self.restored = self.problems = self.waiting = 0
+
+    def __iter__(self) -> Iterator[Restored]:
+        for item in self._files:
+            if item.ok:
+                self.restored += 1
+            elif item.waiting:
+                self.waiting += 1
+            else:
+                self.problems += 1
+            yield item
+
+    @property
+    def total(self) -> int:
+        return self.restored + self.problems + self.waiting
+
+    @property
+    def ok(self) -> bool:
+        return not (self.problems or self.waiting)
+
+
 def parse_duration(text: str) -> float:
     """Seconds in ``90``, ``30s``, ``15m``, ``12h`` or ``2d``; ConfigError otherwise."""
     match = _DURATION.match(text)
@@ -80,6 +107,19 @@ def thaw_message(thaw: Thaw, days: int) -> str:
         f"in {where}: a {thaw.tier} restore {verb}, {when}; the thawed copy stays readable "
         f"{days} days. Run this command again then, or pass --wait"
     )
+
+
+def restore_job(
+    archive: Archive,
+    settings: Settings,
+    provider: str,
+    job_id: str,
+    *,
+    to: Path | None,
+    wait: float | None = None,
+) -> RestoreRun:
+    """`retention restore`: every file of the job, restored under ``to`` or (None) verified."""
+    return RestoreRun(restore(archive, settings, provider, job_id, to=to, wait=wait))
 
 
 def restore(

@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from worker import metrics
 from worker.errors import ArchiveError
+from worker.metrics import recorders
 from worker.settings import ArchiveSettings
 
 if TYPE_CHECKING:
@@ -45,17 +45,17 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def etag_of(answer: Mapping[str, Any]) -> str:
+def etag_of(answer: Mapping[str, object]) -> str:
     """An answer's ETag without the quotes S3 puts around it ("" when there is none)."""
     return str(answer.get("ETag", "")).strip('"')
 
 
-def encrypted(answer: Mapping[str, Any]) -> bool:
+def encrypted(answer: Mapping[str, object]) -> bool:
     """SSE-KMS or SSE-C: AWS documents that such an object's ETag is not an MD5 of its bytes."""
     return answer.get("ServerSideEncryption") in KMS or bool(answer.get("SSECustomerAlgorithm"))
 
 
-def full_object_sha256(answer: Mapping[str, Any]) -> str | None:
+def full_object_sha256(answer: Mapping[str, object]) -> str | None:
     """The object's SHA-256 (hex) when the answer carries one for the whole object.
 
     A multipart object's SHA-256 is COMPOSITE (a hash of the parts' hashes, shown with a
@@ -139,12 +139,12 @@ def s3_errors(action: str, bucket: str, key: str | None = None) -> Iterator[None
         )
         # Counted here, where every S3 failure passes once, after botocore's own retries;
         # the answers callers expect (a missing object) are handled before they get here.
-        metrics.record_s3_error(metrics.operation_of(exc, action), code)
+        recorders.record_s3_error(recorders.operation_of(exc, action), code)
         raise ArchiveError(
             f"S3 answered {code} while {action} {where}", hint=_s3_hint(code, bucket)
         ) from exc
     except BotoCoreError as exc:
-        metrics.record_s3_error(metrics.operation_of(exc, action), type(exc).__name__)
+        recorders.record_s3_error(recorders.operation_of(exc, action), type(exc).__name__)
         raise ArchiveError(
             f"S3 could not be reached while {action} {where}: {type(exc).__name__}",
             hint="Check [archive] endpoint_url and the network; the job will be tried again",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from worker.errors import WorkerError
+from worker.errors import ArchiveError, WorkerError
 from worker.manifest import ManifestFile, parse_manifest
 
 if TYPE_CHECKING:
@@ -61,6 +61,35 @@ class ScrubReport:
     @property
     def clean(self) -> bool:
         return not self.findings
+
+
+def scrub_archive(
+    archive: Archive,
+    ledger: Ledger,
+    *,
+    provider: str | None = None,
+    since: datetime | None = None,
+    read_fraction: float = 0.0,
+    on_job: Callable[[JobRow, list[Finding]], None] | None = None,
+) -> ScrubReport:
+    """`retention scrub`: the bucket, then every archived job. An archive that cannot be
+    reached is one error (exit 3), not a finding per job; any other answer is left to the
+    scrub, which names what it finds per file."""
+    from worker.exits import is_unreachable
+
+    try:
+        archive.check_bucket()
+    except ArchiveError as exc:
+        if is_unreachable(exc):
+            raise
+    return scrub(
+        archive,
+        ledger,
+        provider=provider,
+        since=since,
+        read_fraction=read_fraction,
+        on_job=on_job,
+    )
 
 
 def scrub(

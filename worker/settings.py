@@ -5,8 +5,10 @@ Environment variables ``RETENTION_<SECTION>__<KEY>`` override its keys (for exam
 ``RETENTION_PROVIDERS__DAILY__API_KEY``), and so do files named like them in
 ``RETENTION_SECRETS_DIR``. In a string, ``${NAME}`` is the environment variable NAME and
 ``${NAME:-default}`` falls back when it is unset or empty; a credential may be read from a
-file with ``KEY_file = PATH``. A bad configuration raises one ``ConfigError`` that names every
-offending key, all at once; the CLI prints it and exits with code 2.
+file with ``KEY_file = PATH`` (both applied by ``worker/config_expand.py``). A bad
+configuration raises one ``ConfigError`` that names every offending key, all at once; the CLI
+prints it and exits with code 2. Each provider's table is its spec's model
+(``worker/specs/registry.py``).
 
 This module imports no network client, so that loading settings stays cheap.
 """
@@ -16,15 +18,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -39,43 +39,20 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from worker.config_expand import UNKNOWN_KEY, Expander
 from worker.errors import ConfigError
 from worker.redact import url_credentials
+from worker.settings_base import PROVIDER_NAME
+from worker.settings_base import Strict as _Strict
+from worker.settings_base import check_cron as _check_cron
+from worker.specs import registry
+from worker.specs.spec import ProviderCommon
 
 ENV_PREFIX = "RETENTION_"
 CONFIG_ENV = "RETENTION_CONFIG"
-# Provider names appear in S3 keys, Celery arguments, metric labels and environment variable
-# names (where a hyphen is not allowed), so they are held to the narrowest useful alphabet.
-PROVIDER_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_CRON_FIELD = re.compile(r"^[0-9a-zA-Z*/,-]+$")
 # Storage classes whose objects cannot be read until a RestoreObject has finished.
 COLD_STORAGE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-_RATE = re.compile(r"^\s*\d+\s*(/|per)\s*(\d+\s*)?(second|minute|hour|day|s|m|h|d)s?\s*$")
-
-
-class _Strict(BaseModel):
-    # A misspelt key is an error, not a silently ignored line: a typo in `retain_days` must not
-    # fall back to a default that deletes sooner than the policy says.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_cron(value: str | None) -> str | None:
-    if value is None:
-        return None
-    fields = value.split()
-    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-        raise ValueError(
-            "must be a five-field cron expression such as '0 * * * *' "
-            "(minute hour day-of-month month day-of-week)"
-        )
-    return " ".join(fields)
-
-
-def _check_rate(value: str | None) -> str | None:
-    if value is not None and not _RATE.match(value):
-        raise ValueError("must look like '20/second', '100/minute' or '60 per 3 seconds'")
-    return value
 
 
 class ArchiveSettings(_Strict):
@@ -229,15 +206,22 @@ class WorkerSettings(_Strict):
     # The same for a sweep's lease on its provider (under Celery it is also kept below the
     # schedule period).
     sweep_lease_seconds: float = Field(default=30.0, ge=1, le=60)
+    # Liveness: the worker's consumer and beat's scheduler each renew a file in this directory
+    # (worker.heartbeat, beat.heartbeat) every heartbeat_seconds, from the loop that does the
+    # work; `python -m worker.heartbeat FILE --max-age N` is the probe that reads it (deploy/).
+    # Unset: no heartbeat is written.
+    heartbeat_dir: str | None = None
+    heartbeat_seconds: float = Field(default=10.0, ge=0.2, le=60)
 
 
 class MetricsSettings(_Strict):
-    # The Celery worker serves Prometheus metrics on this port (path /metrics).
+    # The Celery worker, and `retention exporter`, serve Prometheus metrics on this port (path
+    # /metrics).
     enabled: bool = True
     port: int = Field(default=9808, ge=1, le=65535)
     address: str = "0.0.0.0"  # noqa: S104 - scraped from outside the container
-    # The ledger's gauges (jobs by state, overdue, failed...) count the whole jobs table: a
-    # worker reads them at most this often (and again as soon as a sweep ends).
+    # The ledger's gauges (jobs by state, overdue, failed...) count the whole jobs table:
+    # `retention exporter`, which alone serves them, reads them at most this often.
     ledger_cache_seconds: float = Field(default=15.0, ge=0, le=3600)
     # For `retention sweep` run from cron, which serves nothing: at the end of each run its
     # metrics are written to this file, for node_exporter's textfile collector (which reads
@@ -262,178 +246,13 @@ class MetricsSettings(_Strict):
         return v
 
 
-class ProviderCommon(_Strict):
-    """Keys every provider accepts. ``None`` means "take it from [defaults]"."""
-
-    base_url: str
-    retain_days: int | None = Field(default=None, ge=0)
-    schedule: str | None = None
-    max_deletes_per_sweep: int | None = Field(default=None, ge=1)
-    read_only: bool | None = None
-    concurrency: int | None = Field(default=None, ge=1, le=64)
-    max_read_age_seconds: int | None = Field(default=None, ge=1, le=3600)
-    # Requests per period to this provider's API, e.g. "20/second".
-    rate_limit: str | None = None
-    # Seconds to wait for one API answer.
-    timeout: float = Field(default=30.0, gt=0)
-    # Sections of the provider's job record that the operator accepts losing, by name (for
-    # Daily an `output` section such as "recording", for Loom an `output_files` key, for
-    # Unsiloed "file_url", its source document). Files they name are neither archived nor a
-    # reason to keep the job. Without this, a job whose record names a file the worker does
-    # not recognise is kept at the provider.
-    ignore_outputs: list[str] = Field(default_factory=list)
-    # The memory parsing one of its JSON answers may take (MiB), counted on the answer's
-    # bytes before it is parsed (providers.base.parse_cost, an upper bound): an answer that
-    # could take more is refused unparsed and the job stays at the provider. With the body
-    # itself, one answer costs at most its size cap (16 MiB; Unsiloed's max_result_mib) plus
-    # this. Genuine answers count 3 (long texts) to 30 (compact small objects) times their
-    # size.
-    max_parse_mib: int = Field(default=256, ge=1, le=65536)
-
-    _cron = field_validator("schedule")(_check_cron)
-    _rate = field_validator("rate_limit")(_check_rate)
-
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://api.daily.co/v1")
-        if parts.query or parts.username or parts.password:
-            raise ValueError("must not carry a query string or credentials")
-        return v.rstrip("/")
-
-    def default_rate_limit(self) -> str:
-        return "10/second"
-
-    def secret_values(self) -> tuple[str, ...]:
-        """This account's credentials, to keep out of messages."""
-        values = (getattr(self, name) for name in type(self).model_fields)
-        return tuple(v.get_secret_value() for v in values if isinstance(v, SecretStr))
-
-
-class DailySettings(ProviderCommon):
-    """Daily's Batch Processor (providers.md section 1)."""
-
-    type: Literal["daily"]
-    base_url: str = "https://api.daily.co/v1"
-    api_key: SecretStr
-    # Buckets of the user's own that a Daily domain writes outputs to (batch_processor_bucket).
-    # Daily's delete leaves those objects; the worker archives them, then removes them.
-    custom_buckets: list[str] = Field(default_factory=list)
-    # Where the custom buckets are served, when not by the archive's endpoint. Server-side
-    # copy is used only when both share one endpoint.
-    custom_bucket_endpoint_url: str | None = None
-    # Jobs per list page; Daily allows at most 100.
-    page_size: int = Field(default=100, ge=1, le=100)
-
-    def default_rate_limit(self) -> str:
-        # Daily's documented tier for "most endpoints" is 20 requests per second; the batch
-        # processor is not named in that table, so this is an inference (providers.md 1(g)).
-        return "20/second"
-
-
-class LoomSettings(ProviderCommon):
-    """Loom Analytics' Claudio transcription API (providers.md section 2)."""
-
-    type: Literal["loom"]
-    # Per team, handed out by the team admin; there is no public default.
-    base_url: str
-    # Both travel in the JSON body of every call, never in a URL or header.
-    key: SecretStr
-    secret: SecretStr
-    # Loom documents about 30 s for a details call.
-    timeout: float = Field(default=60.0, gt=0)
-
-    def default_rate_limit(self) -> str:
-        # Loom documents no rate limit [?]; a gentle default, configurable.
-        return "5/second"
-
-
-class HuaweiMpcSettings(ProviderCommon):
-    """Huawei Cloud Media Processing Center transcoding tasks (providers.md section 3)."""
-
-    type: Literal["huawei_mpc"]
-    # https://mpc.{region}.myhuaweicloud.com: the region must match the project's.
-    base_url: str
-    project_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    # Either an IAM token (sent as X-Auth-Token)...
-    token: SecretStr | None = None
-    # ...or an access key pair, used to sign each request with SDK-HMAC-SHA256.
-    access_key: SecretStr | None = None
-    secret_key: SecretStr | None = None
-    # Tasks per list page (1-100).
-    page_size: int = Field(default=100, ge=1, le=100)
-
-    @model_validator(mode="after")
-    def _one_auth_mode(self) -> HuaweiMpcSettings:
-        pair = self.access_key is not None, self.secret_key is not None
-        if self.token is not None and any(pair):
-            raise ValueError("set either token, or access_key and secret_key, not both")
-        if self.token is None and not all(pair):
-            raise ValueError("set token, or both access_key and secret_key")
-        return self
-
-    def default_rate_limit(self) -> str:
-        # MPC's documented flow control: 100 calls a minute per tenant (providers.md 3(g)).
-        return "100/minute"
-
-
-class UnsiloedSettings(ProviderCommon):
-    """Unsiloed's vision API jobs (providers.md section 4)."""
-
-    type: Literal["unsiloed"]
-    base_url: str = "https://visionapi.unsiloed.ai"
-    # Sent as X-API-Key.
-    api_key: SecretStr
-    # A failed job has no result, and its delete removes the source document, which the
-    # worker cannot fetch. By default such jobs are kept at Unsiloed and reported; true
-    # deletes them anyway, with only their record archived.
-    delete_failed_jobs: bool = False
-    # The largest result document read (MiB); a larger answer is refused, not buffered.
-    max_result_mib: int = Field(default=64, ge=1, le=4096)
-
-    def default_rate_limit(self) -> str:
-        # The standard plan's documented limit; professional plans allow 1000/minute.
-        return "100/minute"
-
-
-class DatoCmsSettings(ProviderCommon):
-    """DatoCMS upload tracks and asynchronous job results (providers.md section 5)."""
-
-    type: Literal["datocms"]
-    base_url: str = "https://site-api.datocms.com"
-    api_token: SecretStr
-    # A sandbox environment's name, sent as X-Environment; the primary one when unset.
-    environment: str | None = None
-    # Uploads whose tracks are listed at each sweep; tracks of other uploads are looked after
-    # only when tracked by id (UPLOAD_ID/TRACK_ID).
-    upload_ids: list[str] = Field(default_factory=list)
-    # Mux's stream host, where a subtitle track's WebVTT is fetched (a public playback id's
-    # text needs no credentials, and none are sent). ignore_outputs takes "audio_media"
-    # (audio tracks, whose media cannot be archived, are deleted with their record only)
-    # and "subtitles_media" (subtitle tracks are deleted without their text, none fetched).
-    stream_base_url: str = "https://stream.mux.com"
-
-    @field_validator("stream_base_url")
-    @classmethod
-    def _stream_base_url(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http(s) URL such as https://stream.mux.com")
-        if parts.query or parts.username or parts.password:
-            raise ValueError("must not carry a query string or credentials")
-        return v.rstrip("/")
-
-    def default_rate_limit(self) -> str:
-        # DatoCMS's documented default is 60 requests per 3 seconds (plan-dependent).
-        return "60 per 3 seconds"
-
-
-ProviderSettings = Annotated[
-    DailySettings | LoomSettings | HuaweiMpcSettings | UnsiloedSettings | DatoCmsSettings,
-    Field(discriminator="type"),
-]
+# The [providers.NAME] table: one of the registered providers' settings models, told apart by
+# its `type` (worker/specs/registry.py). The union is built at run time, from the built-in
+# providers and the installed plug-ins; the type checker sees what they have in common.
+if TYPE_CHECKING:
+    ProviderSettings: TypeAlias = ProviderCommon
+else:
+    ProviderSettings = registry.REGISTRY.settings_union()
 
 
 class Settings(_Strict):
@@ -478,7 +297,7 @@ class Settings(_Strict):
             max_deletes_per_sweep=p.max_deletes_per_sweep or d.max_deletes_per_sweep,
             read_only=d.read_only or bool(p.read_only),
             concurrency=p.concurrency or d.concurrency,
-            rate_limit=p.rate_limit or p.default_rate_limit(),
+            rate_limit=p.rate_limit or registry.spec(p.type).default_rate_limit,
             max_read_age_seconds=p.max_read_age_seconds or d.max_read_age_seconds,
         )
 
@@ -495,7 +314,7 @@ class Settings(_Strict):
         found: set[str] = set()
         for value in _walk(self):
             text = value.get_secret_value() if isinstance(value, SecretStr) else value
-            if isinstance(value, SecretStr) and text:
+            if isinstance(value, SecretStr) and isinstance(text, str) and text:
                 found.add(text)
             if isinstance(text, str) and "://" in text:
                 found |= url_credentials(text)
@@ -517,7 +336,7 @@ class ProviderPolicy:
     max_read_age_seconds: int = 300
 
 
-def _walk(model: BaseModel) -> Iterator[Any]:
+def _walk(model: BaseModel) -> Iterator[object]:
     for name in type(model).model_fields:
         value = getattr(model, name)
         yield value
@@ -561,12 +380,6 @@ class _Loader(BaseSettings, Settings):
 # -- loading --------------------------------------------------------------------------------
 
 SECRETS_DIR_ENV = "RETENTION_SECRETS_DIR"
-# ${NAME} and ${NAME:-default} anywhere in a string; $${ is a literal ${. A lone ${ that is
-# neither is refused rather than kept: it is far more often a typo than a value.
-_REFERENCE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}|\$\{")
-# A credential read from a file (KEY_file) is a line or a few. Anything larger is the wrong
-# file, and it is not read whole into memory, nor into a message.
-MAX_SECRET_FILE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,13 +453,16 @@ def read_config(
         raise ConfigError(f"configuration file {file} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration file {file} is not valid TOML: {exc}") from None
-    expander = _Expander(os.environ, base=file.parent, allow_unset=allow_unset)
+    expander = Expander(os.environ, base=file.parent, allow_unset=allow_unset)
     data = expander.table(raw, (), Settings)
-    problems = list(expander.problems)
+    problems = [Problem(*found) for found in expander.problems]
     secrets_dir = _secrets_dir(problems)
     settings: Settings | None = None
+    # The file's tables are the loader's keyword arguments, whatever their keys: pydantic
+    # validates them, and reports every one it refuses.
+    loader: Callable[..., Settings] = _Loader
     try:
-        settings = _Loader(**data, _secrets_dir=secrets_dir)
+        settings = loader(**data, _secrets_dir=secrets_dir)
     except ValidationError as exc:
         problems += [
             p
@@ -680,181 +496,13 @@ def _secrets_dir(problems: list[Problem]) -> Path | None:
     return path
 
 
-def credential_keys(model: type[BaseModel]) -> frozenset[str]:
-    """The keys that may be read from a file (``KEY_file``): credentials, and the settings
-    kept out of reprs because they may carry one (the ledger's and the broker's URLs)."""
-    return frozenset(
-        name
-        for name, info in model.model_fields.items()
-        if not info.repr or SecretStr in (info.annotation, *get_args(info.annotation))
-    )
-
-
-def _section_model(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
-    info = model.model_fields.get(key) if model is not None else None
-    annotation = info.annotation if info is not None else None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
-
-
-def _provider_model(table: Any) -> type[BaseModel] | None:
-    kind = table.get("type") if isinstance(table, dict) else None
-    for cls in provider_classes():
-        if get_args(cls.model_fields["type"].annotation)[0] == kind:
-            return cls
-    return None
-
-
-class _Expander:
-    """Expands ``${NAME}`` references and reads ``KEY_file`` files, walking the file's tables
-    alongside the settings models, and notes every problem instead of stopping at one."""
-
-    def __init__(self, environ: Mapping[str, str], *, base: Path, allow_unset: bool) -> None:
-        self.environ = environ
-        self.base = base
-        self.allow_unset = allow_unset
-        self.problems: list[Problem] = []
-        # A key read from a file, by the key that named the file: errors name the latter.
-        self.renamed: dict[str, str] = {}
-        self.unchecked: set[str] = set()
-        # Keys whose value could not be had: validation errors under them would only repeat.
-        self._broken: set[str] = set()
-
-    def broke(self, key: str) -> bool:
-        return any(key == b or key.startswith(b + ".") for b in self._broken)
-
-    def _problem(self, path: tuple[str, ...], message: str, *, sentence: bool = False) -> None:
-        key = ".".join(path)
-        self.problems.append(Problem(key, message, sentence))
-        self._broken.add(key)
-
-    def table(
-        self, table: dict[str, Any], path: tuple[str, ...], model: type[BaseModel] | None
-    ) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        fields = model.model_fields if model is not None else {}
-        for key, value in table.items():
-            here = (*path, key)
-            if not path and key.startswith("_"):
-                # pydantic-settings reads keyword arguments such as _env_file or _secrets_dir
-                # as its own options: a file must not be able to set them.
-                self._problem(here, _FRIENDLY["extra_forbidden"])
-            elif model is Settings and key == "providers" and isinstance(value, dict):
-                out[key] = {
-                    name: self.value(provider, (*here, name), _provider_model(provider))
-                    for name, provider in value.items()
-                }
-            elif (
-                model is not None
-                and key.endswith("_file")
-                and key not in fields
-                and key[: -len("_file")] in credential_keys(model)
-            ):
-                target = key[: -len("_file")]
-                if target in table:
-                    self._problem(here, f"give {target} or {key}, not both")
-                    self._broken.add(".".join((*path, target)))
-                    continue
-                self.renamed[".".join((*path, target))] = ".".join(here)
-                out[target] = self._read_file(self.value(value, here, None), here)
-            else:
-                out[key] = self.value(value, here, _section_model(model, key))
-        return out
-
-    def value(self, value: Any, path: tuple[str, ...], model: type[BaseModel] | None) -> Any:
-        if isinstance(value, dict):
-            return self.table(value, path, model)
-        if isinstance(value, list):
-            return [self.value(v, (*path, str(i)), None) for i, v in enumerate(value)]
-        if isinstance(value, str) and "${" in value:
-            return self._expand(value, path)
-        return value
-
-    def _expand(self, text: str, path: tuple[str, ...]) -> str:
-        found: list[str] = []
-
-        def replace(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if match.group(0) == "$${":
-                return "${"
-            if name is None:
-                found.append(
-                    "has a '${' that is no reference: write ${NAME} or ${NAME:-default}, "
-                    "or $${ for a literal '${'"
-                )
-                return match.group(0)
-            value = self.environ.get(name)
-            if match.group(2) is not None:  # ${NAME:-default}: unset or empty takes it
-                return value if value and value.strip() else match.group(3)
-            if value is None or not value.strip():
-                if self.allow_unset:
-                    self.unchecked.add(".".join(path))
-                    self._broken.add(".".join(path))
-                elif value is None:
-                    found.append(
-                        f"refers to the environment variable {name}, which is not set: "
-                        f"export {name} or write the value in the file"
-                    )
-                else:
-                    # An empty line in an env file would otherwise pass every check here and
-                    # fail only at the provider, as a wrong key.
-                    found.append(
-                        f"refers to the environment variable {name}, which is empty: give "
-                        f"{name} a value, or remove the key to use its default"
-                    )
-                return match.group(0)
-            return value
-
-        expanded = _REFERENCE.sub(replace, text)
-        for message in found:
-            self._problem(path, message, sentence=message.startswith("refers"))
-        return text if found else expanded
-
-    def _read_file(self, name: Any, path: tuple[str, ...]) -> str:
-        """A credential from a file (Docker and Kubernetes secrets): its text, trailing
-        newlines stripped. A problem leaves an empty placeholder, reported once."""
-        if not isinstance(name, str) or not name:
-            self._problem(path, "must be the path of a file")
-            return ""
-        if self.broke(".".join(path)):
-            return ""
-        file = Path(name).expanduser()
-        file = file if file.is_absolute() else self.base / file
-        try:
-            with file.open("rb") as handle:
-                data = handle.read(MAX_SECRET_FILE + 1)
-        except OSError as exc:
-            self._problem(path, f"cannot read {file} ({exc.strerror or type(exc).__name__})")
-            return ""
-        if len(data) > MAX_SECRET_FILE:
-            self._problem(
-                path, f"{file} is over {MAX_SECRET_FILE // 1024} KiB: is it the right file?"
-            )
-            return ""
-        try:
-            text = data.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            self._problem(path, f"{file} is not UTF-8 text")
-            return ""
-        if not text.strip():
-            self._problem(path, f"{file} is empty")
-            return ""
-        return text
-
-
 def provider_classes() -> tuple[type[ProviderCommon], ...]:
-    """The settings class of every provider type, read off the ProviderSettings union."""
-    inner = get_args(ProviderSettings)[0]
-    return get_args(inner) or (inner,)
+    """The settings model of every registered provider type."""
+    return tuple(spec.settings for spec in registry.specs())
 
-
-_PROVIDER_TYPES = frozenset(
-    get_args(cls.model_fields["type"].annotation)[0] for cls in provider_classes()
-)
 
 _FRIENDLY = {
-    "extra_forbidden": "unknown key (check its spelling against config/retention.example.toml)",
+    "extra_forbidden": UNKNOWN_KEY,
     "missing": "is required",
     "union_tag_not_found": "needs a `type` key",
 }
@@ -871,12 +519,17 @@ def validation_problems(
     for err in exc.errors(include_input=False, include_url=False):
         parts = [str(p) for p in err["loc"]]
         # A tagged union reports providers.NAME.TYPE.key; the type is noise to the reader.
-        if len(parts) >= 3 and parts[0] == "providers" and parts[2] in _PROVIDER_TYPES:
+        if len(parts) >= 3 and parts[0] == "providers" and parts[2] in registry.REGISTRY.specs:
             del parts[2]
         loc = ".".join(parts)
         message = _FRIENDLY.get(err["type"], err["msg"])
         if err["type"] == "union_tag_invalid":
-            message = f"unknown provider type; expected one of {err['ctx']['expected_tags']}"
+            refusal = registry.REGISTRY.refused.get(str(err["ctx"]["tag"]))
+            message = (
+                f"provider type {refusal.type!r} is refused: {refusal.reason}"
+                if refusal is not None
+                else f"unknown provider type; expected one of {err['ctx']['expected_tags']}"
+            )
         if message.startswith("Value error, "):
             message = message[len("Value error, ") :]
         variable = ENV_PREFIX + "__".join(parts).upper()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import ClientError
 
@@ -22,6 +22,9 @@ from worker.s3 import MISSING, TAKEN, encrypted, error_code, etag_of, s3_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import GetObjectOutputTypeDef, HeadObjectOutputTypeDef
+
+    from worker.manifest import CustomObject
 
 CHUNK = 1024 * 1024
 
@@ -52,8 +55,8 @@ class Removal:
     # Why it was left: it changed since it was archived, or it was already gone.
     left_because: str | None = None
 
-    def receipt_entry(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {"bucket": self.bucket, "key": self.key}
+    def receipt_entry(self) -> CustomObject:
+        entry: CustomObject = {"bucket": self.bucket, "key": self.key}
         if self.removed:
             entry |= {"version_id": self.version_id, "delete_marker": self.delete_marker}
         else:
@@ -86,7 +89,7 @@ class SourceBucket:
                 if error_code(exc) in MISSING:
                     raise _missing(bucket, key) from None
                 raise
-        return _object_of(bucket, key, dict(answer))
+        return _object_of(bucket, key, answer)
 
     @contextlib.contextmanager
     def open(self, bucket: str, key: str) -> Iterator[tuple[Iterator[bytes], SourceObject]]:
@@ -100,7 +103,7 @@ class SourceBucket:
                 raise
         body = answer["Body"]
         try:
-            yield body.iter_chunks(chunk_size=CHUNK), _object_of(bucket, key, dict(answer))
+            yield body.iter_chunks(chunk_size=CHUNK), _object_of(bucket, key, answer)
         finally:
             body.close()
 
@@ -129,17 +132,19 @@ class SourceBucket:
             raise
         return Removal(bucket, key, True, answer.get("VersionId"), bool(answer.get("DeleteMarker")))
 
-    def _current(self, bucket: str, key: str) -> dict[str, Any] | None:
+    def _current(self, bucket: str, key: str) -> HeadObjectOutputTypeDef | None:
         with s3_errors("reading the metadata of", bucket, key):
             try:
-                return dict(self.client.head_object(Bucket=bucket, Key=key))
+                return self.client.head_object(Bucket=bucket, Key=key)
             except ClientError as exc:
                 if error_code(exc) in MISSING:
                     return None
                 raise
 
 
-def _object_of(bucket: str, key: str, answer: dict[str, Any]) -> SourceObject:
+def _object_of(
+    bucket: str, key: str, answer: HeadObjectOutputTypeDef | GetObjectOutputTypeDef
+) -> SourceObject:
     return SourceObject(
         bucket=bucket,
         key=key,

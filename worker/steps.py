@@ -10,7 +10,7 @@ driven here, by the same decisions in the same order, so ``--dry-run`` says what
 would do, and a test holds the two to it step by step.
 
 An executor's method returns the read to decide on next (the same one, or one it took), or
-None when the job goes no further now.
+None when the job goes no further now; ``delete`` says whether the job goes on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
-from worker.domain import FreshRead, JobGone, JobRow, Policy, Step, StepKind, next_step
+from worker.domain import FreshRead, JobRow, Policy, Step, StepKind, next_step
 from worker.errors import BadResponse, WorkerError
 from worker.outcomes import JobResult
 
@@ -77,42 +77,42 @@ def drive(executor: Executor, policy: Policy, clock: Callable[[], datetime]) -> 
         step = next_step(executor.row, read, policy, clock())
         result.due_at = step.due_at or result.due_at
         result.steps.append(step.kind.value)
-        following = _carry(executor, step, read)
-        if following is None:
+        go_on, read = _carry(executor, step, read)
+        if not go_on:
             return
-        read = None if following is _NO_READ else following
     raise WorkerError(f"the job did not settle within {MAX_STEPS} steps", permanent=False)
 
 
-# Go on to the next step, with no read taken yet.
-_NO_READ = FreshRead(JobGone("", {}), at=datetime.min)
+_STOP: tuple[bool, FreshRead | None] = (False, None)
 
 
-def _carry(executor: Executor, step: Step, read: FreshRead | None) -> FreshRead | None:
-    """One step; the read to decide on next, or None to stop."""
+def _carry(executor: Executor, step: Step, read: FreshRead | None) -> tuple[bool, FreshRead | None]:
+    """One step: whether the job goes on now, and the read to decide on next."""
     kind = step.kind
     if kind == StepKind.SKIP:
         executor.skip(step)
-        return None
+        return _STOP
     if kind == StepKind.DEFER:
         raise BadResponse(step.reason or "the job cannot be decided on now")
     if kind == StepKind.READ:
-        return executor.read()
+        return True, executor.read()
     if kind == StepKind.DELETE:
         # A poll of an accepted delete goes on without a read: FINISH needs none.
-        return (read or _NO_READ) if executor.delete(read) else None
+        return executor.delete(read), read
     if kind == StepKind.FINISH:
         executor.finish()
-        return None
+        return _STOP
     assert read is not None, f"{kind} is decided on a read"
     if kind == StepKind.GONE:
         executor.gone(read)
-        return None
+        return _STOP
     if kind == StepKind.LIST_OUTPUTS:
-        return executor.list_outputs(read)
+        return True, executor.list_outputs(read)
     if kind == StepKind.ARCHIVE:
-        return executor.archive(step, read)
-    if kind == StepKind.REOPEN:
-        return executor.reopen(step, read)
-    assert kind == StepKind.AMEND, kind
-    return executor.amend(step, read)
+        following = executor.archive(step, read)
+    elif kind == StepKind.REOPEN:
+        following = executor.reopen(step, read)
+    else:
+        assert kind == StepKind.AMEND, kind
+        following = executor.amend(step, read)
+    return following is not None, following

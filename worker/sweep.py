@@ -31,7 +31,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from worker import metrics
 from worker.domain import JobState, ListedJob, Phase
 from worker.dry_run import LocalBudget, plan_job
 from worker.errors import StoreUnavailable, WorkerError
@@ -39,9 +38,11 @@ from worker.job import process_job
 from worker.leases import Heartbeat
 from worker.ledger import Candidate
 from worker.logging import get_logger
+from worker.metrics import recorders
 from worker.outcomes import JobResult, Outcome, SweepReport
 from worker.providers.base import Provider
 from worker.settings import ProviderPolicy
+from worker.tracing import traced
 
 if TYPE_CHECKING:
     from worker.bootstrap import Runtime
@@ -56,6 +57,11 @@ BUDGET_CHECK_EVERY = 50
 # Hands one job to whoever processes it, with the sweep's delete budget (None: no deletes).
 Dispatch = Callable[[str, str | None], None]
 OnResult = Callable[[JobResult], None]
+# Told of more jobs the sweep will process (provider, how many) as it reads them, and, with
+# True, that it has read them all: a progress display's total known so far.
+OnFound = Callable[[str, int, bool], None]
+# The same, for the sweep of one provider.
+Found = Callable[[int, bool], None]
 
 
 class _Runner:
@@ -84,30 +90,45 @@ class _Runner:
         self._pool.shutdown(wait=True)
 
 
+@traced(
+    "retention.sweep",
+    lambda rt, provider_name, **_: {
+        "retention.provider": provider_name,
+        "retention.dry_run": rt.dry_run,
+    },
+    lambda report: {
+        "retention.listed": report.listed,
+        "retention.dispatched": report.dispatched,
+        **{f"retention.{outcome}": n for outcome, n in sorted(report.counts.items())},
+    },
+)
 def sweep_provider(
     rt: Runtime,
     provider_name: str,
     *,
     dispatch: Dispatch | None = None,
     on_result: OnResult | None = None,
+    on_found: OnFound | None = None,
     lease_ttl: timedelta | None = None,
 ) -> SweepReport:
     """One sweep of one provider account.
 
     Discovery folds the provider's listing into the ledger; then every candidate (a job
     due, resumable, or whose status must be read again) is processed here on a thread pool,
-    or handed to ``dispatch`` (Celery fan-out).
+    or handed to ``dispatch`` (Celery fan-out). ``on_result`` is told of each job as it
+    finishes, ``on_found`` of the jobs ahead as the sweep reads them.
     """
     started = time.monotonic()
     report = SweepReport(provider=provider_name, dry_run=rt.dry_run)
     policy = rt.settings.policy(provider_name)
     provider = rt.provider(provider_name)
     log.info("sweep_started", provider=provider_name, dry_run=rt.dry_run)
+    found = _announcer(provider_name, on_found)
     if rt.dry_run:
-        _dry_sweep(rt, provider, policy, report, on_result)
+        _dry_sweep(rt, provider, policy, report, on_result, found)
     else:
         ttl = lease_ttl or timedelta(seconds=rt.settings.worker.sweep_lease_seconds)
-        _leased_sweep(rt, provider, policy, report, dispatch, on_result, ttl)
+        _leased_sweep(rt, provider, policy, report, dispatch, on_result, found, ttl)
         if report.outage is not None:
             report.stopped_reason = (
                 f"{report.outage}. The sweep stopped there; the next sweep takes up what it left"
@@ -117,7 +138,7 @@ def sweep_provider(
     if not rt.dry_run:
         # A sweep "succeeds" when it ran its listing and dispatch; failed jobs are counted
         # apart. The dead-man's switch watches this timestamp.
-        metrics.record_sweep(
+        recorders.record_sweep(
             provider_name,
             seconds=report.duration_ms / 1000,
             succeeded=not report.busy and report.listing_error is None and report.outage is None,
@@ -135,6 +156,7 @@ def _leased_sweep(
     report: SweepReport,
     dispatch: Dispatch | None,
     on_result: OnResult | None,
+    found: Found,
     ttl: timedelta,
 ) -> None:
     """The real sweep, under the provider's sweep lease; nothing at all without it."""
@@ -160,7 +182,7 @@ def _leased_sweep(
     seconds = ttl.total_seconds()
     try:
         with Heartbeat(lease.renew, interval=seconds / 3, lapses_after=seconds) as beat:
-            _real_sweep(rt, provider, policy, report, dispatch, on_result, beat.lost)
+            _real_sweep(rt, provider, policy, report, dispatch, on_result, found, beat.lost)
     except StoreUnavailable as exc:  # the sweep's own reads and writes: the listing, its jobs
         report.outage = report.outage or exc.message
     finally:
@@ -191,7 +213,15 @@ def _discover(
         )
 
 
-def _candidates(
+def _announcer(provider: str, on_found: OnFound | None) -> Found:
+    def found(n: int, last: bool = False) -> None:
+        if on_found is not None:
+            on_found(provider, n, last)
+
+    return found
+
+
+def _candidate_batches(
     rt: Runtime,
     provider: str,
     *,
@@ -199,8 +229,9 @@ def _candidates(
     cutoff: datetime,
     refreshed_since: datetime,
     resume: bool,
-) -> Iterator[Candidate]:
-    """The ledger's candidates in primary-key batches, so memory stays flat at any backlog."""
+) -> Iterator[tuple[list[Candidate], bool]]:
+    """The ledger's candidates in primary-key batches, so memory stays flat at any backlog;
+    each with whether it is the last."""
     after = 0
     while True:
         batch = rt.ledger.query.candidates(
@@ -212,10 +243,20 @@ def _candidates(
             after_pk=after,
             limit=CANDIDATE_BATCH,
         )
-        if not batch:
+        last = len(batch) < CANDIDATE_BATCH
+        yield batch, last
+        if last:
             return
-        yield from batch
         after = batch[-1].pk
+
+
+def _candidates(
+    batches: Iterator[tuple[list[Candidate], bool]], found: Found
+) -> Iterator[Candidate]:
+    """The candidates one at a time, telling ``found`` of each batch as it is read."""
+    for batch, last in batches:
+        found(len(batch), last)
+        yield from batch
 
 
 def _reporter(report: SweepReport, on_result: OnResult | None) -> OnResult:
@@ -275,6 +316,7 @@ def _real_sweep(
     report: SweepReport,
     dispatch: Dispatch | None,
     on_result: OnResult | None,
+    found: Found,
     lease_lost: threading.Event,
 ) -> None:
     listing_started = rt.clock()
@@ -299,7 +341,7 @@ def _real_sweep(
     if not policy.read_only:
         budget = uuid.uuid4().hex
         rt.ledger.coord.open_budget(budget, provider.name, policy.max_deletes_per_sweep, now=start)
-    candidates = _candidates(
+    batches = _candidate_batches(
         rt,
         provider.name,
         start=start,
@@ -307,6 +349,7 @@ def _real_sweep(
         refreshed_since=listing_started,
         resume=not policy.read_only,
     )
+    candidates = _candidates(batches, found)
     braked = _dispatch_all(
         rt, provider.name, policy, report, candidates, dispatch, on_result, budget, lease_lost
     )
@@ -397,6 +440,7 @@ def _dry_sweep(
     policy: ProviderPolicy,
     report: SweepReport,
     on_result: OnResult | None,
+    found: Found,
 ) -> None:
     """The same decisions as a real sweep, read-only: the listing is planned page by page
     (it is not folded into the ledger), then the ledger's own candidates."""
@@ -412,6 +456,7 @@ def _dry_sweep(
     )
 
     def plan_page(page: list[ListedJob]) -> None:
+        found(len(page), False)
         for item in page:
             seen.add(item.job_id)
             row = rt.ledger.query.get(provider.name, item.job_id)
@@ -425,7 +470,7 @@ def _dry_sweep(
 
     try:
         _discover(provider, report, plan_page)
-        for candidate in _candidates(
+        for batch, last in _candidate_batches(
             rt,
             provider.name,
             start=start,
@@ -433,8 +478,10 @@ def _dry_sweep(
             refreshed_since=start,
             resume=not policy.read_only,
         ):
-            if candidate.job_id not in seen:
-                runner.submit(candidate.job_id)
+            fresh = [c.job_id for c in batch if c.job_id not in seen]
+            found(len(fresh), last)
+            for job_id in fresh:
+                runner.submit(job_id)
     finally:
         runner.close()
     if report.counts[Outcome.STOPPED]:

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from worker import metrics
 from worker.bootstrap import Runtime, process_runtime
 from worker.celery_app import app, sweep_lease_ttl
-from worker.errors import StoreUnavailable
+from worker.errors import StoreUnavailable, TrackRefused
 from worker.job import process_job
 from worker.logging import get_logger
+from worker.metrics import recorders
 from worker.schedules import schedule_of, shortest_period
 from worker.scrub import scrub
 from worker.settings import load_settings
 from worker.sweep import Dispatch, sweep_provider
+from worker.tracking import TASK_NAME as TRACK_TASK
+from worker.tracking import parse_request, track_jobs
+
+if TYPE_CHECKING:
+    from celery import Task
 
 log = get_logger(__name__)
 # A scrub of a damaged archive can find every file: the log names this many, the count all.
@@ -119,7 +124,7 @@ def scrub_task(read_fraction: float = 0.0) -> dict[str, Any]:
     """
     rt = runtime()
     report = scrub(rt.archive, rt.ledger, read_fraction=read_fraction)
-    metrics.record_scrub(findings=len(report.findings))
+    recorders.record_scrub(findings=len(report.findings))
     for finding in report.findings[:SCRUB_FINDINGS_LOGGED]:
         log.warning(
             "scrub_finding",
@@ -138,3 +143,67 @@ def scrub_task(read_fraction: float = 0.0) -> dict[str, Any]:
     }
     log.info("scrub_finished", **summary)
     return summary
+
+
+@app.task(
+    name=TRACK_TASK,
+    bind=True,
+    autoretry_for=TRANSIENT_INFRA,
+    retry_backoff=True,
+    retry_backoff_max=600,
+    retry_jitter=True,
+    # Retried for as long as the ledger is out of reach: an id lost here is a job the worker
+    # never hears of again (its provider has no listing), left at the provider for good.
+    max_retries=None,
+    # A refusal is the caller's to fix, not the worker's failure: Celery logs it in one line,
+    # without a traceback, and a client waiting on the result gets TrackRefused and its text.
+    throws=(TrackRefused,),
+    # Kept, unlike every other task's, so an application may wait for the answer.
+    ignore_result=False,
+    # At least once: a message whose process died under it (OOM, kill -9) goes back to the
+    # queue, where the app's setting would acknowledge it (that suits the other tasks, whose
+    # jobs the next sweep finds in the ledger; a lost track has nothing to find it again).
+    # Idempotent, and at most 1000 ids, so running it again is harmless and cheap.
+    reject_on_worker_lost=True,
+)
+def track_task(
+    self: Task[Any, Any],
+    /,
+    provider: object = None,
+    job_ids: object = None,
+    *extra: object,
+    **options: object,
+) -> dict[str, Any]:
+    """``send_task("retention.track", args=[provider, [job_id, ...]], kwargs={...})`` from
+    any Celery client: record the ids in the ledger, as `retention track` does
+    (``worker.tracking`` says what is accepted). Returns what changed; refuses a request it
+    cannot take whole with TrackRefused, recording nothing."""
+    try:
+        request = parse_request(provider, job_ids, extra, options)
+        rt = runtime()
+        changed = track_jobs(
+            rt.settings,
+            rt.ledger,
+            request,
+            now=rt.clock(),
+            detail={"via": TRACK_TASK, "task_id": self.request.id},
+        )
+    except TrackRefused as exc:
+        log.warning("track_refused", provider=exc.provider, error=str(exc))
+        raise
+    new = [job_id for batch in changed for job_id in batch.added]
+    held = [job_id for batch in changed for job_id in batch.held]
+    log.info(
+        "jobs_tracked",
+        provider=request.provider,
+        ids=len(request.job_ids),
+        new=len(new),
+        held=len(held),
+    )
+    return {
+        "message_type": "track",
+        "provider": request.provider,
+        "tracking": len(request.job_ids),
+        "new": new,
+        "held": held,
+    }

@@ -212,7 +212,7 @@ def test_four_hostile_downloads_at_once_stay_within_the_memory_budget(
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
     results = report["results"]
-    print(  # the figures the README quotes; shown with pytest -s
+    print(  # the figures docs/safety.md quotes; shown with pytest -s
         f"start-up RSS {report['start_rss_kib'] / 1024:.0f} MiB, "
         f"start-up peak {report['start_hwm_kib'] / 1024:.0f} MiB, "
         f"peak {report['peak_kib'] / 1024:.0f} MiB"

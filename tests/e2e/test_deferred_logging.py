@@ -1,6 +1,6 @@
 """A command that logs nothing does not load structlog; one that logs gets its lines whole.
 
-The command line asks for its logging (``worker.logsetup.defer``) before structlog is
+The command line asks for its logging (``worker.logsetup.configure_logging``) before structlog is
 imported. Each test runs in a fresh interpreter, since this one has structlog loaded.
 """
 

@@ -1,8 +1,12 @@
 """Prometheus metrics from a real Celery worker (prefork pool), scraped while a sweep runs:
-what every process recorded, merged, with the ledger's and the schedule's gauges."""
+what every process recorded, merged, with the schedule's gauges; and the ledger's gauges from
+`retention exporter`, the one process that serves them."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -13,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import StartWorker
 from tests.helpers import (
     REDIS_URL,
+    ROOT,
     config_data,
     daily_provider,
     run_cli,
@@ -73,6 +78,14 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
         concurrency=4,
         env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")},
     )
+    exporter_port = unused_port()
+    exporter = subprocess.Popen(
+        [sys.executable, "-m", "worker", "exporter", "--port", str(exporter_port)],
+        cwd=ROOT,
+        env={**os.environ, "RETENTION_CONFIG": str(config)},
+        stdout=(tmp_path / "exporter.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     started = time.time()
 
     # when: a sweep is enqueued, and the metrics are scraped while it runs
@@ -88,17 +101,29 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
     hourly = {"provider": "daily", "schedule": "0 * * * *"}
     first = value(samples, "retention_first_scheduled_sweep_timestamp_seconds", **hourly)
     assert first == (started // 3600 + 1) * 3600
-    assert value(samples, "retention_ledger_up") == 1
+    # the ledger's state is the exporter's to serve, not every worker's
+    assert not [name for name, _ in samples if name.startswith("retention_ledger_")]
     assert run_cli("sweep", "--enqueue", config=config).code == 0
     seen_during: list[float] = []
-    while time.monotonic() < deadline:
-        samples = scrape(port)
-        deleted = value(samples, "retention_jobs_deleted_total", provider="daily")
-        seen_during.append(deleted)
-        in_ledger = value(samples, "retention_ledger_jobs", provider="daily", state="deleted")
-        if deleted == in_ledger == len(jobs):
-            break
-        time.sleep(0.2)
+    ledger: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    try:
+        while time.monotonic() < deadline:
+            samples = scrape(port)
+            deleted = value(samples, "retention_jobs_deleted_total", provider="daily")
+            seen_during.append(deleted)
+            try:
+                ledger = scrape(exporter_port)
+            except OSError:
+                ledger = {}
+            in_ledger = value(ledger, "retention_ledger_jobs", provider="daily", state="deleted")
+            if deleted == in_ledger == len(jobs):
+                break
+            time.sleep(0.2)
+    finally:
+        exporter.terminate()
+        exporter.wait(timeout=30)
+    # the exporter stops cleanly on SIGTERM
+    assert exporter.returncode == 0
 
     # then: the counts from every worker process add up, and the sweep is recorded
     assert any(0 < n < len(jobs) for n in seen_during), seen_during  # scraped mid-sweep
@@ -112,10 +137,11 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
     last = value(samples, "retention_last_successful_sweep_timestamp_seconds", provider="daily")
     assert started <= last <= time.time()
     assert value(samples, "retention_jobs_failed_total", provider="daily") == 0
-    # and the ledger, read by the serving process, agrees; the next sweep is the next hour's
-    assert value(samples, "retention_ledger_jobs", provider="daily", state="pending") == 0
-    assert value(samples, "retention_ledger_failed_jobs", provider="daily") == 0
-    assert value(samples, "retention_ledger_overdue_jobs", provider="daily") == 0
+    # and the ledger, read by the exporter, agrees; the next sweep is the next hour's
+    assert value(ledger, "retention_ledger_up") == 1
+    assert value(ledger, "retention_ledger_jobs", provider="daily", state="pending") == 0
+    assert value(ledger, "retention_ledger_failed_jobs", provider="daily") == 0
+    assert value(ledger, "retention_ledger_overdue_jobs", provider="daily") == 0
     next_sweep = value(samples, "retention_next_sweep_timestamp_seconds", **hourly)
     assert next_sweep == (last // 3600 + 1) * 3600
     # and every request to the provider's API was counted, by the process that sent it

@@ -254,7 +254,9 @@ def test_report_lists_every_deleted_job_in_each_format(swept: tuple[Scenario, Pa
     assert len(big["archive_keys"].split(";")) == 2
 
     as_json = run_cli("report", "--format", "json", "--provider", "daily", config=config)
-    assert {row["job_id"] for row in json.loads(as_json.stdout)} == deleted
+    document = as_json.only_json()
+    assert (document["message_type"], document["provider"]) == ("report", "daily")
+    assert {row["job_id"] for row in document["jobs"]} == deleted
     plain = run_cli("report", config=config)
     assert all(job_id in plain.stdout for job_id in deleted)
 
@@ -262,7 +264,7 @@ def test_report_lists_every_deleted_job_in_each_format(swept: tuple[Scenario, Pa
 def test_report_filters_by_time_and_refuses_a_bad_duration(swept: tuple[Scenario, Path]) -> None:
     _scenario, config = swept
     future = run_cli("report", "--since", "2999-01-01", "--format", "json", config=config)
-    assert json.loads(future.stdout) == []
+    assert future.only_json()["jobs"] == []
     bad = run_cli("report", "--since", "lately", config=config)
     assert bad.code == 2
     assert "neither a duration" in bad.stderr

@@ -39,7 +39,7 @@ def test_a_report_keeps_the_policy_in_force_when_the_job_was_deleted(
     assert run_cli("sweep", config=config).code == 0
     before = run_cli("report", "--format", "json", config=config)
     assert before.code == 0, before.stderr
-    reported = {row["job_id"]: row for row in json.loads(before.stdout)}
+    reported = {row["job_id"]: row for row in before.only_json()["jobs"]}
 
     # when: the retention changes, and one provider leaves the configuration
     data["defaults"]["retain_days"] = 30
@@ -49,7 +49,7 @@ def test_a_report_keeps_the_policy_in_force_when_the_job_was_deleted(
 
     # then: both jobs are reported exactly as before, with the policy that deleted them
     assert after.code == 0, after.stderr
-    assert {row["job_id"]: row for row in json.loads(after.stdout)} == reported
+    assert {row["job_id"]: row for row in after.only_json()["jobs"]} == reported
     for job_id in (first, second):
         row = reported[job_id]
         assert row["retain_days"] == 0

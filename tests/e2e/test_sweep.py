@@ -22,6 +22,7 @@ from tests.helpers import (
     settings_of,
     write_config,
 )
+from tests.json_at import at
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import JobState
 from worker.job import process_job
@@ -186,7 +187,7 @@ def test_a_lost_delete_answer_is_resent_once_and_recorded_as_gone(
     assert [s.fault for s in scenario.daily.seen("DELETE", job_id)] == ["drop", None]
     row = rt.ledger.query.get("daily", job_id)
     assert row is not None
-    assert row.delete_answer["result"] == "already_gone"
+    assert at(row.delete_answer, "result") == "already_gone"
 
 
 def test_a_job_archived_in_read_only_mode_waits_and_a_later_hold_keeps_it(

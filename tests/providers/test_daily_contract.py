@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.providers.contract import Call, Contract, Description, WrongKey
+from tests.json_at import at
 from worker.domain import (
     AlreadyGone,
     BucketOrigin,
@@ -26,6 +26,7 @@ from worker.errors import (
     ProviderRejected,
 )
 from worker.fetch import Fetcher, make_download_client
+from worker.json_types import JSONValue
 from worker.providers.base import RateLimiter
 from worker.providers.daily import (
     KNOWN_SECTIONS,
@@ -35,8 +36,10 @@ from worker.providers.daily import (
     unrecognised_of,
 )
 from worker.providers.outputs import references, within
-from worker.settings import DailySettings, DownloadSettings
+from worker.settings import DownloadSettings
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.daily import DailySimulator, OutputAs, UnknownRoute
+from worker.specs.daily import DailySettings
 
 
 def adapter(sim: DailySimulator, **extra: object) -> DailyProvider:
@@ -50,7 +53,7 @@ def snapshot(provider: DailyProvider, job_id: str) -> JobSnapshot:
     return snap
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 CONTRACT_KEY = "daily-contract-key-8c41d2e7"
 
@@ -276,7 +279,7 @@ def test_the_input_the_user_supplied_is_not_a_reason_to_keep(daily_sim: DailySim
     job_id = daily_sim.add_job(transcription=[("txt", b"hello")])
     provider = adapter(daily_sim)
     snap = snapshot(provider, job_id)
-    assert snap.record["input"]["uri"].startswith("https://")
+    assert str(at(snap.record, "input", "uri")).startswith("https://")
     assert len(provider.artifacts(snap)) == 1
 
 
@@ -342,7 +345,7 @@ def test_delete_answers_with_the_job_then_gone(daily_sim: DailySimulator) -> Non
     provider = adapter(daily_sim)
     first = provider.delete(job_id)
     assert isinstance(first, Deleted)
-    assert first.body["id"] == job_id
+    assert at(first.body, "id") == job_id
     assert isinstance(provider.delete(job_id), AlreadyGone)
 
 
@@ -389,7 +392,7 @@ def test_a_failed_jobs_own_error_in_the_delete_answer_is_told_apart_by_a_read(
     else:
         answer = provider.delete(job_id)
         assert isinstance(answer, Deleted)
-        assert answer.body["error"] == reason
+        assert at(answer.body, "error") == reason
 
 
 def test_a_daily_delete_error_that_is_not_text_is_still_incomplete(
@@ -448,7 +451,7 @@ def test_the_simulator_enforces_its_rate_limit_and_the_limiter_keeps_under_it(
     daily_sim: DailySimulator,
 ) -> None:
     # The limiter measures when a request leaves, the provider when it arrives: configure a
-    # little under the provider's limit, as the README advises.
+    # little under the provider's limit, as the configuration reference advises.
     daily_sim.rate_limit = (10, 1.0)
     provider = adapter(daily_sim)
     provider.api.limiter = RateLimiter("8/second", "daily")
@@ -516,7 +519,7 @@ json_values = st.recursive(
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(record=json_values)
-def test_any_job_record_either_parses_or_is_a_bad_response(record: object) -> None:
+def test_any_job_record_either_parses_or_is_a_bad_response(record: JSONValue) -> None:
     try:
         outputs = outputs_of(record)
         unknown = unrecognised_of(record)

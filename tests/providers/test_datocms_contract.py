@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tests.helpers import config_data, process_again, settings_of
-from tests.providers.contract import Call, Contract, Description, WrongKey
-from worker import job as job_path
+from tests.json_at import at
+from worker import delete as delete_path
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -48,6 +48,7 @@ from worker.errors import (
     UnsafeInput,
 )
 from worker.job import process_job
+from worker.json_types import JSONValue
 from worker.outcomes import Outcome
 from worker.providers import datocms
 from worker.providers.datocms import (
@@ -62,10 +63,11 @@ from worker.providers.datocms import (
     tracks_of,
     webvtt_problem,
 )
-from worker.settings import DatoCmsSettings
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.datocms import DatoCmsSimulator, Failure, error_document
 from worker.simulators.http import Request
 from worker.simulators.s3server import S3Server
+from worker.specs.datocms import DatoCmsSettings
 from worker.sweep import sweep_provider
 
 if TYPE_CHECKING:
@@ -99,7 +101,7 @@ def snapshot(provider: DatoCmsProvider, job_id: str) -> JobSnapshot:
     return snap
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 
 def _ready_track(sim: DatoCmsSimulator, status: str = "ready") -> str:
@@ -206,7 +208,7 @@ def test_statuses_translate_and_unknown_ones_are_never_terminal(
     assert (snap.job_id, snap.status, snap.phase, snap.finished_at) == (job_id, status, phase, None)
     assert snap.record["type"] == "upload_track"
     assert snap.record["id"] == track_id(job_id)
-    assert snap.record["attributes"]["status"] == status
+    assert at(snap.record, "attributes", "status") == status
 
 
 def test_a_track_that_does_not_exist_is_gone(dato_sim: DatoCmsSimulator) -> None:
@@ -462,7 +464,7 @@ def test_a_delete_is_accepted_polled_to_completion_and_then_already_gone(
     assert all(p.handle == accepted.handle for p in polls[:2] if isinstance(p, DeletePending))
     done = polls[2]
     assert isinstance(done, Deleted)
-    assert (done.status_code, done.body["data"]["id"]) == (200, track_id(job_id))
+    assert (done.status_code, at(done.body, "data", "id")) == (200, track_id(job_id))
     assert dato_sim.deleted == [job_id]
     assert not dato_sim.has_track(job_id)
     assert isinstance(provider.delete(job_id), AlreadyGone)
@@ -709,7 +711,7 @@ json_values = st.recursive(
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(answer=json_values)
-def test_any_answer_shape_either_parses_or_is_a_bad_response(answer: object) -> None:
+def test_any_answer_shape_either_parses_or_is_a_bad_response(answer: JSONValue) -> None:
     assert all(isinstance(e.code, str) for e in api_errors(answer))
     try:
         tracks = tracks_of(answer, "U")
@@ -994,7 +996,7 @@ def test_a_crash_while_polling_resumes_the_polling_without_a_second_delete(
     def die(_seconds: float) -> None:
         raise Crash
 
-    monkeypatch.setattr(job_path, "time", SimpleNamespace(monotonic=time.monotonic, sleep=die))
+    monkeypatch.setattr(delete_path, "time", SimpleNamespace(monotonic=time.monotonic, sleep=die))
     with pytest.raises(Crash):
         process_job(first, "dato", job_id)
     monkeypatch.undo()
@@ -1015,7 +1017,7 @@ def test_a_crash_while_polling_resumes_the_polling_without_a_second_delete(
 def test_a_delete_still_running_when_the_run_ends_is_polled_by_later_runs(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(delete_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
     dato_sim.pending_polls = 1
     job_id = dato_sim.add_track(dato_sim.add_upload())
     rt = runtime_of()
@@ -1032,7 +1034,7 @@ def test_a_delete_job_that_failed_is_dropped_and_a_new_delete_sent(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: DatoCMS finishes the first delete job with a failure
-    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(delete_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
     dato_sim.pending_polls = 0
     dato_sim.delete_failure = Failure(422, "MUX_ERROR")
     job_id = dato_sim.add_track(dato_sim.add_upload())
@@ -1064,8 +1066,8 @@ def test_a_delete_pending_too_long_is_checked_against_the_track_itself(
     dato_sim: DatoCmsSimulator, runtime_of: RuntimeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # given: a delete job that never finishes (its result expired, say)
-    monkeypatch.setattr(job_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
-    monkeypatch.setattr(job_path, "ASYNC_DELETE_STALE", timedelta(0))
+    monkeypatch.setattr(delete_path, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(delete_path, "ASYNC_DELETE_STALE", timedelta(0))
     dato_sim.pending_polls = 1_000_000
     job_id = dato_sim.add_track(dato_sim.add_upload())
     rt = runtime_of()
@@ -1084,4 +1086,4 @@ def test_a_delete_pending_too_long_is_checked_against_the_track_itself(
     assert process_again(rt, "dato", job_id).outcome == Outcome.DELETED
     row = rt.ledger.query.get("dato", job_id)
     assert row is not None
-    assert row.delete_answer["result"] == "already_gone"
+    assert at(row.delete_answer, "result") == "already_gone"

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import config_data, objects, process_again, settings_of, write_to_bucket
-from tests.providers.contract import Call, Contract, Description, WrongKey
+from tests.json_at import at
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -36,6 +36,7 @@ from worker.errors import (
     RateLimited,
     WorkerError,
 )
+from worker.json_types import JSONValue
 from worker.outcomes import Outcome
 from worker.providers import build_provider
 from worker.providers.huawei_mpc import (
@@ -47,13 +48,14 @@ from worker.providers.huawei_mpc import (
     string_to_sign,
     tasks_of,
 )
-from worker.settings import HuaweiMpcSettings
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.huawei_mpc import (
     HuaweiMpcSimulator,
     gateway_canonical_request,
     gateway_signature,
 )
 from worker.simulators.s3server import S3Server
+from worker.specs.huawei_mpc import HuaweiMpcSettings
 from worker.sweep import sweep_provider
 
 if TYPE_CHECKING:
@@ -145,7 +147,7 @@ def snapshot(provider: HuaweiMpcProvider, job_id: str) -> JobSnapshot:
     return snap
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 
 class TestHuaweiMpcContract(Contract):
@@ -412,7 +414,7 @@ def test_a_task_that_does_not_exist_is_gone(mpc_sim: HuaweiMpcSimulator) -> None
     gone = adapter(mpc_sim).get_job("31415926")
 
     assert isinstance(gone, JobGone)
-    assert gone.answer["body"]["task_array"] == []
+    assert at(gone.answer, "body", "task_array") == []
 
 
 def test_an_id_that_cannot_be_a_task_is_refused_without_asking_mpc(
@@ -441,7 +443,7 @@ def test_the_task_record_is_what_is_archived_and_nothing_is_downloaded(
     with pytest.raises(WorkerError, match="no provider-hosted artifacts"):
         provider.open_artifact(Artifact("x", "x", ProviderOrigin("/x")))
     assert snap.record["task_id"] == task
-    assert snap.record["output"]["object"] == f"out/{task}"
+    assert at(snap.record, "output", "object") == f"out/{task}"
     assert snap.record["output_file_name"] == ["ok_7000523.mp4"]
     assert len(mpc_sim.requests) == 1
 
@@ -731,7 +733,9 @@ json_values = st.recursive(
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 @given(answer=json_values, paged=st.booleans())
-def test_any_answer_shape_either_parses_or_is_a_bad_response(answer: object, paged: bool) -> None:
+def test_any_answer_shape_either_parses_or_is_a_bad_response(
+    answer: JSONValue, paged: bool
+) -> None:
     try:
         tasks, more = tasks_of(answer, what="an answer", paged=paged)
     except BadResponse:

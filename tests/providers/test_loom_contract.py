@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import config_data, objects, settings_of
-from tests.providers.contract import Call, Contract, Description, WrongKey
+from tests.json_at import at
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -39,6 +39,7 @@ from worker.errors import (
 )
 from worker.fetch import Fetcher, make_download_client
 from worker.job import process_job
+from worker.json_types import JSONValue
 from worker.keys import archive_keys, job_folder
 from worker.outcomes import Outcome
 from worker.providers.loom import (
@@ -51,8 +52,9 @@ from worker.providers.loom import (
     unrecognised_of,
 )
 from worker.providers.outputs import dotted, references
-from worker.settings import DownloadSettings, LoomSettings
+from worker.settings import DownloadSettings
 from worker.simulators.blobs import Blob
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.loom import (
     ALREADY_DELETED_MSG,
     DELETE_PARTS,
@@ -60,6 +62,7 @@ from worker.simulators.loom import (
     LoomSimulator,
     delete_message,
 )
+from worker.specs.loom import LoomSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -133,7 +136,7 @@ def download(fetcher: Fetcher, origin: object, size: int | None = None) -> bytes
         return b"".join(body.chunks())
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 
 def _job_saying(sim: LoomSimulator, word: str) -> str:
@@ -223,7 +226,7 @@ def test_statuses_translate_from_the_message_and_unknown_ones_are_never_terminal
     )
     snap = snapshot(adapter(), ref)
     assert (snap.status, snap.phase) == (status, phase)
-    assert snap.record["job_data"]["job_info"]["status"] == "completed"  # the doc bug, kept
+    assert at(snap.record, "job_data", "job_info", "status") == "completed"  # the doc bug, kept
 
 
 @pytest.mark.parametrize(
@@ -239,7 +242,7 @@ def test_job_info_status_is_ignored_whatever_literal_loom_uses(
     with running(info_status={state: info_status}) as sim:
         ref = sim.add_job(state, transcripts=[("t.txt", b"x")])
         snap = snapshot(adapter(base_url=sim.base_url), ref)
-    assert snap.record["job_data"]["job_info"]["status"] == info_status
+    assert at(snap.record, "job_data", "job_info", "status") == info_status
     assert snap.phase == phase
 
 
@@ -281,7 +284,7 @@ def test_the_retention_clock_starts_at_completed_at_when_it_parses(
     ],
 )
 def test_completed_at_is_read_as_iso_8601_or_loom_s_plain_form_and_nothing_else(
-    value: object, expected: datetime | None
+    value: JSONValue, expected: datetime | None
 ) -> None:
     assert finished_at_of(value) == expected
 
@@ -342,7 +345,7 @@ def test_a_job_that_does_not_exist_is_gone_whether_loom_says_so_with_400_or_200(
         gone = adapter(base_url=sim.base_url).get_job("R-no-such-job")
         assert isinstance(gone, JobGone)
         assert gone.answer["status_code"] == not_found_status
-        assert gone.answer["body"]["err_code"] == GONE_CODE
+        assert at(gone.answer, "body", "err_code") == GONE_CODE
 
 
 def test_loom_s_generic_400_is_a_refusal_not_a_gone_job(
@@ -540,9 +543,9 @@ def test_delete_removes_the_job_then_a_second_delete_is_already_gone(
 
     # then the first answer is a delete, the second Loom's "not deleted" notice
     assert isinstance(first, Deleted)
-    assert (first.status_code, first.body["msg"]) == (200, DELETED_MSG)
+    assert (first.status_code, at(first.body, "msg")) == (200, DELETED_MSG)
     assert isinstance(again, AlreadyGone)
-    assert again.body["msg"] == ALREADY_DELETED_MSG
+    assert at(again.body, "msg") == ALREADY_DELETED_MSG
     assert loom_sim.deleted == [ref]
     assert loom_sim.deletes_of(ref) == 2
     assert isinstance(provider.get_job(ref), JobGone)
@@ -573,7 +576,7 @@ def test_deleting_an_unknown_job_is_already_gone(adapter: Adapter, not_found_sta
     with running(not_found_status=not_found_status) as sim:
         answer = adapter(base_url=sim.base_url).delete("R-never-existed")
         assert isinstance(answer, AlreadyGone)
-        assert (answer.status_code, answer.body["err_code"]) == (not_found_status, GONE_CODE)
+        assert (answer.status_code, at(answer.body, "err_code")) == (not_found_status, GONE_CODE)
         assert sim.deleted == []
 
 
@@ -667,7 +670,10 @@ def test_an_undocumented_delete_answer_is_a_bad_response(
 
 
 def test_a_refusal_that_echoes_a_credential_is_blanked_from_the_error() -> None:
-    echo = {"msg": f"ERROR: secret {SECRET} is not allowed to delete. ", "err_code": "E_1"}
+    echo: JSONValue = {
+        "msg": f"ERROR: secret {SECRET} is not allowed to delete. ",
+        "err_code": "E_1",
+    }
     for status in (200, 400):
         with pytest.raises(ProviderRejected) as caught:
             read_delete("R1", status, echo, secrets=(KEY, SECRET))
@@ -1063,7 +1069,7 @@ _shapeless = st.recursive(
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(record=st.one_of(_structured, _shapeless), status=st.sampled_from([200, 400]))
-def test_any_record_either_parses_or_is_a_bad_response(record: object, status: int) -> None:
+def test_any_record_either_parses_or_is_a_bad_response(record: JSONValue, status: int) -> None:
     # given any answer shape, when it is read as details, then it parses or is BadResponse
     try:
         read = read_details("R1", status, record)

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from tests.providers.shapes import SHAPE_IDS, SHAPES, SIGNED, Shape
 from worker.errors import Kept
+from worker.json_types import JSONValue
 from worker.providers.outputs import (
     Path,
     dotted,
-    inert,
     is_inert,
     references,
     section_of,
@@ -23,6 +23,7 @@ from worker.providers.outputs import (
     within,
     words,
 )
+from worker.specs.inert import inert
 
 
 def paths_in(value: Any) -> list[str]:
@@ -142,7 +143,7 @@ def test_a_section_is_the_key_under_the_deepest_container_else_the_top_level_key
 
 def test_unclaimed_leaves_out_what_is_claimed_inert_or_ignored() -> None:
     # given a record with four references
-    record = {
+    record: JSONValue = {
         "input": {"uri": "https://user.example/in.mp4"},
         "output": {
             "transcription": [{"s3Config": {"key": "k", "bucket": "b"}}],
@@ -165,7 +166,7 @@ def test_unclaimed_leaves_out_what_is_claimed_inert_or_ignored() -> None:
 
 
 def test_a_claimed_field_claims_what_lies_inside_it_and_nothing_beside_it() -> None:
-    record = {"item": {"files": ["a/b.txt", "c/d.txt"], "key": "e/f.txt"}}
+    record: JSONValue = {"item": {"files": ["a/b.txt", "c/d.txt"], "key": "e/f.txt"}}
     found = unclaimed(record, claimed={("item", "files")})
     assert [dotted(p) for p in found] == ["item.key"]
 

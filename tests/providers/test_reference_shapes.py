@@ -39,7 +39,6 @@ from worker.providers import loom as loom_adapter
 from worker.providers import unsiloed as unsiloed_adapter
 from worker.providers.base import Provider
 from worker.providers.outputs import (
-    Inert,
     Path,
     dotted,
     is_inert,
@@ -54,6 +53,7 @@ from worker.simulators.huawei_mpc import HuaweiMpcSimulator
 from worker.simulators.loom import LoomSimulator
 from worker.simulators.s3server import S3Server
 from worker.simulators.unsiloed import UnsiloedSimulator
+from worker.specs.inert import Inert
 
 if TYPE_CHECKING:
     from pathlib import Path as FilePath

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from tests.helpers import config_data, objects, settings_of
-from tests.providers.contract import Call, Contract, Description, WrongKey
 from worker.bootstrap import Runtime, build_runtime
 from worker.domain import (
     AlreadyGone,
@@ -49,9 +48,11 @@ from worker.providers.unsiloed import (
     phase_of,
     sha256_of,
 )
-from worker.settings import DownloadSettings, UnsiloedSettings
+from worker.settings import DownloadSettings, Settings
 from worker.simulators.blobs import Blob
+from worker.simulators.contract import Call, Contract, Description, WrongKey
 from worker.simulators.unsiloed import ErrorShape, UnknownRoute, UnsiloedSimulator
+from worker.specs.unsiloed import UnsiloedSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -106,7 +107,7 @@ def fetch(url: str) -> bytes:
         return b"".join(download.chunks())
 
 
-# -- the contract every adapter keeps (tests/providers/contract.py) -------------------------
+# -- the contract every adapter keeps (worker/simulators/contract.py) ----------------------
 
 
 class TestUnsiloedContract(Contract):
@@ -166,7 +167,14 @@ def test_the_registry_builds_the_adapter_from_its_settings(sim: UnsiloedSimulato
     assert isinstance(provider, UnsiloedProvider)
     BUILT.append(provider)
     assert provider.name == "vision"
-    assert settings.default_rate_limit() == "100/minute"
+    assert (
+        Settings.model_validate(
+            {"archive": {"bucket": "archive"}, "providers": {"vision": settings.model_dump()}}
+        )
+        .policy("vision")
+        .rate_limit
+        == "100/minute"
+    )
     assert UnsiloedSettings.model_validate({"type": "unsiloed", "api_key": KEY}).base_url == (
         "https://visionapi.unsiloed.ai"
     )

@@ -33,9 +33,10 @@ from pydantic import SecretStr
 from worker.domain import JobSnapshot, Phase
 from worker.errors import BadResponse
 from worker.memory import return_large_buffers
-from worker.providers.base import HttpApi, parse_json
+from worker.providers.base import HttpApi
+from worker.providers.parsing import parse_json
 from worker.providers.unsiloed import UnsiloedProvider
-from worker.settings import UnsiloedSettings
+from worker.specs.unsiloed import UnsiloedSettings
 
 MiB = 1024 * 1024
 JOB = "job-7f3a"
@@ -128,7 +129,7 @@ def outcome(run: Callable[[], object]) -> dict[str, Any]:
 
 
 def measure(path: str) -> dict[str, Any]:
-    from worker.providers.base import parse_cost
+    from worker.providers.parsing import parse_cost
 
     body = bytearray(Path(path).stat().st_size)
     with Path(path).open("rb") as file:

@@ -186,3 +186,46 @@ def test_task_events_are_sent_for_flower_and_celery_exporter() -> None:
 
     assert app.conf.worker_send_task_events
     assert app.conf.task_send_sent_event
+
+
+def test_an_idle_worker_stops_at_once_and_beat_ticks_within_a_heartbeat_period() -> None:
+    settings = settings_of(
+        {
+            "archive": {"bucket": "acme-archive"},
+            "worker": {"heartbeat_dir": "/var/lib/retention/health", "heartbeat_seconds": 10},
+            "providers": {"daily": {"type": "daily", "api_key": "k", "schedule": "0 3 * * 0"}},
+        }
+    )
+    config = celery_config(settings)
+    # Soft shutdown only for a worker with jobs running (tests/e2e/test_liveness.py).
+    assert config["worker_enable_soft_shutdown_on_idle"] is False
+    # A weekly schedule: beat would sleep up to beat_max_loop_interval between ticks.
+    assert config["beat_max_loop_interval"] == 10
+    assert config["beat_scheduler"] == "worker.liveness:HeartbeatScheduler"
+
+
+@pytest.mark.parametrize(
+    ("broker", "backend"),
+    [("redis://cache:6379/2", "redis://cache:6379/2"), ("amqp://rabbit//", None)],
+)
+def test_track_messages_go_to_the_jobs_queue_and_only_their_answers_are_kept(
+    broker: str, backend: str | None
+) -> None:
+    settings = settings_of(
+        {
+            "archive": {"bucket": "acme-archive"},
+            "broker": {"url": broker, "queue": "acme"},
+            "providers": {
+                "loom": {"type": "loom", "base_url": "https://l", "key": "k", "secret": "s"}
+            },
+        }
+    )
+    config = celery_config(settings)
+    assert config["task_routes"]["retention.track"] == {"queue": "acme"}
+    # Kept in the broker's Redis when it is one: an application may wait for the answer.
+    assert config["result_backend"] == backend
+    from worker import tasks
+
+    assert tasks.track_task.ignore_result is False
+    assert tasks.sweep.ignore_result is True
+    assert tasks.process_job_task.ignore_result is True

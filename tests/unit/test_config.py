@@ -9,17 +9,21 @@ import os
 import tomllib
 from pathlib import Path
 
-import jsonschema  # type: ignore[import-untyped]  # check-jsonschema brings it, no stubs
+import jsonschema
 import pytest
 from click.testing import CliRunner
 
 from tests.helpers import ROOT
+from tests.json_at import at
 from worker.cli import cli
-from worker.config_view import MASK, effective_config, render_toml, schema, schema_text
+from worker.config_view import MASK, effective_config, schema, schema_text
 from worker.errors import ConfigError
-from worker.logging import cli_level
+from worker.logsetup import cli_level
 from worker.redact import mask_url
-from worker.settings import DailySettings, LoomSettings, load_settings, read_config
+from worker.render.config import render_toml
+from worker.settings import load_settings, read_config
+from worker.specs.daily import DailySettings
+from worker.specs.loom import LoomSettings
 
 MINIMAL = """
 [archive]
@@ -227,16 +231,20 @@ def test_show_resolves_defaults_overrides_and_references_and_masks_every_secret(
     shown = render_toml(document) + json.dumps(document)
 
     # then
-    daily = document["providers"]["daily"]
-    assert (daily["retain_days"], daily["max_deletes_per_sweep"], daily["rate_limit"]) == (
+    daily = at(document, "providers", "daily")
+    assert (
+        at(daily, "retain_days"),
+        at(daily, "max_deletes_per_sweep"),
+        at(daily, "rate_limit"),
+    ) == (
         2,
         50,
         "20/second",
     )
-    assert daily["api_key"] == MASK
-    assert document["ledger"]["url"] == f"postgresql+psycopg://u:{MASK}@db/x"
-    assert document["broker"]["url"] == f"redis://:{MASK}@cache:6379/0"
-    assert document["source"]["environment_overrides"] == [
+    assert at(daily, "api_key") == MASK
+    assert at(document, "ledger", "url") == f"postgresql+psycopg://u:{MASK}@db/x"
+    assert at(document, "broker", "url") == f"redis://:{MASK}@cache:6379/0"
+    assert at(document, "source", "environment_overrides") == [
         "RETENTION_PROVIDERS__DAILY__RETAIN_DAYS"
     ]
     for secret in (SECRET, "pg-pass-word", "redis-pass-word"):
@@ -263,11 +271,11 @@ def test_show_masks_the_credentials_in_a_urls_query_string_too(
     shown = render_toml(document) + json.dumps(document)
 
     # then: the credentials are masked, and the rest of each URL is shown as it is
-    assert document["ledger"]["url"] == (
+    assert at(document, "ledger", "url") == (
         f"postgresql+psycopg://u@db/x?password={MASK}&sslmode=require&sslpassword={MASK}"
     )
-    assert document["broker"]["url"] == f"redis://cache:6379/0?username=app&password={MASK}"
-    assert document["providers"]["daily"]["custom_bucket_endpoint_url"] == (
+    assert at(document, "broker", "url") == f"redis://cache:6379/0?username=app&password={MASK}"
+    assert at(document, "providers", "daily", "custom_bucket_endpoint_url") == (
         f"https://s3.example/?token={MASK}"
     )
     for secret in ("pg-query-pass", "pg-key-pass", "query-pass", "endpoint-token-1"):

@@ -13,7 +13,7 @@ import pytest
 from tests.rawhttp import RawServer, chunked, fixed, generated
 from worker.errors import DownloadError, RateLimited, UnsafeInput
 from worker.fetch import Fetcher, UrlPolicy, check_response, make_download_client
-from worker.providers.base import MAX_DEFERRAL
+from worker.http_headers import MAX_DEFERRAL
 from worker.settings import DownloadSettings
 from worker.simulators.http import Request, Response, SimServer, route
 

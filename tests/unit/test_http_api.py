@@ -16,17 +16,15 @@ import pytest
 from httpx import MockTransport
 
 from worker.errors import BadResponse, LedgerError, ProviderUnavailable, RateLimited
+from worker.http_headers import MAX_DEFERRAL, retry_after_seconds
 from worker.providers.base import (
-    MAX_DEFERRAL,
     MAX_INLINE_WAIT,
-    MAX_JSON_DEPTH,
     HttpApi,
     RateLimiter,
     _retryable,
-    parse_json,
-    retry_after_seconds,
     send_guard,
 )
+from worker.providers.parsing import MAX_JSON_DEPTH, parse_json
 from worker.simulators.http import Request, Response, SimServer, route
 
 

@@ -32,17 +32,17 @@ from worker.errors import BadResponse, ProviderUnavailable
 from worker.fetch import Download, check_response
 from worker.job import process_job
 from worker.outcomes import Outcome
-from worker.providers.base import (
+from worker.providers.base import HttpApi
+from worker.providers.parsing import (
     JSON_VALUE_COST,
     MAX_PARSE_BYTES,
-    HttpApi,
     _depth_ok,
     parse_cost,
     parse_json,
 )
 from worker.providers.unsiloed import UnsiloedProvider
-from worker.settings import UnsiloedSettings
 from worker.simulators.unsiloed import UnsiloedSimulator
+from worker.specs.unsiloed import UnsiloedSettings
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

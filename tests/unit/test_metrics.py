@@ -25,13 +25,14 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from tests.helpers import settings_of
-from worker import __version__, metrics
+from worker import __version__
 from worker.domain import JobState
 from worker.errors import ArchiveError, ProviderRejected, ProviderUnavailable, RateLimited
 from worker.ledger import Ledger
 from worker.ledger.database import new_job
 from worker.ledger.queries import ProviderGauges
 from worker.ledger.schema import jobs
+from worker.metrics import export, gauges, recorders, serving
 from worker.outcomes import JobResult, Outcome
 from worker.providers.base import HttpApi
 from worker.s3 import s3_errors
@@ -110,7 +111,7 @@ def test_the_next_run_is_the_schedules_own_and_strictly_later(
 def test_the_schedule_gauges_count_from_the_last_success_and_the_earliest_start() -> None:
     # given a weekday schedule whose last success was Friday 17:00:30, and a worker that
     # started on Saturday, after an earlier one started on Thursday
-    families = metrics.schedule_families(
+    families = gauges.schedule_families(
         {"daily": WEEKDAYS, "loom": "0 * * * *"},
         last_success={"daily": 86400 + 17 * 3600 + 30},
         started=2 * 86400 + 3600,
@@ -251,7 +252,7 @@ def test_retention_status_does_not_call_a_read_only_providers_archived_jobs_over
     (ro,) = json.loads(shown.stdout)["providers"]
     assert (ro["provider"], ro["states"], ro["overdue_count"]) == ("ro", {"archived": 1}, 0)
     assert ro["overdue"] == []
-    (gauge,) = metrics.read_ledger_gauges(load_settings(config), now=NOW)
+    (gauge,) = gauges.read_ledger_gauges(load_settings(config), now=NOW)
     assert gauge.overdue == 0
 
 
@@ -273,8 +274,8 @@ def test_a_failed_job_stays_in_the_failed_gauge_until_a_person_retries_it(
 
 def test_an_unreadable_ledger_is_served_as_down_without_stale_counts() -> None:
     row = ProviderGauges("daily", {"failed": 2}, held=0, overdue=0, oldest_overdue_seconds=0)
-    up = samples_of(metrics.ledger_families([row]))
-    down = samples_of(metrics.ledger_families(None))
+    up = samples_of(gauges.ledger_families([row]))
+    down = samples_of(gauges.ledger_families(None))
     assert up[("retention_ledger_failed_jobs", (("provider", "daily"),))] == 2
     assert up[("retention_ledger_up", ())] == 1
     assert down == {("retention_ledger_up", ()): 0}
@@ -288,7 +289,7 @@ def test_the_gauges_read_postgresql_in_the_urls_schema_with_timeouts(postgres_ur
     ledger.close()
 
     # when the metrics read it (their own connection, timeouts added to the options)
-    (row,) = metrics.read_ledger_gauges(settings_for(postgres_url, {"daily": {}}), now=NOW)
+    (row,) = gauges.read_ledger_gauges(settings_for(postgres_url, {"daily": {}}), now=NOW)
 
     # then the URL's search_path was kept
     assert row.states["failed"] == 1
@@ -296,7 +297,7 @@ def test_the_gauges_read_postgresql_in_the_urls_schema_with_timeouts(postgres_ur
 
 def test_the_gauges_never_create_a_missing_sqlite_ledger(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/absent.db"
-    (row,) = metrics.read_ledger_gauges(settings_for(url, {"daily": {}}), now=NOW)
+    (row,) = gauges.read_ledger_gauges(settings_for(url, {"daily": {}}), now=NOW)
     assert row.states["pending"] == 0
     assert not (tmp_path / "absent.db").exists()
 
@@ -315,34 +316,101 @@ class CountingReader:
         return [ProviderGauges("daily", {"failed": self.calls}, 0, 0, 0.0)]
 
 
-def collector(reader: CountingReader, **options: Any) -> metrics.GaugeCollector:
+def collector(reader: CountingReader, **options: Any) -> gauges.LedgerCollector:
     settings = settings_for("sqlite:///unused.db", {"daily": {}})
-    return metrics.GaugeCollector(
-        settings, started=0.0, last_success=dict, read_ledger=reader, **options
-    )
+    return gauges.LedgerCollector(settings, read_ledger=reader, **options)
 
 
 def failed_gauge(families: Any) -> float | None:
     return samples_of(families).get(("retention_ledger_failed_jobs", (("provider", "daily"),)))
 
 
-def test_the_ledger_is_read_once_per_cache_period_and_again_when_a_sweep_ends(
-    tmp_path: Path,
-) -> None:
-    # given a collector whose cache outlasts the test, and the file a sweep touches
-    changed = tmp_path / "ledger-changed"
+def test_the_ledger_is_read_once_per_cache_period_whatever_the_scrapes() -> None:
+    # given an exporter's collector whose cache period is a fifth of a second
     reader = CountingReader()
-    gauges = collector(reader, ttl=3600, changed=changed)
+    gauges = collector(reader, ttl=0.2)
 
-    # when it is scraped three times, then a sweep ends, then it is scraped again
+    # when it is scraped three times at once, then again once the period is over
     first = [gauges.collect() for _ in range(3)]
-    changed.touch()
+    time.sleep(0.3)
     after = gauges.collect()
 
-    # then the ledger was read once for the three scrapes, and once more after the sweep
+    # then the ledger was read once for the three scrapes, and once more after the period
     assert [failed_gauge(f) for f in first] == [1, 1, 1]
     assert failed_gauge(after) == 2
     assert reader.calls == 2
+
+
+def test_a_worker_serves_what_it_did_and_no_ledger_gauge(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a worker's metrics server, on a ledger with a failed job
+    ledger = Ledger.open(sqlite_url)
+    insert_jobs(ledger, [job("daily", "bad", JobState.FAILED, terminal_days_ago=8)])
+    ledger.close()
+    (tmp_path / "prometheus").mkdir()
+    monkeypatch.setenv(recorders.MULTIPROC_ENV, str(tmp_path / "prometheus"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = settings_for(sqlite_url, {"daily": {}}, port=port, address="127.0.0.1")
+
+    # when it is scraped
+    assert serving.serve(settings)
+    samples = parse(httpx.get(f"http://127.0.0.1:{port}/metrics").text)
+
+    # then it serves the schedules' gauges and the build, and leaves the ledger to the exporter
+    names = {name for name, _ in samples}
+    assert "retention_sweep_period_seconds" in names
+    assert "retention_build_info" in names
+    assert not {name for name in names if name.startswith("retention_ledger_")}
+
+
+def test_the_exporter_serves_the_ledgers_gauges_until_it_is_stopped(sqlite_url: str) -> None:
+    # given a ledger with a job of each of two providers
+    ledger = Ledger.open(sqlite_url)
+    insert_jobs(
+        ledger,
+        [
+            job(provider, "job-1", JobState.PENDING, terminal_days_ago=None)
+            for provider in ("daily", "daily_eu")
+        ],
+    )
+    ledger.close()
+    settings = settings_for(sqlite_url, {"daily": {}, "daily_eu": {}})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    # when `retention exporter` runs, and is scraped
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=serving.run_exporter,
+        args=(settings,),
+        kwargs={"port": port, "address": "127.0.0.1", "stop": stop},
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(10)
+
+    # then it serves each provider's jobs once, the ledger as read, and nothing a worker does
+    samples = parse(text)
+    for provider in ("daily", "daily_eu"):
+        key = ("retention_ledger_jobs", (("provider", provider), ("state", "pending")))
+        assert samples[key] == 1
+    assert samples[("retention_ledger_up", ())] == 1
+    assert not any(name.startswith("retention_jobs_") for name, _ in samples)
+    assert not thread.is_alive()
 
 
 def test_a_slow_ledger_never_holds_a_scrape_past_the_wait() -> None:
@@ -447,18 +515,18 @@ def test_s3_errors_are_counted_by_operation_and_code() -> None:
 def test_a_process_other_than_the_worker_records_in_memory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setenv(recorders.MULTIPROC_ENV, str(tmp_path))
     owner = tmp_path / "served-by"
-    assert metrics._record_in_process()  # no worker serves the directory
+    assert recorders._record_in_process()  # no worker serves the directory
     for pid, expected in ((os.getpid(), False), (os.getppid(), False), (2**22 + 7, True)):
         owner.write_text(str(pid))
-        assert metrics._record_in_process() is expected, pid
+        assert recorders._record_in_process() is expected, pid
 
 
 def test_every_metric_has_one_name_whatever_its_source() -> None:
-    declared = metrics.declared_metrics()
-    recorded = {f.name for v in vars(metrics.metrics()).values() for f in v.describe()}
-    computed = [d.name for d in metrics.COMPUTED]
+    declared = gauges.declared_metrics()
+    recorded = {f.name for v in vars(recorders.metrics()).values() for f in v.describe()}
+    computed = [d.name for d in gauges.COMPUTED]
     assert len(set(computed)) == len(computed)
     assert not recorded & set(computed)
     assert all(name.startswith("retention_") for name in declared)
@@ -488,8 +556,8 @@ def record_a_sweep_that_deleted(provider: str, jobs_deleted: int) -> None:
         result = JobResult(
             provider, f"j{n}", Outcome.DELETED, archived=True, deleted=True, bytes=10
         )
-        metrics.record_job(result, due_seconds=60)
-    metrics.record_sweep(provider, seconds=1.5, succeeded=True)
+        recorders.record_job(result, due_seconds=60)
+    recorders.record_sweep(provider, seconds=1.5, succeeded=True)
 
 
 def test_a_cli_sweep_writes_a_textfile_that_adds_up_across_runs(
@@ -514,13 +582,13 @@ def test_a_cli_sweep_writes_a_textfile_that_adds_up_across_runs(
     )
     Ledger.open(sqlite_url).close()
     settings = settings_for(sqlite_url, {provider: {}}, textfile=str(textfile))
-    monkeypatch.setattr(metrics, "_scrubbed", False)  # as in a `retention sweep` process
+    monkeypatch.setattr(recorders, "_scrubbed", False)  # as in a `retention sweep` process
 
     # when this run deletes two jobs and exports, twice (the second with nothing new)
     record_a_sweep_that_deleted(provider, 2)
     started = time.time()
-    assert metrics.export_after_command(settings) == [str(textfile)]
-    assert metrics.export_after_command(settings) == [str(textfile)]
+    assert export.export_after_command(settings) == [str(textfile)]
+    assert export.export_after_command(settings) == [str(textfile)]
 
     # then the counts add up once, the newest success wins, and the schedule's next run is
     # the hour after it, the first scheduled run the earliest
@@ -550,7 +618,7 @@ def test_a_cli_sweep_writes_a_textfile_that_adds_up_across_runs(
 
     # when one more job is deleted in this process
     record_a_sweep_that_deleted(provider, 1)
-    metrics.export_after_command(settings)
+    export.export_after_command(settings)
 
     # then it is added once
     assert parse(textfile.read_text())[("retention_jobs_deleted_total", key)] == 8
@@ -560,7 +628,7 @@ def test_an_export_that_cannot_be_written_is_logged_not_raised(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     settings = settings_for(sqlite_url, {}, textfile=str(tmp_path / "missing" / "r.prom"))
-    assert metrics.export_after_command(settings) == []
+    assert export.export_after_command(settings) == []
 
 
 def test_a_metrics_port_already_taken_is_an_error_in_the_log_at_start(
@@ -571,12 +639,12 @@ def test_a_metrics_port_already_taken_is_an_error_in_the_log_at_start(
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    monkeypatch.setenv(metrics.MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setenv(recorders.MULTIPROC_ENV, str(tmp_path))
     settings = settings_for(sqlite_url, {}, port=port, address="127.0.0.1")
 
     # when: the worker starts its metrics server
     with capture_logs() as logs:
-        served = metrics.serve(settings)
+        served = serving.serve(settings)
     taken.close()
 
     # then: it says so, as an error naming the port and what to do, and the worker goes on
@@ -608,16 +676,16 @@ class FakePushgateway(http.server.ThreadingHTTPServer):
                 families = []
                 for family in text_string_to_metric_families(server.body):
                     for sample in family.samples:
-                        sample.labels.update(job=metrics.PUSH_JOB, instance="")
+                        sample.labels.update(job=export.PUSH_JOB, instance="")
                     families.append(family)
-                body = metrics._render(metrics._snapshot(families))
+                body = export._render(export._snapshot(families))
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(body)
 
             def do_PUT(self) -> None:
                 server.authorization.append(self.headers.get("Authorization"))
-                assert self.path == f"/metrics/job/{metrics.PUSH_JOB}"
+                assert self.path == f"/metrics/job/{export.PUSH_JOB}"
                 length = int(self.headers["Content-Length"])
                 server.body = self.rfile.read(length).decode()
                 self.send_response(200)
@@ -652,7 +720,7 @@ def test_a_cli_sweep_pushes_its_group_adding_to_what_the_gateway_holds(
 
     # when this run deletes two jobs and pushes
     record_a_sweep_that_deleted(provider, 2)
-    written = metrics.export_after_command(settings)
+    written = export.export_after_command(settings)
 
     # then the group holds 7, it was read and replaced with the credentials in a header, and
     # the password is nowhere in what the command reports

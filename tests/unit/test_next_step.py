@@ -14,13 +14,13 @@ from worker.domain import (
     JobRow,
     JobSnapshot,
     JobState,
-    Output,
     Phase,
     Step,
     StepKind,
     next_step,
 )
 from worker.outcomes import Outcome
+from worker.outputs import Output
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 SECOND = timedelta(seconds=1)

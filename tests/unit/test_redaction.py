@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from worker.logging import REDACTED, Redactor, configure_logging, get_logger, register_secrets
-from worker.redact import URL_MASK, mask_url, url_credentials
+from worker.logging import get_logger
+from worker.logsetup import configure_logging
+from worker.redact import REDACTED, URL_MASK, Redactor, mask_url, register_secrets, url_credentials
 
 
 @pytest.mark.parametrize(
@@ -172,3 +173,24 @@ def test_request_bodies_in_library_records_are_logged_as_their_length(
     assert "Content-MD5" in line
     assert "/bucket/key" in line
     assert len(line) < 2000
+
+
+@pytest.mark.parametrize(
+    ("description", "kept"), [("raised expected", False), ("raised unexpected", True)]
+)
+def test_a_tasks_expected_error_is_logged_without_the_traceback_celery_attaches(
+    debug_logs: io.StringIO, description: str, kept: bool
+) -> None:
+    # Celery's trace logs a task's failure with its formatted traceback in the record's data,
+    # even for an error the task's `throws` names (retention.track's refusals).
+    context = {"id": "t1", "exc": "TrackRefused('loom: nothing was tracked')"}
+    context |= {
+        "traceback": "Traceback (most recent call last):\n  ...",
+        "description": description,
+    }
+    logging.getLogger("celery.app.trace").log(
+        logging.INFO, "Task %(id)s %(description)s: %(exc)s", context, extra={"data": context}
+    )
+    (event,) = [json.loads(line) for line in debug_logs.getvalue().splitlines()]
+    assert event["event"] == f"Task t1 {description}: TrackRefused('loom: nothing was tracked')"
+    assert ("Traceback" in json.dumps(event)) is kept

@@ -8,7 +8,8 @@ import pytest
 
 from tests.helpers import ROOT
 from worker.errors import ConfigError
-from worker.settings import DailySettings, load_settings
+from worker.settings import load_settings
+from worker.specs.daily import DailySettings
 
 MINIMAL = """
 [archive]

@@ -14,7 +14,7 @@ from worker.cli import cli
 from worker.domain import JobSnapshot, ListedJob, Phase
 from worker.ledger import Ledger, ProviderStatus
 from worker.ledger.queries import FailedJob, KeptJob, OverdueJob, UnknownStatusJob
-from worker.terminal import status_tables
+from worker.render.status import status_tables
 
 NOW = datetime.now(UTC)
 TTL = timedelta(minutes=5)

@@ -9,10 +9,10 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -30,7 +30,20 @@ from worker.s3 import (
 from worker.settings import COLD_STORAGE_CLASSES, ArchiveSettings
 
 if TYPE_CHECKING:
+    from hashlib import _Hash
+
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import (
+        GetObjectRequestTypeDef,
+        HeadObjectOutputTypeDef,
+        HeadObjectRequestTypeDef,
+        ListObjectsV2RequestPaginateTypeDef,
+        ListObjectVersionsRequestPaginateTypeDef,
+        RestoreObjectRequestTypeDef,
+        RestoreRequestTypeDef,
+    )
+
+    from worker.json_types import JSONValue
 
 
 log = get_logger("worker.archive")
@@ -86,9 +99,15 @@ def _b64(digest: bytes) -> str:
     return base64.b64encode(digest).decode()
 
 
-def _md5() -> Any:
+def _md5() -> _Hash:
     # MD5 here is S3's integrity check (Content-MD5, ETags), not a security measure.
     return hashlib.md5(usedforsecurity=False)
+
+
+class Owner(TypedDict, total=False):
+    """The expected owner every call to the archive bucket names, when one is configured."""
+
+    ExpectedBucketOwner: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +119,7 @@ class Thaw:
     tier: str | None = None
 
 
-def _cold(head: dict[str, Any]) -> bool:
+def _cold(head: Mapping[str, object]) -> bool:
     """True when a GET of this object fails until a RestoreObject has finished."""
     restore = str(head.get("Restore") or "")
     if 'ongoing-request="false"' in restore:
@@ -166,7 +185,7 @@ class _Bucket:
     def _where(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
-    def _owner(self) -> dict[str, Any]:
+    def _owner(self) -> Owner:
         """ExpectedBucketOwner, on every call to the archive bucket when configured."""
         owner = self.settings.expected_bucket_owner
         return {"ExpectedBucketOwner": owner} if owner else {}
@@ -178,7 +197,7 @@ class _Bucket:
         S3 Express directory buckets) refuse or do not know the header.
         """
         s = self.settings
-        args: dict[str, Any] = self._owner()
+        args: dict[str, Any] = {**self._owner()}
         if storage_class and storage_class != "STANDARD":
             args["StorageClass"] = storage_class
         if s.sse_kms_key_id:
@@ -263,15 +282,17 @@ class _Bucket:
 
     def _head(
         self, key: str, *, version_id: str | None = None, checksums: bool = False
-    ) -> dict[str, Any] | None:
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+    ) -> HeadObjectOutputTypeDef | None:
+        args: HeadObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
+        if owner := self.settings.expected_bucket_owner:
+            args["ExpectedBucketOwner"] = owner
         if version_id and version_id != "null":
             args["VersionId"] = version_id
         # Asked for only in when_supported mode: some servers refuse the header itself.
         if checksums and self.checksums:
             args["ChecksumMode"] = "ENABLED"
         try:
-            return dict(self.client.head_object(**args))
+            return self.client.head_object(**args)
         except ClientError as exc:
             if error_code(exc) in MISSING:
                 return None
@@ -339,17 +360,29 @@ class _Bucket:
         """Every object under ``folder``: (key, version id) -> (size, ETag); (key, None) is
         the key's current version (absent when that is a delete marker)."""
         held: dict[tuple[str, str | None], tuple[int, str]] = {}
-        args: dict[str, Any] = {"Bucket": self.bucket, "Prefix": folder, **self._owner()}
         with s3_errors("listing", self.bucket, folder):
             if versions:
-                for page in self.client.get_paginator("list_object_versions").paginate(**args):
+                by_version: ListObjectVersionsRequestPaginateTypeDef = {
+                    "Bucket": self.bucket,
+                    "Prefix": folder,
+                }
+                if owner := self.settings.expected_bucket_owner:
+                    by_version["ExpectedBucketOwner"] = owner
+                pages = self.client.get_paginator("list_object_versions").paginate(**by_version)
+                for page in pages:
                     for v in page.get("Versions", []):
                         entry = (int(v["Size"]), etag_of(v))
                         held[(v["Key"], v.get("VersionId"))] = entry
                         if v.get("IsLatest"):
                             held[(v["Key"], None)] = entry
             else:
-                for listed in self.client.get_paginator("list_objects_v2").paginate(**args):
+                current: ListObjectsV2RequestPaginateTypeDef = {
+                    "Bucket": self.bucket,
+                    "Prefix": folder,
+                }
+                if owner := self.settings.expected_bucket_owner:
+                    current["ExpectedBucketOwner"] = owner
+                for listed in self.client.get_paginator("list_objects_v2").paginate(**current):
                     for o in listed.get("Contents", []):
                         held[(o["Key"], None)] = (int(o["Size"]), etag_of(o))
         return held
@@ -370,10 +403,12 @@ class _Bucket:
             return f"a newer version ({current}) is at the key; the verified one was read"
         return None
 
-    def get_json(self, key: str, *, version_id: str | None = None) -> Any:
+    def get_json(self, key: str, *, version_id: str | None = None) -> JSONValue:
         """The JSON document at ``key`` (at ``version_id``); None when there is no such
         object."""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+        args: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
+        if owner := self.settings.expected_bucket_owner:
+            args["ExpectedBucketOwner"] = owner
         if version_id and version_id != "null":
             args["VersionId"] = version_id
         with s3_errors("reading", self.bucket, key):
@@ -387,17 +422,24 @@ class _Bucket:
                 raise ArchiveError(f"{self._where(key)} is too large to be a manifest")
             body = answer["Body"].read()
         try:
-            return json.loads(body)
+            document: JSONValue = json.loads(body)
         except ValueError:
             raise ArchiveError(f"{self._where(key)} is not valid JSON") from None
+        return document
 
     def read_back_sha256(
-        self, key: str, version_id: str | None = None, *, sink: Callable[[bytes], Any] | None = None
+        self,
+        key: str,
+        version_id: str | None = None,
+        *,
+        sink: Callable[[bytes], object] | None = None,
     ) -> tuple[int, str]:
         """Read a stored object once and hash it, handing each chunk to ``sink`` if given:
         verification where no checksum or ETag proves an object, and how `retention restore`
         writes and verifies."""
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+        args: GetObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
+        if owner := self.settings.expected_bucket_owner:
+            args["ExpectedBucketOwner"] = owner
         if version_id and version_id != "null":
             args["VersionId"] = version_id
         sha = hashlib.sha256()
@@ -427,16 +469,19 @@ class _Bucket:
             tier = "Standard"  # DEEP_ARCHIVE has no Expedited tier
         if 'ongoing-request="true"' in str(head.get("Restore") or "") or not start:
             return Thaw("in_progress", storage_class, tier)
-        request: dict[str, Any] = {"GlacierJobParameters": {"Tier": tier}}
+        request: RestoreRequestTypeDef = {"GlacierJobParameters": {"Tier": tier}}
         if head.get("ArchiveStatus") not in _ARCHIVE_ACCESS:
             # An Intelligent-Tiering restore takes no Days: the object moves back to a
             # frequent-access tier instead of getting a temporary copy.
             request["Days"] = self.settings.restore_days
-        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+        args: RestoreObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
+        if owner := self.settings.expected_bucket_owner:
+            args["ExpectedBucketOwner"] = owner
+        args["RestoreRequest"] = request
         if version_id and version_id != "null":
             args["VersionId"] = version_id
         try:
-            self.client.restore_object(RestoreRequest=request, **args)  # type: ignore[arg-type]
+            self.client.restore_object(**args)
         except ClientError as exc:
             if error_code(exc) == "RestoreAlreadyInProgress":
                 return Thaw("in_progress", storage_class, tier)

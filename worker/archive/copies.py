@@ -22,6 +22,8 @@ from worker.s3 import (
 )
 
 if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
+
     from worker.source_bucket import SourceObject
 from worker.archive.bucket import (
     _MD5_HEX,
@@ -119,7 +121,7 @@ class _Copies(_Verification):
             )
 
     def _confirm_copy(
-        self, source: SourceObject, dest_key: str, head: dict[str, Any]
+        self, source: SourceObject, dest_key: str, head: HeadObjectOutputTypeDef
     ) -> tuple[str, Proof]:
         """The copy's SHA-256, and what ties it to its source; _Differs for a copy that holds
         other bytes, VerifyError when nothing the configuration accepts proves it."""
@@ -128,22 +130,8 @@ class _Copies(_Verification):
             raise _Differs(f"{where} holds {head['ContentLength']} bytes; {origin} {source.size}")
         mode = self.settings.verify
         stored = full_object_sha256(head)
-        proof: Proof | None = None
-        # 1. MD5 ETags, only where both are plain and unencrypted: AWS gives an object copied
-        # under SSE-KMS an ETag that is not its MD5.
-        dest_etag = etag_of(head)
-        comparable = (
-            bool(source.etag and dest_etag)
-            and _MD5_HEX.match(source.etag) is not None
-            and _MD5_HEX.match(dest_etag) is not None
-            and not source.encrypted
-            and not encrypted(head)
-        )
-        if comparable and mode != "checksum":
-            if dest_etag == source.etag:
-                proof = "ETag"
-            elif mode == "etag":
-                raise _Differs(f"{where} has ETag {dest_etag}; {origin} {source.etag}")
+        # 1. MD5 ETags, where both are plain and unencrypted.
+        proof = None if mode == "checksum" else _etag_proof(source, head, mode == "etag", where)
         # 2. The copy's stored SHA-256 against the source's (one HEAD of the source).
         if proof is None and stored and mode != "etag":
             source_sha = self._source_sha256(source)
@@ -156,7 +144,9 @@ class _Copies(_Verification):
         if proof is None and mode == "etag":
             raise VerifyError(
                 f"{where} cannot be verified by ETag against {origin}: "
-                + ("one is encrypted or multipart" if dest_etag else "the server returned none"),
+                + (
+                    "one is encrypted or multipart" if etag_of(head) else "the server returned none"
+                ),
                 hint='Set [archive] verify = "auto" or "checksum"',
             )
         if proof is None and mode == "checksum" and stored is None:
@@ -226,3 +216,28 @@ class _Copies(_Verification):
                 sha.update(chunk)
                 size += len(chunk)
         return size, sha.hexdigest()
+
+
+def _etag_proof(
+    source: SourceObject, head: HeadObjectOutputTypeDef, etag_only: bool, where: str
+) -> Proof | None:
+    """ "ETag" when the copy's and its source's ETags are plain MD5s of unencrypted objects and
+    agree (AWS gives an object copied under SSE-KMS an ETag that is not its MD5); _Differs
+    when they disagree and ETags are all the configuration trusts (``etag_only``)."""
+    dest_etag = etag_of(head)
+    comparable = (
+        bool(source.etag and dest_etag)
+        and _MD5_HEX.match(source.etag) is not None
+        and _MD5_HEX.match(dest_etag) is not None
+        and not source.encrypted
+        and not encrypted(head)
+    )
+    if not comparable:
+        return None
+    if dest_etag == source.etag:
+        return "ETag"
+    if etag_only:
+        raise _Differs(
+            f"{where} has ETag {dest_etag}; s3://{source.bucket}/{source.key} {source.etag}"
+        )
+    return None

@@ -29,6 +29,10 @@ from worker.s3 import (
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import DeleteObjectRequestTypeDef, PutObjectOutputTypeDef
+
+    # The probe objects written, to remove after: (client, key, version id).
+    Written = list[tuple[S3Client, str, str | None]]
 
 from worker.archive.bucket import PROBE_FOLDER, _b64, _md5
 from worker.archive.upload import _Uploads
@@ -88,7 +92,7 @@ class _Probe(_Uploads):
         token = secrets.token_hex(8)
         base = f"{self.settings.prefix}{PROBE_FOLDER}{token}/"
         caps = Capabilities(prefix=f"{self.settings.prefix}{PROBE_FOLDER}")
-        written: list[tuple[S3Client, str, str | None]] = []
+        written: Written = []
         try:
             self._probe_writes(base, caps, written)
         finally:
@@ -96,24 +100,22 @@ class _Probe(_Uploads):
         return caps
 
     def _probe_put(
-        self, client: S3Client, key: str, body: bytes, written: list[Any], **extra: Any
-    ) -> dict[str, Any]:
+        self, client: S3Client, key: str, body: bytes, written: Written, **extra: Any
+    ) -> PutObjectOutputTypeDef:
         md5 = _md5()
         md5.update(body)
-        answer = dict(
-            client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                ContentMD5=_b64(md5.digest()),
-                **self._owner(),
-                **extra,
-            )
+        answer = client.put_object(
+            Bucket=self.bucket,
+            Key=key,
+            Body=body,
+            ContentMD5=_b64(md5.digest()),
+            **self._owner(),
+            **extra,
         )
         written.append((client, key, answer.get("VersionId")))
         return answer
 
-    def _probe_writes(self, base: str, caps: Capabilities, written: list[Any]) -> None:
+    def _probe_writes(self, base: str, caps: Capabilities, written: Written) -> None:
         body = b"retention-worker probe " + base.encode() + b"\n"
         sha = hashlib.sha256(body).digest()
         client, checksums = self.client, self.checksums
@@ -159,7 +161,7 @@ class _Probe(_Uploads):
             self._probe_kms(client, base + "sse-kms", body, caps, written)
 
     def _probe_conditional(
-        self, client: S3Client, key: str, caps: Capabilities, written: list[Any]
+        self, client: S3Client, key: str, caps: Capabilities, written: Written
     ) -> None:
         try:
             self._probe_put(client, key, b"first\n", written, IfNoneMatch="*")
@@ -186,7 +188,7 @@ class _Probe(_Uploads):
         key: str,
         body: bytes,
         caps: Capabilities,
-        written: list[Any],
+        written: Written,
     ) -> None:
         md5 = _md5()
         md5.update(body)
@@ -253,7 +255,7 @@ class _Probe(_Uploads):
             caps.multipart_detail = f"ETag {etag}"
 
     def _probe_kms(
-        self, client: S3Client, key: str, body: bytes, caps: Capabilities, written: list[Any]
+        self, client: S3Client, key: str, body: bytes, caps: Capabilities, written: Written
     ) -> None:
         wanted = self.settings.sse_kms_key_id or ""
         try:
@@ -276,11 +278,13 @@ class _Probe(_Uploads):
             caps.sse_kms = "applied"
             caps.sse_kms_detail = f"encrypted with {used or wanted}"
 
-    def _remove_probes(self, written: list[tuple[S3Client, str, str | None]]) -> list[str]:
+    def _remove_probes(self, written: Written) -> list[str]:
         """Remove every probe object version written; what could not be removed, and why."""
         left: list[str] = []
         for client, key, version in reversed(written):
-            args: dict[str, Any] = {"Bucket": self.bucket, "Key": key, **self._owner()}
+            args: DeleteObjectRequestTypeDef = {"Bucket": self.bucket, "Key": key}
+            if owner := self.settings.expected_bucket_owner:
+                args["ExpectedBucketOwner"] = owner
             if version and version != "null":
                 args["VersionId"] = version
             try:

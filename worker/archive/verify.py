@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from worker.archive.bucket import Proof, StoredObject, _Bucket, _cold, log
 from worker.errors import ArchiveError, VerifyError
@@ -35,6 +35,12 @@ from worker.s3 import (
     full_object_sha256,
     s3_errors,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.type_defs import (
+        HeadObjectOutputTypeDef,
+        PutObjectRetentionRequestTypeDef,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +69,7 @@ _SAID_LOCK = threading.Lock()
 _SAID: set[str] = set()
 
 
-def _say_once(topic: str, **fields: Any) -> None:
+def _say_once(topic: str, **fields: object) -> None:
     with _SAID_LOCK:
         if topic in _SAID:
             return
@@ -92,7 +98,7 @@ class _Verification(_Bucket):
             proof=proof,
         )
 
-    def _proved_by_answer(self, answer: Mapping[str, Any], expect: _Expected) -> Proof | None:
+    def _proved_by_answer(self, answer: Mapping[str, object], expect: _Expected) -> Proof | None:
         """A single PUT's own answer proves the bytes when it echoes the SHA-256 we sent (the
         server checked it against what it received), or when its ETag is the MD5 of those
         bytes (an unencrypted object's): the HEAD that would follow repeats that work. None
@@ -115,7 +121,7 @@ class _Verification(_Bucket):
         return None
 
     def _confirm(
-        self, key: str, head: dict[str, Any], expect: _Expected, *, version_id: str | None
+        self, key: str, head: HeadObjectOutputTypeDef, expect: _Expected, *, version_id: str | None
     ) -> Proof:
         """Prove that the object ``head`` describes holds the bytes streamed, as
         ``[archive] verify`` says; the proof's name, or VerifyError."""
@@ -155,7 +161,9 @@ class _Verification(_Bucket):
             )
         return self._read_back_proof(key, head, expect, version_id=version_id)
 
-    def _checksum_agrees(self, where: str, head: dict[str, Any], expect: _Expected) -> bool | None:
+    def _checksum_agrees(
+        self, where: str, head: HeadObjectOutputTypeDef, expect: _Expected
+    ) -> bool | None:
         """True when a stored checksum matches what was streamed; None when the server
         returned none we can compare. A stored checksum that differs is a mismatch."""
         agreed = None
@@ -181,7 +189,7 @@ class _Verification(_Bucket):
         return agreed
 
     @staticmethod
-    def _etag_agrees(head: dict[str, Any], expect: _Expected) -> bool | None:
+    def _etag_agrees(head: HeadObjectOutputTypeDef, expect: _Expected) -> bool | None:
         """True when the ETag is one recomputed from what was streamed; False when it is
         another; None when it cannot be one (absent, or an encrypted object's)."""
         etag = etag_of(head)
@@ -190,7 +198,7 @@ class _Verification(_Bucket):
         return etag in expect.etags
 
     @staticmethod
-    def _etag_problem(head: dict[str, Any], expect: _Expected) -> str:
+    def _etag_problem(head: HeadObjectOutputTypeDef, expect: _Expected) -> str:
         etag = etag_of(head)
         if not etag:
             return "the server returned no ETag"
@@ -200,7 +208,7 @@ class _Verification(_Bucket):
         return f"its ETag {etag} is none of those recomputed from the bytes ({forms})"
 
     def _read_back_proof(
-        self, key: str, head: dict[str, Any], expect: _Expected, *, version_id: str | None
+        self, key: str, head: HeadObjectOutputTypeDef, expect: _Expected, *, version_id: str | None
     ) -> Proof:
         where = self._where(key)
         if _cold(head):
@@ -221,7 +229,7 @@ class _Verification(_Bucket):
             )
         return "read-back"
 
-    def _ensure_lock(self, key: str, head: dict[str, Any]) -> None:
+    def _ensure_lock(self, key: str, head: HeadObjectOutputTypeDef) -> None:
         """Object Lock must show on the stored version; set it if the server ignored it.
 
         Some servers (and emulators) drop the lock arguments of a multipart upload.
@@ -230,14 +238,17 @@ class _Verification(_Bucket):
         if mode is None or head.get("ObjectLockMode") == mode:
             return
         version = head.get("VersionId")
+        request: PutObjectRetentionRequestTypeDef = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Retention": {"Mode": mode, "RetainUntilDate": self._retain_until()},
+        }
+        if version and version != "null":
+            request["VersionId"] = version
+        if owner := self.settings.expected_bucket_owner:
+            request["ExpectedBucketOwner"] = owner
         with s3_errors("setting Object Lock retention on", self.bucket, key):
-            self.client.put_object_retention(
-                Bucket=self.bucket,
-                Key=key,
-                Retention={"Mode": mode, "RetainUntilDate": self._retain_until()},
-                **({"VersionId": version} if version and version != "null" else {}),
-                **self._owner(),
-            )
+            self.client.put_object_retention(**request)
         again = self._head(key, version_id=version)
         if again is None or again.get("ObjectLockMode") != mode:
             raise VerifyError(

@@ -28,7 +28,7 @@ import os
 import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -39,8 +39,25 @@ from worker.domain import INITIAL_STATE, JobRow
 from worker.errors import LedgerError
 from worker.ledger.schema import JOB_ROW_COLUMNS, audit_events, job_row_of, jobs, ledger_errors
 
+# The values one statement binds, by name: whatever its columns' types take.
+Params = Mapping[str, object]
 
-def new_job(provider: str, job_id: str, now: datetime, *, tracked: bool = False) -> dict[str, Any]:
+
+class NewJob(TypedDict):
+    """The row of a job the ledger first hears of (the ``jobs`` columns it sets)."""
+
+    provider: str
+    job_id: str
+    state: str
+    tracked: bool
+    held: bool
+    first_seen_at: datetime
+    attempts: int
+    archive_revision: int
+    updated_at: datetime
+
+
+def new_job(provider: str, job_id: str, now: datetime, *, tracked: bool = False) -> NewJob:
     """The row of a job the ledger first hears of, in the lifecycle's initial state."""
     return {
         "provider": provider,
@@ -58,7 +75,7 @@ def new_job(provider: str, job_id: str, now: datetime, *, tracked: bool = False)
 _NEW_JOB_COLUMNS = tuple(new_job("", "", datetime.min))
 _AUDIT_COLUMNS = ("at", "provider", "job_id", "event", "actor", "detail")
 
-Processor = Callable[[Any], Any]
+Processor = Callable[[Any], object]
 
 
 class Prepared:
@@ -97,7 +114,7 @@ class Prepared:
         )
         # Values written into the statement, converted already; the rest, by position, with
         # the processor of their type.
-        self._fixed: dict[str, Any] = {}
+        self._fixed: dict[str, object] = {}
         self._processors: list[tuple[int, Processor]] = []
         for index, name in enumerate(self._names):
             bind = compiled.binds[name]
@@ -113,7 +130,7 @@ class Prepared:
             if (process := type_.dialect_impl(dialect).result_processor(dialect, None)) is not None
         ]
 
-    def params(self, values: Mapping[str, Any]) -> list[Any] | dict[str, Any]:
+    def params(self, values: Params) -> list[object] | dict[str, object]:
         """The DBAPI parameters for one call, in the dialect's paramstyle."""
         if self._fixed:
             values = {**values, **self._fixed}
@@ -145,7 +162,7 @@ def _result_types(statement: sa.ClauseElement) -> list[sa.types.TypeEngine[Any]]
     return []
 
 
-def _refused(stmt: Prepared, values: Mapping[str, Any], exc: Exception) -> sa.exc.StatementError:
+def _refused(stmt: Prepared, values: Params, exc: Exception) -> sa.exc.StatementError:
     """A value its type refuses (a naive datetime), as SQLAlchemy raises it."""
     return sa.exc.StatementError(
         f"({type(exc).__module__}.{type(exc).__qualname__}) {exc}", stmt.sql, values, exc
@@ -172,14 +189,14 @@ class Tx:
         self.invalidated = False
 
     @staticmethod
-    def _bind(stmt: Prepared, values: Mapping[str, Any]) -> Any:
+    def _bind(stmt: Prepared, values: Params) -> list[object] | dict[str, object]:
         """``stmt``'s driver parameters for ``values``; a refused value names the column."""
         try:
             return stmt.params(values)
         except Exception as exc:
             raise _refused(stmt, values, exc) from exc
 
-    def rows(self, stmt: Prepared, values: Mapping[str, Any]) -> list[Sequence[Any]]:
+    def rows(self, stmt: Prepared, values: Params) -> list[Sequence[Any]]:
         """Run ``stmt`` and return its rows, each value read as its column's type."""
         params = self._bind(stmt, values)
         try:
@@ -189,7 +206,7 @@ class Tx:
             raise self._wrap(exc, stmt.sql, params) from exc
         return stmt.rows(fetched)
 
-    def run(self, stmt: Prepared, values: Mapping[str, Any]) -> int:
+    def run(self, stmt: Prepared, values: Params) -> int:
         """Run ``stmt``; the number of rows it changed."""
         params = self._bind(stmt, values)
         try:
@@ -198,7 +215,7 @@ class Tx:
             raise self._wrap(exc, stmt.sql, params) from exc
         return int(self._cursor.rowcount)
 
-    def run_many(self, stmt: Prepared, values: Iterable[Mapping[str, Any]]) -> None:
+    def run_many(self, stmt: Prepared, values: Iterable[Params]) -> None:
         params = [self._bind(stmt, one) for one in values]
         if not params:
             return
@@ -231,7 +248,12 @@ class Tx:
         with _QUIETLY:
             self._cursor.close()
 
-    def _wrap(self, exc: Exception, sql: str | None, params: Any) -> BaseException:
+    def _wrap(
+        self,
+        exc: Exception,
+        sql: str | None,
+        params: Sequence[object] | Mapping[str, object] | None,
+    ) -> BaseException:
         """The driver's error as SQLAlchemy raises it; a dropped connection is not reused."""
         dialect = self._db.engine.dialect
         self.invalidated = self.invalidated or dialect.is_disconnect(
@@ -288,7 +310,7 @@ class Database:
         with ledger_errors(self.engine.url), self.engine.connect() as conn:
             yield conn
 
-    def insert_missing(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def insert_missing(self, conn: Connection, rows: Sequence[Params]) -> None:
         """Insert job rows, skipping any another process inserted a moment before."""
         if not rows:
             return
@@ -424,7 +446,7 @@ class Database:
 
         return sqlite_insert(jobs).on_conflict_do_nothing()
 
-    def insert_job(self, tx: Tx, row: dict[str, Any]) -> None:
+    def insert_job(self, tx: Tx, row: Params) -> None:
         """Insert one ``new_job`` row, unless another process inserted it a moment before."""
         extra = tuple(sorted(set(row) - set(_NEW_JOB_COLUMNS)))
         stmt = self.prepared(
@@ -460,7 +482,7 @@ class Database:
         tx: Tx,
         key: Hashable,
         build: Callable[[], sa.Update],
-        values: Mapping[str, Any],
+        values: Params,
         *,
         provider: str,
         job_id: str,
@@ -488,7 +510,7 @@ class Database:
         event: str,
         now: datetime,
         actor: str,
-        detail: dict[str, Any] | None = None,
+        detail: Mapping[str, object] | None = None,
     ) -> None:
         """One event of the audit trail, in the caller's transaction."""
         stmt = self.prepared(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -42,7 +41,7 @@ class Discovery:
                 )
             }
             new_rows = []
-            updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+            updates: dict[tuple[str, ...], list[dict[str, object]]] = {}
             for item in listed:
                 row = existing.get(item.job_id)
                 terminal = is_terminal(item.phase)
@@ -65,7 +64,7 @@ class Discovery:
                     continue
                 if row.state != JobState.PENDING:
                     continue
-                values: dict[str, Any] = {
+                values: dict[str, object] = {
                     "provider_status": item.status[:64],
                     "phase": item.phase,
                     "updated_at": now,

@@ -363,24 +363,7 @@ class Queries:
                 overdue_where = _overdue(
                     provider, days, now, on_purpose=provider in archived_on_purpose
                 )
-                overdue_count = conn.execute(
-                    sa.select(sa.func.count()).where(overdue_where)
-                ).scalar_one()
-                overdue = [
-                    OverdueJob(
-                        job_id=r.job_id,
-                        state=r.state,
-                        due_at=_iso(due_at(r.terminal_at, days)) if r.terminal_at else None,
-                        attempts=r.attempts,
-                        last_error=r.last_error,
-                    )
-                    for r in conn.execute(
-                        sa.select(c.job_id, c.state, c.terminal_at, c.attempts, c.last_error)
-                        .where(overdue_where)
-                        .order_by(c.terminal_at)
-                        .limit(limit)
-                    )
-                ]
+                overdue_count, overdue = _overdue_jobs(conn, overdue_where, days, limit)
                 failed, kept = (
                     conn.execute(
                         sa.select(c.job_id, c.attempts, c.last_error, c.last_error_at)
@@ -390,43 +373,21 @@ class Queries:
                     ).all()
                     for which in (c.state == JobState.FAILED, _KEPT)
                 )
-                unknown_where = sa.and_(
-                    c.provider == provider, c.state == JobState.PENDING, c.phase == Phase.UNKNOWN
-                )
-                unknown_count = conn.execute(
-                    sa.select(sa.func.count()).where(unknown_where)
-                ).scalar_one()
-                unknown = conn.execute(
-                    sa.select(
-                        c.job_id, c.provider_status, c.attempts, c.last_error, c.last_checked_at
-                    )
-                    .where(unknown_where)
-                    .order_by(c.last_checked_at.desc(), c.id)
-                    .limit(limit)
-                ).all()
+                unknown_count, unknown = _unknown_jobs(conn, provider, limit)
                 out.append(
                     ProviderStatus(
                         provider=provider,
                         states=counts.get(provider, {}),
                         held=int(held.get(provider, 0)),
                         overdue=overdue,
-                        overdue_count=int(overdue_count),
+                        overdue_count=overdue_count,
                         failed=[
                             FailedJob(r.job_id, r.attempts, r.last_error, _iso(r.last_error_at))
                             for r in failed
                         ],
                         kept=[KeptJob(r.job_id, r.last_error, _iso(r.last_error_at)) for r in kept],
-                        unknown=[
-                            UnknownStatusJob(
-                                r.job_id,
-                                r.provider_status,
-                                r.attempts,
-                                r.last_error,
-                                _iso(r.last_checked_at),
-                            )
-                            for r in unknown
-                        ],
-                        unknown_count=int(unknown_count),
+                        unknown=unknown,
+                        unknown_count=unknown_count,
                     )
                 )
         return out
@@ -491,3 +452,49 @@ class Queries:
                     )
                 )
         return out
+
+
+def _overdue_jobs(
+    conn: sa.Connection, where: sa.ColumnElement[bool], days: int, limit: int
+) -> tuple[int, list[OverdueJob]]:
+    """How many jobs ``where`` selects, and the ``limit`` that became due first."""
+    c = jobs.c
+    count = conn.execute(sa.select(sa.func.count()).where(where)).scalar_one()
+    rows = conn.execute(
+        sa.select(c.job_id, c.state, c.terminal_at, c.attempts, c.last_error)
+        .where(where)
+        .order_by(c.terminal_at)
+        .limit(limit)
+    )
+    return int(count), [
+        OverdueJob(
+            job_id=r.job_id,
+            state=r.state,
+            due_at=_iso(due_at(r.terminal_at, days)) if r.terminal_at else None,
+            attempts=r.attempts,
+            last_error=r.last_error,
+        )
+        for r in rows
+    ]
+
+
+def _unknown_jobs(
+    conn: sa.Connection, provider: str, limit: int
+) -> tuple[int, list[UnknownStatusJob]]:
+    """How many of the provider's open jobs are in a status its adapter does not know, and
+    the ``limit`` read most recently."""
+    c = jobs.c
+    where = sa.and_(c.provider == provider, c.state == JobState.PENDING, c.phase == Phase.UNKNOWN)
+    count = conn.execute(sa.select(sa.func.count()).where(where)).scalar_one()
+    rows = conn.execute(
+        sa.select(c.job_id, c.provider_status, c.attempts, c.last_error, c.last_checked_at)
+        .where(where)
+        .order_by(c.last_checked_at.desc(), c.id)
+        .limit(limit)
+    )
+    return int(count), [
+        UnknownStatusJob(
+            r.job_id, r.provider_status, r.attempts, r.last_error, _iso(r.last_checked_at)
+        )
+        for r in rows
+    ]

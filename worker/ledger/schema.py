@@ -139,7 +139,7 @@ jobs = sa.Table(
     sa.Column("due_at", UTCDateTime),
     sa.Column("due_reason", sa.String(300)),
     # What the archive recorded of the job's outputs: the read before the delete is held to
-    # it (``domain.compare_outputs``). How many times the job was archived. Why it is kept.
+    # it (``outputs.compare_outputs``). How many times the job was archived. Why it is kept.
     sa.Column("archived_outputs", sa.JSON),
     sa.Column("archive_revision", sa.Integer, nullable=False, server_default="0"),
     sa.Column("kept_reason", sa.String(64)),

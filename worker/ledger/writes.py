@@ -32,10 +32,10 @@ from worker.domain import (
     JobState,
     Phase,
     allows,
-    marked_rerun,
     terminal_since,
 )
 from worker.errors import BrakeEngaged, LedgerError
+from worker.json_types import JSONValue
 from worker.ledger.database import Database, Tx, new_job
 from worker.ledger.schema import (
     FileRecord,
@@ -45,6 +45,10 @@ from worker.ledger.schema import (
     open_jobs_condition,
     sweep_budgets,
 )
+from worker.outputs import OutputRecord, marked_rerun
+
+# What the ledger keeps of an archive's outputs: written as OutputRecords, read back as JSON.
+Outputs = Sequence[OutputRecord] | JSONValue
 
 # What each event is called in the audit trail; events left out are not audited (a status
 # read, a file stored, a deferral: the log has them, the trail keeps what a person asks about).
@@ -88,8 +92,8 @@ def transition(
     *,
     owner: str | None,
     now: datetime,
-    values: dict[str, Any] | None = None,
-    detail: dict[str, Any] | None = None,
+    values: Mapping[str, object] | None = None,
+    detail: Mapping[str, object] | None = None,
     refusal: str = _FENCE_REFUSAL,
     also: Callable[[Tx], None] | None = None,
     fresh: bool = True,
@@ -113,7 +117,7 @@ def transition(
             sets["lease_owner"] = None
             sets["lease_expires_at"] = None
     sets["updated_at"] = now
-    params: dict[str, Any] = {"pk": row.pk}
+    params: dict[str, object] = {"pk": row.pk}
     counted = []
     for column, value in sets.items():
         if value is Sql.PLUS_ONE:
@@ -208,7 +212,7 @@ def _claim_update(where: Sequence[sa.ColumnElement[bool]], *, owner: bool = True
     """The lease of the row ``where`` selects: to ``owner`` (unless ``owner`` is False: a
     renewal), until ``expires``."""
     expires = sa.bindparam("expires", type_=jobs.c.lease_expires_at.type)
-    lease: dict[str, Any] = {"lease_owner": sa.bindparam("owner")} if owner else {}
+    lease: dict[str, object] = {"lease_owner": sa.bindparam("owner")} if owner else {}
     return jobs.update().where(*where).values({**lease, "lease_expires_at": expires})
 
 
@@ -239,7 +243,7 @@ class JobWrites:
         from a listing that a dry run did not store).
         """
         db = self.db
-        params: dict[str, Any] = {
+        params: dict[str, object] = {
             "provider": provider,
             "job_id": job_id,
             "owner": owner,
@@ -298,7 +302,7 @@ class JobWrites:
         terminal_at = None
         if snapshot.terminal:
             terminal_at = terminal_since(snapshot.finished_at, row.terminal_at or now)
-        values: dict[str, Any] = {
+        values: dict[str, object] = {
             "provider_status": snapshot.status[:64],
             "phase": snapshot.phase,
             "finished_at": snapshot.finished_at,
@@ -310,7 +314,7 @@ class JobWrites:
             values["archived_outputs"] = marked_rerun(row.archived_outputs)
         return transition(self.db, row, event, owner=owner, now=now, values=values)
 
-    def mark_gone(self, row: JobRow, answer: Any, *, owner: str, now: datetime) -> JobRow:
+    def mark_gone(self, row: JobRow, answer: JSONValue, *, owner: str, now: datetime) -> JobRow:
         """The provider no longer has the job; nothing is left to do, so the claim ends too."""
         values = {"last_checked_at": now, "delete_answer": answer}
         return transition(
@@ -367,7 +371,7 @@ class JobWrites:
         manifest_key: str,
         files: Sequence[FileRecord],
         now: datetime,
-        outputs: Any = None,
+        outputs: Outputs = None,
         retain_days: int | None = None,
         due_at: datetime | None = None,
         due_reason: str | None = None,
@@ -378,87 +382,31 @@ class JobWrites:
         is the manifest's identity: its ETag and (where the bucket keeps versions) version,
         which tell the object written as the manifest from any other at ``manifest_key``, and
         what the archive recorded of the job's ``outputs``, which the read before the delete
-        is held to."""
-        return self._archived(
-            Event.ARCHIVE,
+        is held to.
+
+        A job whose delete may have been sent (past the gate) changed at the provider, and
+        what is new is archived: its new manifest becomes the one the delete rests on
+        (``Event.AMEND``). It stays past the gate, under the policy it was archived with.
+        """
+        event = Event.ARCHIVE if allows(Event.ARCHIVE, row.state) else Event.AMEND
+        values: dict[str, object] = (
+            {"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason}
+            if event == Event.ARCHIVE
+            else {"kept_reason": None}
+        )
+        return _record_archive(
+            self.db,
+            event,
             row,
             owner=owner,
             manifest_key=manifest_key,
             files=files,
             now=now,
             outputs=outputs,
-            values={"retain_days": retain_days, "due_at": due_at, "due_reason": due_reason},
+            values=values,
             manifest_etag=manifest_etag,
             manifest_version_id=manifest_version_id,
         )
-
-    def amend(
-        self,
-        row: JobRow,
-        *,
-        owner: str,
-        manifest_key: str,
-        files: Sequence[FileRecord],
-        now: datetime,
-        outputs: Any = None,
-        retain_days: int | None = None,
-        due_at: datetime | None = None,
-        due_reason: str | None = None,
-        manifest_etag: str | None = None,
-        manifest_version_id: str | None = None,
-    ) -> JobRow:
-        """A job whose delete may have been sent changed at the provider, and what is new is
-        archived: its new manifest becomes the one the delete rests on. It stays past the
-        gate; the policy it was archived under stays as it was."""
-        return self._archived(
-            Event.AMEND,
-            row,
-            owner=owner,
-            manifest_key=manifest_key,
-            files=files,
-            now=now,
-            outputs=outputs,
-            values={"kept_reason": None},
-            manifest_etag=manifest_etag,
-            manifest_version_id=manifest_version_id,
-        )
-
-    def _archived(
-        self,
-        event: Event,
-        row: JobRow,
-        *,
-        owner: str,
-        manifest_key: str,
-        files: Sequence[FileRecord],
-        now: datetime,
-        outputs: Any,
-        values: dict[str, Any],
-        manifest_etag: str | None,
-        manifest_version_id: str | None,
-    ) -> JobRow:
-        total = sum(f.size for f in files)
-        values = {
-            "archived_at": now,
-            "manifest_key": manifest_key,
-            "manifest_etag": manifest_etag,
-            "manifest_version_id": manifest_version_id,
-            "files_count": len(files),
-            "bytes_archived": total,
-            "archived_outputs": outputs,
-            "archive_revision": Sql.PLUS_ONE,
-            "last_error": None,
-            "next_attempt_at": None,
-            **values,
-        }
-        detail = {
-            "manifest_key": manifest_key,
-            "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
-            "bytes": total,
-        }
-        if manifest_etag is not None or manifest_version_id is not None:
-            detail |= {"manifest_etag": manifest_etag, "manifest_version_id": manifest_version_id}
-        return transition(self.db, row, event, owner=owner, now=now, values=values, detail=detail)
 
     def reopen(
         self, row: JobRow, missing: Iterable[str], reason: str, *, owner: str, now: datetime
@@ -535,7 +483,7 @@ class JobWrites:
         )
 
     def record_delete_pending(
-        self, row: JobRow, handle: str, answer: Any, *, owner: str, now: datetime
+        self, row: JobRow, handle: str, answer: JSONValue, *, owner: str, now: datetime
     ) -> JobRow:
         """Store an asynchronous delete's handle before the first poll, so a crash resumes it."""
         values = {"delete_handle": handle, "delete_answer": answer}
@@ -564,7 +512,7 @@ class JobWrites:
         )
 
     def record_provider_deleted(
-        self, row: JobRow, answer: Any, *, owner: str, now: datetime
+        self, row: JobRow, answer: JSONValue, *, owner: str, now: datetime
     ) -> JobRow:
         values = {"delete_answer": answer, "provider_deleted_at": now, "kept_reason": None}
         return transition(
@@ -597,7 +545,7 @@ class JobWrites:
         )
 
     def audit_event(
-        self, row: JobRow, event: str, detail: dict[str, Any], *, owner: str, now: datetime
+        self, row: JobRow, event: str, detail: Mapping[str, object], *, owner: str, now: datetime
     ) -> None:
         with self.db.write() as tx:
             self.db.audit(
@@ -641,6 +589,46 @@ class JobWrites:
             values=values,
             detail={"error": error[:4000]},
         )
+
+
+def _record_archive(
+    db: Database,
+    event: Event,
+    row: JobRow,
+    *,
+    owner: str,
+    manifest_key: str,
+    files: Sequence[FileRecord],
+    now: datetime,
+    outputs: Outputs,
+    values: dict[str, object],
+    manifest_etag: str | None,
+    manifest_version_id: str | None,
+) -> JobRow:
+    """The archive ``event`` (ARCHIVE, AMEND): the manifest that lists ``files``, their
+    totals, and what the archive recorded of the job's outputs, in the row and its audit."""
+    total = sum(f.size for f in files)
+    values = {
+        "archived_at": now,
+        "manifest_key": manifest_key,
+        "manifest_etag": manifest_etag,
+        "manifest_version_id": manifest_version_id,
+        "files_count": len(files),
+        "bytes_archived": total,
+        "archived_outputs": outputs,
+        "archive_revision": Sql.PLUS_ONE,
+        "last_error": None,
+        "next_attempt_at": None,
+        **values,
+    }
+    detail = {
+        "manifest_key": manifest_key,
+        "files": [{"key": f.key, "size": f.size, "sha256": f.sha256} for f in files],
+        "bytes": total,
+    }
+    if manifest_etag is not None or manifest_version_id is not None:
+        detail |= {"manifest_etag": manifest_etag, "manifest_version_id": manifest_version_id}
+    return transition(db, row, event, owner=owner, now=now, values=values, detail=detail)
 
 
 def _forget_file() -> sa.Delete:

@@ -13,18 +13,15 @@ The shared ``HttpApi``:
   and a fixed ``base_url`` heals it without a person retrying each job);
 * retries the transient ones a few times within a short budget, honouring ``Retry-After``
   and ``X-RateLimit-Reset`` (tenacity). Longer outages defer the job to a later sweep;
-* reads every wait a provider asks for with one parser, ``retry_after_seconds``: seconds or
-  an HTTP date, never more than ``MAX_DEFERRAL`` (6 h) whatever the header says, and waited
-  inline only up to ``MAX_INLINE_WAIT`` (60 s); a longer wait defers the job instead;
-* caps the size of every body it reads, the nesting depth of every JSON document, and the
-  memory parsing one may take, so a hostile or broken answer cannot exhaust memory or the
-  stack. Parsed, JSON costs up to 50 times its bytes (``[{},{},...]``: a dict of 64 bytes
-  for every 3), so the cost is counted on the raw bytes first (``parse_cost``, an upper
-  bound) and an answer over the provider's ``max_parse_mib`` is refused unparsed, a
-  ``BadResponse`` (the job stays at the provider). One answer thus takes at most its body
-  cap plus ``max_parse_mib`` over what the process held before: at the defaults 16 + 256
-  MiB, and 64 + 256 MiB for an Unsiloed result (``max_result_mib``), for each answer read at
-  once (a sweep reads up to its ``concurrency``);
+* reads every wait a provider asks for with one parser, ``http_headers.retry_after_seconds``:
+  seconds or an HTTP date, never more than ``MAX_DEFERRAL`` (6 h) whatever the header says,
+  and waited inline only up to ``MAX_INLINE_WAIT`` (60 s); a longer wait defers the job;
+* caps the size of every body it reads, and parses it with ``parsing.parse_json``, which
+  bounds the nesting depth of every JSON document and the memory parsing one may take, so a
+  hostile or broken answer cannot exhaust memory or the stack. One answer thus takes at most
+  its body cap plus ``max_parse_mib`` over what the process held before: at the defaults
+  16 + 256 MiB, and 64 + 256 MiB for an Unsiloed result (``max_result_mib``), for each answer
+  read at once (a sweep reads up to its ``concurrency``);
 * takes a token from the provider's rate limiter before every request;
 * consults the current ``send_guard`` right before every request goes out, retries included,
   so the pipeline can stop a delete whose claim it no longer holds.
@@ -34,9 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
-import math
-import re
 import socket
 import ssl
 import threading
@@ -44,7 +38,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypedDict, TypeVar
 
 import httpx
@@ -53,7 +46,7 @@ import tenacity
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
-from worker import metrics, shared_redis
+from worker import shared_redis
 from worker.domain import (
     Artifact,
     DeleteAnswer,
@@ -68,26 +61,21 @@ from worker.errors import (
     RateLimited,
     WorkerError,
 )
+from worker.http_headers import MAX_DEFERRAL, retry_after_seconds
+from worker.keys import job_id_problem
 from worker.logging import get_logger
+from worker.metrics import recorders
+from worker.providers.parsing import MAX_PARSE_BYTES, MIB, parse_json
 from worker.redact import Redactor
 
 if TYPE_CHECKING:
-    from worker.settings import ProviderCommon
+    from worker.specs.spec import ProviderCommon
 
 log = get_logger(__name__)
 
-MIB = 1024 * 1024
 MAX_BODY_BYTES = 16 * MIB
-MAX_JSON_DEPTH = 64
-# The memory parsing one answer's JSON may take (``parse_cost``), unless a provider's
-# ``max_parse_mib`` says otherwise.
-MAX_PARSE_BYTES = 256 * MIB
 # A wait a provider asks for beyond this defers the job instead of holding a worker.
 MAX_INLINE_WAIT = 60.0
-# The longest a provider's Retry-After or X-RateLimit-Reset may defer a job: the pipeline's
-# longest backoff. A broken or hostile header once parked a job until 2036, and a large
-# enough one overflowed the timedelta the deferral is computed with.
-MAX_DEFERRAL = 6 * 3600.0
 
 
 class Provider(Protocol):
@@ -127,7 +115,7 @@ class Provider(Protocol):
         ...
 
     def delete(self, job_id: str) -> DeleteAnswer:
-        """Delete the job at the provider. Only ``pipeline.delete_job`` calls this."""
+        """Delete the job at the provider. Only ``delete.delete_job`` calls this."""
         ...
 
     def poll_delete(self, job_id: str, handle: str) -> DeleteAnswer:
@@ -182,6 +170,14 @@ class BaseProvider(Generic[SettingsT]):
     @classmethod
     def api_options(cls, settings: SettingsT) -> ApiOptions:
         raise NotImplementedError(f"{cls.__name__} names no API credentials")
+
+    @classmethod
+    def job_id_problem(cls, job_id: str) -> str | None:
+        """Why ``job_id`` cannot be one of this provider's job ids, or None: what `retention
+        track` and the ``retention.track`` task hold each id to before the ledger records it.
+        By default the id is one archive folder as it stands (``keys.job_id_problem``); an
+        adapter whose ids have a known form says so on top (Huawei MPC's are numbers)."""
+        return job_id_problem(job_id)
 
     def list_jobs(self) -> Iterator[list[ListedJob]]:
         return iter(())
@@ -253,110 +249,7 @@ class RateLimiter:
             time.sleep(pause)
 
 
-# -- JSON ----------------------------------------------------------------------------------
-
-# What one key or value may cost once parsed, in bytes, beside its characters: a dict with
-# its first keys' table is 192, a list with its first slots 96, a short string 64 to 80, plus
-# the slot that holds it and the decoder's memo of keys. Each is counted against one
-# character of the raw body (``parse_cost``), and such characters outnumber them, so less
-# than the largest holds. Measured in RSS on CPython 3.11, 64-bit, the costliest shapes
-# known (one-key objects with distinct two-character keys and values) take up to 85% of the
-# cost counted with 144; tests/unit/test_json_memory.py measures them against it.
-JSON_VALUE_COST = 144
-# Lead bytes of UTF-8 characters from U+0100 to U+FFFF, stored at two bytes a character,
-# and of characters past U+FFFF, stored at four (with the bytes UTF-8 never holds). Each is
-# looked for on its own: a search for one byte runs at memory speed, a character class not.
-_WIDE = tuple(bytes([b]) for b in range(0xC4, 0xF0))
-_ASTRAL = tuple(bytes([b]) for b in range(0xF0, 0x100))
-
-
-@dataclass(frozen=True, slots=True)
-class ParseCost:
-    """What parsing a JSON body could take, counted on its raw bytes before it is parsed."""
-
-    values: int  # at most this many keys and values, each a Python object
-    bytes: int  # at most this much memory while it is parsed and after, beside the body
-
-
-def parse_cost(body: bytes | bytearray) -> ParseCost:
-    """An upper bound on the memory ``json.loads(body)`` takes, in a few passes over the
-    bytes at C speed.
-
-    Every key and every value but the outermost is introduced by ``{``, ``[``, ``:`` or ``,``
-    (counted inside strings too, which only raises the bound), and each costs at most
-    ``JSON_VALUE_COST``. Characters cost what CPython stores them at: the text ``json.loads``
-    decodes the body into lives while it is parsed, its strings after, each at one, two or
-    four bytes a character by its widest (never more characters than bytes). An escape
-    (``\\u...``) may widen a string beyond the text, so with escapes strings count four.
-    """
-    values = 1 + body.count(b"{") + body.count(b"[") + body.count(b":") + body.count(b",")
-    width = _char_width(body)
-    strings = 4 if b"\\u" in body else width
-    return ParseCost(values, JSON_VALUE_COST * values + (width + strings) * len(body))
-
-
-def _char_width(body: bytes | bytearray) -> int:
-    """The bytes a character of the text ``json.loads`` decodes ``body`` into: 1, 2 or 4."""
-    if b"\x00" in body:
-        return 4  # UTF-16 or UTF-32, which json.loads accepts too
-    if body.isascii():
-        return 1
-    if any(lead in body for lead in _ASTRAL):
-        return 4
-    return 2 if any(lead in body for lead in _WIDE) else 1
-
-
-def _depth_ok(value: Any, limit: int) -> bool:
-    """Whether ``value`` nests no deeper than ``limit`` (the outermost value is level 1, its
-    members level 2). It holds one iterator a level: memory grows with the depth, never with
-    the size of the document."""
-    levels: list[Iterator[Any]] = []  # the members left to visit, one iterator a level
-    item: Any = value
-    while True:
-        if isinstance(item, dict | list) and item:
-            if len(levels) + 1 >= limit:
-                return False  # its members would sit deeper than the limit
-            levels.append(iter(item.values() if isinstance(item, dict) else item))
-        while levels and (item := next(levels[-1], _DONE)) is _DONE:
-            levels.pop()
-        if not levels:
-            return True
-
-
-_DONE = object()
-
-
-def parse_json(
-    body: bytes | bytearray,
-    *,
-    what: str,
-    max_parse: int = MAX_PARSE_BYTES,
-    provider: str | None = None,
-) -> Any:
-    """``body`` parsed, or BadResponse: not JSON, nested deeper than ``MAX_JSON_DEPTH``, or
-    one whose ``parse_cost`` is over ``max_parse`` bytes, refused before it is parsed."""
-    cost = parse_cost(body)
-    if cost.bytes > max_parse:
-        where = f" for provider {provider}" if provider else " for this provider"
-        raise BadResponse(
-            f"{what} holds up to {cost.values:,} JSON keys and values in {_mib(len(body))}, which "
-            f"could take {_mib(cost.bytes)} to parse, more than max_parse_mib allows "
-            f"({_mib(max_parse)}): it was not parsed",
-            hint=f"If the answer is genuine, raise max_parse_mib{where} to at least "
-            f"{math.ceil(cost.bytes / MIB)} (the worker must have that much memory to spare); "
-            "until then the job stays at the provider and is read again on a later sweep",
-        )
-    try:
-        value = json.loads(body)
-    except (ValueError, RecursionError):
-        raise BadResponse(f"{what} is not valid JSON") from None
-    if not _depth_ok(value, MAX_JSON_DEPTH):
-        raise BadResponse(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
-    return value
-
-
-def _mib(size: int) -> str:
-    return f"{size / MIB:,.1f} MiB" if size >= MIB else f"{size / 1024:,.1f} KiB"
+# -- reading an answer ----------------------------------------------------------------------
 
 
 def need(mapping: Any, key: str, kind: type | tuple[type, ...], *, what: str) -> Any:
@@ -378,51 +271,6 @@ class ApiResponse:
     status: int
     headers: httpx.Headers
     data: Any = field(repr=False)
-
-
-# delay-seconds is 1*DIGIT (RFC 9110 10.2.3); a fraction is tolerated because some APIs send
-# one. Signs, exponents, "inf" and "nan" are not numbers here: float() would take them all.
-_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
-# Above this, X-RateLimit-Reset is an epoch timestamp rather than seconds (some APIs send one).
-_EPOCH_AFTER = 10 * 365 * 86400.0
-
-
-def retry_after_seconds(headers: Mapping[str, str], now: datetime) -> float | None:
-    """Seconds a provider asked us to wait, from ``Retry-After``, else ``X-RateLimit-Reset``.
-
-    Either header may be a number of seconds or an HTTP date (RFC 9110); X-RateLimit-Reset
-    may also be an epoch timestamp. The answer is finite, between 0 and ``MAX_DEFERRAL``
-    whatever the header says: a date in the past is 0, a date years ahead (or a number too
-    large for a float) is ``MAX_DEFERRAL``. A value that is none of these is skipped, and
-    ``None`` means no usable wait was given. Never raises. ``headers`` is looked up by
-    lower-case name (``httpx.Headers`` is case-insensitive); ``now`` is read as UTC if naive.
-    """
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=UTC)
-    for name in ("retry-after", "x-ratelimit-reset"):
-        value = headers.get(name)
-        if value is None:
-            continue
-        seconds = _header_seconds(value.strip(), now, epoch_allowed=name == "x-ratelimit-reset")
-        if seconds is not None:
-            return seconds
-    return None
-
-
-def _header_seconds(value: str, now: datetime, *, epoch_allowed: bool) -> float | None:
-    if _SECONDS.fullmatch(value):
-        seconds = float(value)  # digits only: inf at worst, never an error or a nan
-        if epoch_allowed and seconds > _EPOCH_AFTER and math.isfinite(seconds):
-            seconds -= now.timestamp()
-    else:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None  # neither a number nor a date: no usable wait
-        if when.tzinfo is None:  # "-0000" or no zone: RFC 9110 dates are GMT
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - now).total_seconds()
-    return min(max(seconds, 0.0), MAX_DEFERRAL)
 
 
 def _retry_after(headers: httpx.Headers) -> float | None:
@@ -703,7 +551,7 @@ class HttpApi:
             ) from exc
         finally:
             # Every attempt, retries included: a 429 or a 5xx that tenacity retries is one.
-            metrics.record_provider_request(
+            recorders.record_provider_request(
                 self.provider,
                 method,
                 status=answered,
@@ -726,30 +574,34 @@ class HttpApi:
                     raise
         if status in ok or status in accept:
             return ApiResponse(status=status, headers=response.headers, data=data)
+        raise self._refusal(status, response.headers, data, label)
+
+    def _refusal(self, status: int, headers: httpx.Headers, data: Any, label: str) -> WorkerError:
+        """The error an answer outside ``ok`` and ``accept`` means, in the error tree."""
         detail = self.error_detail(status, data) if self.error_detail else None
         detail = self.redactor.scrub(detail) if detail else None
         suffix = f": {detail}" if detail else ""
         if status == 429:
-            raise RateLimited(
+            return RateLimited(
                 f"{label} was rate limited (429){suffix}",
-                retry_after=_retry_after(response.headers),
+                retry_after=_retry_after(headers),
                 hint="The job will be tried again",
             )
         if status >= 500:
-            raise ProviderUnavailable(
+            return ProviderUnavailable(
                 f"{label} answered {status}{suffix}",
                 hint="The provider is failing; the job will be tried again",
             )
         if status in (401, 403):
-            raise ProviderRejected(
+            return ProviderRejected(
                 f"{label} answered {status}{suffix}",
                 hint="Check the provider's credentials in the configuration",
             )
         if 300 <= status < 400:
-            raise BadResponse(f"{label} answered an unexpected redirect ({status})")
+            return BadResponse(f"{label} answered an unexpected redirect ({status})")
         if status == 404:
-            raise not_the_providers_404(label, suffix, self.base_url)
-        raise ProviderRejected(f"{label} answered {status}{suffix}")
+            return not_the_providers_404(label, suffix, self.base_url)
+        return ProviderRejected(f"{label} answered {status}{suffix}")
 
     @contextlib.contextmanager
     def stream(self, method: str, path: str, *, what: str) -> Iterator[httpx.Response]:
@@ -768,17 +620,23 @@ class HttpApi:
                 method, path, headers={"Accept-Encoding": "identity"}
             ) as response:
                 # Counted, not timed: the body streams for as long as the file is large.
-                metrics.record_provider_request(self.provider, method, status=response.status_code)
+                recorders.record_provider_request(
+                    self.provider, method, status=response.status_code
+                )
                 opened = True
                 self._note_window(response.headers)
                 yield response
         except httpx.TimeoutException as exc:
             if not opened:
-                metrics.record_provider_request(self.provider, method, status=None, error="timeout")
+                recorders.record_provider_request(
+                    self.provider, method, status=None, error="timeout"
+                )
             raise ProviderUnavailable(f"{what} timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             if not opened:
-                metrics.record_provider_request(self.provider, method, status=None, error="network")
+                recorders.record_provider_request(
+                    self.provider, method, status=None, error="network"
+                )
             raise ProviderUnavailable(f"{what} failed: {type(exc).__name__}") from exc
 
     def _wait_for_window(self) -> None:

@@ -5,7 +5,7 @@
   carry only id, preset and status. That this endpoint shares Daily's generic cursor
   pagination is an inference [I]; the adapter stops on a short page and refuses a cursor that
   does not advance.
-* Status: ``submitted`` and ``processing`` run; ``finished`` and ``error`` are terminal. Any
+* Status: ``submitted`` and ``processing`` run; ``finished`` and ``error`` are terminal. Every
   other word is unknown and never terminal. Daily returns no timestamps, so the retention
   clock starts when the worker first sees the job terminal.
 * Outputs: the items of the documented ``output`` sections (``transcription[]``, ``summary``
@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar, TypedDict
 from urllib.parse import quote
 
 from worker.domain import (
@@ -67,11 +67,12 @@ from worker.domain import (
     Phase,
 )
 from worker.errors import BadResponse, DeleteIncomplete, Kept, ProviderRejected
+from worker.json_types import JSONValue
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, HttpApi, need
-from worker.providers.outputs import Path, inert, references, unclaimed, unrecognised, within
+from worker.providers.outputs import Path, references, unclaimed, unrecognised, within
 from worker.redact import Redactor
-from worker.settings import DailySettings
+from worker.specs.daily import SPEC, DailySettings
 
 STATUSES = {
     "submitted": Phase.RUNNING,
@@ -82,20 +83,8 @@ STATUSES = {
 # The output sections Daily documents (soap in the newer get-job page).
 KNOWN_SECTIONS = ("transcription", "summary", "soap")
 OUTPUT: Path = ("output",)
-# The fields of Daily's job record (seed 000) that name no data its delete destroys.
-INERT = inert(
-    {
-        "id": "the job's id",
-        "preset": "the preset the job was submitted with",
-        "status": "the job's status word",
-        "error": "Daily's error text",
-        "input.sourceType": "the kind of source the user submitted",
-        "input.recordingId": "the user's recording, which has a lifecycle of its own [I]",
-        "input.uri": "the URL the user submitted; Daily never owned it",
-        "output.*.format": "the file type of the output beside it",
-        "output.*[*].format": "the file type of the output beside it",
-    }
-)
+# The fields of Daily's job record that name no data its delete destroys (specs/daily.py).
+INERT = SPEC.inert
 # Fields beside an s3Config that name the same file.
 SAME_FILE = ("link", "url")
 # The access-link answer's own fields.
@@ -111,12 +100,13 @@ def phase_of(status: str) -> Phase:
     return STATUSES.get(status.lower(), Phase.UNKNOWN) if isinstance(status, str) else Phase.UNKNOWN
 
 
-def is_daily_error(data: Any) -> bool:
+def is_daily_error(data: JSONValue) -> bool:
     """Whether a body has Daily's error shape, ``{"error": "<type>", "info": ...}``."""
-    return isinstance(data, Mapping) and isinstance(data.get("error"), str) and bool(data["error"])
+    error = data.get("error") if isinstance(data, dict) else None
+    return isinstance(error, str) and bool(error)
 
 
-def error_detail(status: int, data: Any) -> str | None:
+def error_detail(status: int, data: JSONValue) -> str | None:
     if isinstance(data, dict) and isinstance(data.get("error"), str):
         info = data.get("info")
         return f"{data['error']}" + (f" ({info})" if isinstance(info, str) and info else "")
@@ -127,6 +117,15 @@ def _shown(text: str) -> str:
     return " ".join(_PLAIN.scrub(text).split())[:MAX_DETAIL_CHARS]
 
 
+class S3Config(TypedDict):
+    """An output item's ``s3Config`` (seed 000), checked: where Daily wrote the file."""
+
+    key: str
+    # Daily's bucket, or one of the user's own (batch_processor_bucket).
+    bucket: str | None
+    region: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class DailyOutput:
     """One ``output`` item that has an ``s3Config``."""
@@ -135,20 +134,19 @@ class DailyOutput:
     position: int
     path: Path  # of the item: ("output", "transcription", 1) or ("output", "summary")
     format: str | None
-    config: dict[str, Any] = field(repr=False)
+    config: S3Config = field(repr=False)
 
     @property
     def key(self) -> str:
-        key: str = self.config["key"]
-        return key
+        return self.config["key"]
 
     @property
-    def bucket(self) -> Any:
-        return self.config.get("bucket")
+    def bucket(self) -> str | None:
+        return self.config["bucket"]
 
 
-def _output_section(record: Any) -> dict[str, Any] | None:
-    output = record.get("output") if isinstance(record, Mapping) else None
+def _output_section(record: JSONValue) -> dict[str, JSONValue] | None:
+    output = record.get("output") if isinstance(record, dict) else None
     if output is None:
         return None
     if not isinstance(output, dict):
@@ -156,13 +154,13 @@ def _output_section(record: Any) -> dict[str, Any] | None:
     return output
 
 
-def items_of(record: Any) -> list[tuple[str, Path, Any]]:
+def items_of(record: JSONValue) -> list[tuple[str, Path, JSONValue]]:
     """Every item of every ``output`` section: ``(section, path, item)``. A section holds a
     list of items or one object; anything else non-null is one item too (never skipped)."""
     output = _output_section(record)
     if output is None:
         return []
-    found: list[tuple[str, Path, Any]] = []
+    found: list[tuple[str, Path, JSONValue]] = []
     for section, value in output.items():
         if isinstance(value, list):
             found.extend(
@@ -175,7 +173,7 @@ def items_of(record: Any) -> list[tuple[str, Path, Any]]:
     return found
 
 
-def outputs_of(record: Any) -> list[DailyOutput]:
+def outputs_of(record: JSONValue) -> list[DailyOutput]:
     """Every output item that has an ``s3Config``, checked; BadResponse for a malformed one."""
     found: list[DailyOutput] = []
     for section, path, item in items_of(record):
@@ -185,19 +183,22 @@ def outputs_of(record: Any) -> list[DailyOutput]:
         where = f"output {section}[{position}]"
         config = item["s3Config"]
         key = config.get("key") if isinstance(config, dict) else None
-        if not isinstance(key, str) or not key:
+        if not isinstance(config, dict) or not isinstance(key, str) or not key:
             raise BadResponse(f"{where} has no s3Config.key")
-        bucket = config.get("bucket")
+        bucket, region = config.get("bucket"), config.get("region")
         if bucket is not None and not isinstance(bucket, str):
             raise BadResponse(f"{where} has a non-string bucket")
+        if region is not None and not isinstance(region, str):
+            raise BadResponse(f"{where} has a non-string region")
         fmt = item.get("format")
+        checked: S3Config = {"key": key, "bucket": bucket, "region": region}
         found.append(
-            DailyOutput(section, position, path, fmt if isinstance(fmt, str) else None, config)
+            DailyOutput(section, position, path, fmt if isinstance(fmt, str) else None, checked)
         )
     return found
 
 
-def unrecognised_of(record: Any, ignored: Collection[str] = ()) -> list[Path]:
+def unrecognised_of(record: JSONValue, ignored: Collection[str] = ()) -> list[Path]:
     """The references of a job record the adapter cannot archive: items without an
     ``s3Config``, sections it does not know (each stands for everything in it), and any
     other reference, in an archived item or anywhere else, that is neither the item's file
@@ -217,7 +218,7 @@ def unrecognised_of(record: Any, ignored: Collection[str] = ()) -> list[Path]:
     return found + [p for p in rest if not any(within(p, item) for item in found)]
 
 
-def lists_no_output(record: Any) -> bool:
+def lists_no_output(record: JSONValue) -> bool:
     """Whether a job's ``output`` is missing, null, ``{}`` or has only empty sections."""
     return not items_of(record)
 
@@ -231,18 +232,18 @@ def no_output(status: str) -> Kept:
     )
 
 
-def extra_link_sections(answer: Any, record_sections: Collection[str]) -> list[Path]:
+def extra_link_sections(answer: JSONValue, record_sections: Collection[str]) -> list[Path]:
     """References in an access-link answer under a section the job record does not name."""
-    if not isinstance(answer, Mapping):
+    if not isinstance(answer, dict):
         return []
     return [
         path
-        for path, _value in references(dict(answer))
+        for path, _value in references(answer)
         if path and path[0] not in LINK_ANSWER_FIELDS and path[0] not in record_sections
     ]
 
 
-def _links_of(answer: Any, section: str) -> list[tuple[str | None, str]]:
+def _links_of(answer: JSONValue, section: str) -> list[tuple[str | None, str]]:
     value = answer.get(section) if isinstance(answer, dict) else None
     if value is None:
         return []
@@ -250,17 +251,17 @@ def _links_of(answer: Any, section: str) -> list[tuple[str | None, str]]:
     links: list[tuple[str | None, str]] = []
     for item in items:
         link = item.get("link") if isinstance(item, dict) else None
-        if not isinstance(link, str) or not link:
+        if not isinstance(item, dict) or not isinstance(link, str) or not link:
             raise BadResponse(f"the access-link answer has a {section} entry without a link")
         fmt = item.get("format")
         links.append((fmt if isinstance(fmt, str) else None, link))
     return links
 
 
-def read_delete(job_id: str, status_code: int, data: Any) -> Deleted:
+def read_delete(job_id: str, status_code: int, data: JSONValue) -> Deleted:
     """A 2xx answer to a delete as our types. A non-empty ``error`` (Daily's "Failed to delete
     transcriptions") means part of the job was not deleted: DeleteIncomplete."""
-    error = data.get("error") if isinstance(data, Mapping) else None
+    error = data.get("error") if isinstance(data, dict) else None
     if error is None or error == "":
         return Deleted(status_code=status_code, body=data)
     said = _shown(error) if isinstance(error, str) else "an error Daily did not put in words"
@@ -281,8 +282,8 @@ def not_dailys(what: str, base_url: str) -> BadResponse:
 
 
 class DailyProvider(BaseProvider[DailySettings]):
-    type: ClassVar[str] = "daily"
-    lists_jobs: ClassVar[bool] = True
+    type: ClassVar[str] = SPEC.type
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
 
     def __init__(self, name: str, settings: DailySettings, api: HttpApi) -> None:
         super().__init__(name, settings, api)
@@ -304,7 +305,7 @@ class DailyProvider(BaseProvider[DailySettings]):
     def list_jobs(self) -> Iterator[list[ListedJob]]:
         cursor: str | None = None
         for _page in range(MAX_PAGES):
-            params: dict[str, Any] = {"limit": self.settings.page_size}
+            params: dict[str, str | int] = {"limit": self.settings.page_size}
             if cursor:
                 params["starting_after"] = cursor
             answer = self.api.request(
@@ -362,9 +363,10 @@ class DailyProvider(BaseProvider[DailySettings]):
             Artifact(
                 name=o.key,
                 source=f"s3://{o.bucket}/{o.key}",
-                origin=BucketOrigin(bucket=o.bucket, key=o.key, region=o.config.get("region")),
+                origin=BucketOrigin(bucket=o.bucket, key=o.key, region=o.config["region"]),
             )
             for o in own
+            if o.bucket is not None
         ]
         if hosted:
             artifacts.extend(self._linked(snapshot, outputs, hosted))

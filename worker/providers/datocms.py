@@ -44,7 +44,7 @@
   honest: the resource's ``id`` and ``type``, the documented track attributes (``type``,
   ``name``, ``language_code``, ``closed_captions``, ``status``, ``error``) name no file, and
   JSON:API's ``links`` and ``relationships`` point at API resources (the upload), not at
-  files; all are declared in ``INERT``. Any other reference, such as a future
+  files; all are declared in ``INERT``. Every other reference, such as a future
   ``attributes.url`` to the track's media, would be data the delete may destroy:
   ``Kept(reason="unrecognised_output")``, naming its JSON path, unless the attribute (or
   top-level member) is in ``ignore_outputs``.
@@ -71,7 +71,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
 from worker.domain import (
@@ -96,10 +96,12 @@ from worker.errors import (
     UnsafeInput,
     WorkerError,
 )
+from worker.json_types import JSONValue
+from worker.keys import job_id_problem
 from worker.logging import get_logger
 from worker.providers.base import ApiOptions, ApiResponse, BaseProvider, need
-from worker.providers.outputs import Path, inert, unclaimed, unrecognised
-from worker.settings import DatoCmsSettings
+from worker.providers.outputs import Path, unclaimed, unrecognised
+from worker.specs.datocms import SPEC, DatoCmsSettings
 
 log = get_logger(__name__)
 
@@ -109,22 +111,8 @@ STATUSES = {
     "errored": Phase.FAILED,
 }
 NOT_FOUND = "NOT_FOUND"
-# The members of a track resource (seed 004, shared/providers.md section 5) that name no data
-# the delete destroys.
-INERT = inert(
-    {
-        "id": "the track's id",
-        "type": "the resource type (upload_track)",
-        "attributes.type": "the kind of track (subtitles, audio)",
-        "attributes.name": "the track's display name",
-        "attributes.language_code": "a language",
-        "attributes.closed_captions": "a flag",
-        "attributes.status": "a status word",
-        "attributes.error": "DatoCMS's reason for an errored track",
-        "links": "JSON:API links to API resources, not files",
-        "relationships": "JSON:API relationships to API resources (the upload), not files",
-    }
-)
+# The members of a track resource that name no data the delete destroys (specs/datocms.py).
+INERT = SPEC.inert
 # ignore_outputs names an attribute, or a top-level member.
 ATTRIBUTES: tuple[Path, ...] = (("attributes",),)
 # Every client error is read here rather than in HttpApi, so that DatoCMS's `transient` flag
@@ -195,7 +183,24 @@ def webvtt_problem(body: bytes) -> str | None:
     return None
 
 
-def track_label(track: Mapping[str, Any]) -> str:
+class UploadTrack(TypedDict):
+    """An upload_track resource (JSON:API, seed 004), as ``tracks_of`` has checked it."""
+
+    id: str
+    type: str
+    # type, name, language_code, closed_captions, status, error: each read with a check.
+    attributes: dict[str, JSONValue]
+    relationships: NotRequired[JSONValue]
+
+
+def track_of(record: JSONValue) -> UploadTrack:
+    """A track resource read from a snapshot's record: its id and attributes checked."""
+    need(record, "id", str, what="the track")
+    need(record, "attributes", dict, what="the track")
+    return cast("UploadTrack", record)
+
+
+def track_label(track: UploadTrack) -> str:
     """The track as messages name it: ``subtitle track ID ('Italiano', it-IT)``."""
     attributes = track["attributes"]
     kind = attributes.get("type")
@@ -253,7 +258,7 @@ class ApiError:
     transient: bool
 
 
-def api_errors(data: Any) -> list[ApiError]:
+def api_errors(data: JSONValue) -> list[ApiError]:
     """The errors of a DatoCMS error document; [] for anything else. Never raises."""
     items = data.get("data") if isinstance(data, dict) else None
     if not isinstance(items, list):
@@ -273,16 +278,16 @@ def codes_of(errors: Sequence[ApiError]) -> str:
     return ", ".join(e.code for e in errors) or "no DatoCMS error code"
 
 
-def error_detail(status: int, data: Any) -> str | None:
+def error_detail(status: int, data: JSONValue) -> str | None:
     errors = api_errors(data)
     return codes_of(errors) if errors else None
 
 
-def is_not_found(data: Any) -> bool:
+def is_not_found(data: JSONValue) -> bool:
     return any(e.code == NOT_FOUND for e in api_errors(data))
 
 
-def phase_of(status: Any) -> Phase:
+def phase_of(status: JSONValue) -> Phase:
     return STATUSES.get(status.lower(), Phase.UNKNOWN) if isinstance(status, str) else Phase.UNKNOWN
 
 
@@ -297,16 +302,16 @@ def split_job_id(job_id: str) -> tuple[str, str]:
     return parts[0], parts[1]
 
 
-def status_of(track: dict[str, Any]) -> str:
+def status_of(track: UploadTrack) -> str:
     status = track["attributes"].get("status")
     return status if isinstance(status, str) else ""
 
 
-def tracks_of(answer: Any, upload_id: str) -> list[dict[str, Any]]:
+def tracks_of(answer: JSONValue, upload_id: str) -> list[UploadTrack]:
     """The track resources of ``GET /uploads/:id/tracks``, checked; BadResponse otherwise."""
     what = f"the track listing of upload {upload_id}"
     items = need(answer, "data", list, what=what)
-    tracks: list[dict[str, Any]] = []
+    tracks: list[UploadTrack] = []
     seen: set[str] = set()
     for item in items:
         track_id = need(item, "id", str, what=f"a track of upload {upload_id}")
@@ -321,11 +326,11 @@ def tracks_of(answer: Any, upload_id: str) -> list[dict[str, Any]]:
         if track_id in seen:
             raise BadResponse(f"{what} lists track {track_id} twice")
         seen.add(track_id)
-        tracks.append(item)
+        tracks.append(cast("UploadTrack", item))
     return tracks
 
 
-def _related_upload(item: dict[str, Any]) -> str | None:
+def _related_upload(item: dict[str, JSONValue]) -> str | None:
     relation = item.get("relationships")
     upload = relation.get("upload") if isinstance(relation, dict) else None
     data = upload.get("data") if isinstance(upload, dict) else None
@@ -333,12 +338,12 @@ def _related_upload(item: dict[str, Any]) -> str | None:
     return owner if isinstance(owner, str) else None
 
 
-def unrecognised_of(track: Any, ignored: frozenset[str] = frozenset()) -> list[Path]:
+def unrecognised_of(track: JSONValue, ignored: frozenset[str] = frozenset()) -> list[Path]:
     """File references in a track resource, less the attributes named in ``ignored``."""
     return unclaimed(track, inert=INERT, ignored=ignored, containers=ATTRIBUTES)
 
 
-def job_of(answer: Any) -> str:
+def job_of(answer: JSONValue) -> str:
     """The asynchronous job's id from a 202 answer."""
     job = need(answer, "data", dict, what="the delete's 202 answer")
     if job.get("type") != "job":
@@ -349,7 +354,7 @@ def job_of(answer: Any) -> str:
     return handle
 
 
-def job_result_of(answer: Any) -> tuple[int, Any]:
+def job_result_of(answer: JSONValue) -> tuple[int, JSONValue]:
     """``(attributes.status, payload)`` of a finished job result."""
     result = need(answer, "data", dict, what="the job result")
     if result.get("type") != "job_result":
@@ -362,9 +367,17 @@ def job_result_of(answer: Any) -> tuple[int, Any]:
 
 
 class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
-    type: ClassVar[str] = "datocms"
+    type: ClassVar[str] = SPEC.type
     # Only the uploads in `upload_ids` are listed; with none, jobs come from `retention track`.
-    lists_jobs: ClassVar[bool] = True
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
+
+    @classmethod
+    def job_id_problem(cls, job_id: str) -> str | None:
+        # One folder per track, under its upload's: UPLOAD_ID/TRACK_ID, each part a segment.
+        problem = job_id_problem(job_id, segments=2)
+        if problem is None:
+            return None
+        return f"{problem}: a DatoCMS job is UPLOAD_ID/TRACK_ID, the upload's and the track's ids"
 
     @classmethod
     def api_options(cls, settings: DatoCmsSettings) -> ApiOptions:
@@ -387,7 +400,7 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
         what: str,
         ok: Sequence[int] = (200,),
         gone_ok: bool = False,
-        params: Any = None,
+        params: Mapping[str, str | int] | None = None,
     ) -> ApiResponse:
         """One API call. With ``gone_ok`` a 404 NOT_FOUND is returned, not raised."""
         answer = self.api.request(
@@ -443,7 +456,8 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
                     status=status,
                     phase=phase_of(status),
                     finished_at=None,
-                    record=track,
+                    # The listing's own object: a JSON object, whatever else it holds.
+                    record=cast("dict[str, JSONValue]", track),
                 )
         return JobGone(
             job_id=job_id,
@@ -461,7 +475,7 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
 
     def _media(self, snapshot: JobSnapshot) -> list[Artifact]:
         """The track's media at Mux, which the delete destroys with the track [I]."""
-        track = snapshot.record
+        track = track_of(snapshot.record)
         if snapshot.phase == Phase.FAILED:
             return []  # an errored track never became media at Mux [I]
         kind = track["attributes"].get("type")
@@ -564,7 +578,7 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
         failure = self._refusal(status, payload, f"the delete of track {job_id} (job {handle})")
         raise DeleteFailed(failure.message, hint=failure.hint, permanent=failure.permanent)
 
-    def _refusal(self, status: int, data: Any, what: str) -> ProviderError:
+    def _refusal(self, status: int, data: JSONValue, what: str) -> ProviderError:
         """``refusal``, naming this account, with any credential DatoCMS repeated blanked."""
         error = refusal(status, data, what, scrub=self.api.redactor.scrub)
         error.for_job(self.name)
@@ -581,7 +595,7 @@ class DatoCmsProvider(BaseProvider[DatoCmsSettings]):
 
 
 def refusal(
-    status: int, data: Any, what: str, *, scrub: Callable[[str], str] = str
+    status: int, data: JSONValue, what: str, *, scrub: Callable[[str], str] = str
 ) -> ProviderError:
     """The error for a DatoCMS error answer: transient when DatoCMS says so, a bad response
     for a 404 without NOT_FOUND, else a refusal. ``scrub`` blanks what must not be shown

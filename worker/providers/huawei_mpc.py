@@ -10,7 +10,7 @@
   ``task_id`` repeated (at most 10) looks tasks up by id; a lookup of one id answered with an
   empty ``task_array`` means the task does not exist.
 * Status: ``SUCCEEDED`` succeeds; ``FAILED`` and ``CANCELED`` fail; ``WAITING``,
-  ``TRANSCODING`` and ``NEED_TO_BE_AUDIT`` run. Any other word is unknown and never terminal.
+  ``TRANSCODING`` and ``NEED_TO_BE_AUDIT`` run. Every other word is unknown and never terminal.
   The retention clock starts at ``end_time``, ``yyyymmddhhmmss`` read as UTC [I]: if MPC
   writes Beijing time instead, the clock only starts later, which is the safe direction.
 * Outputs: nothing to download. MPC stores nothing itself: a task's outputs are objects in
@@ -47,7 +47,7 @@ import re
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import parse_qsl, quote, unquote
 
 import httpx
@@ -64,6 +64,7 @@ from worker.domain import (
     utcnow,
 )
 from worker.errors import BadResponse, ProviderError, ProviderRejected
+from worker.json_types import JSONValue
 from worker.providers.base import (
     ApiOptions,
     BaseProvider,
@@ -72,8 +73,8 @@ from worker.providers.base import (
     need,
     not_the_providers_404,
 )
-from worker.providers.outputs import Path, inert, unclaimed, unrecognised
-from worker.settings import HuaweiMpcSettings
+from worker.providers.outputs import Path, unclaimed, unrecognised
+from worker.specs.huawei_mpc import SPEC, HuaweiMpcSettings
 
 STATUSES = {
     "SUCCEEDED": Phase.SUCCEEDED,
@@ -93,36 +94,8 @@ END_TIME_FORMAT = "%Y%m%d%H%M%S"
 # Task ids are longs: the integer text, without sign or leading zeros.
 _TASK_ID = re.compile(r"0|[1-9][0-9]{0,18}")
 _END_TIME = re.compile(r"[0-9]{14}")
-# The fields of a task (Huawei's SDK, QueryTranscodingsTaskResponse) that name no data the
-# delete destroys: it removes the task record; files are objects in the user's OBS [I].
-_OBS = "an object in the user's own OBS bucket, which the delete does not touch [I]"
-INERT = inert(
-    {
-        "task_id": "the task's id",
-        "status": "a status word",
-        "create_time": "a time",
-        "end_time": "a time",
-        "trans_template_id": "the ids of the transcoding templates used",
-        "error_code": "MPC's result code",
-        "description": "MPC's text about a failure",
-        "tips": "MPC's hint about a low sample rate",
-        "user_data": "the user's own text, kept in the manifest with the record",
-        **{
-            f"{field}.{part}": _OBS
-            for field in ("input", "output", "thumbnail_output")
-            for part in ("bucket", "location", "object", "file_name")
-        },
-        "output_file_name": "names of objects under output.object: " + _OBS,
-        "thumbnail_outputname": "the screenshot archive's name under output.object: " + _OBS,
-        "output_url": "the quality-check file's output path: " + _OBS,
-        "pic_info[*].pic_name": "a screenshot's name: " + _OBS,
-        "transcode_detail.multitask_info[*].template_id": "a template's id",
-        "transcode_detail.multitask_info[*].error": "MPC's error for that template",
-        # SourceInfo: duration, format, size, video and audio facts; no name or location.
-        "transcode_detail.multitask_info[*].output_file": "the output's media facts",
-        "transcode_detail.input_file": "the input's media facts",
-    }
-)
+# The fields of a task that name no data the delete destroys (specs/huawei_mpc.py).
+INERT = SPEC.inert
 
 # -- SDK-HMAC-SHA256 -------------------------------------------------------------------------
 
@@ -256,7 +229,8 @@ class Task:
     status: str
     phase: Phase
     finished_at: datetime | None
-    record: dict[str, Any] = field(repr=False)
+    # The whole entry, for the manifest: its other fields are walked, not read.
+    record: dict[str, JSONValue] = field(repr=False)
 
     def listed(self) -> ListedJob:
         return ListedJob(
@@ -287,7 +261,7 @@ def is_task_id(text: str) -> bool:
     return bool(_TASK_ID.fullmatch(text))
 
 
-def task_of(item: Any, *, what: str = "a task") -> Task:
+def task_of(item: JSONValue, *, what: str = "a task") -> Task:
     if not isinstance(item, dict):
         raise BadResponse(f"{what} is not a JSON object")
     task_id = item.get("task_id")
@@ -301,7 +275,7 @@ def task_of(item: Any, *, what: str = "a task") -> Task:
     return Task(task_id, status, phase_of(status), finished_at_of(item.get("end_time")), item)
 
 
-def tasks_of(data: Any, *, what: str, paged: bool) -> tuple[list[Task], bool]:
+def tasks_of(data: JSONValue, *, what: str, paged: bool) -> tuple[list[Task], bool]:
     """The tasks of one answer, and whether more pages follow (``is_truncated`` is 1)."""
     items = need(data, "task_array", list, what=what)
     more = False
@@ -314,13 +288,13 @@ def tasks_of(data: Any, *, what: str, paged: bool) -> tuple[list[Task], bool]:
     return tasks, more
 
 
-def unrecognised_of(record: Any, ignored: frozenset[str] = frozenset()) -> list[Path]:
+def unrecognised_of(record: JSONValue, ignored: frozenset[str] = frozenset()) -> list[Path]:
     """References in a task record outside the fields ``INERT`` declares (the user's own OBS
     objects, the task's facts), less the top-level fields in ``ignored``."""
     return unclaimed(record, inert=INERT, ignored=ignored)
 
 
-def error_code_of(data: Any) -> str | None:
+def error_code_of(data: JSONValue) -> str | None:
     code = data.get("error_code") if isinstance(data, dict) else None
     return code if isinstance(code, str) and code else None
 
@@ -338,7 +312,7 @@ def error_detailer(secrets: Iterable[str] = ()) -> ErrorDetail:
     """``error_detail`` for HttpApi: the MPC or gateway code and a short, scrubbed message."""
     hidden = tuple(s for s in secrets if s)
 
-    def detail(status: int, data: Any) -> str | None:
+    def detail(status: int, data: JSONValue) -> str | None:
         code = error_code_of(data)
         if code is None:
             return None
@@ -384,9 +358,15 @@ def _secrets_of(settings: HuaweiMpcSettings) -> list[str]:
 
 
 class HuaweiMpcProvider(BaseProvider[HuaweiMpcSettings]):
-    type: ClassVar[str] = "huawei_mpc"
-    lists_jobs: ClassVar[bool] = True
+    type: ClassVar[str] = SPEC.type
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
     lookup_batch_size: ClassVar[int] = LOOKUP_BATCH
+
+    @classmethod
+    def job_id_problem(cls, job_id: str) -> str | None:
+        if is_task_id(job_id):
+            return None
+        return "is not an MPC task id: MPC task ids are whole numbers (such as 3273178)"
 
     def __init__(self, name: str, settings: HuaweiMpcSettings, api: HttpApi) -> None:
         super().__init__(name, settings, api)
@@ -410,7 +390,7 @@ class HuaweiMpcProvider(BaseProvider[HuaweiMpcSettings]):
                 hint="Check the id that was tracked",
             )
 
-    def _query(self, job_ids: list[str], *, what: str) -> tuple[list[Task], Any]:
+    def _query(self, job_ids: list[str], *, what: str) -> tuple[list[Task], JSONValue]:
         # Sorted as text, the order the signature's canonical query puts them in.
         params = [("task_id", job_id) for job_id in sorted(job_ids)]
         answer = self.api.request("GET", self.tasks_path, params=params, what=what)
@@ -450,7 +430,7 @@ class HuaweiMpcProvider(BaseProvider[HuaweiMpcSettings]):
             found.extend(t.listed() for t in tasks if t.task_id in wanted)
         return found
 
-    def _read(self, job_id: str, *, what: str) -> tuple[Task | None, Any]:
+    def _read(self, job_id: str, *, what: str) -> tuple[Task | None, JSONValue]:
         """The task, or None when MPC answers the lookup with an empty ``task_array``."""
         tasks, data = self._query([job_id], what=what)
         if not tasks:

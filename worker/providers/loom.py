@@ -43,10 +43,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import ClassVar, NotRequired, TypedDict, cast
 from urllib.parse import quote
 
 from worker.domain import (
@@ -61,10 +60,11 @@ from worker.domain import (
     is_terminal,
 )
 from worker.errors import BadResponse, DeleteIncomplete, ProviderError, ProviderRejected
+from worker.json_types import JSONValue
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
-from worker.providers.outputs import Path, inert, unclaimed, unrecognised, within
-from worker.settings import LoomSettings
+from worker.providers.outputs import Path, unclaimed, unrecognised, within
+from worker.specs.loom import OUTPUT_LISTS, SPEC, LoomSettings
 
 GONE_CODE = "ERR_C_TA_DJTA_001"
 # A reference no job can have: asking for its details costs Loom one lookup, touches no
@@ -83,42 +83,37 @@ _PART = re.compile(r"([A-Za-z][A-Za-z ]*?)\s+(not\s+)?deleted\b", re.IGNORECASE)
 _MAX_DETAIL = 200
 JOB_FILES: Path = ("job_data", "job_files")
 OUTPUT_FILES: Path = (*JOB_FILES, "output_files")
-# The output_files keys Loom documents: lists of files, and one link.
-OUTPUT_LISTS = ("transcripts", "processed_input_media")
 FIELDS_URL = "extracted_fields_url"
 # Where ignore_outputs names sections: an output_files key, else a job_files key.
 CONTAINERS: tuple[Path, ...] = (OUTPUT_FILES, JOB_FILES)
-# The fields of Loom's job details (seed 001) that name no data its delete destroys: the
-# delete removes every file, so only what describes the job or a file already archived.
-_FILE_FACTS = {
-    "filename": "the name of the file its download_url serves, archived under that name",
-    "file_type": "the kind of file (audio, attachment) beside it",
-    "file_subtype": "the kind of output (final_transcript) beside it",
-    "file_size": "the size of the file beside it",
-    "language_code": "the language of the transcript beside it",
-}
-INERT = inert(
-    {
-        "success": "whether the call succeeded",
-        "msg": "Loom's message about the call",
-        "err_code": "Loom's error code",
-        "job_data.job_info.job_reference_id": "the job's id",
-        "job_data.job_info.job_name": "the name the user gave the job",
-        "job_data.job_info.status": "a status word",
-        "job_data.job_info.profile_name": "the transcription profile's name",
-        "job_data.job_info.submitted_at": "a time",
-        "job_data.job_info.completed_at": "a time",
-        "job_data.job_info.total_audio_length": "a duration in seconds",
-        "job_data.job_info.is_blank_audio": "a flag",
-        "job_data.job_info.error_message": "Loom's error text",
-        **{f"job_data.job_files.input_files[*].{k}": why for k, why in _FILE_FACTS.items()},
-        **{
-            f"job_data.job_files.output_files.{section}[*].{k}": why
-            for section in OUTPUT_LISTS
-            for k, why in _FILE_FACTS.items()
-        },
-    }
-)
+# The fields of Loom's job details that name no data its delete destroys (specs/loom.py).
+INERT = SPEC.inert
+
+
+class LoomJobData(TypedDict):
+    """``job_data`` of Loom's details (seed 001), as ``files_of`` has checked it."""
+
+    job_info: dict[str, JSONValue]
+    job_files: dict[str, JSONValue]
+
+
+class LoomDetails(TypedDict):
+    """Loom's details answer, the parts the adapter reads, once ``files_of`` has checked
+    them (the rest of the record is walked, not read)."""
+
+    msg: NotRequired[str]
+    success: NotRequired[bool | None]
+    err_code: NotRequired[str]
+    job_data: LoomJobData
+
+
+def checked(record: JSONValue) -> LoomDetails:
+    """A details answer whose ``job_data.job_info`` and ``job_data.job_files`` are objects;
+    BadResponse for any other."""
+    job_data = need(record, "job_data", dict, what="the job details")
+    need(job_data, "job_info", dict, what="the job details' job_data")
+    need(job_data, "job_files", dict, what="the job details' job_data")
+    return cast("LoomDetails", record)
 
 
 def prefix_of(msg: str) -> str:
@@ -127,7 +122,7 @@ def prefix_of(msg: str) -> str:
     return match.group(1).lower() if match else ""
 
 
-def phase_of(prefix: str, success: Any, output_files: Any) -> Phase:
+def phase_of(prefix: str, success: JSONValue, output_files: JSONValue) -> Phase:
     """Translate a details answer. A ``success`` flag that contradicts the message makes
     the job unknown rather than terminal: a delete must not follow a confused answer."""
     if prefix == "error":
@@ -141,7 +136,7 @@ def phase_of(prefix: str, success: Any, output_files: Any) -> Phase:
     return Phase.UNKNOWN
 
 
-def finished_at_of(value: Any) -> datetime | None:
+def finished_at_of(value: JSONValue) -> datetime | None:
     """``completed_at`` as an aware UTC time, or None when it is absent or not understood.
 
     Loom does not document the format [?]: ISO-8601 (``Z``, an offset, or naive meaning UTC)
@@ -169,10 +164,10 @@ def _shorten(text: str) -> str:
     return flat if len(flat) <= _MAX_DETAIL else flat[: _MAX_DETAIL - 3] + "..."
 
 
-def describe_answer(data: Any, secrets: tuple[str, ...] = ()) -> str | None:
+def describe_answer(data: JSONValue, secrets: tuple[str, ...] = ()) -> str | None:
     """Loom's message and error code on one short line, for an error message. ``secrets``
     (our key and secret) are blanked, should Loom ever echo them."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict):
         return None
     msg = data.get("msg")
     code = data.get("err_code")
@@ -196,15 +191,15 @@ def _blank(text: str, secrets: tuple[str, ...]) -> str:
 def error_detail_without(secrets: tuple[str, ...]) -> ErrorDetail:
     """The detail ``HttpApi`` adds to its errors: ``describe_answer`` without our secrets."""
 
-    def detail(status: int, data: Any) -> str | None:
+    def detail(status: int, data: JSONValue) -> str | None:
         return describe_answer(data, secrets)
 
     return detail
 
 
-def is_gone(data: Any) -> bool:
+def is_gone(data: JSONValue) -> bool:
     """Loom's "Job data not found", unless the rest of the answer contradicts it."""
-    if not isinstance(data, Mapping) or data.get("err_code") != GONE_CODE:
+    if not isinstance(data, dict) or data.get("err_code") != GONE_CODE:
         return False
     msg = data.get("msg")
     prefix = prefix_of(msg) if isinstance(msg, str) else ""
@@ -226,21 +221,23 @@ class LoomFile:
     section: str = ""
 
 
-def _link(item: Any, key: str, *, what: str) -> str:
+def _link(item: JSONValue, key: str, *, what: str) -> str:
     url: str = need(item, key, str, what=what)
     if not url.strip():
         raise BadResponse(f"{what} has an empty {key!r}")
     return url
 
 
-def _filename(item: Any, *, what: str) -> str:
+def _filename(item: JSONValue, *, what: str) -> str:
     name: str = need(item, "filename", str, what=what)
     if not name.strip():
         raise BadResponse(f"{what} has an empty 'filename'")
     return name
 
 
-def _entries(container: Any, key: str, *, what: str, required: bool) -> list[Any]:
+def _entries(
+    container: dict[str, JSONValue], key: str, *, what: str, required: bool
+) -> list[JSONValue]:
     value = container.get(key)
     if value is None and not required:
         return []
@@ -249,7 +246,7 @@ def _entries(container: Any, key: str, *, what: str, required: bool) -> list[Any
     return value
 
 
-def files_of(record: Any) -> list[LoomFile]:
+def files_of(record: JSONValue) -> list[LoomFile]:
     """Every file a job's details name: inputs first, then the outputs, if any."""
     job_data = need(record, "job_data", dict, what="the job details")
     job_files = need(job_data, "job_files", dict, what="the job details' job_data")
@@ -285,13 +282,14 @@ def files_of(record: Any) -> list[LoomFile]:
     return found
 
 
-def unrecognised_of(record: Any, ignored: frozenset[str] = frozenset()) -> list[Path]:
+def unrecognised_of(record: JSONValue, ignored: frozenset[str] = frozenset()) -> list[Path]:
     """The file references in a job's details that ``files_of`` does not account for, less
     the sections in ``ignored``. An ``output_files`` key Loom does not document is an output
     even when it carries no link: its own path stands for it then."""
     claimed = {file.path for file in files_of(record)}
     found = unclaimed(record, claimed=claimed, inert=INERT, ignored=ignored, containers=CONTAINERS)
-    outputs = record["job_data"]["job_files"].get("output_files") or {}
+    outputs = checked(record)["job_data"]["job_files"].get("output_files") or {}
+    assert isinstance(outputs, dict)  # files_of refused any other
     for key, value in outputs.items():
         if key in (*OUTPUT_LISTS, FIELDS_URL) or key in ignored:
             continue
@@ -311,10 +309,10 @@ def parts_of(msg: str) -> tuple[list[str], list[str]]:
 
 
 def read_details(
-    job_id: str, status_code: int, data: Any, *, secrets: tuple[str, ...] = ()
+    job_id: str, status_code: int, data: JSONValue, *, secrets: tuple[str, ...] = ()
 ) -> JobSnapshot | JobGone:
     """A details answer as our types; BadResponse for any shape Loom does not document."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict):
         raise BadResponse(f"the details of job {job_id} are not a JSON object")
     if is_gone(data):
         return JobGone(job_id=job_id, answer={"status_code": status_code, "body": data})
@@ -333,7 +331,7 @@ def read_details(
         raise BadResponse(f"asked for job {job_id}, Loom answered with job {returned}")
     files_of(data)  # refuse a malformed file list before anything is decided
     prefix = prefix_of(msg)
-    output_files = data["job_data"]["job_files"].get("output_files")
+    output_files = checked(data)["job_data"]["job_files"].get("output_files")
     phase = phase_of(prefix, success, output_files)
     terminal = is_terminal(phase)
     return JobSnapshot(
@@ -348,11 +346,11 @@ def read_details(
 
 
 def read_delete(
-    job_id: str, status_code: int, data: Any, *, secrets: tuple[str, ...] = ()
+    job_id: str, status_code: int, data: JSONValue, *, secrets: tuple[str, ...] = ()
 ) -> DeleteAnswer:
     """A delete answer as our types. ProviderRejected when Loom refuses; BadResponse when
     the answer is not one Loom documents (the delete is then sent again later)."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict):
         raise BadResponse(f"the answer to deleting job {job_id} is not a JSON object")
     if is_gone(data):
         return AlreadyGone(status_code=status_code, body=data)
@@ -384,8 +382,8 @@ def read_delete(
 
 
 class LoomProvider(BaseProvider[LoomSettings]):
-    type: ClassVar[str] = "loom"
-    lists_jobs: ClassVar[bool] = False
+    type: ClassVar[str] = SPEC.type
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
 
     @classmethod
     def api_options(cls, settings: LoomSettings) -> ApiOptions:
@@ -417,7 +415,7 @@ class LoomProvider(BaseProvider[LoomSettings]):
             # A 400 is read only when it is "not found" or a failed job's full details (the
             # status of either is not documented); Loom's generic 400 is a refusal.
             failed_job = (
-                isinstance(data, Mapping)
+                isinstance(data, dict)
                 and isinstance(data.get("msg"), str)
                 and prefix_of(data["msg"]) == "error"
                 and isinstance(data.get("job_data"), dict)
@@ -483,7 +481,8 @@ class LoomProvider(BaseProvider[LoomSettings]):
         fresh = self._details(job_id, f"checking job {job_id} after Loom deleted none of it")
         if isinstance(fresh, JobGone):
             return answer
-        _deleted, kept = parts_of(answer.body["msg"])
+        msg = answer.body.get("msg") if isinstance(answer.body, dict) else None
+        _deleted, kept = parts_of(msg if isinstance(msg, str) else "")
         raise DeleteIncomplete(
             f"Loom answered the delete with every part not deleted "
             f"({_shorten(_blank(', '.join(kept), self._secrets()))}), yet still describes "

@@ -11,8 +11,9 @@ The rule, the same for every provider. Each reference must be
 * claimed: it is, or lies inside, a field that maps to an ``Artifact`` the adapter returns;
 * inert: it lies in a field the adapter declares, from the provider's own documents, as
   naming nothing the delete destroys (an id, a status, a format, what the user submitted, an
-  object in the user's own bucket). Each adapter declares these once, in its ``INERT`` table:
-  a path pattern (``output.*[*].format``) and a one-line reason for each (``inert()``); or
+  object in the user's own bucket). Each provider declares these once, in its spec's
+  ``INERT`` table (``worker/specs/``): a path pattern (``output.*[*].format``) and a one-line
+  reason for each (``inert()``); or
 * in a section the operator named in ``ignore_outputs``, accepting its loss.
 
 Anything else stops the delete: ``unrecognised`` builds the ``Kept`` error naming each field by
@@ -57,14 +58,13 @@ import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
 
 from worker.errors import Kept
+from worker.json_types import JSONValue
+from worker.specs.inert import ANY_INDEX, ANY_KEY, Inert, PatternPart, pattern
 
 Segment = str | int
 Path = tuple[Segment, ...]
-# An adapter's declaration: path pattern -> why the provider's delete destroys nothing there.
-Inert = Mapping[str, str]
 
 # A URI of any scheme, or protocol-relative. A string is a reference only when it *is* one,
 # not when it mentions one ("Failed to download https://...").
@@ -125,14 +125,14 @@ def _name(name: str) -> _Name:
     )
 
 
-def _is_nothing(value: Any) -> bool:
+def _is_nothing(value: JSONValue) -> bool:
     """Null, blank, empty, a number or a boolean."""
     if isinstance(value, str):
         return not value.strip()
     return not isinstance(value, list | dict) or not value
 
 
-def _holds_nothing(value: Any) -> bool:
+def _holds_nothing(value: JSONValue) -> bool:
     """Nothing, or lists and objects of nothing else: no text that could name anything
     (``{"expires": 3600}``). Only asked of what a field that names data holds, so a large
     answer is not searched once per level."""
@@ -143,11 +143,11 @@ def _holds_nothing(value: Any) -> bool:
     return _is_nothing(value)
 
 
-def _has_bucket(value: Mapping[str, Any]) -> bool:
+def _has_bucket(value: Mapping[str, JSONValue]) -> bool:
     return any(isinstance(v, str) and v.strip() and _name(str(k)).bucket for k, v in value.items())
 
 
-def is_url(value: Any) -> bool:
+def is_url(value: object) -> bool:
     """Whether a string is a URI of some scheme, or protocol-relative."""
     return isinstance(value, str) and bool(_URI.match(value))
 
@@ -161,7 +161,7 @@ def looks_like_a_place(text: str) -> bool:
     return not (_NUMERIC.match(text) or _MEDIA_TYPE.match(text) or _ABBREVIATION.match(text))
 
 
-def references(value: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
+def references(value: JSONValue, path: Path = ()) -> Iterator[tuple[Path, JSONValue]]:
     """``(path, value)`` for every reference to stored data in a JSON value, in document
     order. No reference lies inside another: a field is either one, or is represented by
     the ones inside it."""
@@ -197,7 +197,7 @@ def references(value: Any, path: Path = ()) -> Iterator[tuple[Path, Any]]:
             yield from references(item, here)
 
 
-def _held(value: Any, path: Path) -> Iterator[tuple[Path, Any]]:
+def _held(value: JSONValue, path: Path) -> Iterator[tuple[Path, JSONValue]]:
     """The references a field that names data holds: a string is one; each item of a list is
     one, or the ones inside it; an object is the ones inside it, or one itself when it has
     none but holds some text (``{"id": "f-1"}``)."""
@@ -213,56 +213,17 @@ def _held(value: Any, path: Path) -> Iterator[tuple[Path, Any]]:
         yield path, value
 
 
-# -- the declarations ------------------------------------------------------------------------
-
-# In a pattern: any key at that level, and any index.
-_ANY_KEY = "*"
-_ANY_INDEX = -1
-_PATTERN_PART = re.compile(r"\[(\*|[0-9]+)\]|(?:^|\.)([^.\[\]]+)")
-
-PatternPart = str | int
-
-
-@functools.cache
-def pattern(text: str) -> tuple[PatternPart, ...]:
-    """``output.*[*].format`` as its parts: ``("output", "*", -1, "format")``. ``*`` is any
-    key, ``[*]`` any index. ValueError for a pattern that is not one."""
-    parts: list[PatternPart] = []
-    position = 0
-    for match in _PATTERN_PART.finditer(text):
-        if match.start() != position:
-            break
-        index, key = match.groups()
-        if index is not None:
-            parts.append(_ANY_INDEX if index == "*" else int(index))
-        else:
-            parts.append(key)
-        position = match.end()
-    if not parts or position != len(text):
-        raise ValueError(f"{text!r} is not a path pattern (like output.*[*].format)")
-    return tuple(parts)
-
-
-def inert(table: Mapping[str, str]) -> Inert:
-    """An adapter's ``INERT`` table, checked: each pattern parses and starts with a named
-    field (a leading wildcard would declare whole records inert), and each has a reason."""
-    for text, reason in table.items():
-        parts = pattern(text)
-        if not isinstance(parts[0], str) or parts[0] == _ANY_KEY:
-            raise ValueError(f"inert pattern {text!r} must start with a field name")
-        if not reason.strip():
-            raise ValueError(f"inert pattern {text!r} needs a reason")
-    return MappingProxyType(dict(table))
+# -- the declarations (worker/specs/inert.py) -----------------------------------------------
 
 
 def _matches(path: Path, parts: tuple[PatternPart, ...]) -> bool:
     if len(path) < len(parts):
         return False
     for segment, part in zip(path, parts, strict=False):
-        if part == _ANY_KEY:
+        if part == ANY_KEY:
             if not isinstance(segment, str):
                 return False
-        elif part == _ANY_INDEX:
+        elif part == ANY_INDEX:
             if not isinstance(segment, int):
                 return False
         elif segment != part or type(segment) is not type(part):
@@ -304,7 +265,7 @@ def section_of(path: Path, containers: Sequence[Path] = ()) -> str:
 
 
 def unclaimed(
-    record: Any,
+    record: JSONValue,
     *,
     claimed: Collection[Path] = (),
     inert: Inert = MappingProxyType({}),

@@ -22,7 +22,7 @@
   walk over it. The parsed JSON is what costs memory (Python objects: up to 50 times the
   bytes, for a body of tiny containers), so the parse has a cap of its own, ``max_parse_mib``
   (256 MiB by default), counted on the raw bytes before anything is parsed
-  (``base.parse_cost``): a result that could take more is a ``BadResponse`` naming the
+  (``parsing.parse_cost``): a result that could take more is a ``BadResponse`` naming the
   setting and how far to raise it, and the job stays at Unsiloed. Reading a result thus
   takes at most ``max_result_mib`` + ``max_parse_mib``. A result of small objects (OCR boxes)
   counts 13 (indented) to 30 (compact) times its size, so the default takes one of 9 MiB or
@@ -31,7 +31,7 @@
   ``sha256:<64 hex>`` (the documented shape) or a bare 64-hex digest, lowercased; the
   pipeline checks the archived bytes against it. That ``pdf_hash`` is the digest of the very
   bytes ``file_url`` serves is an inference [I]: if it is not, the check fails and the job is
-  kept, the safe direction. Any other form (another algorithm, a truncated digest, not a
+  kept, the safe direction. Every other form (another algorithm, a truncated digest, not a
   string) leaves ``sha256`` None: nothing is checked beyond the download's own size.
 * What the delete destroys: "the job and all associated data including results" [V U-del]:
   the result and the source document. The whole-record walk (``providers/outputs.py``) over
@@ -41,7 +41,7 @@
   ``metadata.page_count`` and ``order``) name no data of their own; ``result`` and ``data``
   (the extracted values, shaped by the user's schema, archived inside result.json) and
   ``metadata.schema`` are content [I]; all are declared in ``INERT``. ``file_url`` maps to
-  the source document. Any other reference in either answer (the older shape's
+  the source document. Every other reference in either answer (the older shape's
   ``visualization_paths``, a future ``*_url``, an ``s3_key``) is unrecognised and keeps the
   job (``Kept(reason="unrecognised_output")``) unless its top-level key is in
   ``ignore_outputs``.
@@ -73,7 +73,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -90,11 +90,12 @@ from worker.domain import (
     ProviderOrigin,
 )
 from worker.errors import BadResponse, Kept, ProviderError, ProviderRejected, WorkerError
+from worker.json_types import JSONValue
 from worker.keys import strip_query
 from worker.providers.base import ApiOptions, BaseProvider, ErrorDetail, need
-from worker.providers.outputs import Path, inert, unclaimed, unrecognised
+from worker.providers.outputs import Path, unclaimed, unrecognised
 from worker.redact import Redactor
-from worker.settings import UnsiloedSettings
+from worker.specs.unsiloed import SPEC, UnsiloedSettings
 
 STATUSES = {
     "queued": Phase.RUNNING,
@@ -109,34 +110,9 @@ ERROR_FIELDS = ("detail", "error", "message")
 FILE_URL: Path = ("file_url",)
 # Messages name a reference by the answer that holds it: `job.x` or `result_json.x`.
 ANSWERS: tuple[Path, ...] = (("job",), ("result_json",))
-# The fields of the job record and the result (shared/providers.md section 4) that name no
-# data the delete destroys. The extraction's content is archived inside result.json: values
-# shaped by the user's schema, which may hold any URL the document mentions [I].
-_CONTENT = "the extraction's content, archived inside result.json [I]"
-INERT = inert(
-    {
-        "job.id": "the job's id",
-        "job.job_id": "the job's id",
-        "job.status": "a status word",
-        "job.type": "the kind of job (extraction, chunking...)",
-        "job.created_at": "a time",
-        "job.updated_at": "a time",
-        "job.pdf_name": "the source document's name; file_url serves it",
-        "job.pdf_hash": "the source document's digest",
-        "job.user_id": "the owner's id",
-        "job.error": "Unsiloed's error text",
-        "result_json.job_id": "the job's id",
-        "result_json.status": "a status word",
-        "result_json.file_name": "the source document's name; file_url serves it",
-        "result_json.created_at": "a time",
-        "result_json.updated_at": "a time",
-        "result_json.metadata.page_count": "a count",
-        "result_json.metadata.order": "the reading order used",
-        "result_json.metadata.schema": "the user's extraction schema: " + _CONTENT,
-        "result_json.result": _CONTENT,
-        "result_json.data": _CONTENT,
-    }
-)
+# The fields of the job record and the result that name no data the delete destroys
+# (specs/unsiloed.py).
+INERT = SPEC.inert
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 # A provider's error text is shown to people; a page of HTML or a stack trace is not useful.
 MAX_DETAIL_CHARS = 300
@@ -147,16 +123,16 @@ RESULT_NAME = "result.json"
 _PLAIN = Redactor()
 
 
-def shown(value: Any) -> str:
+def shown(value: JSONValue) -> str:
     """A provider's value, fit for an error message: short and without signed URLs."""
     return _PLAIN.scrub(repr(value))[:80]
 
 
-def phase_of(status: Any) -> Phase:
+def phase_of(status: JSONValue) -> Phase:
     return STATUSES.get(status.lower(), Phase.UNKNOWN) if isinstance(status, str) else Phase.UNKNOWN
 
 
-def parse_time(value: Any) -> datetime | None:
+def parse_time(value: JSONValue) -> datetime | None:
     """An ISO-8601 timestamp with a zone (``...Z``), or None when it is anything else.
 
     A timestamp without a zone could be any local time; the worker's own sighting is the
@@ -175,8 +151,8 @@ def error_detail_for(api_key: str) -> ErrorDetail:
     """Read ``detail`` or ``error`` from an error body, never echoing the key or a signed URL."""
     redactor = Redactor([api_key])
 
-    def detail(status: int, data: Any) -> str | None:
-        if not isinstance(data, Mapping):
+    def detail(status: int, data: JSONValue) -> str | None:
+        if not isinstance(data, dict):
             return None
         for field in ("detail", "error", "message"):
             value = data.get(field)
@@ -184,7 +160,7 @@ def error_detail_for(api_key: str) -> ErrorDetail:
                 return redactor.scrub(value)[:MAX_DETAIL_CHARS]
             # FastAPI's validation errors: [{"loc": [...], "msg": "...", "type": "..."}].
             if isinstance(value, list):
-                messages = [m["msg"] for m in value if isinstance(m, Mapping) and "msg" in m]
+                messages = [m["msg"] for m in value if isinstance(m, dict) and "msg" in m]
                 texts = [m for m in messages if isinstance(m, str)]
                 if texts:
                     return redactor.scrub("; ".join(texts))[:MAX_DETAIL_CHARS]
@@ -193,14 +169,14 @@ def error_detail_for(api_key: str) -> ErrorDetail:
     return detail
 
 
-def is_unsiloed_error(data: Any) -> bool:
+def is_unsiloed_error(data: JSONValue) -> bool:
     """Whether a body has one of the shapes Unsiloed's errors are read in."""
-    if not isinstance(data, Mapping):
+    if not isinstance(data, dict):
         return False
     return any(isinstance(data.get(f), str | list) and data.get(f) for f in ERROR_FIELDS)
 
 
-def sha256_of(pdf_hash: Any) -> str | None:
+def sha256_of(pdf_hash: JSONValue) -> str | None:
     """The lowercase hex digest of ``sha256:<hex>`` or a bare 64-hex digest; None otherwise."""
     if not isinstance(pdf_hash, str):
         return None
@@ -231,10 +207,11 @@ def no_source() -> Kept:
     )
 
 
-def record_of(job_id: str, data: Any) -> tuple[str, dict[str, Any]]:
+def record_of(job_id: str, data: JSONValue) -> tuple[str, dict[str, JSONValue]]:
     """The status and record of ``GET /jobs/{id}``, or BadResponse."""
     what = f"Unsiloed's record of job {job_id}"
     status = need(data, "status", str, what=what)
+    assert isinstance(data, dict)  # need() refused any other
     for field in ("id", "job_id"):
         returned = data.get(field)
         if returned is not None and returned != job_id:
@@ -252,11 +229,11 @@ class Source:
     link: str  # presigned: never logged or recorded whole
 
 
-def source_of(job_id: str, result: Any, record: Mapping[str, Any]) -> Source | None:
+def source_of(job_id: str, result: JSONValue, record: Mapping[str, JSONValue]) -> Source | None:
     """The source document a result points to, if it has one; BadResponse for a result that
     is not Unsiloed's. Reads only ``job_id``, ``file_url``, ``file_name`` and ``pdf_name``."""
     what = f"Unsiloed's result of job {job_id}"
-    if not isinstance(result, Mapping):
+    if not isinstance(result, dict):
         raise BadResponse(f"{what} is not a JSON object")
     returned = result.get("job_id")
     if returned is not None and returned != job_id:
@@ -273,19 +250,19 @@ def source_of(job_id: str, result: Any, record: Mapping[str, Any]) -> Source | N
 
 
 def unrecognised_of(
-    record: Mapping[str, Any], result: Any, ignored: frozenset[str] = frozenset()
+    record: Mapping[str, JSONValue], result: JSONValue, ignored: frozenset[str] = frozenset()
 ) -> list[Path]:
     """References in the job record, or in the result beyond ``file_url``, that ``INERT`` does
     not declare, less the top-level keys in ``ignored``. The record's are prefixed ``job.``,
     the result's ``result_json.`` so a message says which answer holds them."""
-    answers = {ANSWERS[0][0]: dict(record), ANSWERS[1][0]: result}
+    answers: JSONValue = {str(ANSWERS[0][0]): dict(record), str(ANSWERS[1][0]): result}
     claimed = {(*ANSWERS[1], *FILE_URL)}
     return unclaimed(answers, claimed=claimed, inert=INERT, ignored=ignored, containers=ANSWERS)
 
 
 class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
-    type: ClassVar[str] = "unsiloed"
-    lists_jobs: ClassVar[bool] = False
+    type: ClassVar[str] = SPEC.type
+    lists_jobs: ClassVar[bool] = SPEC.lists_jobs
 
     @classmethod
     def api_options(cls, settings: UnsiloedSettings) -> ApiOptions:
@@ -381,7 +358,7 @@ class UnsiloedProvider(BaseProvider[UnsiloedSettings]):
         return artifacts
 
     def _read_result(
-        self, job_id: str, path: str, record: Mapping[str, Any], ignored: frozenset[str]
+        self, job_id: str, path: str, record: Mapping[str, JSONValue], ignored: frozenset[str]
     ) -> tuple[int, Source | None, list[Path]]:
         """Read the result once, under ``max_result_mib``, for what ``artifacts`` needs: its
         status, the source document, and the references nobody claims. result.json itself is

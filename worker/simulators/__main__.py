@@ -1,4 +1,4 @@
-"""`python -m worker.simulators`: the five provider simulators as one standalone server.
+"""`python -m worker.simulators`: every provider's simulator in one standalone server.
 
 deploy/compose.yaml's `simulators` profile runs it so the whole system can be tried without a
 provider account; it is just as useful by hand::
@@ -6,12 +6,14 @@ provider account; it is just as useful by hand::
     python -m worker.simulators                  # 127.0.0.1:8101-8105, demo jobs
     python -m worker.simulators --host 0.0.0.0 --public-host simulators --s3-endpoint http://minio:9000
 
-Each simulator listens on its own port (``--base-port`` and the four after it, in the order
-daily, loom, huawei_mpc, unsiloed, datocms; ``--base-port 0`` takes free ports). Once all of
-them listen, one JSON line on stdout gives, per provider, the ``[providers.NAME]`` table a
-configuration needs (type, base_url, credentials), the jobs it holds, and the ids to hand to
-``retention track`` (Loom and Unsiloed have no list endpoint) and ``retention hold``. Then it
-serves until SIGTERM or SIGINT.
+Each simulator listens on its own port (``--base-port`` and those after it, one per provider
+in the registry's order: daily, loom, huawei_mpc, unsiloed, datocms, then any plug-in's;
+``--base-port 0`` takes free ports). Once all of them listen, one JSON line on stdout gives,
+per account, the ``[providers.NAME]`` table a configuration needs (type, base_url,
+credentials), the jobs it holds, and the ids to hand to ``retention track`` (Loom and
+Unsiloed have no list endpoint) and ``retention hold``. Then it serves until SIGTERM or
+SIGINT. The accounts are the providers' own (``worker/simulators/seed.py``), read off the
+registry: this module names no provider.
 
 ``--seed demo`` (the default) adds jobs like ``retention demo``'s, in every state, with fixed
 ids so a static configuration (deploy/retention.simulators.toml) can name them.
@@ -34,34 +36,13 @@ from types import FrameType
 from typing import Any, ClassVar, TypeVar, cast
 
 from worker.simulators.blobs import Content, chunks_of
-from worker.simulators.daily import DailySimulator
-from worker.simulators.datocms import DatoCmsSimulator
 from worker.simulators.http import SimServer
-from worker.simulators.huawei_mpc import HuaweiMpcSimulator
-from worker.simulators.loom import LoomSimulator
-from worker.simulators.seed import (
-    CUSTOM_BUCKET,
-    DATOCMS_UPLOAD,
-    MPC_PROJECT,
-    OBS_BUCKET,
-    Account,
-    seed_demo,
-)
-from worker.simulators.unsiloed import UnsiloedSimulator
-
-# The simulated accounts' made-up credentials (the same as `retention demo`'s). They are fixed
-# so that deploy/retention.simulators.toml can name them.
-DAILY_API_KEY = "demo-key-acme"
-LOOM_KEY = "demo-loom-key"
-LOOM_SECRET = "demo-loom-secret"  # noqa: S105 - simulated account
-MPC_ACCESS_KEY = "DEMOAKDEMOAKDEMOAK01"
-MPC_SECRET_KEY = "demo-secret-key-for-sdk-hmac-sha256"  # noqa: S105 - simulated account
-UNSILOED_API_KEY = "demo-unsiloed-key"
-DATOCMS_API_TOKEN = "demo-dato-token"  # noqa: S105 - simulated account
+from worker.simulators.seed import Account, SimulatedAccount, simulated_accounts
 
 DEFAULT_BASE_PORT = 8101
-# Port offsets from --base-port, and the provider names the JSON (and the configs) use.
-ORDER = ("daily", "loom", "mpc", "unsiloed", "datocms")
+ACCOUNTS = simulated_accounts()
+# Port offsets from --base-port, and the account names the JSON (and the configs) use.
+ORDER = tuple(account.name for account in ACCOUNTS)
 
 S = TypeVar("S", bound=SimServer)
 BucketWriter = Callable[[str, str, Content], None]
@@ -95,55 +76,22 @@ def bound(cls: type[S], bind_host: str, public_host: str) -> type[S]:
 
 def start_accounts(
     *, bind_host: str, public_host: str, base_port: int, writer: BucketWriter | None
-) -> list[Account]:
-    """Start the five simulators (stopping any already started if one fails to bind)."""
-
-    def port(name: str) -> int:
-        return base_port + ORDER.index(name) if base_port else 0
-
-    def make(cls: type[S], name: str, *args: Any, **kwargs: Any) -> S:
-        # Each simulator's constructor has its own signature; all of them take `port`.
-        construct: Callable[..., S] = bound(cls, bind_host, public_host)
-        return construct(*args, port=port(name), **kwargs)
-
-    started: list[SimServer] = []
-
-    def keep(sim: S) -> S:
-        started.append(sim)
-        return sim
-
+) -> list[tuple[SimulatedAccount[Any], Account]]:
+    """Start every provider's simulator (stopping any already started if one fails to bind)."""
+    started: list[tuple[SimulatedAccount[Any], Account]] = []
     try:
-        daily = keep(make(DailySimulator, "daily", DAILY_API_KEY, bucket_writer=writer))
-        loom = keep(make(LoomSimulator, "loom", LOOM_KEY, LOOM_SECRET))
-        mpc = keep(
-            make(
-                HuaweiMpcSimulator,
-                "mpc",
-                MPC_PROJECT,
-                access_key=MPC_ACCESS_KEY,
-                secret_key=MPC_SECRET_KEY,
-                output_bucket=OBS_BUCKET,
-                bucket_writer=writer,
+        for offset, simulated in enumerate(ACCOUNTS):
+            account = simulated.start(
+                cls=bound(simulated.simulator, bind_host, public_host),
+                port=base_port + offset if base_port else 0,
+                writer=writer,
             )
-        )
-        unsiloed = keep(make(UnsiloedSimulator, "unsiloed", UNSILOED_API_KEY))
-        dato = keep(make(DatoCmsSimulator, "datocms", DATOCMS_API_TOKEN, pending_polls=1))
+            started.append((simulated, account))
     except OSError:
-        for sim in started:
-            sim.stop()
+        for _, account in started:
+            account.sim.stop()
         raise
-    # Each simulator gives its own [providers.NAME] table; the extra keys are the account's.
-    accounts = [
-        Account("daily", daily),
-        Account("loom", loom),
-        Account("mpc", mpc),
-        Account("unsiloed", unsiloed),
-        Account("datocms", dato, {"upload_ids": [DATOCMS_UPLOAD]}),
-    ]
-    for account in accounts:
-        account.table = account.sim.provider_table(**account.table)
-        account.sim.start()
-    return accounts
+    return started
 
 
 def s3_writer(endpoint_url: str, region: str) -> BucketWriter:
@@ -163,7 +111,7 @@ def s3_writer(endpoint_url: str, region: str) -> BucketWriter:
         ),
     )
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-    for bucket in (CUSTOM_BUCKET, OBS_BUCKET):
+    for bucket in sorted({name for account in ACCOUNTS for name in account.buckets}):
         if bucket not in existing:
             client.create_bucket(Bucket=bucket)
 
@@ -176,7 +124,7 @@ def s3_writer(endpoint_url: str, region: str) -> BucketWriter:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m worker.simulators",
-        description="Run the five provider simulators until SIGTERM or SIGINT.",
+        description="Run the provider simulators until SIGTERM or SIGINT.",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
@@ -190,7 +138,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--base-port",
         type=int,
         default=DEFAULT_BASE_PORT,
-        help=f"port of the first simulator; the others take the next four "
+        help=f"port of the first simulator; the others take the ports after it "
         f"({', '.join(ORDER)}; default: {DEFAULT_BASE_PORT}; 0: free ports)",
     )
     parser.add_argument(
@@ -233,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: S3 server {args.s3_endpoint}: {exc}", file=sys.stderr)
             return 1
     try:
-        accounts = start_accounts(
+        started = start_accounts(
             bind_host=args.host,
             public_host=args.public_host,
             base_port=args.base_port,
@@ -242,17 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot listen on {args.host}: {exc}", file=sys.stderr)
         return 1
+    accounts = [account for _, account in started]
     try:
         if args.seed == "demo":
-            daily, loom, mpc, unsiloed, dato = accounts
-            seed_demo(
-                daily=daily,
-                loom=loom,
-                mpc=mpc,
-                unsiloed=unsiloed,
-                dato=dato,
-                custom_buckets=writer is not None,
-            )
+            for simulated, account in started:
+                simulated.seed(account, writer is not None)
         ready = {
             "event": "simulators_ready",
             "s3_endpoint": args.s3_endpoint,
