@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from tests.fakes import FakeProvider, Fakes, fake_runtime
-from worker import job
+from worker import delete
 from worker.domain import MAX_BACKOFF, JobState
 from worker.errors import (
     ArchiveError,
@@ -357,7 +357,7 @@ def test_an_asynchronous_delete_still_running_is_deferred_and_followed_later(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # given: a provider that carries deletes out asynchronously, and no time to wait for one
-    monkeypatch.setattr(job, "ASYNC_DELETE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(delete, "ASYNC_DELETE_POLL_SECONDS", 0.0)
     provider = FakeProvider()
     provider.async_polls = 1
     f = fake_runtime(provider)
