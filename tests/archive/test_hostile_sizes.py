@@ -169,6 +169,7 @@ MAX_BUFFER_MIB = 16
 MARGIN_MIB = 24
 
 
+@pytest.mark.slow
 def test_four_hostile_downloads_at_once_stay_within_the_memory_budget(
     s3_server: S3Server, s3: S3Client, bucket: str
 ) -> None:

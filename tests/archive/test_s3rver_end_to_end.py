@@ -28,6 +28,7 @@ def daily() -> Iterator[DailySimulator]:
     sim.stop()
 
 
+@pytest.mark.slow
 def test_one_sweep_on_s3rver_with_default_settings_archives_verifies_and_deletes(
     s3rver: Endpoint, daily: DailySimulator, tmp_path: Path
 ) -> None:

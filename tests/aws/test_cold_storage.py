@@ -43,6 +43,7 @@ def storage_class(s3: S3Client, bucket: str, key: str) -> str:
     return s3.head_object(Bucket=bucket, Key=key).get("StorageClass", "STANDARD")
 
 
+@pytest.mark.slow
 def test_with_glacier_jobs_are_archived_and_deleted_and_no_data_file_is_read(
     jobs: Jobs, s3: S3Client, sqlite_url: str
 ) -> None:
@@ -96,6 +97,7 @@ def test_restore_of_a_cold_job_starts_a_thaw_and_says_when_to_come_back(
         assert (tmp_path / "out" / key).read_bytes() == data
 
 
+@pytest.mark.slow
 def test_restore_with_wait_thaws_and_restores_in_one_run(
     swept: Jobs, sqlite_url: str, tmp_path: Path
 ) -> None:

@@ -26,7 +26,7 @@ import worker.bootstrap
 import worker.s3
 from tests.aws.iam import POLICIES, allows, granted, load_policy, needs, policy_files
 from tests.aws.support import Jobs, two_jobs
-from tests.helpers import run_cli, settings_of, write_to_bucket
+from tests.helpers import run_cli, settings_of, unused_port, write_to_bucket
 from worker.archive import Archive, MiB
 from worker.check import run_checks
 from worker.errors import DownloadError
@@ -147,6 +147,7 @@ def _no(_: float) -> None:
     return None
 
 
+@pytest.mark.slow
 def test_every_call_the_worker_makes_is_granted_and_every_grant_is_used(
     s3_server: S3Server, s3: S3Client, tmp_path: Path, recorder: Recorder
 ) -> None:
@@ -203,7 +204,7 @@ def test_the_policy_files_are_the_five_features_and_never_let_the_worker_delete_
 def iam_server() -> Iterator[S3Server]:
     """A moto server of its own that authorizes every request against the caller's IAM
     policies, after the first three (which create the administrator below)."""
-    server = start_s3_server(env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
+    server = start_s3_server(unused_port(), env={"INITIAL_NO_AUTH_ACTION_COUNT": "3"})
     # The start-up probe may have been counted; count from zero from here.
     import urllib.request
 
@@ -232,6 +233,7 @@ def clients(endpoint: str, key: dict[str, str]) -> tuple[Any, Any, Any]:
     )
 
 
+@pytest.mark.slow
 def test_a_user_holding_only_the_policies_archives_deletes_and_restores_under_moto_iam(
     iam_server: S3Server, tmp_path: Path
 ) -> None:

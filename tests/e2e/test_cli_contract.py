@@ -118,6 +118,7 @@ def test_an_unreachable_provider_exits_3_whatever_else_the_sweep_found(
     assert "stopped: max_deletes_per_sweep (1)" in run.stdout
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_exits_130_and_says_what_happens_next(
     daily_sim: DailySimulator, bucket: str, s3_server: S3Server, tmp_path: Path
 ) -> None:
@@ -398,6 +399,7 @@ def test_a_reader_that_closes_its_end_early_gets_no_error_or_traceback(
     assert run.returncode == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("output", [(), ("--jsonl",)])
 def test_a_sweep_whose_reader_has_gone_still_finishes_every_job_quietly(
     daily_sim: DailySimulator,

@@ -14,7 +14,14 @@ import pytest
 
 from tests.conftest import StartWorker
 from tests.e2e.test_crashes import DeleteGuard, daily_job
-from tests.helpers import REDIS_URL, config_data, daily_provider, run_cli, write_config
+from tests.helpers import (
+    REDIS_URL,
+    config_data,
+    daily_provider,
+    run_cli,
+    run_process,
+    write_config,
+)
 from worker.ledger import Ledger
 from worker.simulators.daily import DailySimulator
 from worker.simulators.s3server import S3Server
@@ -70,7 +77,9 @@ def test_workers_and_overlapping_sweeps_delete_each_job_once_within_the_rate_lim
     for _ in range(2):  # what beat sends: retention.sweep for the provider
         assert run_cli("sweep", "--enqueue", config=config).code == 0
     manual: list[int] = []
-    thread = threading.Thread(target=lambda: manual.append(run_cli("sweep", config=config).code))
+    thread = threading.Thread(
+        target=lambda: manual.append(run_process("sweep", config=config).code)
+    )
     thread.start()
     ledger = Ledger.open(postgres_url)
     deadline = time.monotonic() + 180

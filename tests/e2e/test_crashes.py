@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.scenario import DUE, Scenario, build, folder
-from tests.helpers import config_data, objects, run_cli, write_config, write_to_bucket
+from tests.helpers import (
+    config_data,
+    objects,
+    run_cli,
+    run_process,
+    write_config,
+    write_to_bucket,
+)
 from worker.ledger import Ledger
 from worker.simulators.blobs import chunks_of
 from worker.simulators.daily import DailySimulator
@@ -135,7 +142,7 @@ def recover(run: Recovery, *, every: float, limit: float) -> None:
     """Kill a sweep at ``run.point``, then start a sweep every ``every`` seconds until every
     due job is deleted, or ``limit`` seconds have passed since the kill."""
     try:
-        killed = run_cli(
+        killed = run_process(
             "sweep", config=run.config, module="tests.e2e.crashing", before=(run.point,)
         )
         if killed.code != -9:
@@ -147,7 +154,8 @@ def recover(run: Recovery, *, every: float, limit: float) -> None:
         try:
             while time.monotonic() - started < limit:
                 time.sleep(every)
-                result = run_cli("sweep", "--json", config=run.config)
+                # A process each: these recoveries run side by side, one thread each.
+                result = run_process("sweep", "--json", config=run.config)
                 run.sweeps += 1
                 if result.code not in (0, 1):
                     run.error = result.stderr[-1000:]
@@ -247,7 +255,7 @@ def test_a_sweep_killed_while_polling_a_datocms_delete_resumes_without_a_second_
     )
     try:
         # when: the sweep dies right before its first poll, then sweeps run again
-        killed = run_cli(
+        killed = run_process(
             "sweep", config=config, module="tests.e2e.crashing", before=("while_polling",)
         )
         assert killed.code == -9, killed.stderr[-2000:]

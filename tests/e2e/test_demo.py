@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT, run_cli
 
 
+@pytest.mark.slow
 def test_the_demo_shows_all_five_providers_archived_and_deleted() -> None:
     run = run_cli("demo", timeout=300)
     assert run.code == 0, run.stderr
@@ -29,6 +32,7 @@ def test_the_demo_shows_all_five_providers_archived_and_deleted() -> None:
     assert "held before the worker has ever seen it" in out
 
 
+@pytest.mark.slow
 def test_demo_serve_keeps_servers_up_for_commands_typed_by_hand(tmp_path: Path) -> None:
     # given: the demo's servers, started as a person starts them
     folder = tmp_path / "demo"

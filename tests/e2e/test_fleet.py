@@ -38,6 +38,7 @@ def track_all(fleet: Fleet, config: Path) -> None:
         assert run.code == 0, run.stderr
 
 
+@pytest.mark.slow
 def test_a_cli_sweep_handles_every_provider_in_one_configuration(
     fleet: Fleet, s3: S3Client, s3_server: S3Server, ledger_url: str, tmp_path: Path
 ) -> None:

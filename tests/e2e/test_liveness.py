@@ -18,9 +18,8 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.helpers import REDIS_URL, ROOT, config_data, write_config
+from tests.helpers import REDIS_URL, ROOT, config_data, unused_port, write_config
 from worker import heartbeat
-from worker.simulators.s3server import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -224,7 +223,7 @@ def test_a_worker_that_lost_its_broker_is_left_alive_while_it_reconnects(
     tmp_path: Path, celery_queue: str, start: Start
 ) -> None:
     # given: a worker on a Redis of its own, consuming
-    port = free_port()
+    port = unused_port()
     redis_server = [
         "redis-server",
         "--port",

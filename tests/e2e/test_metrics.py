@@ -15,10 +15,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import StartWorker
-from tests.helpers import REDIS_URL, ROOT, config_data, daily_provider, run_cli, write_config
+from tests.helpers import (
+    REDIS_URL,
+    ROOT,
+    config_data,
+    daily_provider,
+    run_cli,
+    unused_port,
+    write_config,
+)
 from worker import __version__
 from worker.simulators.daily import DailySimulator
-from worker.simulators.s3server import S3Server, free_port
+from worker.simulators.s3server import S3Server
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -51,7 +59,7 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
     # given: due jobs whose downloads are slow, and a worker with four processes
     jobs = [daily_sim.add_job(transcription=[("txt", f"job {n}".encode())]) for n in range(6)]
     daily_sim.inject("delay", path="^/files/", seconds=0.5, times=6)
-    port = free_port()
+    port = unused_port()
     config = write_config(
         tmp_path / "retention.toml",
         config_data(
@@ -70,7 +78,7 @@ def test_the_worker_serves_metrics_from_every_process_while_a_sweep_runs(
         concurrency=4,
         env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus")},
     )
-    exporter_port = free_port()
+    exporter_port = unused_port()
     exporter = subprocess.Popen(
         [sys.executable, "-m", "worker", "exporter", "--port", str(exporter_port)],
         cwd=ROOT,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.postgres
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_any_output_at_debug_level(
     daily_sim: DailySimulator,
     bucket: str,
@@ -111,6 +112,7 @@ def test_no_secret_reaches_any_output_at_debug_level(
         assert "X-Amz-Signature=" not in text.replace("X-Amz-Signature=[redacted]", "")
 
 
+@pytest.mark.slow
 def test_no_credential_of_any_provider_reaches_any_output_at_debug_level(
     s3: S3Client,
     bucket: str,

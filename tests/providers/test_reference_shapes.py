@@ -638,6 +638,7 @@ def _at(value: Any, path: Path) -> Any:
 WRAPPERS = ("details", "extra", "meta", "info", "more")
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @pytest.mark.parametrize("walk", WALKS, ids=WALK_IDS)
 @given(data=st.data())

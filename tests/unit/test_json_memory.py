@@ -173,6 +173,7 @@ COSTLY: dict[str, Callable[[], bytes]] = {
 }
 
 
+@pytest.mark.slow
 @linux_only
 @pytest.mark.parametrize("shape", sorted(COSTLY))
 def test_the_cost_counted_bounds_what_parsing_takes(shape: str, tmp_path: Path) -> None:
@@ -192,6 +193,7 @@ def test_the_cost_counted_bounds_what_parsing_takes(shape: str, tmp_path: Path) 
 # -- hostile answers under an address-space limit ---------------------------------------------
 
 
+@pytest.mark.slow
 @linux_only
 @pytest.mark.parametrize(
     ("shape", "mib"),
@@ -210,6 +212,7 @@ def test_an_answer_of_tiny_containers_is_refused_within_512_mib_not_a_memory_err
     assert result["grown"] < 16 * MiB
 
 
+@pytest.mark.slow
 @linux_only
 @pytest.mark.parametrize("shape", ["result-of-tiny-objects", "result-of-nested-lists"])
 def test_an_unsiloed_result_of_60_mib_of_tiny_containers_is_refused_naming_job_and_cap(
@@ -230,6 +233,7 @@ def test_an_unsiloed_result_of_60_mib_of_tiny_containers_is_refused_naming_job_a
     assert result["grown"] < 100 * MiB, result
 
 
+@pytest.mark.slow
 @linux_only
 def test_a_genuine_8_mib_unsiloed_result_of_ocr_words_is_read_within_512_mib() -> None:
     result = child("unsiloed", "result-of-ocr-words", "8", "512")
@@ -239,6 +243,7 @@ def test_a_genuine_8_mib_unsiloed_result_of_ocr_words_is_read_within_512_mib() -
 # -- the depth check ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_depth_check_holds_one_iterator_a_level_not_every_value() -> None:
     # given a wide document: 200,000 small objects under one key
     document = {"result": [{"a": [1, 2]} for _ in range(200_000)]}
@@ -334,6 +339,7 @@ def ocr_result(words: int) -> bytes:
     return text.encode()
 
 
+@pytest.mark.slow
 def test_a_genuine_result_of_several_mib_of_small_objects_is_read_and_stored_exactly(
     sim: UnsiloedSimulator,
 ) -> None:

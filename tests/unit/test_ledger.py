@@ -38,8 +38,8 @@ def open_ledger(url: str, *, returning: bool = True) -> Ledger:
 RETURNING = pytest.mark.parametrize("returning", [True, False], ids=["returning", "no-returning"])
 
 
-def test_the_migrations_create_exactly_the_tables_the_code_uses(ledger_url: str) -> None:
-    ledger = Ledger.open(ledger_url)
+def test_the_migrations_create_exactly_the_tables_the_code_uses(empty_ledger_url: str) -> None:
+    ledger = Ledger.open(empty_ledger_url)
     with ledger.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
@@ -53,9 +53,9 @@ def test_the_code_expects_the_migrations_head() -> None:
     assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
 
 
-def test_opening_twice_migrates_once(ledger_url: str) -> None:
-    Ledger.open(ledger_url).close()
-    assert Ledger.open(ledger_url).schema_revision() == SCHEMA_REVISION
+def test_opening_twice_migrates_once(empty_ledger_url: str) -> None:
+    Ledger.open(empty_ledger_url).close()
+    assert Ledger.open(empty_ledger_url).schema_revision() == SCHEMA_REVISION
 
 
 @RETURNING

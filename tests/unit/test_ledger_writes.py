@@ -296,11 +296,11 @@ def test_an_upgrade_to_0005_keeps_every_job_and_adds_an_empty_manifest_identity(
 
 
 def test_an_upgrade_to_0006_counts_an_archived_job_as_archived_once_with_no_outputs_on_record(
-    ledger_url: str,
+    empty_ledger_url: str,
 ) -> None:
     # given: a ledger at 0005 with an archived job and a pending one
-    _upgrade(ledger_url, "0005")
-    engine = make_engine(ledger_url)
+    _upgrade(empty_ledger_url, "0005")
+    engine = make_engine(empty_ledger_url)
     with engine.begin() as conn:
         for job_id, state, key in (("old", "archived", "'m'"), ("new", "pending", "NULL")):
             conn.execute(
@@ -314,7 +314,7 @@ def test_an_upgrade_to_0006_counts_an_archived_job_as_archived_once_with_no_outp
     engine.dispose()
 
     # when: the worker opens it
-    ledger = Ledger.open(ledger_url)
+    ledger = Ledger.open(empty_ledger_url)
 
     # then: the archived job was archived once, and nothing proves its outputs yet (the read
     # before its delete archives it again); the pending one was never archived

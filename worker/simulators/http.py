@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import parse_qs, urlsplit
 
 Handler = Callable[..., "Response"]
@@ -126,6 +126,15 @@ class SimServer:
     """Base of every simulator. ``credential_headers`` marks which headers carry credentials."""
 
     credential_headers: ClassVar[tuple[str, ...]] = ("authorization",)
+    # The arguments it was built with, so ``reset`` can build its state again.
+    _built_with: tuple[tuple[Any, ...], dict[str, Any]]
+    _httpd: _Server
+    _thread: threading.Thread | None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        sim = super().__new__(cls)
+        sim._built_with = (args, kwargs)
+        return sim
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
@@ -137,9 +146,10 @@ class SimServer:
         self._faults: list[Fault] = []
         self._lock = threading.RLock()
         self.requests: list[Seen] = []
-        self._httpd = _Server((host, port), _Handler)
-        self._httpd.sim = self
-        self._thread: threading.Thread | None = None
+        if getattr(self, "_httpd", None) is None:  # else ``reset``: the server keeps serving
+            self._httpd = _Server((host, port), _Handler)
+            self._httpd.sim = self
+            self._thread = None
         # Requests allowed per window before the simulator answers 429 (None = unlimited).
         self.rate_limit: tuple[int, float] | None = None
         # Called with each request before it is answered (tests check invariants here, such
@@ -174,6 +184,17 @@ class SimServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+    def reset(self) -> None:
+        """Back to the state it was built in, still serving on the same port: no jobs,
+        faults, requests, rate limit or hook, and the constructor's knobs again.
+
+        Lets one running simulator serve many tests: stopping a server costs a poll interval,
+        and a test's simulator is then as new as one built for it alone.
+        """
+        args, kwargs = self._built_with
+        with self._lock:
+            type(self).__init__(self, *args, **kwargs)
 
     def __enter__(self) -> SimServer:
         return self.start()

@@ -189,7 +189,6 @@ class HuaweiMpcSimulator(SimServer):
         self.unknown_task_delete = unknown_task_delete
         self.signature_error_code = signature_error_code
         self._state = threading.RLock()
-        self._settings = (clock, max_skew, unknown_task_delete, signature_error_code)
         self.tasks: dict[str, SimTask] = {}
         self.deleted: list[str] = []
         self.canceled: list[str] = []
@@ -201,31 +200,6 @@ class HuaweiMpcSimulator(SimServer):
         self.seen_signatures: list[str] = []
         self._ids = itertools.count(3273178)
         self._seq = itertools.count()
-
-    def reset(self) -> None:
-        """Forget every task, fault, request and rate limit; restore the constructor's knobs.
-
-        Lets one running simulator serve many tests (stopping a server costs a poll interval).
-        """
-        self.clear_faults()
-        with self._state, self._lock:
-            self.clock, self.max_skew, self.unknown_task_delete, self.signature_error_code = (
-                self._settings
-            )
-            self.rate_limit = None
-            self._window.clear()
-            self.requests.clear()
-            for log in (
-                self.deleted,
-                self.canceled,
-                self.delete_requests,
-                self.issued_signatures,
-                self.seen_signatures,
-            ):
-                log.clear()
-            self.tasks.clear()
-            self._ids = itertools.count(3273178)
-            self._seq = itertools.count()
 
     @property
     def base_url(self) -> str:
