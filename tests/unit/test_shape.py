@@ -9,18 +9,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[2] / "worker"
 EXEMPT = PACKAGE / "simulators"
 
 MODULE_LINES = 700
 CLASS_LINES = 400
 FUNCTION_LINES = 80
-
-# Modules being split right now, exempt until that lands; each entry goes with the split.
-# The last test fails once an entry is no longer needed, so none outlives its reason.
-UNDER_WAY: dict[str, str] = {}
 
 
 def modules() -> list[Path]:
@@ -57,14 +51,6 @@ def test_the_package_has_modules_to_measure() -> None:
 
 
 def test_no_module_class_or_function_is_over_its_limit() -> None:
-    over = [line for path in modules() if name_of(path) not in UNDER_WAY for line in too_long(path)]
+    over = [line for path in modules() for line in too_long(path)]
 
     assert over == [], "over the limits, to be split:\n" + "\n".join(over)
-
-
-@pytest.mark.parametrize("module", sorted(UNDER_WAY))
-def test_a_module_exempt_while_it_is_split_is_still_over_a_limit(module: str) -> None:
-    path = PACKAGE.parent / module
-
-    assert path.exists(), f"{module} is gone: drop its exemption"
-    assert too_long(path), f"{module} meets the limits: drop its exemption"
