@@ -108,42 +108,32 @@ def status_tables(statuses: Sequence[ProviderStatus]) -> None:
     # Job ids and errors come from providers: a "[/]" in one is text, not rich markup.
     for s in statuses:
         more = status_more(s)
-        for job in s.overdue:
-            problems.add_row(
-                s.provider,
-                escape(job.job_id),
-                f"overdue ({job.state})",
-                job.due_at or "",
-                escape(job.last_error or ""),
-            )
-        _more_row(problems, s.provider, more, "overdue")
-        for kept in s.kept:
-            problems.add_row(
-                s.provider,
-                escape(kept.job_id),
-                "[yellow]kept[/]",
-                kept.kept_at or "",
-                escape(kept.reason or ""),
-            )
-        _more_row(problems, s.provider, more, "kept")
-        for failed in s.failed:
-            problems.add_row(
-                s.provider,
-                escape(failed.job_id),
-                "[red]failed[/]",
-                failed.failed_at or "",
-                escape(failed.last_error or ""),
-            )
-        _more_row(problems, s.provider, more, "failed")
-        for odd in s.unknown:
-            problems.add_row(
-                s.provider,
-                escape(odd.job_id),
-                f"[yellow]unknown status[/] {escape(repr(odd.status))}, {odd.attempts} attempt(s)",
-                odd.checked_at or "",
-                escape(odd.last_error or "not read since it was listed"),
-            )
-        _more_row(problems, s.provider, more, "unknown")
+        # (kind, [(job id, state, when, why), ...]): the state may hold markup; the rest not.
+        sections: list[tuple[str, list[tuple[str, str, str | None, str | None]]]] = [
+            (
+                "overdue",
+                [(j.job_id, f"overdue ({j.state})", j.due_at, j.last_error) for j in s.overdue],
+            ),
+            ("kept", [(k.job_id, "[yellow]kept[/]", k.kept_at, k.reason) for k in s.kept]),
+            ("failed", [(f.job_id, "[red]failed[/]", f.failed_at, f.last_error) for f in s.failed]),
+            (
+                "unknown",
+                [
+                    (
+                        u.job_id,
+                        f"[yellow]unknown status[/] {escape(repr(u.status))}, "
+                        f"{u.attempts} attempt(s)",
+                        u.checked_at,
+                        u.last_error or "not read since it was listed",
+                    )
+                    for u in s.unknown
+                ],
+            ),
+        ]
+        for kind, rows in sections:
+            for job_id, state, when, why in rows:
+                problems.add_row(s.provider, escape(job_id), state, when or "", escape(why or ""))
+            _more_row(problems, s.provider, more, kind)
     if problems.row_count:
         console.print(problems)
 
