@@ -35,10 +35,10 @@ from typing import Any, ClassVar, cast
 import httpx
 
 from tests.helpers import config_data, settings_of
+from tests.rows import job_row
 from worker.archive import Archive, StoredObject, Verified
 from worker.bootstrap import Runtime
 from worker.domain import (
-    INITIAL_STATE,
     KEEP_RECHECK,
     LIFECYCLE,
     OPEN_STATES,
@@ -505,35 +505,7 @@ class FakeJobOperations(JobOperations):
         """Record a job the ledger has not seen, as ``claim`` (or ``track``) first does;
         ``values`` set its columns as a test arranges them."""
         pk = next(self.t.ids)
-        row = JobRow(
-            pk=pk,
-            provider=provider,
-            job_id=job_id,
-            state=INITIAL_STATE,
-            tracked=tracked,
-            held=False,
-            provider_status=None,
-            phase=None,
-            first_seen_at=now,
-            last_checked_at=None,
-            finished_at=None,
-            terminal_at=None,
-            attempts=0,
-            last_error=None,
-            next_attempt_at=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            archived_at=None,
-            manifest_key=None,
-            files_count=None,
-            bytes_archived=None,
-            delete_requested_at=None,
-            delete_handle=None,
-            delete_answer=None,
-            provider_deleted_at=None,
-            deleted_at=None,
-            receipt_key=None,
-        )
+        row = job_row(first_seen_at=now, pk=pk, provider=provider, job_id=job_id, tracked=tracked)
         self.t.keys[(provider, job_id)] = pk
         self._put(dataclasses.replace(row, **values))
         return pk

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
+from tests.rows import job_row
 from worker.domain import (
     FreshRead,
     JobGone,
@@ -34,37 +36,8 @@ class Policy:
     max_read_age_seconds: float = 300
 
 
-def row(state: JobState = JobState.PENDING, **fields: object) -> JobRow:
-    base = JobRow(
-        pk=1,
-        provider="daily",
-        job_id="j",
-        state=state,
-        tracked=False,
-        held=False,
-        provider_status=None,
-        phase=None,
-        first_seen_at=NOW - WEEK * 4,
-        last_checked_at=None,
-        finished_at=None,
-        terminal_at=None,
-        attempts=0,
-        last_error=None,
-        next_attempt_at=None,
-        lease_owner=None,
-        lease_expires_at=None,
-        archived_at=None,
-        manifest_key=None,
-        files_count=None,
-        bytes_archived=None,
-        delete_requested_at=None,
-        delete_handle=None,
-        delete_answer=None,
-        provider_deleted_at=None,
-        deleted_at=None,
-        receipt_key=None,
-    )
-    return replace(base, **fields)  # type: ignore[arg-type]
+def row(state: JobState = JobState.PENDING, **fields: Any) -> JobRow:
+    return job_row(first_seen_at=NOW - WEEK * 4, state=state, **fields)
 
 
 def snap(phase: Phase, *, finished_at: datetime | None = None, status: str = "x") -> JobSnapshot:

@@ -13,6 +13,7 @@ import click
 import pytest
 
 from tests.helpers import settings_of
+from tests.rows import job_row
 from worker.check import Check, CheckRun, Note
 from worker.config_view import Validation, effective_config
 from worker.domain import JobRow, JobState
@@ -75,35 +76,16 @@ def report_row(job_id: str) -> ReportRow:
     }
 
 
-def job_row(job_id: str = "j-1") -> JobRow:
-    return JobRow(
-        pk=1,
-        provider="daily",
+def archived_row(job_id: str = "j-1") -> JobRow:
+    return job_row(
+        first_seen_at=NOW,
         job_id=job_id,
         state=JobState.ARCHIVED,
-        tracked=False,
-        held=False,
         provider_status="finished",
-        phase=None,
-        first_seen_at=NOW,
-        last_checked_at=None,
-        finished_at=None,
-        terminal_at=None,
-        attempts=0,
-        last_error=None,
-        next_attempt_at=None,
-        lease_owner=None,
-        lease_expires_at=None,
         archived_at=NOW,
         manifest_key=f"archive/daily/{job_id}/manifest.json",
         files_count=1,
         bytes_archived=6,
-        delete_requested_at=None,
-        delete_handle=None,
-        delete_answer=None,
-        provider_deleted_at=None,
-        deleted_at=None,
-        receipt_key=None,
     )
 
 
@@ -261,7 +243,7 @@ def test_a_scrub_at_a_terminal_prints_each_damaged_key_above_its_progress_line(
 
     with scrub_feed(Format.RICH, quiet=False) as feed:
         assert isinstance(feed, ScrubProgress)
-        feed(job_row(), [DAMAGED])
+        feed(archived_row(), [DAMAGED])
 
     out = capsys.readouterr().out
     assert "DAMAGED  archive/daily/j-1/a.txt: holds 8 bytes" in out
@@ -273,7 +255,7 @@ def test_a_scrub_prints_each_damaged_key_even_when_quiet(
     fmt: Format, quiet: bool, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with scrub_feed(fmt, quiet=quiet) as feed:
-        feed(job_row(), [DAMAGED])
+        feed(archived_row(), [DAMAGED])
 
     assert capsys.readouterr().out.startswith("DAMAGED  archive/daily/j-1/a.txt: holds 8 bytes")
 
@@ -309,7 +291,7 @@ def test_a_scrubs_lines_stop_the_scrub_once_the_reader_has_gone(
     monkeypatch.setattr(click, "echo", _gone)
 
     with pytest.raises(BrokenPipeError), scrub_feed(Format.TEXT, quiet=False) as feed:
-        feed(job_row(), [DAMAGED])
+        feed(archived_row(), [DAMAGED])
 
 
 # The message_type of each view's JSON: the command's name for a command that prints one
