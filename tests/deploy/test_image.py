@@ -32,6 +32,7 @@ from tests.deploy.support import (
     IMAGE_UID,
     K8S,
     Simulators,
+    assert_simulators_swept,
     dummy_environment,
     env_refs,
     load_all_yaml,
@@ -39,7 +40,7 @@ from tests.deploy.support import (
     locked_for,
     normalized,
 )
-from tests.helpers import REDIS_URL, ROOT, CliRun, objects
+from tests.helpers import REDIS_URL, ROOT, CliRun
 from worker.simulators import __main__ as simulators_main
 from worker.simulators.s3server import LOCAL_CREDENTIALS
 
@@ -274,22 +275,8 @@ def test_a_sweep_inside_the_image_archives_and_deletes_every_due_job(
     # then every check passed, each provider's credentials included
     assert check.code == 0, check.stdout + check.stderr
     assert check.stdout.count("credentials accepted") == len(simulators_main.ORDER)
-    # and the sweep archived and deleted every due job: Daily's two finished jobs and its
-    # failed one (the held one waits), Loom's, MPC's, Unsiloed's completed job and DatoCMS's
-    # ready track. Daily's job in a status nobody knows (paused) is deferred: exit code 1.
-    assert sweep.code == 1, sweep.stderr
-    summary = sweep.last_json()
-    assert summary["deleted"] == summary["archived"] == 7, summary
-    assert summary["failed"] == 0, summary
-    # and the bucket holds each job's files, manifest and deletion receipt
-    stored = objects(s3, bucket, "simulators/")
-    manifests = {key for key in stored if key.endswith("/manifest.json")}
-    receipts = {key for key in stored if key.endswith("/deletion.json")}
-    assert len(manifests) == len(receipts) == 7
-    assert not any(held in key for key in stored)
-    for key in manifests:
-        for file in json.loads(stored[key])["files"]:
-            assert file["key"] in stored
+    # and the sweep archived and deleted every due job
+    assert_simulators_swept(sweep, s3, bucket, held)
     # and nothing was written to the image's root filesystem: it can be mounted read-only
     assert container.written_since(before) == []
 
